@@ -1,0 +1,32 @@
+# Bootstrap for a fresh machine: `make run` and `make test` create .venv, install
+# the pinned requirements once (again when requirements.txt or constraints.txt
+# change) and run the default job or the test suite.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORKDIR ?= workdirs/vit_digits
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -c constraints.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m vit_jax.main --config configs/vit_digits.py --workdir $(WORKDIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check vit_jax configs tests benchmarks
+
+clean:
+	rm -rf $(VENV) workdirs

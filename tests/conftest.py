@@ -1,0 +1,13 @@
+"""Test set-up: 8 forced CPU devices, so multi-device code runs on any machine.
+
+XLA reads the flag when the backend starts, so it must be set before jax is
+imported anywhere; pytest imports this file first.
+"""
+
+import os
+
+_FLAG = "--xla_force_host_platform_device_count=8"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -1,0 +1,13 @@
+"""Flax modules (no I/O). Build models with `create_model(name, num_classes=...)`."""
+
+from vit_jax.models.attention import attention_weights, stack_encoder_weights
+from vit_jax.models.layout import is_stacked, stack_layers, unstack_layers
+from vit_jax.models.registry import (VIT_SIZES, canonical_name, create_model,
+                                     list_models, model_kwargs, register)
+from vit_jax.models.vit import VisionTransformer
+
+__all__ = [
+    "VIT_SIZES", "VisionTransformer", "attention_weights", "canonical_name",
+    "create_model", "is_stacked", "list_models", "model_kwargs", "register",
+    "stack_encoder_weights", "stack_layers", "unstack_layers",
+]

@@ -1,0 +1,192 @@
+"""Transformer building blocks shared by ViT and ViViT.
+
+Class names matter: Linen names sub-modules `<ClassName>_<index>`, and the released
+checkpoints (REFERENCE.md section 1) expect `MultiHeadDotProductAttention_0`,
+`MlpBlock_0` and `LayerNorm_{0,1}` inside each encoder block.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+# Reference initialisers (REFERENCE.md section 1).
+KERNEL_INIT = nn.initializers.xavier_uniform()
+BIAS_INIT = nn.initializers.normal(stddev=1e-6)
+LAYERNORM_EPSILON = 1e-6
+
+# Names accepted for `remat_policy`, mapped to jax.checkpoint_policies.
+REMAT_POLICIES = {
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "everything_saveable": jax.checkpoint_policies.everything_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": (
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable),
+}
+
+ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn")
+
+
+def remat_policy(name: str) -> Callable[..., bool]:
+  """Looks up a `jax.checkpoint` policy by name."""
+  if name not in REMAT_POLICIES:
+    raise ValueError(
+        f"Unknown remat_policy {name!r}; choose one of {sorted(REMAT_POLICIES)}.")
+  return REMAT_POLICIES[name]
+
+
+def gelu(approximate: bool) -> Callable[[jax.Array], jax.Array]:
+  """GELU; the released checkpoints were trained with the tanh approximation."""
+  return lambda x: nn.gelu(x, approximate=approximate)
+
+
+class MlpBlock(nn.Module):
+  """Transformer MLP: Dense -> GELU -> Dropout -> Dense -> Dropout.
+
+  Attributes:
+    mlp_dim: hidden width.
+    out_dim: output width; defaults to the input width.
+  """
+  mlp_dim: int
+  out_dim: Optional[int] = None
+  dropout_rate: float = 0.0
+  gelu_approximate: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    """[..., D] -> [..., out_dim or D]."""
+    out_dim = self.out_dim or x.shape[-1]
+    dense = lambda features: nn.Dense(
+        features, dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=KERNEL_INIT, bias_init=BIAS_INIT)
+    x = dense(self.mlp_dim)(x)
+    x = gelu(self.gelu_approximate)(x)
+    x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+    x = dense(out_dim)(x)
+    return nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops the whole residual branch per example, rescaled.
+
+  `rate` may be a traced scalar (one per layer under `nn.scan`).
+  """
+
+  @nn.compact
+  def __call__(self, x: jax.Array, rate: Union[float, jax.Array],
+               deterministic: bool) -> jax.Array:
+    """[B, ...] -> [B, ...]."""
+    if deterministic or (isinstance(rate, (int, float)) and rate == 0.0):
+      return x
+    keep_prob = 1.0 - jnp.asarray(rate, jnp.float32)
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    keep = jax.random.bernoulli(self.make_rng("dropout"), keep_prob, shape)
+    return jnp.where(keep, x / keep_prob.astype(x.dtype), jnp.zeros_like(x))
+
+
+class MultiHeadDotProductAttention(nn.Module):
+  """Multi-head attention with the released checkpoints' parameter layout.
+
+  Parameters: query/key/value kernel [D, H, D/H], bias [H, D/H]; out kernel
+  [H, D/H, D], bias [D]. Logits are scaled by 1/sqrt(head_dim).
+
+  The fast path is `jax.nn.dot_product_attention` (`implementation="cudnn"` picks
+  the fused flash kernel on GPU). The explicit path (softmax materialised) runs
+  when attention weights are requested (`sow_weights`, stored in the
+  'intermediates' collection as `attention_weights` [B, H, Lq, Lk]) or when
+  attention dropout is active in training.
+  """
+  num_heads: int
+  dropout_rate: float = 0.0
+  implementation: Optional[str] = None
+  sow_weights: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs_q: jax.Array, inputs_kv: Optional[jax.Array] = None,
+               deterministic: bool = True) -> jax.Array:
+    """inputs_q [B, Lq, D], inputs_kv [B, Lk, D] (defaults to inputs_q) -> [B, Lq, D]."""
+    if inputs_kv is None:
+      inputs_kv = inputs_q
+    width = inputs_q.shape[-1]
+    if width % self.num_heads:
+      raise ValueError(
+          f"Width {width} is not divisible by num_heads={self.num_heads}; "
+          "choose a head count that divides the hidden size.")
+    if self.implementation not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"Unknown attention implementation {self.implementation!r}; "
+                       f"choose one of {ATTENTION_IMPLEMENTATIONS}.")
+    head_dim = width // self.num_heads
+    projection = lambda name: nn.DenseGeneral(
+        features=(self.num_heads, head_dim), axis=-1, dtype=self.dtype,
+        param_dtype=self.param_dtype, kernel_init=KERNEL_INIT,
+        bias_init=nn.initializers.zeros, name=name)
+    query = projection("query")(inputs_q)  # [B, Lq, H, hd]
+    key = projection("key")(inputs_kv)  # [B, Lk, H, hd]
+    value = projection("value")(inputs_kv)  # [B, Lk, H, hd]
+
+    use_dropout = not deterministic and self.dropout_rate > 0.0
+    if self.sow_weights or use_dropout:
+      query = query / jnp.sqrt(head_dim).astype(query.dtype)
+      logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+      # Softmax in float32 even under bf16: logits of long sequences overflow.
+      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+      if self.sow_weights:
+        self.sow("intermediates", "attention_weights", weights)
+      weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=deterministic)
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+    else:
+      out = jax.nn.dot_product_attention(
+          query, key, value, implementation=self.implementation)
+
+    return nn.DenseGeneral(
+        features=width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=KERNEL_INIT, bias_init=nn.initializers.zeros, name="out")(out)
+
+
+class Encoder1DBlock(nn.Module):
+  """Pre-LN transformer block: x + Attn(LN(x)), then y + MLP(LN(y)).
+
+  Parameters (Linen naming): LayerNorm_0, MultiHeadDotProductAttention_0,
+  LayerNorm_1, MlpBlock_0. The call signature `(x, drop_path_rate, deterministic)
+  -> (x, None)` lets the same class run under a Python loop and under `nn.scan`.
+  """
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  gelu_approximate: bool = True
+  attention_implementation: Optional[str] = None
+  sow_attention_weights: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, drop_path_rate: Union[float, jax.Array] = 0.0,
+               deterministic: bool = True) -> tuple[jax.Array, None]:
+    """[B, L, D] -> ([B, L, D], None)."""
+    norm = lambda: nn.LayerNorm(epsilon=LAYERNORM_EPSILON, dtype=self.dtype,
+                                param_dtype=self.param_dtype)
+    y = norm()(x)
+    y = MultiHeadDotProductAttention(
+        num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
+        implementation=self.attention_implementation,
+        sow_weights=self.sow_attention_weights, dtype=self.dtype,
+        param_dtype=self.param_dtype)(y, deterministic=deterministic)
+    y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
+    x = x + DropPath()(y, drop_path_rate, deterministic)
+
+    y = norm()(x)
+    y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
+                 gelu_approximate=self.gelu_approximate, dtype=self.dtype,
+                 param_dtype=self.param_dtype)(y, deterministic=deterministic)
+    return x + DropPath()(y, drop_path_rate, deterministic), None

@@ -1,0 +1,93 @@
+"""Model registry: one call builds any registered model by name.
+
+    model = create_model("ViT-B_16", num_classes=10, dropout_rate=0.1)
+
+Names follow the released checkpoints (`ViT-B_16` = size B, patch 16); the
+big_vision spelling `B/16` is accepted too. Sizes compose: every patch size of
+a size shares the size's widths. Tiny sizes (`Mu`, `Nano`) exist for tests and
+the CPU demos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable
+
+import flax.linen as nn
+
+from vit_jax.models import vit
+
+# (hidden_size, num_layers, mlp_dim, num_heads); REFERENCE.md section 1.
+VIT_SIZES = {
+    "Mu": dict(hidden_size=32, num_layers=2, mlp_dim=64, num_heads=2),
+    "Nano": dict(hidden_size=64, num_layers=4, mlp_dim=128, num_heads=4),
+    "Ti": dict(hidden_size=192, num_layers=12, mlp_dim=768, num_heads=3),
+    "S": dict(hidden_size=384, num_layers=12, mlp_dim=1536, num_heads=6),
+    "B": dict(hidden_size=768, num_layers=12, mlp_dim=3072, num_heads=12),
+    "L": dict(hidden_size=1024, num_layers=24, mlp_dim=4096, num_heads=16),
+    "H": dict(hidden_size=1280, num_layers=32, mlp_dim=5120, num_heads=16),
+}
+
+# name -> (module class, keyword arguments)
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {}
+
+
+def register(name: str, module_cls: Callable[..., nn.Module], **kwargs: Any) -> None:
+  """Registers `name` as `module_cls(**kwargs)`; later issues add ViViT here."""
+  if name in _REGISTRY:
+    raise ValueError(f"Model {name!r} is already registered.")
+  _REGISTRY[name] = (module_cls, kwargs)
+
+
+for _size, _patches in [("Mu", (2, 4, 16)), ("Nano", (2, 4, 16)), ("Ti", (16,)),
+                        ("S", (16, 32)), ("B", (8, 16, 32)), ("L", (16, 32)),
+                        ("H", (14,))]:
+  for _patch in _patches:
+    register(f"ViT-{_size}_{_patch}", vit.VisionTransformer,
+             patch_size=_patch, **VIT_SIZES[_size])
+
+
+def list_models() -> list[str]:
+  """Names accepted by `create_model`."""
+  return sorted(_REGISTRY)
+
+
+def canonical_name(name: str) -> str:
+  """`B/16` -> `ViT-B_16`; registered names pass through."""
+  match = re.fullmatch(r"([A-Za-z]+)/(\d+)", name)
+  if match:
+    return f"ViT-{match.group(1)}_{match.group(2)}"
+  return name
+
+
+def model_kwargs(name: str) -> dict[str, Any]:
+  """The registered keyword arguments of `name` (a copy)."""
+  name = canonical_name(name)
+  if name not in _REGISTRY:
+    raise ValueError(f"Unknown model {name!r}. Registered models: {', '.join(list_models())}.")
+  return dict(_REGISTRY[name][1])
+
+
+def create_model(name: str, num_classes: int | None = 1000, **overrides: Any) -> nn.Module:
+  """Builds the linen module registered as `name`.
+
+  Args:
+    name: a registered name such as "ViT-B_16" (or "B/16"); see `list_models()`.
+    num_classes: size of the zero-initialised head; None drops the head.
+    **overrides: any field of the module, e.g. `dropout_rate=0.1`,
+      `classifier="gap"`, `dtype=jnp.bfloat16`, `scan_layers=True`.
+
+  Returns:
+    The module; `model.apply({"params": p}, images, train=False)` gives logits.
+  """
+  name = canonical_name(name)
+  kwargs = model_kwargs(name)
+  module_cls = _REGISTRY[name][0]
+  fields = {f.name for f in dataclasses.fields(module_cls)} - {"parent", "name"}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise TypeError(f"{module_cls.__name__} has no option(s) {unknown}; "
+                    f"valid options: {sorted(fields)}.")
+  kwargs.update(overrides)
+  return module_cls(num_classes=num_classes, **kwargs)

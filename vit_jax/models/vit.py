@@ -1,0 +1,266 @@
+"""Vision Transformer (Dosovitskiy et al., 2020) in Flax linen.
+
+The parameter tree is that of the released vit_jax checkpoints in Linen naming
+(REFERENCE.md section 1):
+
+  embedding/{kernel [p, p, 3, D], bias}        strided conv patch embedding
+  cls [1, 1, D]                                 only with classifier="token"
+  Transformer/posembed_input/pos_embedding      [1, N(+1), D], added after cls
+  Transformer/encoderblock_{i}/...              or Transformer/encoderblock/... [L, ...]
+  Transformer/encoder_norm/{scale, bias}
+  MAPHead_0/...                                 only with classifier="map"
+  pre_logits/{kernel, bias}                     only with representation_size
+  head/{kernel, bias}                           zero-initialised
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax.models import layers
+
+Dtype = Any
+
+CLASSIFIERS = ("token", "gap", "map", "unpooled")
+POSEMB_TYPES = ("learn", "sincos2d")
+
+
+def sincos2d_posemb(grid_h: int, grid_w: int, width: int,
+                    temperature: float = 10_000.0) -> np.ndarray:
+  """Fixed 2-D sin-cos position embedding (MoCo v3 / big_vision), [1, gh*gw, D]."""
+  if width % 4:
+    raise ValueError(f"sincos2d position embeddings need width % 4 == 0, got {width}.")
+  y, x = np.mgrid[:grid_h, :grid_w]
+  omega = 1.0 / temperature ** (np.arange(width // 4) / (width // 4 - 1 or 1))
+  y = np.einsum("n,d->nd", y.reshape(-1), omega)
+  x = np.einsum("n,d->nd", x.reshape(-1), omega)
+  pe = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
+  return pe[None].astype(np.float32)
+
+
+class AddPositionEmbs(nn.Module):
+  """Adds a learned position embedding `pos_embedding` [1, L, D] to [B, L, D]."""
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    posemb = self.param("pos_embedding", nn.initializers.normal(stddev=0.02),
+                        (1,) + x.shape[1:], self.param_dtype)
+    if posemb.shape[1:] != x.shape[1:]:
+      raise ValueError(
+          f"pos_embedding has {posemb.shape[1]} tokens of width {posemb.shape[2]}, "
+          f"the input gives {x.shape[1]} tokens of width {x.shape[2]}: resize the "
+          "position embeddings with vit_jax.checkpoint.adapt(...) or feed the image "
+          "size the parameters were made for.")
+    return x + posemb.astype(x.dtype)
+
+
+class Encoder(nn.Module):
+  """Position embedding, dropout, `num_layers` blocks, final LayerNorm.
+
+  [B, L, D] -> [B, L, D]. With `scan_layers` the blocks run under `nn.scan`
+  and their parameters are stacked on a leading axis under `encoderblock`;
+  otherwise they live under `encoderblock_{i}`. `vit_jax.models.layout`
+  converts between the two.
+  """
+  num_layers: int
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth: float = 0.0
+  add_position_embedding: bool = True
+  gelu_approximate: bool = True
+  attention_implementation: Optional[str] = None
+  sow_attention_weights: bool = False
+  scan_layers: bool = False
+  remat: bool = False
+  remat_policy: str = "nothing_saveable"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    if self.add_position_embedding:
+      x = AddPositionEmbs(param_dtype=self.param_dtype, name="posembed_input")(x)
+    x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+
+    # Stochastic depth grows linearly from 0 (first block) to the configured rate.
+    rates = [self.stochastic_depth * i / max(self.num_layers - 1, 1)
+             for i in range(self.num_layers)]
+    rates_are_static = self.stochastic_depth == 0.0 or not self.scan_layers
+    block_cls = layers.Encoder1DBlock
+    if self.remat:
+      block_cls = nn.remat(
+          block_cls, prevent_cse=not self.scan_layers,
+          # `self` counts as argument 0: (x=1, drop_path_rate=2, deterministic=3).
+          static_argnums=(2, 3) if rates_are_static else (3,),
+          policy=layers.remat_policy(self.remat_policy))
+    block_kwargs = dict(
+        mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+        dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        gelu_approximate=self.gelu_approximate,
+        attention_implementation=self.attention_implementation,
+        sow_attention_weights=self.sow_attention_weights,
+        dtype=self.dtype, param_dtype=self.param_dtype)
+
+    if self.scan_layers:
+      if rates_are_static:
+        rate_arg, rate_axis = 0.0, nn.broadcast
+      else:
+        rate_arg, rate_axis = jnp.asarray(rates, jnp.float32), 0
+      x, _ = nn.scan(
+          block_cls,
+          variable_axes={"params": 0, "intermediates": 0},
+          split_rngs={"params": True, "dropout": True},
+          in_axes=(rate_axis, nn.broadcast),
+          length=self.num_layers)(name="encoderblock", **block_kwargs)(
+              x, rate_arg, deterministic)
+    else:
+      for i in range(self.num_layers):
+        x, _ = block_cls(name=f"encoderblock_{i}", **block_kwargs)(
+            x, rates[i], deterministic)
+    return nn.LayerNorm(epsilon=layers.LAYERNORM_EPSILON, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name="encoder_norm")(x)
+
+
+class MAPHead(nn.Module):
+  """Multihead attention pooling (big_vision): a learned probe attends to the tokens.
+
+  [B, L, D] -> [B, D]. Parameters: probe [1, 1, D], MultiHeadDotProductAttention_0,
+  LayerNorm_0, MlpBlock_0.
+  """
+  mlp_dim: int
+  num_heads: int
+  gelu_approximate: bool = True
+  attention_implementation: Optional[str] = None
+  sow_attention_weights: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, _, width = x.shape
+    probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, width),
+                       self.param_dtype)
+    probe = jnp.tile(probe.astype(x.dtype), [batch, 1, 1])  # [B, 1, D]
+    x = layers.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, implementation=self.attention_implementation,
+        sow_weights=self.sow_attention_weights, dtype=self.dtype,
+        param_dtype=self.param_dtype)(probe, x)
+    y = nn.LayerNorm(epsilon=layers.LAYERNORM_EPSILON, dtype=self.dtype,
+                     param_dtype=self.param_dtype)(x)
+    x = x + layers.MlpBlock(mlp_dim=self.mlp_dim, gelu_approximate=self.gelu_approximate,
+                            dtype=self.dtype, param_dtype=self.param_dtype)(y)
+    return x[:, 0]
+
+
+class VisionTransformer(nn.Module):
+  """ViT classifier: images [B, H, W, 3] in [-1, 1] -> logits [B, num_classes].
+
+  H and W must be multiples of the patch size; the learned position embedding
+  fixes the token count at init time (resize it to fine-tune at another size).
+  With classifier="unpooled" the output keeps the tokens: [B, N, num_classes]
+  (or [B, N, D] features when num_classes is None).
+  """
+  num_classes: Optional[int]
+  patch_size: Union[int, Sequence[int]]
+  hidden_size: int
+  num_layers: int
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth: float = 0.0
+  classifier: str = "token"
+  representation_size: Optional[int] = None
+  posemb: str = "learn"
+  head_bias_init: float = 0.0
+  gelu_approximate: bool = True
+  attention_implementation: Optional[str] = None
+  sow_attention_weights: bool = False
+  scan_layers: bool = False
+  remat: bool = False
+  remat_policy: str = "nothing_saveable"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @property
+  def patch_hw(self) -> tuple[int, int]:
+    if isinstance(self.patch_size, int):
+      return (self.patch_size, self.patch_size)
+    return tuple(self.patch_size)
+
+  def check_config(self) -> None:
+    if self.classifier not in CLASSIFIERS:
+      raise ValueError(f"Unknown classifier {self.classifier!r}; choose one of {CLASSIFIERS}.")
+    if self.posemb not in POSEMB_TYPES:
+      raise ValueError(f"Unknown posemb {self.posemb!r}; choose one of {POSEMB_TYPES}.")
+    layers.remat_policy(self.remat_policy)
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    self.check_config()
+    if images.ndim != 4:
+      raise ValueError(f"Expected images [B, H, W, C], got shape {images.shape}.")
+    ph, pw = self.patch_hw
+    _, h, w, _ = images.shape
+    if h % ph or w % pw:
+      raise ValueError(
+          f"Image size {h}x{w} is not divisible by the patch size {ph}x{pw}; resize "
+          f"the images to a multiple of the patch size (e.g. {h // ph * ph}x{w // pw * pw}).")
+
+    x = nn.Conv(self.hidden_size, (ph, pw), strides=(ph, pw), padding="VALID",
+                dtype=self.dtype, param_dtype=self.param_dtype,
+                name="embedding")(images.astype(self.dtype))
+    batch, gh, gw, width = x.shape
+    x = jnp.reshape(x, (batch, gh * gw, width))  # [B, gh, gw, D] -> [B, N, D]
+
+    if self.posemb == "sincos2d":
+      x = x + jnp.asarray(sincos2d_posemb(gh, gw, width), self.dtype)
+    if self.classifier == "token":
+      cls = self.param("cls", nn.initializers.zeros, (1, 1, width), self.param_dtype)
+      cls = jnp.tile(cls.astype(x.dtype), [batch, 1, 1])
+      x = jnp.concatenate([cls, x], axis=1)  # [B, N+1, D]
+
+    x = Encoder(
+        num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+        dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        stochastic_depth=self.stochastic_depth,
+        add_position_embedding=self.posemb == "learn",
+        gelu_approximate=self.gelu_approximate,
+        attention_implementation=self.attention_implementation,
+        sow_attention_weights=self.sow_attention_weights,
+        scan_layers=self.scan_layers, remat=self.remat,
+        remat_policy=self.remat_policy, dtype=self.dtype,
+        param_dtype=self.param_dtype, name="Transformer")(x, deterministic=not train)
+
+    if self.classifier == "token":
+      x = x[:, 0]
+    elif self.classifier == "gap":
+      x = jnp.mean(x, axis=1)
+    elif self.classifier == "map":
+      x = MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+                  gelu_approximate=self.gelu_approximate,
+                  attention_implementation=self.attention_implementation,
+                  sow_attention_weights=self.sow_attention_weights,
+                  dtype=self.dtype, param_dtype=self.param_dtype)(x)
+
+    if self.representation_size is not None:
+      x = nn.Dense(self.representation_size, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name="pre_logits")(x)
+      x = jnp.tanh(x)
+    if self.num_classes is not None:
+      x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                   kernel_init=nn.initializers.zeros,
+                   bias_init=nn.initializers.constant(self.head_bias_init),
+                   name="head")(x)
+    # Logits leave the model in float32 so losses are stable under bf16 compute.
+    return x.astype(jnp.float32)
