@@ -15,7 +15,8 @@ The parameter tree is that of the released vit_jax checkpoints in Linen naming
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Optional, Union
 
 import flax.linen as nn
 import jax
@@ -49,14 +50,17 @@ class AddPositionEmbs(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    # Checked before self.param, whose own shape error does not say what to do.
+    if self.has_variable("params", "pos_embedding"):
+      stored = self.get_variable("params", "pos_embedding").shape
+      if tuple(stored[1:]) != tuple(x.shape[1:]):
+        raise ValueError(
+            f"pos_embedding has {stored[1]} tokens of width {stored[2]}, the input gives "
+            f"{x.shape[1]} tokens of width {x.shape[2]}: resize the position embeddings "
+            "with vit_jax.checkpoint.adapt(...) or feed the image size the parameters "
+            "were made for.")
     posemb = self.param("pos_embedding", nn.initializers.normal(stddev=0.02),
                         (1,) + x.shape[1:], self.param_dtype)
-    if posemb.shape[1:] != x.shape[1:]:
-      raise ValueError(
-          f"pos_embedding has {posemb.shape[1]} tokens of width {posemb.shape[2]}, "
-          f"the input gives {x.shape[1]} tokens of width {x.shape[2]}: resize the "
-          "position embeddings with vit_jax.checkpoint.adapt(...) or feed the image "
-          "size the parameters were made for.")
     return x + posemb.astype(x.dtype)
 
 
@@ -203,6 +207,8 @@ class VisionTransformer(nn.Module):
     if self.posemb not in POSEMB_TYPES:
       raise ValueError(f"Unknown posemb {self.posemb!r}; choose one of {POSEMB_TYPES}.")
     layers.remat_policy(self.remat_policy)
+    if not 0.0 <= self.stochastic_depth < 1.0:
+      raise ValueError(f"stochastic_depth must be in [0, 1), got {self.stochastic_depth}.")
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
