@@ -1,39 +1,62 @@
-"""Entry point: `python -m vit_jax.main --config configs/NAME.py --workdir DIR`.
+"""Command line: train, fine-tune and evaluate.
 
-Until the training driver lands this runs a model smoke test: it builds the
-configured model, initialises it and runs one forward pass on random images.
+  python -m vit_jax.main --config configs/vit_digits.py --workdir workdirs/digits
+  python -m vit_jax.main --config configs/vit_digits.py --workdir DIR --config.total_steps=100
+  python -m vit_jax.main --config configs/vit_digits.py --workdir DIR --mode=eval
+  python -m vit_jax.main --config configs/vit_digits.py --workdir DIR --mode=eval \
+      --checkpoint FILE.npz
+
+Fine-tuning is training with `--config.init_from.path=FILE` (any format that
+vit_jax.checkpoint reads). Multi-host: pass --coordinator_address, --num_processes
+and --process_id (or the VIT_JAX_* environment variables; see launch/).
 """
 
 from __future__ import annotations
 
-import time
+import os
 
-import jax
-import jax.numpy as jnp
-from absl import app, flags
-from ml_collections import config_flags
+# TensorFlow only feeds data; keep it off accelerators and quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from vit_jax import models
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+from vit_jax import config as config_lib  # noqa: E402
+from vit_jax import parallel, train  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARGS]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+_MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES), "train (also fine-tunes) or eval.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "", "--mode=eval: a checkpoint file to score "
+                                  "instead of the workdir's latest checkpoint.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", os.path.expanduser("~/.cache/vit_jax/xla"),
+    "Persistent XLA compilation cache directory ('' disables).")
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
-  model = models.create_model(config.model_name, num_classes=config.num_classes,
-                              **config.get("model", {}))
-  images = jax.random.uniform(jax.random.key(0), (config.batch_size, *config.image_shape),
-                              minval=-1, maxval=1)
-  start = time.perf_counter()
-  params = jax.jit(lambda x: model.init(jax.random.key(0), x))(images)["params"]
-  logits = jax.jit(lambda p, x: model.apply({"params": p}, x))(params, images)
-  logits.block_until_ready()
-  count = sum(x.size for x in jax.tree.leaves(params))
-  print(f"{config.model_name}: {count:,} parameters, logits {logits.shape}, "
-        f"init+forward {time.perf_counter() - start:.1f}s on {jax.devices()}")
-  assert jnp.all(jnp.isfinite(logits))
+  # Fail on a bad config before anything starts or compiles.
+  config_lib.validate(config)
+  if _CACHE.value:
+    jax.config.update("jax_compilation_cache_dir", _CACHE.value)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  import tensorflow as tf  # noqa: PLC0415
+  tf.config.set_visible_devices([], "GPU")
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)
+  if _MODE.value == "eval":
+    train.evaluate(config, _WORKDIR.value, _CHECKPOINT.value)
+  else:
+    train.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

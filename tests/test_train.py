@@ -1,0 +1,233 @@
+"""End-to-end tests of the driver on the bundled digits data, with tiny models.
+
+Runs that must be separate processes (kill and resume, SIGTERM, the command line,
+other device counts) run `python -m vit_jax.main` or a short script in a subprocess.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from vit_jax import checkpointing, models, optim, steps, train
+from tests import tiny_digits_config
+from vit_jax import config as config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(data_dir, **overrides):
+  """tests/tiny_digits_config.py (ViT-Mu/2, 24 steps, checkpoints every 12) plus overrides."""
+  c = tiny_digits_config.get_config()
+  c.data.data_dir = str(data_dir)
+  for key, value in overrides.items():
+    target = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return c
+
+
+def _overrides_as_flags(overrides):
+  return [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+def run_main(workdir, data_dir, *flags, devices=8, timeout=300, check=True):
+  env = dict(os.environ, VIT_JAX_DATA_DIR=str(data_dir), JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  cmd = [sys.executable, "-m", "vit_jax.main", "--config", "tests/tiny_digits_config.py",
+         "--workdir", str(workdir), "--compilation_cache=", *flags]
+  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"{cmd} failed:\n{proc.stderr[-4000:]}")
+  return proc
+
+
+def read_jsonl(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def restore_params(workdir, step):
+  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
+                               item_names=(checkpointing.ITEM,))
+  restored = mngr.restore(step, args=ocp.args.Composite(**{
+      checkpointing.ITEM: ocp.args.StandardRestore()}))[checkpointing.ITEM]
+  mngr.close()
+  return restored["params"]
+
+
+def test_train_end_to_end_writes_everything(tmp_path, digits_data_dir):
+  workdir = tmp_path / "run"
+  results = train.train_and_evaluate(tiny_config(digits_data_dir), str(workdir))
+  assert set(results) >= {"top1", "top5", "loss", "num_examples", "step"}
+  assert results["num_examples"] == 360 and results["step"] == 24
+  assert results["top1"] > 0.3  # 24 steps of a 2-layer ViT: far above 10% chance
+  assert results["top5"] >= results["top1"]
+  with open(workdir / "results.json") as f:
+    assert json.load(f) == pytest.approx(results)
+  lines = read_jsonl(workdir / "metrics.jsonl")
+  train_lines = [x for x in lines if "loss" in x]
+  assert [x["step"] for x in train_lines] == [4, 8, 12, 16, 20, 24]
+  assert train_lines[-1]["loss"] < train_lines[0]["loss"]
+  assert "compile_seconds" in train_lines[0] and train_lines[0]["images_per_sec"] > 0
+  assert [x["step"] for x in lines if "eval_top1" in x] == [12, 24]
+  assert os.listdir(workdir / "tensorboard")
+  with open(workdir / "config.json") as f:
+    saved = json.load(f)
+  assert saved["config"]["model_name"] == "ViT-Mu_2"
+  assert saved["data_info"]["num_classes"] == 10
+  assert sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()) == [12, 24]
+
+  # Evaluation mode scores the latest checkpoint and finds the same numbers.
+  evaluated = train.evaluate(tiny_config(digits_data_dir), str(workdir))
+  assert evaluated["top1"] == pytest.approx(results["top1"])
+  assert evaluated["num_examples"] == 360 and evaluated["step"] == 24
+
+
+def test_gradient_accumulation_gives_the_full_batch_update():
+  model = models.create_model("ViT-Mu_2", num_classes=10)
+  images = jax.random.uniform(jax.random.key(0), (16, 8, 8, 3), minval=-1, maxval=1)
+  labels = jnp.arange(16) % 10
+  params = model.init(jax.random.key(1), images)["params"]
+  results = {}
+  for accum in (1, 4):
+    c = config_lib.base_config()
+    c.accum_steps, c.optimizer.name, c.lr.base, c.total_steps = accum, "adamw", 1e-2, 10
+    tx = optim.create_optimizer(c, params)
+    state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                             opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(2)))
+    step_fn = jax.jit(steps.make_train_step(model, tx, c, 10))
+    for _ in range(3):
+      state, metrics = step_fn(state, {"image": images, "label": labels})
+    results[accum] = (state.params, metrics["loss"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6, rtol=1e-5),
+               results[1][0], results[4][0])
+  np.testing.assert_allclose(results[1][1], results[4][1], rtol=1e-5)
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, "tests")
+    from tiny_digits_config import get_config
+    from vit_jax import checkpointing, train
+    original = checkpointing.Checkpointer.save
+
+    def save_then_die(self, state, metrics=None, force=False):
+      original(self, state, metrics, force)
+      self.wait()
+      os._exit(9)  # like SIGKILL right after the first checkpoint: no cleanup runs
+
+    checkpointing.Checkpointer.save = save_then_die
+    train.train_and_evaluate(get_config(), sys.argv[1])
+""")
+
+
+def test_killed_run_resumes_to_identical_parameters(tmp_path, digits_data_dir):
+  env = dict(os.environ, VIT_JAX_DATA_DIR=str(digits_data_dir))
+  killed = tmp_path / "killed"
+  proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(killed)], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 9, proc.stderr[-3000:]
+  assert sorted(os.listdir(killed / "checkpoints")) == ["12"]
+  assert not (killed / "results.json").exists()
+
+  resumed = run_main(killed, digits_data_dir)  # same workdir: resumes at step 12
+  assert "Restored step 12" in resumed.stderr
+  straight = tmp_path / "straight"
+  run_main(straight, digits_data_dir)
+  a, b = restore_params(killed, 24), restore_params(straight, 24)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  with open(killed / "results.json") as f, open(straight / "results.json") as g:
+    assert json.load(f) == json.load(g)
+
+
+def test_one_and_eight_devices_give_the_same_loss_curve(tmp_path, digits_data_dir):
+  flags = _overrides_as_flags({"total_steps": 8, "eval_every_steps": 0,
+                               "checkpoint.every_steps": 100})
+  run_main(tmp_path / "one", digits_data_dir, *flags, devices=1)
+  run_main(tmp_path / "eight", digits_data_dir, *flags, devices=8)
+  one = [x["loss"] for x in read_jsonl(tmp_path / "one" / "metrics.jsonl") if "loss" in x]
+  eight = [x["loss"] for x in read_jsonl(tmp_path / "eight" / "metrics.jsonl") if "loss" in x]
+  assert len(one) == len(eight) == 2
+  np.testing.assert_allclose(one, eight, rtol=1e-4)
+
+
+def test_fsdp_mesh_shards_parameters_and_trains(tmp_path, digits_data_dir):
+  c = tiny_config(digits_data_dir, **{"mesh.fsdp": 4, "total_steps": 4, "eval_every_steps": 0,
+                                      "checkpoint.every_steps": 100})
+  setup = train.Setup(c, str(tmp_path))
+  assert dict(setup.mesh.shape) == {"data": 2, "fsdp": 4}
+  kernel = setup.param_shardings["Transformer"]["encoderblock_0"]["MlpBlock_0"]["Dense_0"]["kernel"]
+  assert "fsdp" in kernel.spec  # [32, 64] split on its 64 axis over the 4 fsdp devices
+  state = setup.state_from_params(setup.init_params())
+  leaf = state.params["Transformer"]["encoderblock_0"]["MlpBlock_0"]["Dense_0"]["kernel"]
+  assert leaf.addressable_shards[0].data.shape == (32, 16)
+  results = train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert results["num_examples"] == 360
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, digits_data_dir):
+  # Warmup from lr 0 keeps step 1 finite; lr 1e38 without clipping overflows after.
+  c = tiny_config(digits_data_dir, **{
+      "optimizer.name": "sgd", "lr.base": 1e38, "lr.warmup_steps": 2, "lr.schedule": "constant",
+      "grad_clip_norm": 0.0, "log_every_steps": 1, "checkpoint.every_steps": 1,
+      "eval_every_steps": 0, "checkpoint.keep": 5})
+  with pytest.raises(train.NonFiniteLossError, match=r"became (nan|inf) at step \d.*last good "
+                     r"checkpoint: step 1"):
+    train.train_and_evaluate(c, str(tmp_path))
+  kept = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
+  assert kept and max(kept) < 4
+  params = restore_params(tmp_path, max(kept))
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path, digits_data_dir):
+  env = dict(os.environ, VIT_JAX_DATA_DIR=str(digits_data_dir),
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  workdir = tmp_path / "preempted"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "vit_jax.main", "--config", "tests/tiny_digits_config.py",
+       "--workdir", str(workdir), "--compilation_cache=", "--config.total_steps=100000",
+       "--config.log_every_steps=1"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 240
+  while not (metrics.exists() and metrics.stat().st_size) and time.time() < deadline:
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 0, stderr[-3000:]
+  assert "Preempted at step" in stderr
+  saved = [int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()]
+  assert saved and 0 < max(saved) < 100000
+
+
+def test_misspelled_config_key_fails_fast(tmp_path, digits_data_dir):
+  proc = run_main(tmp_path, digits_data_dir, "--config.lerning_rate=0.1", check=False)
+  assert proc.returncode != 0 and "lerning_rate" in proc.stderr
+  c = tiny_config(digits_data_dir)
+  c.lr.bsae = 0.1
+  with pytest.raises(ValueError, match=r"unknown config key 'lr.bsae' \(did you mean 'lr.base'"):
+    train.train_and_evaluate(c, str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_missing_dataset_fails_fast_with_instructions(tmp_path):
+  start = time.time()
+  proc = run_main(tmp_path / "w", tmp_path / "empty_data_dir", "--config.data.dataset=cifar10",
+                  check=False)
+  assert proc.returncode != 0
+  assert "cifar10" in proc.stderr and "prepare" in proc.stderr.lower()
+  assert time.time() - start < 60

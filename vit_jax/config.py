@@ -1,0 +1,129 @@
+"""The schema of a training config, and its validation.
+
+Every config in `configs/` starts from `base_config()` and changes what it needs.
+`validate(config)` runs before anything compiles: a key the schema does not know
+(a typo in a config file or on the command line) is an error that names the key
+and the closest known one, so no setting is silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import ml_collections
+
+from vit_jax import data
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "linear", "rsqrt", "constant")
+MODES = ("train", "eval")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """All keys a training config may set, with their defaults."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # Model: a registered name plus overrides passed to `create_model` (e.g. dropout_rate).
+  c.model_name = "ViT-B_16"
+  c.model = ml_collections.ConfigDict()
+  # Data: see vit_jax.data.default_config() for the keys.
+  c.data = data.default_config()
+  c.batch_size = 512  # global, over all devices and hosts
+  c.eval_batch_size = -1  # -1: same as batch_size
+  c.total_steps = 1000
+  c.accum_steps = 1  # split each batch into this many micro-batches; same update
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "sgd"
+  c.optimizer.momentum = 0.9  # sgd
+  c.optimizer.nesterov = False  # sgd
+  c.optimizer.b1 = 0.9  # adamw
+  c.optimizer.b2 = 0.999  # adamw
+  c.optimizer.eps = 1e-8  # adamw
+  c.optimizer.weight_decay = 0.0  # decoupled; only on kernels (not biases, norms, posemb, cls)
+  c.optimizer.mu_dtype = ""  # "bfloat16" stores the first moment / momentum in bf16
+  c.grad_clip_norm = 1.0  # global-norm clipping; 0 disables
+  c.freeze = ()  # regexes over "/"-joined parameter paths that are not updated
+
+  c.lr = ml_collections.ConfigDict()
+  c.lr.base = 0.03
+  c.lr.schedule = "cosine"
+  c.lr.warmup_steps = 0
+  c.lr.end_value = 0.0  # cosine/linear: value reached at total_steps
+  c.lr.layer_decay = 1.0  # <1: layer-wise decay, lr * decay^(depth - layer)
+
+  c.label_smoothing = 0.0
+  c.mixup = ml_collections.ConfigDict()
+  c.mixup.mixup_alpha = 0.0
+  c.mixup.cutmix_alpha = 0.0
+  c.mixup.switch_prob = 0.5  # with both: probability of cutmix for a batch
+  c.ema_decay = 0.0  # >0: keep an EMA of the parameters and evaluate it
+
+  # Fine-tuning: initialise from a pretrained file (never resumes its step counter).
+  c.init_from = ml_collections.ConfigDict()
+  c.init_from.path = ""
+  c.init_from.resize_posemb = True
+  c.init_from.posemb_method = "bilinear"
+  c.init_from.strict = False
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.fsdp = 1  # devices per FSDP group; params and optimizer state sharded over it
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 500
+  c.checkpoint.keep = 2  # the latest K ...
+  c.checkpoint.keep_best = 1  # ... plus the best by best_metric (evaluation steps only)
+  c.checkpoint.best_metric = "top1"
+  c.checkpoint.async_save = True
+
+  c.log_every_steps = 50
+  c.eval_every_steps = 500  # 0: only at the end
+  c.progress_bar = True
+  return c
+
+
+def _unknown_keys(config: Any, schema: Any, prefix: str) -> list[str]:
+  problems = []
+  for key in config.keys():
+    path = f"{prefix}{key}"
+    if key not in schema:
+      close = difflib.get_close_matches(key, list(schema.keys()), n=1)
+      hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+      problems.append(f"unknown config key '{path}'{hint}")
+    elif key == "model":
+      continue  # validated against the model's fields by create_model
+    elif isinstance(schema[key], ml_collections.ConfigDict):
+      if not isinstance(config[key], (ml_collections.ConfigDict, dict)):
+        problems.append(f"config key '{path}' must be a group of settings")
+      else:
+        problems += _unknown_keys(config[key], schema[key], path + ".")
+  return problems
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError listing every unknown key and every impossible value."""
+  problems = _unknown_keys(config, base_config(), "")
+  if problems:
+    raise ValueError("Invalid config: " + "; ".join(problems) +
+                     ". See vit_jax/config.py:base_config() for the known keys.")
+  checks = [
+      (config.optimizer.name in OPTIMIZERS, f"optimizer.name must be one of {OPTIMIZERS}"),
+      (config.lr.schedule in SCHEDULES, f"lr.schedule must be one of {SCHEDULES}"),
+      (config.total_steps > 0, "total_steps must be positive"),
+      (config.batch_size > 0, "batch_size must be positive"),
+      (config.accum_steps >= 1, "accum_steps must be >= 1"),
+      (config.batch_size % config.accum_steps == 0,
+       f"batch_size {config.batch_size} is not divisible by accum_steps {config.accum_steps}"),
+      (0 <= config.lr.warmup_steps <= config.total_steps,
+       "lr.warmup_steps must be within [0, total_steps]"),
+      (0 < config.lr.layer_decay <= 1, "lr.layer_decay must be in (0, 1]"),
+      (0 <= config.ema_decay < 1, "ema_decay must be in [0, 1)"),
+      (config.optimizer.mu_dtype in ("", "bfloat16", "float32"),
+       "optimizer.mu_dtype must be '', 'bfloat16' or 'float32'"),
+      (config.mesh.fsdp >= 1, "mesh.fsdp must be >= 1"),
+      (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
+  ]
+  bad = [msg for ok, msg in checks if not ok]
+  if bad:
+    raise ValueError("Invalid config: " + "; ".join(bad) + ".")

@@ -1,0 +1,311 @@
+"""Training, fine-tuning and evaluation driver.
+
+`train_and_evaluate(config, workdir)` reads top to bottom in stages: config,
+mesh, data, model, optimizer, state (resume / pretrained / random), compile,
+loop (log, evaluate, checkpoint), final evaluation. `evaluate(config, workdir)`
+scores the latest checkpoint of a workdir, or a pretrained file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from vit_jax import checkpointing, data, models, optim, parallel, steps
+from vit_jax import config as config_lib
+from vit_jax.writer import MetricWriter, write_json_atomic
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or the parameters became NaN/Inf; no checkpoint of that state was written."""
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks after every step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. some test runners): no handler
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint and stopping.")
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  return models.create_model(config.model_name, num_classes=num_classes, **config.model.to_dict())
+
+
+def _place(tree: Any, shardings: Any) -> Any:
+  """Host arrays -> global arrays with `shardings` (each process holds the full value)."""
+  def put(x, sharding):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(put, tree, shardings)
+
+
+def _state_shardings(mesh, abstract_state: steps.TrainState) -> steps.TrainState:
+  rep = parallel.replicated(mesh)
+  shard = lambda tree: None if tree is None else parallel.tree_shardings(mesh, tree)
+  return steps.TrainState(step=rep, params=shard(abstract_state.params),
+                          opt_state=shard(abstract_state.opt_state), rng=rep,
+                          ema_params=shard(abstract_state.ema_params))
+
+
+class Setup:
+  """Everything the loop and the evaluator share, built once per run."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    config_lib.validate(config)
+    self.config = config
+    self.workdir = workdir
+    self.mesh = parallel.create_mesh(config.mesh.fsdp)
+    n = jax.device_count()
+    for name, size in (("batch_size", config.batch_size),
+                       ("eval_batch_size", self.eval_batch_size)):
+      if size % n:
+        raise ValueError(f"{name}={size} is not divisible by the {n} devices; use a "
+                         f"multiple of {n} (the batch size is global, over all hosts).")
+    self.batch_sharding = parallel.batch_sharding(self.mesh)
+    self.info = data.get_info(config.data)
+    self.model = build_model(config, self.info.num_classes)
+    self.dummy = jnp.zeros((1,) + tuple(self.info.input_shape), jnp.float32)
+    self.abstract_params = jax.eval_shape(
+        lambda: self.model.init(jax.random.key(0), self.dummy)["params"])
+    self.tx = optim.create_optimizer(config, self.abstract_params)
+    rng = jax.random.key(config.seed)
+    self.init_rng, train_rng = jax.random.split(rng)
+    self.train_rng_data = jax.random.key_data(train_rng)
+    self.abstract_state = jax.eval_shape(self._state_from_params, self.abstract_params)
+    self.state_shardings = _state_shardings(self.mesh, self.abstract_state)
+    self.param_shardings = self.state_shardings.params
+    self.eval_params_shardings = (self.state_shardings.ema_params
+                                  if config.ema_decay else self.param_shardings)
+
+  @property
+  def eval_batch_size(self) -> int:
+    c = self.config
+    return c.batch_size if c.eval_batch_size == -1 else c.eval_batch_size
+
+  def _state_from_params(self, params: Any) -> steps.TrainState:
+    return steps.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
+        rng=jnp.asarray(self.train_rng_data),
+        ema_params=params if self.config.ema_decay else None)
+
+  def init_params(self) -> Any:
+    """Random parameters created directly in their shardings (no host copy)."""
+    init = lambda rng: self.model.init(rng, self.dummy)["params"]
+    return jax.jit(init, out_shardings=self.param_shardings)(self.init_rng)
+
+  def state_from_params(self, params: Any) -> steps.TrainState:
+    return jax.jit(self._state_from_params, out_shardings=self.state_shardings)(params)
+
+  def pretrained_params(self, path: str) -> Any:
+    """Loads any format vit_jax.checkpoint reads and fits it to this model."""
+    from vit_jax import checkpoint  # noqa: PLC0415 (keeps the driver importable alone)
+    init = jax.device_get(self.init_params())
+    restored = checkpoint.load(path)
+    c = self.config.init_from
+    params, report = checkpoint.adapt(restored, init, resize_posemb=c.resize_posemb,
+                                      posemb_method=c.posemb_method, strict=c.strict)
+    logging.info("Initialised from %s:\n%s", path, report)
+    return _place(params, self.param_shardings)
+
+
+def _evaluate(setup: Setup, eval_step, params: Any) -> dict[str, float]:
+  totals = None
+  for batch in data.eval_iterator(setup.config.data, global_batch_size=setup.eval_batch_size,
+                                  sharding=setup.batch_sharding):
+    sums = eval_step(params, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  if totals is None:
+    raise ValueError("The evaluation split is empty.")
+  totals = jax.device_get(totals)
+  count = float(totals["num_examples"])
+  return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
+          "loss": float(totals["loss"]) / count, "num_examples": int(count)}
+
+
+def _jit_eval_step(setup: Setup):
+  return jax.jit(steps.make_eval_step(setup.model, setup.info.num_classes),
+                 in_shardings=(setup.eval_params_shardings, setup.batch_sharding),
+                 out_shardings=parallel.replicated(setup.mesh))
+
+
+def _check_finite(step: int, metrics: dict[str, float], ckpt: checkpointing.Checkpointer):
+  bad = [k for k in ("loss", "param_norm") if not np.isfinite(metrics[k])]
+  if bad:
+    ckpt.wait()
+    last = ckpt.latest_step()
+    raise NonFiniteLossError(
+        f"{' and '.join(bad)} became {metrics[bad[0]]} at step {step}; stopped without "
+        f"saving this state (last good checkpoint: "
+        f"{'none' if last is None else f'step {last}'} in {ckpt.directory}). Lower "
+        "lr.base, keep grad_clip_norm > 0, or check the input data.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (from scratch, a pretrained file, or resuming WORKDIR) and evaluates."""
+  # ---------------------------------------------------------------- set-up
+  setup = Setup(config, workdir)
+  os.makedirs(workdir, exist_ok=True)
+  write_json_atomic(os.path.join(workdir, "config.json"),
+                    {"config": config.to_dict(), "data_info": setup.info.to_dict()})
+  process0 = jax.process_index() == 0
+  ckpt = checkpointing.Checkpointer(
+      workdir, keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
+      best_metric=config.checkpoint.best_metric, async_save=config.checkpoint.async_save)
+
+  # ---------------------------------------------------------------- state
+  # Resuming this run wins over initialising from a pretrained file: a restarted
+  # fine-tuning job continues its own steps instead of starting over.
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+        setup.abstract_state, setup.state_shardings))
+  elif config.init_from.path:
+    state = setup.state_from_params(setup.pretrained_params(config.init_from.path))
+  else:
+    state = setup.state_from_params(setup.init_params())
+  start_step = int(jax.device_get(state.step))
+  num_params = sum(x.size for x in jax.tree.leaves(setup.abstract_params))
+  logging.info("%s: %s parameters; %d devices on %d processes; mesh %s; starting at step %d.",
+               config.model_name, f"{num_params:,}", jax.device_count(), jax.process_count(),
+               dict(setup.mesh.shape), start_step)
+
+  # ---------------------------------------------------------------- compile
+  train_step = jax.jit(
+      steps.make_train_step(setup.model, setup.tx, config, setup.info.num_classes),
+      in_shardings=(setup.state_shardings, setup.batch_sharding),
+      out_shardings=(setup.state_shardings, parallel.replicated(setup.mesh)),
+      donate_argnums=(0,))
+  eval_step = _jit_eval_step(setup)
+  train_iter = data.train_iterator(config.data, global_batch_size=config.batch_size,
+                                   sharding=setup.batch_sharding, seed=config.seed,
+                                   start_step=start_step)
+  writer = MetricWriter(workdir)
+  if start_step < config.total_steps:
+    first = next(train_iter)
+    t = time.perf_counter()
+    train_step = train_step.lower(state, first).compile()
+    compile_seconds = time.perf_counter() - t
+    logging.info("Train step compiled in %.1fs.", compile_seconds)
+    batches = _chain_first(first, train_iter)
+  else:
+    batches = iter(())
+    compile_seconds = 0.0
+
+  # ---------------------------------------------------------------- loop
+  schedule = optim.learning_rate_schedule(config)
+  progress = _progress(config, start_step, process0)
+  eval_metrics: dict[str, float] = {}
+  logged_throughput = False
+  t_last, step_last = time.perf_counter(), start_step
+  with _Preemption() as preemption:
+    for step in range(start_step, config.total_steps):
+      state, metrics = train_step(state, next(batches))
+      done = step + 1
+      last = done == config.total_steps
+      is_eval = last or (config.eval_every_steps and done % config.eval_every_steps == 0)
+      is_ckpt = last or done % config.checkpoint.every_steps == 0 or preemption.requested
+      is_log = last or done % config.log_every_steps == 0 or is_eval or is_ckpt
+      progress.update(1)
+      if not is_log:
+        continue
+      # The only host-device sync of the loop: at logging steps.
+      host = jax.device_get(metrics)
+      _check_finite(done, host, ckpt)
+      now = time.perf_counter()
+      images_per_sec = (done - step_last) * config.batch_size / max(now - t_last, 1e-9)
+      t_last, step_last = now, done
+      record = {**host, "lr": float(schedule(step)), "images_per_sec": images_per_sec}
+      if not logged_throughput:
+        logging.info("Compile %.1fs; throughput %.1f images/s.", compile_seconds, images_per_sec)
+        record["compile_seconds"] = compile_seconds
+        logged_throughput = True
+      writer.write(done, record)
+      progress.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{images_per_sec:.0f}")
+      if is_eval:
+        params = state.ema_params if config.ema_decay else state.params
+        eval_metrics = _evaluate(setup, eval_step, params)
+        writer.write(done, {f"eval_{k}": v for k, v in eval_metrics.items()})
+        logging.info("Step %d: eval %s", done, eval_metrics)
+      if is_ckpt or is_eval:
+        ckpt.save(state, metrics=eval_metrics if is_eval else None, force=preemption.requested)
+      if preemption.requested:
+        ckpt.wait()
+        progress.close()
+        writer.close()
+        logging.warning("Preempted at step %d; the checkpoint is complete. Restart with the "
+                        "same --workdir to resume.", done)
+        return {"preempted": True, "step": done}
+      t_last = time.perf_counter()  # evaluation and checkpoint time is not throughput
+  progress.close()
+
+  # ---------------------------------------------------------------- final evaluation
+  final_step = int(jax.device_get(state.step))
+  if not eval_metrics:  # e.g. resumed after the last step: evaluate what is there
+    params = state.ema_params if config.ema_decay else state.params
+    eval_metrics = _evaluate(setup, eval_step, params)
+  results = {**eval_metrics, "step": final_step}
+  write_json_atomic(os.path.join(workdir, "results.json"), results)
+  ckpt.close()
+  writer.close()
+  logging.info("Final results: %s", results)
+  return results
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             checkpoint_path: str = "") -> dict[str, Any]:
+  """Evaluates the latest checkpoint of `workdir`, or `checkpoint_path` if given."""
+  setup = Setup(config, workdir)
+  if checkpoint_path:
+    params, step = setup.pretrained_params(checkpoint_path), 0
+  else:
+    ckpt = checkpointing.Checkpointer(workdir)
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"No checkpoint in {ckpt.directory}: train first, or pass "
+                              "--checkpoint FILE to evaluate a pretrained file.")
+    state = ckpt.restore(jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+        setup.abstract_state, setup.state_shardings))
+    params = state.ema_params if config.ema_decay else state.params
+    step = int(jax.device_get(state.step))
+    ckpt.close()
+  results = {**_evaluate(setup, _jit_eval_step(setup), params), "step": step}
+  os.makedirs(workdir, exist_ok=True)
+  write_json_atomic(os.path.join(workdir, "eval_results.json"), results)
+  logging.info("Evaluation: %s", results)
+  return results
+
+
+def _chain_first(first, rest):
+  yield first
+  yield from rest
+
+
+def _progress(config, start_step: int, enabled: bool):
+  from tqdm import tqdm  # noqa: PLC0415
+  return tqdm(total=config.total_steps, initial=start_step, disable=not (
+      enabled and config.progress_bar), unit="step", dynamic_ncols=True)
