@@ -1,0 +1,138 @@
+"""The `config.data` sub-config: every key of the input pipeline, its default and its checks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+TRAIN_CROPS = ("inception", "resize", "random_crop")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """All keys of `config.data` with their defaults (ImageNet-style ViT preprocessing).
+
+  Datasets:
+    dataset: "digits" | "moving_digits[/tiny]" (bundled, prepared on first use) |
+      any TFDS name such as "cifar10", "imagenet2012", "ucf101" (must be prepared) |
+      "folder:/path/to/root" with root/<split>/<class>/<file> (images or videos).
+    data_dir: TFDS data dir; None -> $VIT_JAX_DATA_DIR or ~/tensorflow_datasets.
+    train_split, eval_split: TFDS split expressions ("train[:90%]"); folder: sub-folder names.
+    image_key, label_key: feature names; None -> the dataset's supervised keys.
+
+  Images (video frames use the same resizing and value range):
+    image_size: int or (height, width) of the model input.
+    train_crop: "inception" (random resized crop, area `inception_area`, aspect 3/4..4/3),
+      "resize" (whole image resized), or "random_crop" (shorter side resized to
+      `resize_small`, then a random image_size crop).
+    flip: random horizontal flips in training.
+    resize_small: evaluation resizes the shorter side to this and takes the central
+      image_size crop; None resizes the whole image to image_size.
+    value_range: pixels mapped linearly from [0, 255] to this range; set it to None
+      and set mean/std (per channel, in [0, 1] units as timm) to standardise instead.
+
+  Video (ignored for image datasets):
+    num_frames, stride: a clip is num_frames frames taken every `stride` frames;
+      training picks a random temporal offset. Videos shorter than
+      (num_frames - 1) * stride + 1 frames are padded by looping from the start.
+    scale_jitter: training resizes the shorter side to image_size * u, u uniform in
+      this range, then takes a random crop (same for all frames).
+    num_test_clips: evenly spaced clips per video in evaluation.
+    num_test_crops: 1 (centre) or 3 (both ends and centre of the longer side) per clip.
+
+  Reading:
+    shuffle_buffer: examples in the training shuffle buffer (per process).
+    cache: keep this process's encoded examples in memory after the first epoch.
+    prefetch: batches transferred to the devices ahead of the training step.
+    skip_bad_examples: training skips (and logs and counts) files that fail to decode;
+      False raises. Evaluation always raises, so that no example is silently missing.
+  """
+  c = ml_collections.ConfigDict()
+  c.dataset = "digits"
+  c.data_dir = config_dict.placeholder(str)
+  c.train_split = "train"
+  c.eval_split = "test"
+  c.image_key = config_dict.placeholder(str)
+  c.label_key = config_dict.placeholder(str)
+
+  # An int or a (height, width) pair; a typed field would reject one of the two.
+  c.image_size = config_dict.FieldReference(224, field_type=object)
+  c.train_crop = "inception"
+  c.inception_area = (0.05, 1.0)
+  c.flip = True
+  c.resize_small = config_dict.placeholder(int)
+  c.value_range = (-1.0, 1.0)
+  c.mean = config_dict.placeholder(tuple)
+  c.std = config_dict.placeholder(tuple)
+
+  c.num_frames = 16
+  c.stride = 2
+  c.scale_jitter = (1.0, 1.25)
+  c.num_test_clips = 1
+  c.num_test_crops = 1
+
+  c.shuffle_buffer = 10_000
+  c.cache = False
+  c.prefetch = 2
+  c.skip_bad_examples = True
+  return c
+
+
+def validate(data_config: Mapping[str, Any]) -> None:
+  """Raises ValueError on unknown keys and inconsistent values."""
+  known = set(default_config().keys())
+  unknown = sorted(set(data_config.keys()) - known)
+  if unknown:
+    raise ValueError(f"Unknown config.data keys {unknown}; known keys: {sorted(known)}.")
+  c = data_config
+  image_size(c)
+  if c["train_crop"] not in TRAIN_CROPS:
+    raise ValueError(f"train_crop={c['train_crop']!r}; use one of {TRAIN_CROPS}.")
+  has_mean_std = c["mean"] is not None or c["std"] is not None
+  if has_mean_std and (c["mean"] is None or c["std"] is None):
+    raise ValueError("Set both data.mean and data.std (per-channel, [0, 1] units) or neither.")
+  if has_mean_std == (c["value_range"] is not None):
+    raise ValueError("Set exactly one of data.value_range or data.mean/std: with mean/std "
+                     "set value_range=None.")
+  if c["num_test_crops"] not in (1, 3):
+    raise ValueError(f"num_test_crops={c['num_test_crops']}; use 1 (centre) or 3.")
+  for key in ("num_frames", "stride", "num_test_clips"):
+    if c[key] < 1:
+      raise ValueError(f"data.{key}={c[key]} must be >= 1.")
+  lo, hi = c["scale_jitter"]
+  if not 1.0 <= lo <= hi:
+    raise ValueError(f"scale_jitter={c['scale_jitter']} must satisfy 1 <= low <= high "
+                     "(the resized frame must cover the crop).")
+
+
+def image_size(data_config: Mapping[str, Any]) -> tuple[int, int]:
+  """image_size as (height, width)."""
+  size = data_config["image_size"]
+  if isinstance(size, int):
+    return size, size
+  if len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
+    return tuple(size)
+  raise ValueError(f"image_size={size!r}; use an int or a (height, width) pair.")
+
+
+def resolve_data_dir(data_config: Mapping[str, Any]) -> str:
+  """data_dir, else $VIT_JAX_DATA_DIR, else ~/tensorflow_datasets."""
+  data_dir = data_config["data_dir"] or os.environ.get("VIT_JAX_DATA_DIR")
+  return os.path.expanduser(data_dir or "~/tensorflow_datasets")
+
+
+def as_config(data_config: Mapping[str, Any] | None) -> ml_collections.ConfigDict:
+  """Defaults overlaid with `data_config` (a ConfigDict or a plain dict of some keys)."""
+  config = default_config()
+  if data_config is not None:
+    overrides = data_config.to_dict() if hasattr(data_config, "to_dict") else dict(data_config)
+    unknown = sorted(set(overrides) - set(config.keys()))
+    if unknown:
+      raise ValueError(f"Unknown config.data keys {unknown}; known keys: {sorted(config.keys())}.")
+    for key, value in overrides.items():
+      config[key] = tuple(value) if isinstance(value, list) else value
+  validate(config)
+  return config

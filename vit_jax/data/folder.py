@@ -1,0 +1,159 @@
+"""Datasets from a folder: root/<split>/<class>/<file>, images (PIL) or videos (PyAV).
+
+    root/train/cat/001.jpg        root/train/walk/a.mp4
+    root/train/dog/002.png   or   root/train/run/b.webm
+    root/test/cat/003.jpg         root/test/walk/c.avi
+
+Classes are the sub-folders of the train split, sorted by name (label i is the
+i-th name); every other split may only use those names. Files in a class folder
+are found recursively and sorted; files with other extensions are ignored.
+Decoding goes through PIL (any mode -> RGB, so grayscale becomes 3 channels)
+and PyAV, which read far more formats than TensorFlow's decoders and let a
+broken file be reported with its path.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import threading
+
+import numpy as np
+from absl import logging
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
+
+_skipped = collections.Counter()
+_skipped_lock = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderDataset:
+  """The files of a folder dataset.
+
+  Attributes:
+    root: the folder holding one sub-folder per split.
+    class_names: sorted class folder names of the train split.
+    is_video: whether the files are videos.
+  """
+
+  root: str
+  class_names: tuple[str, ...]
+  is_video: bool
+
+  @classmethod
+  def open(cls, root: str, train_split: str = "train") -> FolderDataset:
+    root = os.path.expanduser(root)
+    train_dir = os.path.join(root, train_split)
+    if not os.path.isdir(train_dir):
+      raise FileNotFoundError(f"Folder dataset {root!r} has no {train_split!r} sub-folder: "
+                              "expected root/<split>/<class>/<file>.")
+    class_names = tuple(sorted(d for d in os.listdir(train_dir)
+                               if os.path.isdir(os.path.join(train_dir, d))))
+    if not class_names:
+      raise ValueError(f"{train_dir!r} has no class sub-folders: expected {train_dir}/<class>/<file>.")
+    paths, _ = _list_files(train_dir, class_names, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+    extensions = {os.path.splitext(p)[1].lower() for p in paths}
+    is_video = bool(extensions & set(VIDEO_EXTENSIONS))
+    if is_video and extensions & set(IMAGE_EXTENSIONS):
+      raise ValueError(f"{train_dir!r} mixes images and videos ({sorted(extensions)}); "
+                       "a folder dataset holds one or the other.")
+    return cls(root, class_names, is_video)
+
+  def files(self, split: str) -> tuple[list[str], np.ndarray]:
+    """Paths and int64 labels of `split`, sorted by class then path."""
+    split_dir = os.path.join(self.root, split)
+    if not os.path.isdir(split_dir):
+      available = sorted(d for d in os.listdir(self.root) if os.path.isdir(os.path.join(self.root, d)))
+      raise ValueError(f"Folder dataset {self.root!r} has no split {split!r}; "
+                       f"its splits are {available}.")
+    folders = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+    extra = sorted(set(folders) - set(self.class_names))
+    if extra:
+      raise ValueError(f"{split_dir!r} has classes {extra} that the train split lacks; "
+                       "labels come from the train split's class folders.")
+    extensions = VIDEO_EXTENSIONS if self.is_video else IMAGE_EXTENSIONS
+    paths, labels = _list_files(split_dir, self.class_names, extensions)
+    if not paths:
+      raise ValueError(f"{split_dir!r} holds no files with extensions {extensions}.")
+    return paths, np.asarray(labels, np.int64)
+
+
+def _list_files(split_dir, class_names, extensions):
+  paths, labels, ignored = [], [], 0
+  for label, name in enumerate(class_names):
+    class_dir = os.path.join(split_dir, name)
+    if not os.path.isdir(class_dir):
+      continue
+    for dirpath, dirnames, filenames in os.walk(class_dir):
+      dirnames.sort()  # os.walk visits in this order: deterministic listing.
+      for filename in sorted(filenames):
+        if filename.lower().endswith(extensions):
+          paths.append(os.path.join(dirpath, filename))
+          labels.append(label)
+        else:
+          ignored += 1
+  if ignored:
+    logging.info("%s: ignored %d files without an extension in %s.", split_dir, ignored, extensions)
+  return paths, labels
+
+
+def decode_image_file(path: str) -> np.ndarray:
+  """uint8 [H, W, 3]; grayscale, palette, RGBA and CMYK images are converted to RGB."""
+  from PIL import Image
+
+  with Image.open(path) as image:
+    return np.asarray(image.convert("RGB"))
+
+
+def decode_video_file(path: str) -> np.ndarray:
+  """uint8 [T, H, W, 3]: every frame of the first video stream."""
+  import av
+
+  with av.open(path) as container:
+    frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+  if not frames:
+    raise ValueError(f"{path} has no video frames.")
+  return np.stack(frames)
+
+
+def decode_file(path: str) -> np.ndarray:
+  """An image ([H, W, 3]) or video ([T, H, W, 3]) file as uint8, chosen by extension."""
+  if path.lower().endswith(VIDEO_EXTENSIONS):
+    return decode_video_file(path)
+  return decode_image_file(path)
+
+
+def make_decoder(is_video: bool, skip_bad: bool):
+  """A numpy function path(bytes) -> (uint8 pixels, ok) for tf.numpy_function.
+
+  A file that fails to decode raises a ValueError naming it, or, with
+  `skip_bad`, is logged, counted in `skipped_files()` and returned as ok=False
+  so that the pipeline can filter it out.
+  """
+  decode = decode_video_file if is_video else decode_image_file
+  empty = np.zeros((1, 1, 1, 3) if is_video else (1, 1, 3), np.uint8)
+
+  def fn(path: bytes):
+    path = path.decode()
+    try:
+      return decode(path), np.bool_(True)
+    except Exception as e:  # PIL and PyAV raise many types for broken files.
+      if not skip_bad:
+        raise ValueError(f"Could not decode {path}: {e!r}. Fix or delete the file.") from e
+      with _skipped_lock:
+        _skipped[os.path.dirname(os.path.dirname(os.path.dirname(path)))] += 1
+        count = sum(_skipped.values())
+      logging.warning("Skipping %s, which does not decode (%r); %d files skipped so far.",
+                      path, e, count)
+      return empty, np.bool_(False)
+
+  return fn
+
+
+def skipped_files() -> dict[str, int]:
+  """Files skipped because they did not decode, per dataset root, in this process."""
+  with _skipped_lock:
+    return dict(_skipped)

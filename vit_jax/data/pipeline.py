@@ -1,0 +1,271 @@
+"""Training and evaluation streams: tf.data on each process, global jax arrays out.
+
+Training stream (infinite), per process:
+  this process's share of the split (fixed order)
+  -> epoch e: shuffled with seed (seed, process, e) -> example k of epoch e gets the
+     augmentation seed (seed, process, e * n + k)
+  -> epochs concatenated -> skip start_step * local_batch examples (resume)
+  -> decode + augment -> batches of local_batch (drop_remainder: every step is full)
+  -> global arrays [global_batch, ...] sharded over the batch dimension.
+Because shuffling and augmentation depend only on (seed, process, epoch,
+position), the stream started at `start_step=s` yields exactly the batches s,
+s+1, ... of the stream started at 0; resuming costs reading (not decoding) at
+most one epoch of this process's records. TFDS shuffles records when it prepares
+a dataset, so a shuffle buffer on top mixes well; folders shuffle the full file
+list. A file that fails to decode is skipped (logged and counted), which shifts
+the later examples of that stream, so a resumed run is only exact on clean data.
+
+Evaluation stream (one pass), per process: its share of the split in a fixed
+order, padded with masked zero examples to the number of batches of the largest
+share, so every process runs the same number of steps and every example is
+counted exactly once (`mask` marks the real ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+from vit_jax.data import config as config_lib
+from vit_jax.data import distribute, preprocess, sources
+
+# tf.data runs on CPU; keep TensorFlow away from any accelerator JAX uses.
+tf.config.set_visible_devices([], "GPU")
+
+_PREPROCESSING_KEYS = ("image_size", "train_crop", "inception_area", "flip", "resize_small",
+                       "value_range", "mean", "std", "num_frames", "stride", "scale_jitter",
+                       "num_test_clips", "num_test_crops")
+
+
+class BadDataError(ValueError):
+  """The input pipeline met data it cannot use (undecodable file, label out of range)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a run needs to know about its data; `preprocessing` reproduces eval inputs.
+
+  Attributes:
+    dataset: the config's dataset string.
+    num_classes, class_names: labels are in [0, num_classes).
+    num_train_examples, num_eval_examples: sizes of train_split and eval_split
+      (videos, not views).
+    is_video: inputs are clips.
+    input_shape: one example: (h, w, 3) or (num_frames, h, w, 3).
+    num_eval_views: views per eval example (num_test_clips * num_test_crops for
+      video, else 1); eval batches of video carry [B, num_eval_views, *input_shape].
+    preprocessing: the config keys that define preprocessing; pass them to
+      `preprocess_for_eval` to prepare new inputs the way this run saw them.
+  """
+
+  dataset: str
+  num_classes: int
+  class_names: tuple[str, ...]
+  num_train_examples: int
+  num_eval_examples: int
+  is_video: bool
+  input_shape: tuple[int, ...]
+  num_eval_views: int
+  preprocessing: dict[str, Any]
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def get_info(data_config: Mapping[str, Any]) -> DatasetInfo:
+  """Metadata of `data_config.dataset` (prepares bundled datasets on first use)."""
+  c = config_lib.as_config(data_config)
+  source = _open(c)
+  h, w = config_lib.image_size(c)
+  views = c.num_test_clips * c.num_test_crops if source.is_video else 1
+  return DatasetInfo(
+      dataset=c.dataset, num_classes=source.num_classes, class_names=source.class_names,
+      num_train_examples=source.num_examples(c.train_split),
+      num_eval_examples=source.num_examples(c.eval_split), is_video=source.is_video,
+      input_shape=(c.num_frames, h, w, 3) if source.is_video else (h, w, 3),
+      num_eval_views=views,
+      preprocessing={k: c[k] for k in _PREPROCESSING_KEYS})
+
+
+def train_iterator(data_config: Mapping[str, Any], *, global_batch_size: int,
+                   sharding: jax.sharding.Sharding, seed: int,
+                   start_step: int = 0) -> Iterator[dict[str, jax.Array]]:
+  """Infinite training batches, resumable at `start_step`.
+
+  Yields:
+    {"image": float32 [B, h, w, 3] or [B, T, h, w, 3], "label": int32 [B]}, global
+    arrays of global batch B with the batch dimension sharded as `sharding`'s first
+    dimension (other dimensions replicated).
+  """
+  c = config_lib.as_config(data_config)
+  local = distribute.local_batch_size(global_batch_size, sharding)
+  ds = train_dataset(c, _open(c), local_batch_size=local, seed=seed, start_step=start_step,
+                     process_index=jax.process_index(), process_count=jax.process_count())
+  batches = _numpy_batches(ds, f"{c.dataset} {c.train_split}")
+  return distribute.prefetch_to_device(batches, sharding, global_batch_size, c.prefetch)
+
+
+def eval_iterator(data_config: Mapping[str, Any], *, global_batch_size: int,
+                  sharding: jax.sharding.Sharding,
+                  split: str | None = None) -> Iterator[dict[str, jax.Array]]:
+  """One pass over `split` (default eval_split); every example exactly once.
+
+  Yields:
+    {"image": float32 [B, h, w, 3] (images) or [B, V, T, h, w, 3] (video, V views),
+     "label": int32 [B], "mask": bool [B]} as global arrays; padding has mask False.
+  """
+  c = config_lib.as_config(data_config)
+  local = distribute.local_batch_size(global_batch_size, sharding)
+  ds = eval_dataset(c, _open(c), local_batch_size=local, split=split or c.eval_split,
+                    process_index=jax.process_index(), process_count=jax.process_count())
+  batches = _numpy_batches(ds, f"{c.dataset} {split or c.eval_split}")
+  return distribute.prefetch_to_device(batches, sharding, global_batch_size, c.prefetch)
+
+
+def num_eval_batches(data_config: Mapping[str, Any], *, global_batch_size: int,
+                     split: str | None = None, process_count: int | None = None) -> int:
+  """How many batches `eval_iterator` yields (the same on every process)."""
+  c = config_lib.as_config(data_config)
+  process_count = jax.process_count() if process_count is None else process_count
+  source = _open(c)
+  counts = [source.num_examples(split or c.eval_split, p, process_count)
+            for p in range(process_count)]
+  return distribute.num_eval_batches(counts, global_batch_size // process_count)
+
+
+def preprocess_for_eval(data_config: Mapping[str, Any],
+                        raw_examples: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+  """Model inputs for decoded files, preprocessed as in evaluation.
+
+  Args:
+    data_config: a data config, or `DatasetInfo.preprocessing` saved with a run.
+    raw_examples: uint8 images [H, W, C] or videos [T, H, W, C] (C in 1, 3, 4),
+      e.g. from `vit_jax.data.decode_file`; a list (sizes may differ) or a stacked array.
+
+  Returns:
+    float32 [N, h, w, 3] for images, [N, V, T, h, w, 3] for videos.
+  """
+  c = config_lib.as_config(data_config)
+  outputs = []
+  for example in raw_examples:
+    example = tf.convert_to_tensor(np.asarray(example, np.uint8))
+    if example.shape.rank == 4:
+      outputs.append(preprocess.eval_video(example, c).numpy())
+    elif example.shape.rank == 3:
+      outputs.append(preprocess.eval_image(example, c).numpy())
+    else:
+      raise ValueError(f"Expected [H, W, C] images or [T, H, W, C] videos, got {example.shape}.")
+  return np.stack(outputs)
+
+
+def _open(c) -> sources.Source:
+  source = sources.open_source(c)
+  if c.dataset.split("/")[0] == "moving_digits" and c.flip:
+    raise ValueError("moving_digits labels the direction of motion, which a horizontal flip "
+                     "reverses: set data.flip=False.")
+  return source
+
+
+def _host_seed(seed: int, process_index: int) -> int:
+  """A 31-bit seed for one process's stream; different processes get unrelated streams."""
+  return int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0] >> 1)
+
+
+def _output_shape(c, is_video: bool, train: bool) -> list[int]:
+  h, w = config_lib.image_size(c)
+  if not is_video:
+    return [h, w, 3]
+  if train:
+    return [c.num_frames, h, w, 3]
+  return [c.num_test_clips * c.num_test_crops, c.num_frames, h, w, 3]
+
+
+def train_dataset(c, source: sources.Source, *, local_batch_size: int, seed: int,
+                  start_step: int, process_index: int, process_count: int) -> tf.data.Dataset:
+  """This process's training batches as a tf.data.Dataset (see the module docstring)."""
+  raw = source.read(c.train_split, process_index, process_count, shuffle_files=True)
+  n = source.num_examples(c.train_split, process_index, process_count)
+  if n == 0:
+    raise ValueError(f"{c.dataset} {c.train_split}: process {process_index} of {process_count} "
+                     "has no training examples.")
+  if c.cache:
+    raw = raw.cache()
+  host_seed = _host_seed(seed, process_index)
+  buffer = min(c.shuffle_buffer, n)
+  start_epoch, offset = divmod(start_step * local_batch_size, n)
+
+  def epoch(e):
+    ds = raw
+    if buffer > 1:
+      ds = ds.shuffle(buffer, seed=host_seed + e, reshuffle_each_iteration=False)
+
+    def add_seed(k, ex):
+      return {**ex, "seed": tf.stack([tf.constant(host_seed, tf.int64), e * n + k])}
+
+    return ds.enumerate().map(add_seed)
+
+  ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch).skip(offset)
+  shape = _output_shape(c, source.is_video, train=True)
+  augment = preprocess.train_video if source.is_video else preprocess.train_image
+
+  def process(ex):
+    ex = source.load(ex, skip_bad=c.skip_bad_examples)
+    image = tf.cond(ex["ok"], lambda: tf.ensure_shape(augment(ex["raw"], ex["seed"], c), shape),
+                    lambda: tf.zeros(shape, tf.float32))
+    return {"image": image, "label": tf.cast(ex["label"], tf.int32), "ok": ex["ok"]}
+
+  def drop_ok(ex):
+    return {"image": ex["image"], "label": ex["label"]}
+
+  ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.filter(_is_ok).map(drop_ok)
+  return ds.batch(local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _is_ok(ex):
+  return ex["ok"]
+
+
+def eval_dataset(c, source: sources.Source, *, local_batch_size: int, split: str,
+                 process_index: int, process_count: int) -> tf.data.Dataset:
+  """This process's evaluation batches, padded and masked (see the module docstring)."""
+  raw = source.read(split, process_index, process_count)
+  counts = [source.num_examples(split, p, process_count) for p in range(process_count)]
+  num_batches = distribute.num_eval_batches(counts, local_batch_size)
+  shape = _output_shape(c, source.is_video, train=False)
+  prepare = preprocess.eval_video if source.is_video else preprocess.eval_image
+
+  def process(ex):
+    # Evaluation never skips: a missing example would silently change the metric.
+    ex = source.load(ex, skip_bad=False)
+    return {"image": tf.ensure_shape(prepare(ex["raw"], c), shape),
+            "label": tf.cast(ex["label"], tf.int32), "mask": tf.constant(True)}
+
+  ds = raw.map(process, num_parallel_calls=tf.data.AUTOTUNE)
+  padding = tf.data.Dataset.from_tensors(
+      {"image": tf.zeros(shape, tf.float32), "label": tf.constant(0, tf.int32),
+       "mask": tf.constant(False)})
+  ds = ds.concatenate(padding.repeat(num_batches * local_batch_size - counts[process_index]))
+  return ds.batch(local_batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _numpy_batches(ds: tf.data.Dataset, what: str) -> Iterator[dict[str, np.ndarray]]:
+  """Batches as numpy; TensorFlow errors from bad data become BadDataError."""
+  iterator = ds.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      return
+    except tf.errors.OpError as e:
+      raise BadDataError(f"Reading {what} failed: {e.message}") from None
+    yield batch
+
+
+__all__ = ["BadDataError", "DatasetInfo", "eval_iterator", "get_info", "num_eval_batches",
+           "preprocess_for_eval", "train_iterator"]

@@ -1,0 +1,114 @@
+"""Per-example preprocessing from the data config: raw pixels or bytes -> model inputs.
+
+Output shapes (image_size = (h, w)):
+  image, train and eval: float32 [h, w, 3].
+  video, train: float32 [num_frames, h, w, 3].
+  video, eval: float32 [num_test_clips * num_test_crops, num_frames, h, w, 3], clip-major.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import tensorflow as tf
+
+from vit_jax.data import config as config_lib
+from vit_jax.data import image_ops, video_ops
+
+
+def _normalize(image: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  return image_ops.normalize(image, c["value_range"], c["mean"], c["std"])
+
+
+def _random_crop_source_size(c: Mapping[str, Any]) -> int:
+  # Without resize_small, train on crops of an image 256/224 larger, as ImageNet recipes do.
+  size = config_lib.image_size(c)
+  return c["resize_small"] or round(max(size) * 256 / 224)
+
+
+def train_image(raw: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """Encoded or uint8 image -> float32 [h, w, 3], randomly cropped and flipped."""
+  size = config_lib.image_size(c)
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  image = image_ops.decode(raw)
+  if c["train_crop"] == "inception":
+    image = image_ops.resize(image_ops.inception_crop(image, crop_seed, c["inception_area"]), size)
+  elif c["train_crop"] == "random_crop":
+    image = image_ops.resize_small(image, _random_crop_source_size(c))
+    image = image_ops.random_crop(image, size, crop_seed)
+  else:
+    image = image_ops.resize(image, size)
+  if c["flip"]:
+    image = image_ops.random_flip(image, flip_seed)
+  return _normalize(image, c)
+
+
+def eval_image(raw: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """Encoded or uint8 image -> float32 [h, w, 3]: resize, or resize_small + central crop."""
+  size = config_lib.image_size(c)
+  image = image_ops.decode(raw)
+  if c["resize_small"]:
+    image = image_ops.central_crop(image_ops.resize_small(image, c["resize_small"]), size)
+  else:
+    image = image_ops.resize(image, size)
+  return _normalize(image, c)
+
+
+def train_video(video: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """string [N] or uint8 [N, H, W, C] -> float32 [num_frames, h, w, 3].
+
+  A random clip (random temporal offset), resized so that it covers the crop
+  times a random scale in `scale_jitter`, randomly cropped and flipped; one
+  crop and one flip for all its frames.
+  """
+  size = config_lib.image_size(c)
+  time_seed, scale_seed, crop_seed, flip_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 4))
+  n = tf.shape(video)[0]
+  offset = video_ops.random_offset(n, c["num_frames"], c["stride"], time_seed)
+  frames = video_ops.gather_frames(
+      video, video_ops.clip_indices(n, c["num_frames"], c["stride"], offset))
+  scale = tf.random.stateless_uniform([], scale_seed, *c["scale_jitter"])
+  frames = image_ops.random_crop(image_ops.resize_to_cover(frames, size, scale), size, crop_seed)
+  if c["flip"]:
+    frames = image_ops.random_flip(frames, flip_seed)
+  return _normalize(frames, c)
+
+
+def eval_video(video: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """string [N] or uint8 [N, H, W, C] -> float32 [V, num_frames, h, w, 3].
+
+  V = num_test_clips * num_test_crops views, clip-major: evenly spaced clips,
+  each resized so its shorter side is resize_small (default: so it just covers
+  the crop), then the centre crop, or with 3 crops the two ends and the centre
+  of the longer side.
+  """
+  size = config_lib.image_size(c)
+  num_clips, num_crops, num_frames = c["num_test_clips"], c["num_test_crops"], c["num_frames"]
+  n = tf.shape(video)[0]
+  offsets = video_ops.even_offsets(n, num_frames, c["stride"], num_clips)
+  indices = tf.reshape(
+      tf.map_fn(lambda o: video_ops.clip_indices(n, num_frames, c["stride"], o), offsets), [-1])
+  frames = video_ops.gather_frames(video, indices)  # [clips * T, H, W, 3]
+  if c["resize_small"]:
+    frames = image_ops.resize_small(frames, c["resize_small"])
+  else:
+    frames = image_ops.resize_to_cover(frames, size)
+  if num_crops == 1:
+    views = [image_ops.central_crop(frames, size)]
+  else:
+    h, w = tf.shape(frames)[1], tf.shape(frames)[2]
+    # Along the longer side: start, centre, end (as SlowFast / Scenic's 3-crop test).
+    along_h = h > w
+    views = []
+    for fraction in (0.0, 0.5, 1.0):
+      top = tf.where(along_h, tf.cast(tf.cast(h - size[0], tf.float32) * fraction, tf.int32),
+                     (h - size[0]) // 2)
+      left = tf.where(along_h, (w - size[1]) // 2,
+                      tf.cast(tf.cast(w - size[1], tf.float32) * fraction, tf.int32))
+      views.append(image_ops.crop(frames, top, left, size[0], size[1]))
+  views = tf.stack([tf.reshape(v, [num_clips, num_frames, size[0], size[1], 3]) for v in views],
+                   axis=1)  # [clips, crops, T, h, w, 3]
+  views = tf.reshape(views, [num_clips * num_crops, num_frames, size[0], size[1], 3])
+  return _normalize(views, c)

@@ -1,0 +1,178 @@
+"""Where examples come from: TFDS datasets (catalogue or bundled) and folders.
+
+A source reads one process's share of a split, in a fixed order, as a
+tf.data.Dataset of {"raw": ..., "label": int64 []} where "raw" is whatever is
+cheapest to carry before shuffling (encoded bytes, frames or a file path), and
+`load` turns "raw" into pixels or encoded bytes that `preprocess` understands,
+plus an "ok" flag for files that failed to decode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+from vit_jax.data import builders, distribute, folder
+from vit_jax.data import config as config_lib
+
+FOLDER_PREFIX = "folder:"
+
+
+class DatasetNotPreparedError(RuntimeError):
+  """A TFDS dataset is not in the data dir and cannot be built offline."""
+
+
+@dataclasses.dataclass
+class Source:
+  """A dataset's metadata and its readers.
+
+  Attributes:
+    name: the config's `dataset` string.
+    num_classes, class_names: labels are int64 in [0, num_classes).
+    is_video: examples are videos (raw frames [N, ...]) rather than images.
+  """
+
+  name: str
+  num_classes: int
+  class_names: tuple[str, ...]
+  is_video: bool
+  _builder: Any = None
+  _image_key: str | None = None
+  _label_key: str | None = None
+  _folder: folder.FolderDataset | None = None
+
+  def num_examples(self, split: str, process_index: int = 0, process_count: int = 1) -> int:
+    """Examples of `split` that process `process_index` of `process_count` reads."""
+    if self._folder is not None:
+      start, end = distribute.host_range(len(self._folder.files(split)[0]), process_index,
+                                         process_count)
+      return end - start
+    host_split = tfds.split_for_jax_process(split, process_index=process_index,
+                                            process_count=process_count)
+    return self._tfds_split_info(host_split, split).num_examples
+
+  def read(self, split: str, process_index: int, process_count: int, *,
+           shuffle_files: bool = False) -> tf.data.Dataset:
+    """This process's share of `split`: {"raw", "label"} in a fixed order.
+
+    Args:
+      shuffle_files: folders only: permute the file list (seed 0) before
+        splitting it between processes, so that every process sees every class
+        (the listing is sorted by class). TFDS shuffled the records when it
+        prepared the dataset.
+    """
+    if self._folder is not None:
+      paths, labels = self._folder.files(split)
+      if shuffle_files:
+        # A fixed permutation: the same on every process and in every run.
+        perm = np.random.default_rng(0).permutation(len(paths))
+        paths, labels = [paths[i] for i in perm], labels[perm]
+      start, end = distribute.host_range(len(paths), process_index, process_count)
+      ds = tf.data.Dataset.from_tensor_slices({"raw": paths[start:end], "label": labels[start:end]})
+    else:
+      host_split = tfds.split_for_jax_process(split, process_index=process_index,
+                                              process_count=process_count)
+      self._tfds_split_info(host_split, split)
+      feature = self._builder.info.features[self._image_key]
+      decoders = None
+      if isinstance(feature, (tfds.features.Image, tfds.features.Video)):
+        # Decode after shuffling, and for videos only the frames a clip uses.
+        decoders = {self._image_key: tfds.decode.SkipDecoding()}
+      ds = self._builder.as_dataset(
+          split=host_split, shuffle_files=False, decoders=decoders,
+          read_config=tfds.ReadConfig(try_autocache=False, add_tfds_id=False))
+      image_key, label_key = self._image_key, self._label_key
+      ds = ds.map(lambda ex: {"raw": ex[image_key], "label": tf.cast(ex[label_key], tf.int64)})
+    return ds.map(self._check_label)
+
+  def load(self, example: dict[str, tf.Tensor], *, skip_bad: bool) -> dict[str, tf.Tensor]:
+    """"raw" -> decodable pixels or bytes, plus "ok" (False: a file to skip)."""
+    if self._folder is None:
+      return {**example, "ok": tf.constant(True)}
+    pixels, ok = tf.numpy_function(folder.make_decoder(self.is_video, skip_bad),
+                                   [example["raw"]], [tf.uint8, tf.bool], stateful=False)
+    pixels.set_shape([None] * (4 if self.is_video else 3))
+    pixels = tf.ensure_shape(pixels, [None, None, None, 3] if self.is_video else [None, None, 3])
+    ok.set_shape([])
+    return {**example, "raw": pixels, "ok": ok}
+
+  def _check_label(self, example):
+    label = example["label"]
+    check = tf.debugging.Assert(
+        tf.logical_and(label >= 0, label < self.num_classes),
+        [f"{self.name}: label outside [0, {self.num_classes}):", label])
+    with tf.control_dependencies([check]):
+      return {**example, "label": tf.identity(label)}
+
+  def _tfds_split_info(self, host_split, split):
+    try:
+      return self._builder.info.splits[host_split]
+    except (KeyError, ValueError) as e:
+      raise ValueError(f"{self.name} has no split {split!r} ({e}); its splits are "
+                       f"{sorted(self._builder.info.splits)}. Set data.train_split / "
+                       "data.eval_split.") from None
+
+
+def open_source(data_config: Mapping[str, Any]) -> Source:
+  """The Source for `data_config.dataset`; bundled datasets are prepared on first use."""
+  name = data_config["dataset"]
+  if name.startswith(FOLDER_PREFIX):
+    ds = folder.FolderDataset.open(name[len(FOLDER_PREFIX):], data_config["train_split"])
+    return Source(name, len(ds.class_names), ds.class_names, ds.is_video, _folder=ds)
+  builder = tfds_builder(name, config_lib.resolve_data_dir(data_config))
+  features = builder.info.features
+  image_key, label_key = data_config["image_key"], data_config["label_key"]
+  supervised = builder.info.supervised_keys
+  if isinstance(supervised, tuple) and len(supervised) == 2 and all(
+      isinstance(k, str) for k in supervised):
+    image_key, label_key = image_key or supervised[0], label_key or supervised[1]
+  image_key = image_key or next((k for k in ("image", "video") if k in features), None)
+  label_key = label_key or "label"
+  if image_key not in features or label_key not in features:
+    raise ValueError(f"{name}: set data.image_key and data.label_key; features are "
+                     f"{sorted(features)}.")
+  label = features[label_key]
+  if not isinstance(label, tfds.features.ClassLabel):
+    raise ValueError(f"{name}: feature {label_key!r} is {type(label).__name__}, not a "
+                     "ClassLabel; set data.label_key to the class label feature.")
+  feature = features[image_key]
+  is_video = isinstance(feature, tfds.features.Video) or len(feature.shape) == 4
+  return Source(name, label.num_classes, tuple(label.names), is_video, _builder=builder,
+                _image_key=image_key, _label_key=label_key)
+
+
+def tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  """The prepared builder for `name` in `data_dir`; never downloads.
+
+  Bundled datasets are built here when missing; any other dataset that is not
+  prepared raises DatasetNotPreparedError at once, with instructions.
+  """
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f"Unknown dataset {name!r}: use 'digits', 'moving_digits', a TFDS name "
+                     f"(tfds.list_builders()) or 'folder:/path'. ({e})") from None
+  if builder.is_prepared():
+    return builder
+  base = name.split("/")[0].split(":")[0]
+  if base in builders.BUNDLED:
+    logging.info("Preparing bundled dataset %s into %s (once).", name, data_dir)
+    builder.download_and_prepare()
+    return builder
+  manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+  raise DatasetNotPreparedError(
+      f"Dataset {name!r} is not prepared in data_dir={data_dir!r}, and this machine will not "
+      f"download it. Prepare it where there is internet access:\n"
+      f"  tfds build {name} --data_dir={data_dir}\n"
+      f"(or python -c \"import tensorflow_datasets as tfds; "
+      f"tfds.builder('{name}', data_dir='{data_dir}').download_and_prepare()\"), then copy "
+      f"{data_dir}/{base} here or point data.data_dir / $VIT_JAX_DATA_DIR at a directory "
+      "that holds it."
+      + (f"\nThis dataset needs a manual download: {manual.strip()}" if manual else ""))
+
