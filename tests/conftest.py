@@ -11,3 +11,15 @@ if _FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits_data_dir(tmp_path_factory) -> str:
+  """A TFDS data dir with the bundled `digits` dataset prepared (once per session)."""
+  from vit_jax.data import sources  # noqa: PLC0415 (after the XLA flags above)
+
+  path = str(tmp_path_factory.mktemp("tfds_digits"))
+  sources.tfds_builder("digits", path)
+  return path

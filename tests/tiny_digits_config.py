@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 64
   c.total_steps = 24
   c.optimizer.name = "adamw"
-  c.lr.base = 3e-3
+  c.lr.base = 1e-2
   c.lr.warmup_steps = 4
   c.log_every_steps = 4
   c.eval_every_steps = 12
