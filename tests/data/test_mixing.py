@@ -41,6 +41,7 @@ def test_mixup_lambda(seed):
 def test_cutmix_labels_match_pixels(seed):
   images, labels = _batch(shape=(2, 16, 12, 3))  # Video [B, T, H, W, C].
   out_images, out_labels = mixing.mix(jax.random.key(seed), images, labels, cutmix_alpha=1.0)
+  kept_fractions = []
   np.testing.assert_allclose(out_labels.sum(-1), 1.0, rtol=1e-6)
   for i in range(6):
     partner = 5 - i
@@ -48,10 +49,12 @@ def test_cutmix_labels_match_pixels(seed):
     # One box for all frames and channels.
     assert (from_self == from_self[:1, :, :, :1]).all()
     kept = from_self.mean()
+    kept_fractions.append(kept)
     expected = kept * np.asarray(labels[i]) + (1 - kept) * np.asarray(labels[partner])
     np.testing.assert_allclose(out_labels[i], expected, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(out_images[i])[~from_self],
                                   np.asarray(images[partner])[~from_self])
+  assert 0 < kept_fractions[0] < 1  # A box was pasted (the same box for every example).
 
 def test_switch_and_mix_prob():
   images, labels = _batch()
