@@ -113,7 +113,9 @@ def decode_video_file(path: str) -> np.ndarray:
   import av
 
   with av.open(path) as container:
-    frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # Frame- and slice-threaded decoding inside FFmpeg.
+    frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
   if not frames:
     raise ValueError(f"{path} has no video frames.")
   return np.stack(frames)

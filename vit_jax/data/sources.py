@@ -163,7 +163,14 @@ def tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   base = name.split("/")[0].split(":")[0]
   if base in builders.BUNDLED:
     logging.info("Preparing bundled dataset %s into %s (once).", name, data_dir)
-    builder.download_and_prepare()
+    try:
+      builder.download_and_prepare()
+    except Exception:
+      # Several processes sharing a data dir race to prepare; TFDS writes to a temporary
+      # folder and renames it, so a loser finds the winner's copy.
+      builder = tfds.builder(name, data_dir=data_dir)
+      if not builder.is_prepared():
+        raise
     return builder
   manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
   raise DatasetNotPreparedError(
