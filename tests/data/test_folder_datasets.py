@@ -94,3 +94,13 @@ def test_folder_errors(image_folder, tmp_path):
     data.get_info(_config(str(tmp_path)))
   with pytest.raises(ValueError, match="no split 'validation'"):
     data.get_info(_config(image_folder, eval_split="validation"))
+
+
+@pytest.mark.parametrize("name", ["1.webm", "0.mp4"])
+def test_partial_video_decode(video_folder, name):
+  """Counting frames needs no decode (webm headers lack a count); clips decode only a prefix."""
+  path = os.path.join(video_folder, "train", "left", name)
+  full = folder.decode_video_file(path)
+  assert folder.count_video_frames(path) == len(full)
+  indices = np.array([3, 1, 3, 5])
+  np.testing.assert_array_equal(folder.decode_video_frames(path, indices), full[indices])

@@ -193,3 +193,17 @@ def test_config_errors(data_dir):
     data.get_info(_digits(data_dir, mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2)))
   with pytest.raises(ValueError, match="no split 'validation'.*test"):
     data.get_info(_digits(data_dir, eval_split="validation"))
+
+
+def test_cache_does_not_change_the_stream(data_dir):
+  config = _digits(data_dir, train_crop="random_crop", resize_small=10)
+  cached = _digits(data_dir, train_crop="random_crop", resize_small=10, cache=True)
+  source = sources.open_source(config)
+  plain = _take(config, source, seed=1, start_step=0, steps=4, local_batch=512)
+  for a, b in zip(plain, _take(cached, source, seed=1, start_step=0, steps=4, local_batch=512)):
+    np.testing.assert_array_equal(a["image"], b["image"])
+
+
+def test_unknown_dataset_name(tmp_path):
+  with pytest.raises(ValueError, match="Unknown dataset 'no_such_dataset'"):
+    data.get_info({"dataset": "no_such_dataset", "data_dir": str(tmp_path)})
