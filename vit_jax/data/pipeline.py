@@ -165,7 +165,7 @@ def preprocess_for_eval(data_config: Mapping[str, Any],
 
 def _open(c) -> sources.Source:
   source = sources.open_source(c)
-  if c.dataset.split("/")[0] == "moving_digits" and c.flip:
+  if c.dataset.split("/")[0].split(":")[0] == "moving_digits" and c.flip:
     raise ValueError("moving_digits labels the direction of motion, which a horizontal flip "
                      "reverses: set data.flip=False.")
   return source
