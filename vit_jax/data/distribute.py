@@ -34,7 +34,7 @@ def num_eval_batches(host_counts: Iterable[int], local_batch_size: int) -> int:
   return max(math.ceil(n / local_batch_size) for n in host_counts)
 
 
-def batch_sharding(sharding: jax.sharding.Sharding, ndim: int) -> jax.sharding.Sharding:
+def batch_sharding(sharding: jax.sharding.Sharding) -> jax.sharding.Sharding:
   """`sharding`'s split of the leading (batch) dimension, other dimensions replicated.
 
   Lets one NamedSharding (e.g. P(("data",))) serve images [B, H, W, 3] and labels [B].
@@ -42,7 +42,6 @@ def batch_sharding(sharding: jax.sharding.Sharding, ndim: int) -> jax.sharding.S
   if isinstance(sharding, NamedSharding):
     spec = sharding.spec
     return NamedSharding(sharding.mesh, PartitionSpec(spec[0] if len(spec) else None))
-  del ndim
   return sharding
 
 
@@ -78,7 +77,7 @@ def to_global(batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding,
               global_batch_size: int) -> dict[str, jax.Array]:
   """Host-local numpy batch [b, ...] -> global jax arrays [B, ...] sharded on dimension 0."""
   return {
-      k: jax.make_array_from_process_local_data(batch_sharding(sharding, v.ndim), v,
+      k: jax.make_array_from_process_local_data(batch_sharding(sharding), v,
                                                 (global_batch_size, *v.shape[1:]))
       for k, v in batch.items()
   }

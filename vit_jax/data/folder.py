@@ -110,13 +110,54 @@ def decode_image_file(path: str) -> np.ndarray:
 
 def decode_video_file(path: str) -> np.ndarray:
   """uint8 [T, H, W, 3]: every frame of the first video stream."""
+  return decode_video_frames(path)
+
+
+def count_video_frames(path: str) -> int:
+  """Frames in the first video stream, from the header or by counting packets (no decoding)."""
   import av
 
   with av.open(path) as container:
-    frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-  if not frames:
+    stream = container.streams.video[0]
+    if stream.frames > 0:
+      return stream.frames
+    # WebM and some AVI headers carry no frame count; one packet holds one frame.
+    count = sum(1 for packet in container.demux(stream) if packet.size)
+  if not count:
     raise ValueError(f"{path} has no video frames.")
-  return np.stack(frames)
+  return count
+
+
+def decode_video_frames(path: str, indices: np.ndarray | None = None) -> np.ndarray:
+  """uint8 [K, H, W, 3]: frames `indices` (all when None) of the first video stream.
+
+  Decodes from the start up to the last index only and keeps only the wanted
+  frames, so a 16-frame clip of a long video costs neither a full decode nor
+  the memory of every frame. If the stream ends before an index (a header
+  that overstated the length), indices wrap around the frames that exist.
+  """
+  import av
+
+  wanted = None if indices is None else {int(i) for i in indices}
+  last = None if indices is None else max(wanted)
+  frames, decoded = {}, 0
+  with av.open(path) as container:
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # Frame- and slice-threaded decoding inside FFmpeg.
+    for t, frame in enumerate(container.decode(stream)):
+      decoded = t + 1
+      if wanted is None or t in wanted:
+        frames[t] = frame.to_ndarray(format="rgb24")
+      if last is not None and t >= last:
+        break
+  if not decoded:
+    raise ValueError(f"{path} has no video frames.")
+  if indices is None:
+    return np.stack([frames[t] for t in range(decoded)])
+  if any(int(i) not in frames for i in indices):
+    logging.warning("%s has %d frames, fewer than its header says; looping them.", path, decoded)
+    return decode_video_frames(path)[np.asarray(indices) % decoded]
+  return np.stack([frames[int(i)] for i in indices])
 
 
 def decode_file(path: str) -> np.ndarray:
@@ -126,20 +167,24 @@ def decode_file(path: str) -> np.ndarray:
   return decode_image_file(path)
 
 
-def make_decoder(is_video: bool, skip_bad: bool):
-  """A numpy function path(bytes) -> (uint8 pixels, ok) for tf.numpy_function.
+def make_loader(is_video: bool, skip_bad: bool):
+  """A numpy function path(bytes) -> (payload, ok) for tf.numpy_function.
 
-  A file that fails to decode raises a ValueError naming it, or, with
-  `skip_bad`, is logged, counted in `skipped_files()` and returned as ok=False
-  so that the pipeline can filter it out.
+  Images: payload = uint8 [H, W, 3] pixels. Videos: payload = int32 frame count
+  (frames are decoded later, only those a clip uses; see `decode_video_frames`).
+  A file that fails raises a ValueError naming it, or, with `skip_bad`, is
+  logged, counted in `skipped_files()` and returned as ok=False so that the
+  pipeline can filter it out.
   """
-  decode = decode_video_file if is_video else decode_image_file
-  empty = np.zeros((1, 1, 1, 3) if is_video else (1, 1, 3), np.uint8)
+  if is_video:
+    load, empty = lambda p: np.int32(count_video_frames(p)), np.int32(1)
+  else:
+    load, empty = decode_image_file, np.zeros((1, 1, 3), np.uint8)
 
   def fn(path: bytes):
     path = path.decode()
     try:
-      return decode(path), np.bool_(True)
+      return load(path), np.bool_(True)
     except Exception as e:  # PIL and PyAV raise many types for broken files.
       if not skip_bad:
         raise ValueError(f"Could not decode {path}: {e!r}. Fix or delete the file.") from e
@@ -151,6 +196,11 @@ def make_decoder(is_video: bool, skip_bad: bool):
       return empty, np.bool_(False)
 
   return fn
+
+
+def read_video_frames(path: bytes, indices: np.ndarray) -> np.ndarray:
+  """tf.numpy_function wrapper of `decode_video_frames`."""
+  return decode_video_frames(path.decode(), indices)
 
 
 def skipped_files() -> dict[str, int]:

@@ -165,7 +165,7 @@ def preprocess_for_eval(data_config: Mapping[str, Any],
 
 def _open(c) -> sources.Source:
   source = sources.open_source(c)
-  if c.dataset.split("/")[0] == "moving_digits" and c.flip:
+  if c.dataset.split("/")[0].split(":")[0] == "moving_digits" and c.flip:
     raise ValueError("moving_digits labels the direction of motion, which a horizontal flip "
                      "reverses: set data.flip=False.")
   return source
@@ -211,11 +211,15 @@ def train_dataset(c, source: sources.Source, *, local_batch_size: int, seed: int
 
   ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch).skip(offset)
   shape = _output_shape(c, source.is_video, train=True)
-  augment = preprocess.train_video if source.is_video else preprocess.train_image
+
+  def augment(ex):
+    if source.is_video:
+      return preprocess.train_video(ex["raw"], ex["seed"], c, ex.get("length"))
+    return preprocess.train_image(ex["raw"], ex["seed"], c)
 
   def process(ex):
     ex = source.load(ex, skip_bad=c.skip_bad_examples)
-    image = tf.cond(ex["ok"], lambda: tf.ensure_shape(augment(ex["raw"], ex["seed"], c), shape),
+    image = tf.cond(ex["ok"], lambda: tf.ensure_shape(augment(ex), shape),
                     lambda: tf.zeros(shape, tf.float32))
     return {"image": image, "label": tf.cast(ex["label"], tf.int32), "ok": ex["ok"]}
 
@@ -238,12 +242,15 @@ def eval_dataset(c, source: sources.Source, *, local_batch_size: int, split: str
   counts = [source.num_examples(split, p, process_count) for p in range(process_count)]
   num_batches = distribute.num_eval_batches(counts, local_batch_size)
   shape = _output_shape(c, source.is_video, train=False)
-  prepare = preprocess.eval_video if source.is_video else preprocess.eval_image
 
   def process(ex):
     # Evaluation never skips: a missing example would silently change the metric.
     ex = source.load(ex, skip_bad=False)
-    return {"image": tf.ensure_shape(prepare(ex["raw"], c), shape),
+    if source.is_video:
+      image = preprocess.eval_video(ex["raw"], c, ex.get("length"))
+    else:
+      image = preprocess.eval_image(ex["raw"], c)
+    return {"image": tf.ensure_shape(image, shape),
             "label": tf.cast(ex["label"], tf.int32), "mask": tf.constant(True)}
 
   ds = raw.map(process, num_parallel_calls=tf.data.AUTOTUNE)

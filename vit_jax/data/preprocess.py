@@ -55,8 +55,12 @@ def eval_image(raw: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
   return _normalize(image, c)
 
 
-def train_video(video: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
-  """string [N] or uint8 [N, H, W, C] -> float32 [num_frames, h, w, 3].
+def train_video(video: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any],
+                length: tf.Tensor | None = None) -> tf.Tensor:
+  """Video -> float32 [num_frames, h, w, 3].
+
+  `video` is anything `video_ops.gather_frames` reads; `length` its frame count
+  (needed for a file path, else read from the tensor).
 
   A random clip (random temporal offset), resized so that it covers the crop
   times a random scale in `scale_jitter`, randomly cropped and flipped; one
@@ -65,7 +69,7 @@ def train_video(video: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.T
   size = config_lib.image_size(c)
   time_seed, scale_seed, crop_seed, flip_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, 4))
-  n = tf.shape(video)[0]
+  n = video_ops.num_available(video) if length is None else length
   offset = video_ops.random_offset(n, c["num_frames"], c["stride"], time_seed)
   frames = video_ops.gather_frames(
       video, video_ops.clip_indices(n, c["num_frames"], c["stride"], offset))
@@ -76,8 +80,9 @@ def train_video(video: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.T
   return _normalize(frames, c)
 
 
-def eval_video(video: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
-  """string [N] or uint8 [N, H, W, C] -> float32 [V, num_frames, h, w, 3].
+def eval_video(video: tf.Tensor, c: Mapping[str, Any],
+               length: tf.Tensor | None = None) -> tf.Tensor:
+  """Video (as in `train_video`) -> float32 [V, num_frames, h, w, 3].
 
   V = num_test_clips * num_test_crops views, clip-major: evenly spaced clips,
   each resized so its shorter side is resize_small (default: so it just covers
@@ -86,7 +91,7 @@ def eval_video(video: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
   """
   size = config_lib.image_size(c)
   num_clips, num_crops, num_frames = c["num_test_clips"], c["num_test_crops"], c["num_frames"]
-  n = tf.shape(video)[0]
+  n = video_ops.num_available(video) if length is None else length
   offsets = video_ops.even_offsets(n, num_frames, c["stride"], num_clips)
   indices = tf.reshape(
       tf.map_fn(lambda o: video_ops.clip_indices(n, num_frames, c["stride"], o), offsets), [-1])

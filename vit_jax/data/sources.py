@@ -92,13 +92,22 @@ class Source:
     return ds.map(self._check_label)
 
   def load(self, example: dict[str, tf.Tensor], *, skip_bad: bool) -> dict[str, tf.Tensor]:
-    """"raw" -> decodable pixels or bytes, plus "ok" (False: a file to skip)."""
+    """Adds "ok" (False: a file to skip) and, for folder videos, "length" (frames).
+
+    Folder images are decoded here ("raw" becomes uint8 [H, W, 3]); folder videos
+    keep their path in "raw" and are decoded later, only the frames a clip uses.
+    """
     if self._folder is None:
       return {**example, "ok": tf.constant(True)}
-    pixels, ok = tf.numpy_function(folder.make_decoder(self.is_video, skip_bad),
-                                   [example["raw"]], [tf.uint8, tf.bool], stateful=False)
-    pixels.set_shape([None] * (4 if self.is_video else 3))
-    pixels = tf.ensure_shape(pixels, [None, None, None, 3] if self.is_video else [None, None, 3])
+    loader = folder.make_loader(self.is_video, skip_bad)
+    if self.is_video:
+      length, ok = tf.numpy_function(loader, [example["raw"]], [tf.int32, tf.bool],
+                                     stateful=False)
+      length.set_shape([])
+      ok.set_shape([])
+      return {**example, "length": length, "ok": ok}
+    pixels, ok = tf.numpy_function(loader, [example["raw"]], [tf.uint8, tf.bool], stateful=False)
+    pixels.set_shape([None, None, 3])
     ok.set_shape([])
     return {**example, "raw": pixels, "ok": ok}
 
@@ -163,7 +172,14 @@ def tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   base = name.split("/")[0].split(":")[0]
   if base in builders.BUNDLED:
     logging.info("Preparing bundled dataset %s into %s (once).", name, data_dir)
-    builder.download_and_prepare()
+    try:
+      builder.download_and_prepare()
+    except Exception:
+      # Several processes sharing a data dir race to prepare; TFDS writes to a temporary
+      # folder and renames it, so a loser finds the winner's copy.
+      builder = tfds.builder(name, data_dir=data_dir)
+      if not builder.is_prepared():
+        raise
     return builder
   manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
   raise DatasetNotPreparedError(

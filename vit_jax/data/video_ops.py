@@ -41,16 +41,28 @@ def even_offsets(num_available: tf.Tensor, num_frames: int, stride: int,
   return tf.cast(tf.round(tf.linspace(0.0, last, num_clips)), tf.int32)
 
 
+def num_available(video: tf.Tensor) -> tf.Tensor:
+  """Frames in a video given as encoded frames [N] or pixels [N, H, W, C]."""
+  return tf.shape(video)[0]
+
+
 def gather_frames(video: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
-  """Frames `indices` of `video`, decoding only those when frames are encoded.
+  """Frames `indices` of `video`, decoding only those.
 
   Args:
-    video: string [N] (encoded frames, as TFDS stores videos) or uint8 [N, H, W, C].
+    video: a video file path (string []), decoded with PyAV up to the last index;
+      encoded frames (string [N], as TFDS stores videos); or uint8 [N, H, W, C].
     indices: int32 [K].
 
   Returns:
     uint8 [K, H, W, 3].
   """
+  if video.dtype == tf.string and video.shape.rank == 0:
+    from vit_jax.data import folder  # PyAV is only needed for video files.
+
+    frames = tf.numpy_function(folder.read_video_frames, [video, indices], tf.uint8,
+                               stateful=False)
+    return tf.ensure_shape(frames, [None, None, None, 3])
   frames = tf.gather(video, indices)
   if video.dtype == tf.string:
     return tf.map_fn(image_ops.decode, frames,
