@@ -18,8 +18,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from vit_jax import checkpointing, models, optim, steps, train
 from tests import tiny_digits_config
+from vit_jax import checkpointing, models, optim, steps, train
 from vit_jax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

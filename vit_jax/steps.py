@@ -5,7 +5,8 @@ Both are pure functions of (state, batch); `train.py` jits them over the mesh.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import flax.linen as nn
