@@ -66,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from.resize_posemb = True
   c.init_from.posemb_method = "bilinear"
   c.init_from.strict = False
+  c.init_from.reset_head = False  # start from a zero head even when the class count matches
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.fsdp = 1  # devices per FSDP group; params and optimizer state sharded over it

@@ -130,6 +130,10 @@ class Setup:
     params, report = checkpoint.adapt(restored, init, resize_posemb=c.resize_posemb,
                                       posemb_method=c.posemb_method, strict=c.strict)
     logging.info("Initialised from %s:\n%s", path, report)
+    if c.reset_head and "head" in init:
+      params["head"] = init["head"]
+      logging.info("init_from.reset_head: head re-initialised %s.",
+                   jax.tree.map(np.shape, init["head"]))
     return _place(params, self.param_shardings)
 
 
