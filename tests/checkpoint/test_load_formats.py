@@ -5,13 +5,13 @@ The check is end to end: load the file, fit it to a model with
 forward pass that reads the same file in its own format's conventions.
 """
 
+import _ckpt_helpers as H
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.numpy
 
-import _ckpt_helpers as H
 from vit_jax import checkpoint, models
 
 PATCH, GRID, CLASSES = 4, (4, 3), 5  # 16x12 images: a non-square grid shows H/W swaps
