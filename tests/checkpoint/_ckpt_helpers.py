@@ -236,6 +236,13 @@ class Filler:
     return (around + scale * self.rng.standard_normal(shape)).astype(np.float32)
 
 
+class ShapeOnly:
+  """A Filler stand-in that returns the shape instead of values (for key/shape specs)."""
+
+  def __call__(self, *shape, scale=None, around=0.0):
+    return tuple(shape)
+
+
 RELEASED_BLOCK = ("LayerNorm_0", "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3")
 LINEN_BLOCK = ("LayerNorm_0", "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0")
 
@@ -256,9 +263,12 @@ def _flax_block(fill, width, mlp, heads, names):
 
 
 def released_npz_arrays(*, width, depth, mlp, heads, patch, grid, classes, representation=None,
-                        seed=0):
-  """Exactly the keys and shapes of a released vit_jax/AugReg `.npz` (REFERENCE.md sec. 1)."""
-  fill = Filler(seed)
+                        seed=0, fill=None):
+  """Exactly the keys and shapes of a released vit_jax/AugReg `.npz` (REFERENCE.md sec. 1).
+
+  With fill=ShapeOnly() the values are the shapes: the spec to compare files with.
+  """
+  fill = fill or Filler(seed)
   out = {"cls": fill(1, 1, width, scale=0.5),
          "embedding/kernel": fill(patch, patch, 3, width, scale=(patch * patch * 3) ** -0.5),
          "embedding/bias": fill(width),
