@@ -61,8 +61,8 @@ def test_save_npz_then_load_is_bit_identical_for_every_size(tmp_path, name):
 
 def mu_params(**overrides):
   model = models.create_model("ViT-Mu_4", num_classes=5, **overrides)
-  x = jnp.asarray(H.images())
-  params = model.init(jax.random.key(0), x)["params"]
+  x = H.images()
+  params = model.init(jax.random.key(0), jnp.asarray(x))["params"]
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda v: np.asarray(v) + 0.1 * rng.standard_normal(v.shape)
                         .astype(np.float32), params)
