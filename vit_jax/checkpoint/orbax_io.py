@@ -13,6 +13,8 @@ any sharding, so any process with any device count can read any checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from typing import Any
 
@@ -56,6 +58,19 @@ def resolve_item_dir(path: str) -> str:
   return path
 
 
+@contextlib.contextmanager
+def _quiet_absl():
+  # Reading an item directly makes Orbax warn that the step's _CHECKPOINT_METADATA
+  # is not in the item dir; it is one level up, and we need nothing from it.
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(level)
+
+
 def load_orbax(path: str) -> tuple[dict[str, Any], str]:
   """Restores `params` of an Orbax checkpoint as per-layer numpy params; (params, 'orbax')."""
   import orbax.checkpoint as ocp  # slow to import; only Orbax users pay for it
@@ -63,7 +78,8 @@ def load_orbax(path: str) -> tuple[dict[str, Any], str]:
   item = os.path.abspath(resolve_item_dir(path))
   checkpointer = ocp.PyTreeCheckpointer()
   try:
-    metadata = checkpointer.metadata(item).item_metadata.tree
+    with _quiet_absl():
+      metadata = checkpointer.metadata(item).item_metadata.tree
   except Exception as e:  # orbax raises a zoo of types for corrupt metadata
     raise CheckpointError(f"{item}: cannot read the Orbax metadata ({type(e).__name__}: {e}).") \
         from e
@@ -81,8 +97,9 @@ def load_orbax(path: str) -> tuple[dict[str, Any], str]:
   if wanted:
     as_numpy, placeholder = {wanted: as_numpy}, {wanted: placeholder}
   try:
-    restored = checkpointer.restore(item, args=ocp.args.PyTreeRestore(
-        item=placeholder, restore_args=as_numpy, partial_restore=True))
+    with _quiet_absl():
+      restored = checkpointer.restore(item, args=ocp.args.PyTreeRestore(
+          item=placeholder, restore_args=as_numpy, partial_restore=True))
   except Exception as e:
     raise CheckpointError(f"{item}: restoring the params failed ({type(e).__name__}: {e}).") \
         from e
