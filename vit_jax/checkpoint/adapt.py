@@ -277,10 +277,11 @@ def adapt(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
 
   Args:
     restored: params of the checkpoint, per-layer or scanned.
-    init_params: the target model's params (`model.init(...)["params"]`; a
-      `jax.eval_shape` tree works unless a key other than the head must be
-      initialised). Their layout (scanned or not), shapes and dtypes decide
-      the output's.
+    init_params: the target model's params (`model.init(...)["params"]`).
+      A `jax.eval_shape` tree also works (and is what multi-host runs should
+      pass) as long as only the head must be initialised: it gets zeros, the
+      reference init (not the model's `head_bias_init`). Their layout (scanned
+      or not), shapes and dtypes decide the output's.
     resize_posemb: resize the position embedding when the token count differs
       (cls row untouched).
     posemb_method: "bilinear" (vit_jax's reference) or "bicubic".
