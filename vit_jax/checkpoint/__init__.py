@@ -1,0 +1,28 @@
+"""Checkpoints: load the files researchers already have, adapt them, export them.
+
+    params = checkpoint.load("ViT-B_16.npz")            # any supported format
+    params, report = checkpoint.adapt(params, model_init_params)
+    checkpoint.save_npz(params, "finetuned.npz")          # released vit_jax layout
+    checkpoint.save_safetensors_timm(params, "finetuned.safetensors")
+
+Formats read (detected from the file): released vit_jax/AugReg `.npz`,
+big_vision `.npz`, this project's params `.npz`, timm and transformers
+`.safetensors`, this project's Orbax training checkpoints. One concern per
+module: `formats` (detection, `load`), `npz`, `safetensors_io`, `orbax_io`,
+`adapt`, `posemb` (position-embedding resize), `patch_resize` (FlexiViT).
+"""
+
+from vit_jax.checkpoint.adapt import AdaptReport, KeyAction, adapt
+from vit_jax.checkpoint.errors import CheckpointError
+from vit_jax.checkpoint.formats import FORMATS, container, load, load_with_format
+from vit_jax.checkpoint.npz import save_npz
+from vit_jax.checkpoint.orbax_io import resolve_item_dir
+from vit_jax.checkpoint.patch_resize import resize_patch_kernel
+from vit_jax.checkpoint.posemb import resize_posemb
+from vit_jax.checkpoint.safetensors_io import linen_to_timm, save_safetensors_timm
+
+__all__ = [
+    "FORMATS", "AdaptReport", "CheckpointError", "KeyAction", "adapt", "container",
+    "linen_to_timm", "load", "load_with_format", "resize_patch_kernel", "resize_posemb",
+    "resolve_item_dir", "save_npz", "save_safetensors_timm",
+]

@@ -1,0 +1,96 @@
+"""Resizing learned position embeddings to a new token grid (REFERENCE.md section 3).
+
+The cls row (when present) is kept as is; the grid rows are reshaped to
+[gh, gw, D] (row-major: tokens run along the width first, as the patch
+embedding flattens [B, gh, gw, D]), resized to the target grid size, and
+flattened back. Both methods map the corner tokens onto the corner tokens
+(`aligned corners`): target token (i, j) samples the source grid at
+(i * (gh - 1) / (gh' - 1), j * (gw - 1) / (gw' - 1)).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import scipy.ndimage
+from scipy.interpolate import make_interp_spline
+
+from vit_jax.checkpoint.errors import CheckpointError
+
+METHODS = ("bilinear", "bicubic")
+
+
+def square_grid(num_tokens: int, what: str = "pos_embedding") -> tuple[int, int]:
+  """The (g, g) grid of `num_tokens`, or an error asking for the grid when not square."""
+  side = math.isqrt(num_tokens)
+  if side * side != num_tokens:
+    raise CheckpointError(
+        f"{what} has {num_tokens} grid tokens, which is not a square grid: pass the grid "
+        "explicitly (adapt(..., source_grid=(gh, gw)) for the checkpoint, grid=(gh, gw) or "
+        "image_size=(H, W) for the model).")
+  return side, side
+
+
+def _cubic_along(values: np.ndarray, new_size: int, axis: int) -> np.ndarray:
+  size = values.shape[axis]
+  if size == new_size:
+    return values
+  if size == 1:
+    return np.repeat(values, new_size, axis=axis)
+  # Not-a-knot cubic spline: fourth-order accurate up to the border, unlike
+  # ndimage's cubic zoom whose mirror boundary makes edge tokens worse than bilinear.
+  spline = make_interp_spline(np.linspace(0.0, 1.0, size), values, k=min(3, size - 1),
+                              axis=axis)
+  return spline(np.linspace(0.0, 1.0, new_size))
+
+
+def resize_grid(grid: np.ndarray, new_hw: tuple[int, int], method: str = "bilinear") -> np.ndarray:
+  """[gh, gw, D] -> [gh', gw', D], in float64.
+
+  bilinear: first-order spline zoom to the target size, as vit_jax's
+    `load_pretrained` does (`scipy.ndimage.zoom(..., order=1)`).
+  bicubic: tensor-product cubic spline on the same aligned-corner positions.
+  """
+  if method not in METHODS:
+    raise ValueError(f"Unknown posemb resize method {method!r}; choose one of {METHODS}.")
+  grid = np.asarray(grid, np.float64)
+  (gh, gw, width), (nh, nw) = grid.shape, new_hw
+  if (gh, gw) == (nh, nw):
+    return grid
+  if method == "bilinear":
+    # The zoom factor is derived from the target size and ndimage maps output
+    # index i to i * (in - 1) / (out - 1), so the sampling depends on the sizes only.
+    out = scipy.ndimage.zoom(grid, (nh / gh, nw / gw, 1), order=1)
+  else:
+    out = _cubic_along(_cubic_along(grid, nh, 0), nw, 1)
+  if out.shape != (nh, nw, width):
+    raise AssertionError(f"resize produced {out.shape}, expected {(nh, nw, width)}")
+  return out
+
+
+def resize_posemb(posemb: np.ndarray, new_grid: tuple[int, int], *, num_prefix_tokens: int,
+                  old_grid: Optional[tuple[int, int]] = None,
+                  method: str = "bilinear") -> np.ndarray:
+  """[1, prefix + gh*gw, D] -> [1, prefix + gh'*gw', D], prefix rows untouched.
+
+  Args:
+    posemb: the position embedding; its first `num_prefix_tokens` rows belong
+      to the cls token (1) or there is none (0).
+    new_grid: target (gh', gw').
+    num_prefix_tokens: 1 with a cls row, else 0.
+    old_grid: source (gh, gw); inferred when the grid is square.
+    method: "bilinear" (reference) or "bicubic".
+  """
+  posemb = np.asarray(posemb)
+  prefix, tokens = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
+  old_grid = tuple(old_grid) if old_grid else square_grid(len(tokens))
+  if old_grid[0] * old_grid[1] != len(tokens):
+    raise CheckpointError(
+        f"pos_embedding has {len(tokens)} grid tokens but source_grid={old_grid} needs "
+        f"{old_grid[0] * old_grid[1]}.")
+  grid = tokens.reshape(old_grid[0], old_grid[1], -1)  # [N, D] -> [gh, gw, D]
+  grid = resize_grid(grid, tuple(new_grid), method).astype(posemb.dtype)
+  tokens = grid.reshape(1, new_grid[0] * new_grid[1], -1)  # [gh', gw', D] -> [1, N', D]
+  return np.concatenate([prefix, tokens], axis=1)

@@ -1,0 +1,334 @@
+"""timm and Hugging Face `transformers` ViT weights in `.safetensors`, without torch.
+
+PyTorch ports store linear weights as (out, in), conv weights as OIHW, and
+concatenate attention heads along the output features (feature = head * head_dim
++ d). timm fuses query/key/value into one `qkv` (3D, D) weight ordered
+[q | k | v]; transformers keeps them apart. Our kernels are (in, out), HWIO, and
+attention kernels split the heads out: query (D, H, hd), out (H, hd, D).
+
+The files do not record the head count; `num_heads` defaults to the count of
+the standard size with that width (see `HEADS_BY_WIDTH`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from vit_jax.checkpoint import tree as tree_lib
+from vit_jax.checkpoint.errors import CheckpointError
+from vit_jax.checkpoint.npz import atomic_write, storable
+from vit_jax.models import layout
+from vit_jax.models.registry import VIT_SIZES
+
+# Width -> heads for the published sizes (ours, timm's medium/so400m/giant).
+HEADS_BY_WIDTH = {s["hidden_size"]: s["num_heads"] for s in VIT_SIZES.values()}
+HEADS_BY_WIDTH.update({512: 8, 1152: 16, 1408: 16, 1664: 16})
+
+_BLOCK = "Transformer/encoderblock_{}/"
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """All tensors of a `.safetensors` file as numpy arrays (copied out of the mmap)."""
+  try:
+    return {k: np.array(v) for k, v in safetensors.numpy.load_file(path).items()}
+  except (safetensors.SafetensorError, OSError, ValueError, TypeError) as e:
+    raise CheckpointError(
+        f"{path}: cannot read it as a .safetensors file ({type(e).__name__}: {e}). "
+        "The file is truncated or corrupt (download it again)."
+    ) from e
+
+
+def safetensors_format(tensors: Mapping[str, np.ndarray], path: str) -> str:
+  """'timm' or 'hf' (transformers), from the key names."""
+  if "patch_embed.proj.weight" in tensors:
+    return "timm"
+  if any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in tensors):
+    return "hf"
+  raise CheckpointError(
+      f"{path}: not a ViT checkpoint: expected timm's `patch_embed.proj.weight` or "
+      "transformers' `vit.embeddings.patch_embeddings.projection.weight`; its keys start "
+      f"{sorted(tensors)[:5]}.")
+
+
+def _heads(width: int, num_heads: Optional[int], path: str) -> int:
+  heads = num_heads or HEADS_BY_WIDTH.get(width)
+  if heads is None:
+    raise CheckpointError(
+        f"{path}: width {width} is not a standard ViT size, so the head count is unknown: "
+        "pass num_heads=... to vit_jax.checkpoint.load.")
+  if width % heads:
+    raise CheckpointError(f"{path}: width {width} is not divisible by num_heads={heads}.")
+  return heads
+
+
+def _hf_config_heads(path: str) -> Optional[int]:
+  """`num_attention_heads` from a transformers `config.json` beside the weights."""
+  config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+  if not os.path.exists(config):
+    return None
+  try:
+    with open(config) as f:
+      return json.load(f).get("num_attention_heads")
+  except (OSError, ValueError):
+    return None
+
+
+class _Consumer:
+  """Hands out tensors by name and remembers which ones were used.
+
+  Every key of the file must be consumed; leftovers mean a component we do not
+  model (e.g. register tokens, layer scale), and converting without it would
+  silently change the network.
+  """
+
+  def __init__(self, tensors: Mapping[str, np.ndarray], path: str):
+    self.tensors = dict(tensors)
+    self.path = path
+    self.used: set[str] = set()
+
+  def __contains__(self, key: str) -> bool:
+    return key in self.tensors
+
+  def __call__(self, key: str) -> np.ndarray:
+    if key not in self.tensors:
+      raise CheckpointError(f"{self.path}: missing tensor {key!r} (the ViT layout needs it).")
+    self.used.add(key)
+    return self.tensors[key]
+
+  def check_all_used(self, what: str) -> None:
+    left = sorted(set(self.tensors) - self.used)
+    if left:
+      shown = ", ".join(f"{k} {tuple(self.tensors[k].shape)}" for k in left[:8])
+      raise CheckpointError(
+          f"{self.path}: {len(left)} tensor(s) do not belong to a plain {what} ViT and would "
+          f"be dropped: {shown}{' ...' if len(left) > 8 else ''}. This is another "
+          "architecture (or a ViT variant this project does not implement).")
+
+
+def _linear(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
+  """torch Linear (out, in) -> Dense {kernel (in, out), bias}."""
+  return {"kernel": get(f"{name}.weight").T, "bias": get(f"{name}.bias")}
+
+
+def _layer_norm(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
+  return {"scale": get(f"{name}.weight"), "bias": get(f"{name}.bias")}
+
+
+def _heads_in(weight: np.ndarray, bias: np.ndarray, heads: int) -> dict[str, np.ndarray]:
+  """q/k/v Linear (H*hd, D) -> DenseGeneral kernel (D, H, hd), bias (H, hd)."""
+  width = weight.shape[1]
+  return {"kernel": weight.T.reshape(width, heads, -1), "bias": bias.reshape(heads, -1)}
+
+
+def _heads_out(weight: np.ndarray, bias: np.ndarray, heads: int) -> dict[str, np.ndarray]:
+  """Output Linear (D, H*hd) -> DenseGeneral kernel (H, hd, D)."""
+  return {"kernel": weight.T.reshape(heads, -1, weight.shape[0]), "bias": bias}
+
+
+def _conv(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
+  """torch Conv2d OIHW -> flax Conv HWIO."""
+  return {"kernel": get(f"{name}.weight").transpose(2, 3, 1, 0), "bias": get(f"{name}.bias")}
+
+
+def _posemb(posemb: np.ndarray, has_cls: bool) -> np.ndarray:
+  """timm's `no_embed_class` (posemb without a cls row, added before cls): add a zero row.
+
+  Detected when there is a cls token and the posemb token count is a square
+  grid; zeros make our forward pass identical (see npz.big_vision_to_linen).
+  """
+  tokens = posemb.shape[1]
+  if has_cls and int(round(tokens ** 0.5)) ** 2 == tokens:
+    return np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
+  return posemb
+
+
+def _count_blocks(tensors: Mapping[str, Any], pattern: str) -> int:
+  found = {int(m.group(1)) for k in tensors if (m := re.match(pattern, k))}
+  if found and found != set(range(len(found))):
+    raise CheckpointError(f"Encoder blocks are not numbered 0..{len(found) - 1}: "
+                          f"found {sorted(found)}.")
+  return len(found)
+
+
+def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
+                  num_heads: Optional[int] = None) -> dict[str, Any]:
+  """timm `VisionTransformer` state dict -> per-layer Linen params."""
+  get = _Consumer(tensors, path)
+  width = tensors["patch_embed.proj.weight"].shape[0]
+  heads = _heads(width, num_heads, path)
+  flat: dict[str, np.ndarray] = {}
+  for k, v in _conv(get, "patch_embed.proj").items():
+    flat[f"embedding/{k}"] = v
+  if "cls_token" in get:
+    flat["cls"] = get("cls_token")
+  if "pos_embed" in get:
+    flat["Transformer/posembed_input/pos_embedding"] = _posemb(get("pos_embed"), "cls" in flat)
+  for i in range(_count_blocks(tensors, r"blocks\.(\d+)\.")):
+    src, dst = f"blocks.{i}.", _BLOCK.format(i)
+    qkv_w = get(src + "attn.qkv.weight").reshape(3, width, width)  # [q | k | v] rows
+    qkv_b = get(src + "attn.qkv.bias").reshape(3, width)
+    block = {
+        "LayerNorm_0": _layer_norm(get, src + "norm1"),
+        "MultiHeadDotProductAttention_0": {
+            name: _heads_in(qkv_w[j], qkv_b[j], heads)
+            for j, name in enumerate(("query", "key", "value"))},
+        "LayerNorm_1": _layer_norm(get, src + "norm2"),
+        "MlpBlock_0": {"Dense_0": _linear(get, src + "mlp.fc1"),
+                       "Dense_1": _linear(get, src + "mlp.fc2")},
+    }
+    block["MultiHeadDotProductAttention_0"]["out"] = _heads_out(
+        get(src + "attn.proj.weight"), get(src + "attn.proj.bias"), heads)
+    flat.update(tree_lib.flatten(block, dst))
+  flat.update(tree_lib.flatten(_layer_norm(get, "norm"), "Transformer/encoder_norm/"))
+  if "attn_pool.latent" in get:
+    kv_w = get("attn_pool.kv.weight").reshape(2, width, width)  # [k | v] rows
+    kv_b = get("attn_pool.kv.bias").reshape(2, width)
+    map_head = {
+        "probe": get("attn_pool.latent"),
+        "MultiHeadDotProductAttention_0": {
+            "query": _heads_in(get("attn_pool.q.weight"), get("attn_pool.q.bias"), heads),
+            "key": _heads_in(kv_w[0], kv_b[0], heads),
+            "value": _heads_in(kv_w[1], kv_b[1], heads),
+            "out": _heads_out(get("attn_pool.proj.weight"), get("attn_pool.proj.bias"), heads),
+        },
+        "LayerNorm_0": _layer_norm(get, "attn_pool.norm"),
+        "MlpBlock_0": {"Dense_0": _linear(get, "attn_pool.mlp.fc1"),
+                       "Dense_1": _linear(get, "attn_pool.mlp.fc2")},
+    }
+    flat.update(tree_lib.flatten(map_head, "MAPHead_0/"))
+  if "pre_logits.fc.weight" in get:
+    flat.update(tree_lib.flatten(_linear(get, "pre_logits.fc"), "pre_logits/"))
+  if "head.weight" in get:
+    flat.update(tree_lib.flatten(_linear(get, "head"), "head/"))
+  get.check_all_used("timm")
+  return tree_lib.unflatten(flat)
+
+
+def hf_to_linen(tensors: Mapping[str, np.ndarray], path: str,
+                num_heads: Optional[int] = None) -> dict[str, Any]:
+  """transformers `ViTModel` / `ViTForImageClassification` weights -> per-layer Linen params.
+
+  `pooler.dense` (ViTModel's Dense + tanh on the cls token) is our `pre_logits`.
+  transformers' ViT uses LayerNorm epsilon 1e-12 where we use 1e-6; the outputs
+  differ by far less than float32 noise for unit-scale activations.
+  """
+  prefix = "vit." if "vit.embeddings.patch_embeddings.projection.weight" in tensors else ""
+  get = _Consumer(tensors, path)
+  p = lambda name: prefix + name
+  width = tensors[p("embeddings.patch_embeddings.projection.weight")].shape[0]
+  heads = _heads(width, num_heads or _hf_config_heads(path), path)
+  flat: dict[str, np.ndarray] = {}
+  for k, v in _conv(get, p("embeddings.patch_embeddings.projection")).items():
+    flat[f"embedding/{k}"] = v
+  if p("embeddings.cls_token") in get:
+    flat["cls"] = get(p("embeddings.cls_token"))
+  flat["Transformer/posembed_input/pos_embedding"] = get(p("embeddings.position_embeddings"))
+  if p("embeddings.mask_token") in get:
+    get(p("embeddings.mask_token"))  # only used for masked image modelling inputs
+  for i in range(_count_blocks(tensors, re.escape(prefix) + r"encoder\.layer\.(\d+)\.")):
+    src, dst = p(f"encoder.layer.{i}."), _BLOCK.format(i)
+    attn = {name: _heads_in(get(f"{src}attention.attention.{name}.weight"),
+                            get(f"{src}attention.attention.{name}.bias"), heads)
+            for name in ("query", "key", "value")}
+    attn["out"] = _heads_out(get(src + "attention.output.dense.weight"),
+                             get(src + "attention.output.dense.bias"), heads)
+    block = {
+        "LayerNorm_0": _layer_norm(get, src + "layernorm_before"),
+        "MultiHeadDotProductAttention_0": attn,
+        "LayerNorm_1": _layer_norm(get, src + "layernorm_after"),
+        "MlpBlock_0": {"Dense_0": _linear(get, src + "intermediate.dense"),
+                       "Dense_1": _linear(get, src + "output.dense")},
+    }
+    flat.update(tree_lib.flatten(block, dst))
+  flat.update(tree_lib.flatten(_layer_norm(get, p("layernorm")), "Transformer/encoder_norm/"))
+  if p("pooler.dense.weight") in get:
+    flat.update(tree_lib.flatten(_linear(get, p("pooler.dense")), "pre_logits/"))
+  if "classifier.weight" in get:
+    flat.update(tree_lib.flatten(_linear(get, "classifier"), "head/"))
+  get.check_all_used("transformers")
+  return tree_lib.unflatten(flat)
+
+
+def load_safetensors(path: str, num_heads: Optional[int] = None) -> tuple[dict[str, Any], str]:
+  """Reads a timm or transformers ViT `.safetensors`; returns (params, 'timm' | 'hf')."""
+  tensors = read_safetensors(path)
+  fmt = safetensors_format(tensors, path)
+  convert = timm_to_linen if fmt == "timm" else hf_to_linen
+  return convert(tensors, path, num_heads), fmt
+
+
+def linen_to_timm(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """Our params (per-layer or scanned) -> timm `VisionTransformer` state dict.
+
+  timm reads the result with `global_pool="token"` (cls models), or
+  `class_token=False, global_pool="avg", fc_norm=False` (gap models: our final
+  LayerNorm comes before pooling), or `global_pool="map"` (MAP models).
+  """
+  params = tree_lib.to_numpy(params)
+  if layout.is_stacked(params):
+    params = layout.unstack_layers(params)
+  flat = tree_lib.flatten(params)
+  out: dict[str, np.ndarray] = {}
+  linear = lambda name, dense: out.update({f"{name}.weight": dense["kernel"].T,
+                                           f"{name}.bias": dense["bias"]})
+  norm = lambda name, ln: out.update({f"{name}.weight": ln["scale"],
+                                      f"{name}.bias": ln["bias"]})
+  heads_in = lambda d: (d["kernel"].reshape(d["kernel"].shape[0], -1).T, d["bias"].reshape(-1))
+  heads_out = lambda d: (d["kernel"].reshape(-1, d["kernel"].shape[-1]).T, d["bias"])
+
+  out["patch_embed.proj.weight"] = params["embedding"]["kernel"].transpose(3, 2, 0, 1)
+  out["patch_embed.proj.bias"] = params["embedding"]["bias"]
+  if "cls" in params:
+    out["cls_token"] = params["cls"]
+  if "Transformer/posembed_input/pos_embedding" in flat:
+    out["pos_embed"] = flat["Transformer/posembed_input/pos_embedding"]
+  encoder = params["Transformer"]
+  depth = len([k for k in encoder if k.startswith("encoderblock_")])
+  for i in range(depth):
+    block, dst = encoder[f"encoderblock_{i}"], f"blocks.{i}."
+    attn = block["MultiHeadDotProductAttention_0"]
+    qkv = [heads_in(attn[n]) for n in ("query", "key", "value")]
+    out[dst + "attn.qkv.weight"] = np.concatenate([w for w, _ in qkv], axis=0)
+    out[dst + "attn.qkv.bias"] = np.concatenate([b for _, b in qkv], axis=0)
+    out[dst + "attn.proj.weight"], out[dst + "attn.proj.bias"] = heads_out(attn["out"])
+    norm(dst + "norm1", block["LayerNorm_0"])
+    norm(dst + "norm2", block["LayerNorm_1"])
+    linear(dst + "mlp.fc1", block["MlpBlock_0"]["Dense_0"])
+    linear(dst + "mlp.fc2", block["MlpBlock_0"]["Dense_1"])
+  norm("norm", encoder["encoder_norm"])
+  if "MAPHead_0" in params:
+    head = params["MAPHead_0"]
+    attn = head["MultiHeadDotProductAttention_0"]
+    out["attn_pool.latent"] = head["probe"]
+    out["attn_pool.q.weight"], out["attn_pool.q.bias"] = heads_in(attn["query"])
+    kv = [heads_in(attn[n]) for n in ("key", "value")]
+    out["attn_pool.kv.weight"] = np.concatenate([w for w, _ in kv], axis=0)
+    out["attn_pool.kv.bias"] = np.concatenate([b for _, b in kv], axis=0)
+    out["attn_pool.proj.weight"], out["attn_pool.proj.bias"] = heads_out(attn["out"])
+    norm("attn_pool.norm", head["LayerNorm_0"])
+    linear("attn_pool.mlp.fc1", head["MlpBlock_0"]["Dense_0"])
+    linear("attn_pool.mlp.fc2", head["MlpBlock_0"]["Dense_1"])
+  if "pre_logits" in params:
+    linear("pre_logits.fc", params["pre_logits"])
+  if "head" in params:
+    linear("head", params["head"])
+  return out
+
+
+def save_safetensors_timm(params: Mapping[str, Any], path: str) -> None:
+  """Writes `params` as a timm `VisionTransformer` `.safetensors` (atomically).
+
+  bfloat16 leaves are written as float32; see `linen_to_timm` for the timm options
+  that read non-cls models.
+  """
+  tensors = {k: np.ascontiguousarray(storable(v)) for k, v in linen_to_timm(params).items()}
+  data = safetensors.numpy.save(tensors, metadata={"format": "pt"})
+  atomic_write(path, lambda f: f.write(data))
