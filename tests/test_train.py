@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests import tiny_digits_config
-from vit_jax import checkpointing, models, optim, steps, train
+from vit_jax import checkpoint, checkpointing, models, optim, steps, train
 from vit_jax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +94,39 @@ def test_train_end_to_end_writes_everything(tmp_path, digits_data_dir):
   evaluated = train.evaluate(tiny_config(digits_data_dir), str(workdir))
   assert evaluated["top1"] == pytest.approx(results["top1"])
   assert evaluated["num_examples"] == 360 and evaluated["step"] == 24
+
+
+def test_fine_tune_at_a_new_resolution_from_a_run_and_eval_of_an_exported_file(
+    tmp_path, digits_data_dir):
+  pretrained = tmp_path / "pretrained"
+  base = train.train_and_evaluate(tiny_config(digits_data_dir), str(pretrained))
+  # 16x16 inputs: the 4x4 position-embedding grid is resized to 8x8, the head restarts.
+  c = tiny_config(digits_data_dir, **{
+      "data.image_size": 16, "total_steps": 12, "eval_every_steps": 0,
+      "init_from.path": str(pretrained), "init_from.reset_head": True})
+  tuned_dir = tmp_path / "tuned"
+  setup = train.Setup(c, str(tuned_dir))
+  params = jax.device_get(setup.pretrained_params(str(pretrained)))
+  source = restore_params(pretrained, 24)
+  assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 65, 32)
+  np.testing.assert_array_equal(params["Transformer"]["posembed_input"]["pos_embedding"][0, 0],
+                                source["Transformer"]["posembed_input"]["pos_embedding"][0, 0])
+  np.testing.assert_array_equal(params["Transformer"]["encoderblock_1"]["MlpBlock_0"]["Dense_0"]
+                                ["kernel"], source["Transformer"]["encoderblock_1"]["MlpBlock_0"]
+                                ["Dense_0"]["kernel"])
+  assert not np.any(params["head"]["kernel"])  # reset_head
+  tuned = train.train_and_evaluate(c, str(tuned_dir))
+  # Its own step counter: 12 steps, not the pretrained run's 24 + 12.
+  assert tuned["step"] == 12 and tuned["num_examples"] == 360
+  assert tuned["top1"] > base["top1"] - 0.1  # started from the trained encoder
+
+  # --mode=eval of an exported file gives the run's own numbers.
+  exported = tmp_path / "tuned.npz"
+  checkpoint.save_npz(restore_params(tuned_dir, 12), str(exported))
+  scored = train.evaluate(tiny_config(digits_data_dir, **{"data.image_size": 16}),
+                          str(tmp_path / "scoring"), checkpoint_path=str(exported))
+  assert scored["top1"] == pytest.approx(tuned["top1"])
+  assert scored["num_examples"] == 360
 
 
 def test_gradient_accumulation_gives_the_full_batch_update():

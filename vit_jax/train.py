@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vit_jax import checkpointing, data, models, optim, parallel, steps
+from vit_jax import checkpoint, checkpointing, data, models, optim, parallel, steps
 from vit_jax import config as config_lib
 from vit_jax.writer import MetricWriter, write_json_atomic
 
@@ -123,17 +123,19 @@ class Setup:
 
   def pretrained_params(self, path: str) -> Any:
     """Loads any format vit_jax.checkpoint reads and fits it to this model."""
-    from vit_jax import checkpoint  # noqa: PLC0415 (keeps the driver importable alone)
-    init = jax.device_get(self.init_params())
+    init = self.init_params()
+    # Re-initialised keys (a new head) come from here; with parameters spread over
+    # several hosts, shapes suffice (adapt then zero-initialises the head).
+    if all(x.is_fully_addressable for x in jax.tree.leaves(init)):
+      init = jax.device_get(init)
+    else:
+      init = self.abstract_params
     restored = checkpoint.load(path)
     c = self.config.init_from
-    params, report = checkpoint.adapt(restored, init, resize_posemb=c.resize_posemb,
-                                      posemb_method=c.posemb_method, strict=c.strict)
+    params, report = checkpoint.adapt(
+        restored, init, resize_posemb=c.resize_posemb, posemb_method=c.posemb_method,
+        strict=c.strict, reinit=("head/",) if c.reset_head else (), log=False)
     logging.info("Initialised from %s:\n%s", path, report)
-    if c.reset_head and "head" in init:
-      params["head"] = init["head"]
-      logging.info("init_from.reset_head: head re-initialised %s.",
-                   jax.tree.map(np.shape, init["head"]))
     return _place(params, self.param_shardings)
 
 
