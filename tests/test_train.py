@@ -129,6 +129,40 @@ def test_fine_tune_at_a_new_resolution_from_a_run_and_eval_of_an_exported_file(
   assert scored["num_examples"] == 360
 
 
+def test_keeps_the_latest_and_the_best_checkpoint(tmp_path, digits_data_dir):
+  c = tiny_config(digits_data_dir, **{"eval_every_steps": 4, "checkpoint.every_steps": 4,
+                                      "checkpoint.keep": 1, "checkpoint.keep_best": 1,
+                                      "total_steps": 16})
+  train.train_and_evaluate(c, str(tmp_path))
+  evals = {x["step"]: x["eval_top1"] for x in read_jsonl(tmp_path / "metrics.jsonl")
+           if "eval_top1" in x}
+  assert sorted(evals) == [4, 8, 12, 16]
+  best = max(sorted(evals), key=lambda s: evals[s])  # earliest of ties, as kept first
+  kept = {int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()}
+  assert 16 in kept and len(kept) <= 2
+  assert any(evals[s] == evals[best] for s in kept)
+
+
+def test_parameter_ema_follows_its_formula():
+  model = models.create_model("ViT-Mu_2", num_classes=10)
+  images = jax.random.uniform(jax.random.key(0), (8, 8, 8, 3), minval=-1, maxval=1)
+  params = model.init(jax.random.key(1), images)["params"]
+  c = config_lib.base_config()
+  c.ema_decay, c.optimizer.name, c.lr.base, c.total_steps = 0.5, "sgd", 0.5, 10
+  tx = optim.create_optimizer(c, params)
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                           rng=jax.random.key_data(jax.random.key(2)), ema_params=params)
+  step_fn = jax.jit(steps.make_train_step(model, tx, c, 10))
+  batch = {"image": images, "label": jnp.arange(8)}
+  expected = params
+  for _ in range(3):
+    state, _ = step_fn(state, batch)
+    expected = jax.tree.map(lambda e, p: 0.5 * e + 0.5 * p, expected, state.params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               state.ema_params, expected)
+  assert not np.allclose(state.ema_params["head"]["kernel"], state.params["head"]["kernel"])
+
+
 def test_gradient_accumulation_gives_the_full_batch_update():
   model = models.create_model("ViT-Mu_2", num_classes=10)
   images = jax.random.uniform(jax.random.key(0), (16, 8, 8, 3), minval=-1, maxval=1)

@@ -18,6 +18,8 @@ import os
 # TensorFlow only feeds data; keep it off accelerators and quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import logging as logging_std  # noqa: E402
+
 import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -39,9 +41,17 @@ _CACHE = flags.DEFINE_string(
     "Persistent XLA compilation cache directory ('' disables).")
 
 
+class _QuietOrbax(logging_std.Filter):
+  """Drops Orbax's per-save INFO chatter; its warnings and errors still show."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or "orbax" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietOrbax())
   config = _CONFIG.value
   # Fail on a bad config before anything starts or compiles.
   config_lib.validate(config)
