@@ -2,8 +2,14 @@
 
 from vit_jax.models.attention import attention_weights, stack_encoder_weights
 from vit_jax.models.layout import is_stacked, stack_layers, unstack_layers
-from vit_jax.models.registry import (VIT_SIZES, canonical_name, create_model,
-                                     list_models, model_kwargs, register)
+from vit_jax.models.registry import (
+                                     VIT_SIZES,
+                                     canonical_name,
+                                     create_model,
+                                     list_models,
+                                     model_kwargs,
+                                     register,
+)
 from vit_jax.models.vit import VisionTransformer
 from vit_jax.models.vivit import VideoTransformer
 

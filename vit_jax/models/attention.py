@@ -8,7 +8,8 @@ so every attention layer stores its softmax in the 'intermediates' collection.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -7,7 +7,8 @@ checkpoints (REFERENCE.md section 1) expect `MultiHeadDotProductAttention_0`,
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any, Optional, Union
 
 import flax.linen as nn
 import jax

@@ -10,7 +10,8 @@ naming (ViT's `Transformer`, ViViT's `SpatialTransformer`/`TemporalTransformer`)
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp

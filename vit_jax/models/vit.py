@@ -15,7 +15,8 @@ The parameter tree is that of the released vit_jax checkpoints in Linen naming
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Optional, Union
 
 import flax.linen as nn
 import jax
