@@ -178,9 +178,20 @@ def test_registry():
   # parameters plus the tubelet embedding (2*16*16*3*768 + 768), cls, 16*196+1
   # position embeddings and the 768x400 head.
   expected = 85_056_000 + 1_180_416 + 768 + (16 * 196 + 1) * 768 + 768 * 400 + 400
-  params = jax.eval_shape(create_model("ViViT-B_16x2", num_classes=400).init,
-                          jax.random.key(0), jnp.zeros((1, 32, 224, 224, 3)))
-  assert sum(np.prod(x.shape) for x in jax.tree.leaves(params)) == expected == 88_954_000
+  counts = {}
+  for variant in ("spatio_temporal", "factorised_encoder", "factorised_self_attention",
+                  "factorised_dot_product"):
+    params = jax.eval_shape(create_model("ViViT-B_16x2", num_classes=400, variant=variant).init,
+                            jax.random.key(0), jnp.zeros((1, 32, 224, 224, 3)))
+    counts[variant] = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  assert counts["spatio_temporal"] == expected == 88_954_000
+  assert counts == {"spatio_temporal": 88_954_000, "factorised_encoder": 115_062_928,
+                    "factorised_self_attention": 117_319_312,
+                    "factorised_dot_product": 88_952_464}
+  # Within 0.1M of the paper's model comparison (ViViT-B, K400): 88.9/115.1/117.3/88.9 M.
+  paper = {"spatio_temporal": 88.9, "factorised_encoder": 115.1,
+           "factorised_self_attention": 117.3, "factorised_dot_product": 88.9}
+  assert all(abs(counts[k] / 1e6 - paper[k]) <= 0.1 for k in paper)
 
 
 @pytest.mark.parametrize("overrides,message", [
