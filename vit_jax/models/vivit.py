@@ -58,10 +58,10 @@ DEFAULT_TEMPORAL_ENCODER_LAYERS = 4  # ViViT-B/L factorised encoder (paper, Scen
 
 
 def _time_major(x: jax.Array, temporal_grid: int) -> tuple[jax.Array, int]:
-  """[B, t*n, ...] -> [B, t, n, ...] and n."""
+  """[B, t*n, ...] -> ([B, t, n, ...], n)."""
   batch, length = x.shape[:2]
-  return x.reshape((batch, temporal_grid, length // temporal_grid) + x.shape[2:]), (
-      length // temporal_grid)
+  n = length // temporal_grid
+  return x.reshape((batch, temporal_grid, n) + x.shape[2:]), n
 
 
 class FactorisedDotProductAttention(layers.MultiHeadDotProductAttention):
