@@ -13,14 +13,17 @@ Synthetic inputs: this measures the model, not the input pipeline.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax import config as config_lib
-from vit_jax import models, optim, steps
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from vit_jax import config as config_lib  # noqa: E402
+from vit_jax import models, optim, steps  # noqa: E402
 
 VARIANTS = {
     "plain": {},

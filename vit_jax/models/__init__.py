@@ -11,9 +11,10 @@ from vit_jax.models.registry import (
                                      register,
 )
 from vit_jax.models.vit import VisionTransformer
+from vit_jax.models.vivit import VideoTransformer
 
 __all__ = [
-    "VIT_SIZES", "VisionTransformer", "attention_weights", "canonical_name",
+    "VIT_SIZES", "VideoTransformer", "VisionTransformer", "attention_weights", "canonical_name",
     "create_model", "is_stacked", "list_models", "model_kwargs", "register",
     "stack_encoder_weights", "stack_layers", "unstack_layers",
 ]

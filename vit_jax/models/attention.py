@@ -22,6 +22,10 @@ def _collect(tree: Mapping[str, Any], path: tuple[str, ...], found: dict) -> Non
   for key, value in tree.items():
     if key == "attention_weights":
       found[path] = value[0]  # sow stores a one-element tuple
+    elif key.startswith("attention_weights_"):
+      # One module with several attention patterns (ViViT's factorised
+      # dot-product attention sows `attention_weights_time` and `_space`).
+      found[path + (key.removeprefix("attention_weights_"),)] = value[0]
     elif isinstance(value, Mapping):
       _collect(value, path + (key,), found)
 
@@ -37,7 +41,9 @@ def attention_weights(model: nn.Module, params: Any, inputs: jax.Array,
 
   `weights` maps each attention module's path ("Transformer/encoderblock_0/
   MultiHeadDotProductAttention_0") to its softmax [B, H, Lq, Lk], in layer order;
-  for scanned encoders the single entry is stacked [L, B, H, Lq, Lk].
+  for scanned encoders the single entry is stacked [L, B, H, Lq, Lk]. A module
+  that sows several patterns gets one entry each (".../MultiHeadDotProductAttention_0/
+  time" and ".../space"); shapes are then those documented by the module.
   """
   probe = model.clone(sow_attention_weights=True)
   logits, state = probe.apply({"params": params}, inputs, train=False,

@@ -109,8 +109,52 @@ class MultiHeadDotProductAttention(nn.Module):
   dropout_rate: float = 0.0
   implementation: Optional[str] = None
   sow_weights: bool = False
+  # Zeros make the layer start as "no attention" (ViViT's temporal attention).
+  out_kernel_init: Initializer = KERNEL_INIT
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+
+  def head_dim(self, width: int) -> int:
+    if width % self.num_heads:
+      raise ValueError(
+          f"Width {width} is not divisible by num_heads={self.num_heads}; "
+          "choose a head count that divides the hidden size.")
+    if self.implementation not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(f"Unknown attention implementation {self.implementation!r}; "
+                       f"choose one of {ATTENTION_IMPLEMENTATIONS}.")
+    return width // self.num_heads
+
+  def project(self, name: str, x: jax.Array, head_dim: int) -> jax.Array:
+    """The `name` projection (query, key or value): [..., D] -> [..., H, hd]."""
+    return nn.DenseGeneral(
+        features=(self.num_heads, head_dim), axis=-1, dtype=self.dtype,
+        param_dtype=self.param_dtype, kernel_init=KERNEL_INIT,
+        bias_init=nn.initializers.zeros, name=name)(x)
+
+  def attend(self, query: jax.Array, key: jax.Array, value: jax.Array,
+             deterministic: bool, weights_name: str = "attention_weights") -> jax.Array:
+    """Scaled dot-product attention of [B, Lq, h, hd] over [B, Lk, h, hd] -> [B, Lq, h, hd].
+
+    Sown weights ([B, h, Lq, Lk]) are stored as `weights_name`.
+    """
+    use_dropout = not deterministic and self.dropout_rate > 0.0
+    if not (self.sow_weights or use_dropout):
+      return jax.nn.dot_product_attention(
+          query, key, value, implementation=self.implementation)
+    query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+    # Softmax in float32 even under bf16: logits of long sequences overflow.
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    if self.sow_weights:
+      self.sow("intermediates", weights_name, weights)
+    weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=deterministic)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+
+  def project_out(self, x: jax.Array, width: int) -> jax.Array:
+    """[..., H, hd] -> [..., width]."""
+    return nn.DenseGeneral(
+        features=width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=self.out_kernel_init, bias_init=nn.initializers.zeros, name="out")(x)
 
   @nn.compact
   def __call__(self, inputs_q: jax.Array, inputs_kv: Optional[jax.Array] = None,
@@ -119,39 +163,12 @@ class MultiHeadDotProductAttention(nn.Module):
     if inputs_kv is None:
       inputs_kv = inputs_q
     width = inputs_q.shape[-1]
-    if width % self.num_heads:
-      raise ValueError(
-          f"Width {width} is not divisible by num_heads={self.num_heads}; "
-          "choose a head count that divides the hidden size.")
-    if self.implementation not in ATTENTION_IMPLEMENTATIONS:
-      raise ValueError(f"Unknown attention implementation {self.implementation!r}; "
-                       f"choose one of {ATTENTION_IMPLEMENTATIONS}.")
-    head_dim = width // self.num_heads
-    projection = lambda name: nn.DenseGeneral(
-        features=(self.num_heads, head_dim), axis=-1, dtype=self.dtype,
-        param_dtype=self.param_dtype, kernel_init=KERNEL_INIT,
-        bias_init=nn.initializers.zeros, name=name)
-    query = projection("query")(inputs_q)  # [B, Lq, H, hd]
-    key = projection("key")(inputs_kv)  # [B, Lk, H, hd]
-    value = projection("value")(inputs_kv)  # [B, Lk, H, hd]
-
-    use_dropout = not deterministic and self.dropout_rate > 0.0
-    if self.sow_weights or use_dropout:
-      query = query / jnp.sqrt(head_dim).astype(query.dtype)
-      logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
-      # Softmax in float32 even under bf16: logits of long sequences overflow.
-      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-      if self.sow_weights:
-        self.sow("intermediates", "attention_weights", weights)
-      weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=deterministic)
-      out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
-    else:
-      out = jax.nn.dot_product_attention(
-          query, key, value, implementation=self.implementation)
-
-    return nn.DenseGeneral(
-        features=width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
-        kernel_init=KERNEL_INIT, bias_init=nn.initializers.zeros, name="out")(out)
+    head_dim = self.head_dim(width)
+    query = self.project("query", inputs_q, head_dim)  # [B, Lq, H, hd]
+    key = self.project("key", inputs_kv, head_dim)  # [B, Lk, H, hd]
+    value = self.project("value", inputs_kv, head_dim)  # [B, Lk, H, hd]
+    out = self.attend(query, key, value, deterministic)
+    return self.project_out(out, width)
 
 
 class Encoder1DBlock(nn.Module):
@@ -171,6 +188,16 @@ class Encoder1DBlock(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
+  def attention(self, **overrides: Any) -> MultiHeadDotProductAttention:
+    """The block's self-attention; ViViT's factorised dot-product block swaps it."""
+    kwargs = dict(
+        num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
+        implementation=self.attention_implementation,
+        sow_weights=self.sow_attention_weights, dtype=self.dtype,
+        param_dtype=self.param_dtype)
+    kwargs.update(overrides)
+    return MultiHeadDotProductAttention(**kwargs)
+
   @nn.compact
   def __call__(self, x: jax.Array, drop_path_rate: Union[float, jax.Array] = 0.0,
                deterministic: bool = True) -> tuple[jax.Array, None]:
@@ -178,11 +205,7 @@ class Encoder1DBlock(nn.Module):
     norm = lambda: nn.LayerNorm(epsilon=LAYERNORM_EPSILON, dtype=self.dtype,
                                 param_dtype=self.param_dtype)
     y = norm()(x)
-    y = MultiHeadDotProductAttention(
-        num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-        implementation=self.attention_implementation,
-        sow_weights=self.sow_attention_weights, dtype=self.dtype,
-        param_dtype=self.param_dtype)(y, deterministic=deterministic)
+    y = self.attention()(y, deterministic=deterministic)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
     x = x + DropPath()(y, drop_path_rate, deterministic)
 

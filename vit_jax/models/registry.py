@@ -6,6 +6,11 @@ Names follow the released checkpoints (`ViT-B_16` = size B, patch 16); the
 big_vision spelling `B/16` is accepted too. Sizes compose: every patch size of
 a size shares the size's widths. Tiny sizes (`Mu`, `Nano`) exist for tests and
 the CPU demos.
+
+Video models follow the ViViT paper: `ViViT-B_16x2` is size B with 16x16 patches
+and 2-frame tubelets; pick the model with `variant` (default spatio_temporal):
+
+    model = create_model("ViViT-B_16x2", num_classes=400, variant="factorised_encoder")
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from vit_jax.models import vit
+from vit_jax.models import vit, vivit
 
 # (hidden_size, num_layers, mlp_dim, num_heads); REFERENCE.md section 1.
 VIT_SIZES = {
@@ -35,7 +40,7 @@ _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {}
 
 
 def register(name: str, module_cls: Callable[..., nn.Module], **kwargs: Any) -> None:
-  """Registers `name` as `module_cls(**kwargs)`; later issues add ViViT here."""
+  """Registers `name` as `module_cls(**kwargs)`."""
   if name in _REGISTRY:
     raise ValueError(f"Model {name!r} is already registered.")
   _REGISTRY[name] = (module_cls, kwargs)
@@ -47,6 +52,12 @@ for _size, _patches in [("Mu", (2, 4, 16)), ("Nano", (2, 4, 16)), ("Ti", (16,)),
   for _patch in _patches:
     register(f"ViT-{_size}_{_patch}", vit.VisionTransformer,
              patch_size=_patch, **VIT_SIZES[_size])
+
+# ViViT-{size}_{patch}x{tubelet frames}; the paper's models are B/16x2, L/16x2, H/14x2.
+for _size, _patch, _tubelet in [("Mu", 4, 1), ("Mu", 4, 2), ("Nano", 4, 1), ("Nano", 4, 2),
+                                ("S", 16, 2), ("B", 16, 2), ("L", 16, 2), ("H", 14, 2)]:
+  register(f"ViViT-{_size}_{_patch}x{_tubelet}", vivit.VideoTransformer,
+           patch_size=_patch, tubelet_size=_tubelet, **VIT_SIZES[_size])
 
 
 def list_models() -> list[str]:
@@ -77,10 +88,12 @@ def create_model(name: str, num_classes: int | None = 1000, **overrides: Any) ->
     name: a registered name such as "ViT-B_16" (or "B/16"); see `list_models()`.
     num_classes: size of the zero-initialised head; None drops the head.
     **overrides: any field of the module, e.g. `dropout_rate=0.1`,
-      `classifier="gap"`, `dtype=jnp.bfloat16`, `scan_layers=True`.
+      `classifier="gap"`, `dtype=jnp.bfloat16`, `scan_layers=True`, and for
+      ViViT `variant="factorised_encoder"`, `embedding="frame"`.
 
   Returns:
-    The module; `model.apply({"params": p}, images, train=False)` gives logits.
+    The module; `model.apply({"params": p}, images, train=False)` gives logits
+    (videos [B, T, H, W, C] for ViViT).
   """
   name = canonical_name(name)
   kwargs = model_kwargs(name)

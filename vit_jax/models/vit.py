@@ -88,6 +88,20 @@ class Encoder(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
+  def block(self) -> tuple[type[nn.Module], dict[str, Any]]:
+    """The block class and its attributes; ViViT's factorised encoders override this.
+
+    The class must take `(x, drop_path_rate, deterministic)` and return `(x, None)`.
+    """
+    return layers.Encoder1DBlock, dict(
+        mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+        dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        gelu_approximate=self.gelu_approximate,
+        attention_implementation=self.attention_implementation,
+        sow_attention_weights=self.sow_attention_weights,
+        dtype=self.dtype, param_dtype=self.param_dtype)
+
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     if self.add_position_embedding:
@@ -98,21 +112,13 @@ class Encoder(nn.Module):
     rates = [self.stochastic_depth * i / max(self.num_layers - 1, 1)
              for i in range(self.num_layers)]
     rates_are_static = self.stochastic_depth == 0.0 or not self.scan_layers
-    block_cls = layers.Encoder1DBlock
+    block_cls, block_kwargs = self.block()
     if self.remat:
       block_cls = nn.remat(
           block_cls, prevent_cse=not self.scan_layers,
           # `self` counts as argument 0: (x=1, drop_path_rate=2, deterministic=3).
           static_argnums=(2, 3) if rates_are_static else (3,),
           policy=layers.remat_policy(self.remat_policy))
-    block_kwargs = dict(
-        mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-        dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate,
-        gelu_approximate=self.gelu_approximate,
-        attention_implementation=self.attention_implementation,
-        sow_attention_weights=self.sow_attention_weights,
-        dtype=self.dtype, param_dtype=self.param_dtype)
 
     if self.scan_layers:
       if rates_are_static:

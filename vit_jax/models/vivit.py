@@ -1,0 +1,408 @@
+"""ViViT: video vision transformers (Arnab et al., 2021) in Flax linen.
+
+Videos [B, T, H, W, C] in [-1, 1] -> logits [B, num_classes]. Parameter names
+follow Scenic's implementation (REFERENCE.md section 4) so its checkpoints map over:
+
+  embedding/{kernel [t, h, w, C, D] (tubelet) or [h, w, C, D] (frame), bias}
+
+  spatio_temporal, factorised_dot_product (one encoder over all t*gh*gw tokens):
+    cls [1, 1, D]                                  only with classifier="token"
+    Transformer/posembed_input/pos_embedding       [1, t*gh*gw(+1), D]
+    Transformer/encoderblock_{i}/{LayerNorm_0, MultiHeadDotProductAttention_0,
+                                  LayerNorm_1, MlpBlock_0}
+    Transformer/encoder_norm
+  factorised_self_attention (gap only):
+    Transformer/posembed_input/pos_embedding       [1, t*gh*gw, D]
+    Transformer/encoderblock_{i}/{LayerNorm_time, MultiHeadDotProductAttention_time,
+                                  LayerNorm_space, MultiHeadDotProductAttention_space,
+                                  LayerNorm_mlp, MlpBlock}
+    Transformer/encoder_norm
+  factorised_encoder (frame_average has only the spatial half):
+    cls_SpatialTransformer, SpatialTransformer/...   posemb [1, gh*gw(+1), D]
+    cls_TemporalTransformer, TemporalTransformer/... posemb [1, t(+1), D]
+
+  pre_logits/{kernel, bias}                        only with representation_size
+  output_projection/{kernel, bias}                 zero-initialised
+
+t = T / tubelet_size temporal indices, gh x gw = H/h x W/w patches; tokens are
+time-major (all patches of temporal index 0, then of index 1, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vit_jax.models import layers, vit
+
+Dtype = Any
+
+VARIANTS = ("spatio_temporal", "factorised_encoder", "frame_average",
+            "factorised_self_attention", "factorised_dot_product")
+EMBEDDINGS = ("tubelet", "frame")
+ATTENTION_ORDERS = ("time_space", "space_time")
+# The paper (and Scenic) pool the factorised-attention models by averaging: their
+# blocks reshape the tokens to a [t, gh*gw] grid that has no place for a cls token.
+_CLASSIFIERS = {
+    "spatio_temporal": ("token", "gap"),
+    "factorised_encoder": ("token", "gap"),
+    "frame_average": ("token", "gap"),
+    "factorised_self_attention": ("gap",),
+    "factorised_dot_product": ("gap",),
+}
+DEFAULT_TEMPORAL_ENCODER_LAYERS = 4  # ViViT-B/L factorised encoder (paper, Scenic configs)
+
+
+def _time_major(x: jax.Array, temporal_grid: int) -> tuple[jax.Array, int]:
+  """[B, t*n, ...] -> ([B, t, n, ...], n)."""
+  batch, length = x.shape[:2]
+  n = length // temporal_grid
+  return x.reshape((batch, temporal_grid, n) + x.shape[2:]), n
+
+
+class FactorisedDotProductAttention(layers.MultiHeadDotProductAttention):
+  """Model 4's attention: half of the heads attend over time, half over space.
+
+  Same parameters as MultiHeadDotProductAttention (query/key/value [D, H, hd],
+  out [H, hd, D]); heads [0, H/2) attend across the t temporal indices at one
+  spatial position, heads [H/2, H) across the n patches of one temporal index
+  (Scenic's order), and both halves are concatenated before `out`.
+  Sown weights: `attention_weights_time` [B*n, H/2, t, t] and
+  `attention_weights_space` [B*t, H/2, n, n].
+  """
+  temporal_grid: int = 1
+
+  @nn.compact
+  def __call__(self, inputs_q: jax.Array, inputs_kv: Optional[jax.Array] = None,
+               deterministic: bool = True) -> jax.Array:
+    """[B, t*n, D] -> [B, t*n, D]."""
+    if inputs_kv is not None:
+      raise ValueError("Factorised dot-product attention is self-attention only.")
+    if self.num_heads % 2:
+      raise ValueError(f"Factorised dot-product attention splits the heads between time "
+                       f"and space; num_heads={self.num_heads} must be even.")
+    batch, length, width = inputs_q.shape
+    if length % self.temporal_grid:
+      raise ValueError(f"{length} tokens do not form {self.temporal_grid} temporal indices "
+                       "(a cls token cannot be used with factorised attention).")
+    head_dim = self.head_dim(width)
+    half = self.num_heads // 2
+    t = self.temporal_grid
+    qkv = [self.project(name, inputs_q, head_dim) for name in ("query", "key", "value")]
+    # [B, t*n, H, hd] -> [B, t, n, H, hd]
+    qkv = [_time_major(a, t)[0] for a in qkv]
+    n = qkv[0].shape[2]
+
+    # Time heads: [B, t, n, H/2, hd] -> [B, n, t, H/2, hd] -> [B*n, t, H/2, hd]
+    time_in = [a[..., :half, :].transpose(0, 2, 1, 3, 4).reshape(batch * n, t, half, head_dim)
+               for a in qkv]
+    time_out = self.attend(*time_in, deterministic, weights_name="attention_weights_time")
+    # [B*n, t, H/2, hd] -> [B, t, n, H/2, hd]
+    time_out = time_out.reshape(batch, n, t, half, head_dim).transpose(0, 2, 1, 3, 4)
+
+    # Space heads: [B, t, n, H/2, hd] -> [B*t, n, H/2, hd]
+    space_in = [a[..., half:, :].reshape(batch * t, n, half, head_dim) for a in qkv]
+    space_out = self.attend(*space_in, deterministic, weights_name="attention_weights_space")
+    space_out = space_out.reshape(batch, t, n, half, head_dim)
+
+    out = jnp.concatenate([time_out, space_out], axis=3)  # [B, t, n, H, hd]
+    out = out.reshape(batch, length, self.num_heads, head_dim)  # [B, t*n, H, hd]
+    return self.project_out(out, width)
+
+
+class FactorisedDotProductBlock(layers.Encoder1DBlock):
+  """Encoder1DBlock whose attention is FactorisedDotProductAttention (Model 4).
+
+  The attention keeps the name `MultiHeadDotProductAttention_0`, so the block's
+  parameters are those of a ViT block.
+  """
+  temporal_grid: int = 1
+
+  def attention(self, **overrides: Any) -> nn.Module:
+    kwargs = dict(
+        num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
+        implementation=self.attention_implementation,
+        sow_weights=self.sow_attention_weights, temporal_grid=self.temporal_grid,
+        dtype=self.dtype, param_dtype=self.param_dtype,
+        name="MultiHeadDotProductAttention_0")
+    kwargs.update(overrides)
+    return FactorisedDotProductAttention(**kwargs)
+
+
+class FactorisedSelfAttentionBlock(layers.Encoder1DBlock):
+  """Model 3's block: self-attention over time, then over space, then the MLP.
+
+  [B, t*n, D] -> ([B, t*n, D], None), the `nn.scan`-compatible signature of
+  Encoder1DBlock. Each stage is pre-LN with its own residual and stochastic depth
+  (dropped per video). Parameters: LayerNorm_time, MultiHeadDotProductAttention_time,
+  LayerNorm_space, MultiHeadDotProductAttention_space, LayerNorm_mlp, MlpBlock.
+  Sown weights: time [B*n, H, t, t], space [B*t, H, n, n].
+
+  With `zero_init_time_attention` the temporal attention's `out` projection
+  starts at zero, so the block starts as an image block. Only `out` is zeroed:
+  with all of query/key/value/out at zero (Scenic's "zero" kernel init) no
+  gradient reaches any of them and the temporal attention never trains.
+  """
+  temporal_grid: int = 1
+  attention_order: str = "time_space"
+  zero_init_time_attention: bool = False
+
+  def _attend_along(self, x: jax.Array, axis: str, drop_path_rate: Union[float, jax.Array],
+                    deterministic: bool) -> jax.Array:
+    """Residual attention stage along `axis` ("time" or "space"): [B, t*n, D] -> same."""
+    grid, n = _time_major(x, self.temporal_grid)  # [B, t, n, D]
+    batch, t, _, width = grid.shape
+    if axis == "time":
+      # [B, t, n, D] -> [B, n, t, D] -> [B*n, t, D]
+      y = grid.transpose(0, 2, 1, 3).reshape(batch * n, t, width)
+    else:
+      y = grid.reshape(batch * t, n, width)  # [B, t, n, D] -> [B*t, n, D]
+    y = nn.LayerNorm(epsilon=layers.LAYERNORM_EPSILON, dtype=self.dtype,
+                     param_dtype=self.param_dtype, name=f"LayerNorm_{axis}")(y)
+    overrides = {"name": f"MultiHeadDotProductAttention_{axis}"}
+    if axis == "time" and self.zero_init_time_attention:
+      overrides["out_kernel_init"] = nn.initializers.zeros
+    y = self.attention(**overrides)(y, deterministic=deterministic)
+    if axis == "time":
+      # [B*n, t, D] -> [B, n, t, D] -> [B, t, n, D]
+      y = y.reshape(batch, n, t, width).transpose(0, 2, 1, 3)
+    y = y.reshape(x.shape)  # [B, t, n, D] -> [B, t*n, D]
+    y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
+    return x + layers.DropPath()(y, drop_path_rate, deterministic)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, drop_path_rate: Union[float, jax.Array] = 0.0,
+               deterministic: bool = True) -> tuple[jax.Array, None]:
+    """[B, t*n, D] -> ([B, t*n, D], None)."""
+    if self.attention_order not in ATTENTION_ORDERS:
+      raise ValueError(f"Unknown attention_order {self.attention_order!r}; "
+                       f"choose one of {ATTENTION_ORDERS}.")
+    if x.shape[1] % self.temporal_grid:
+      raise ValueError(f"{x.shape[1]} tokens do not form {self.temporal_grid} temporal "
+                       "indices (a cls token cannot be used with factorised attention).")
+    for axis in self.attention_order.split("_"):
+      x = self._attend_along(x, axis, drop_path_rate, deterministic)
+    y = nn.LayerNorm(epsilon=layers.LAYERNORM_EPSILON, dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="LayerNorm_mlp")(x)
+    y = layers.MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
+                        gelu_approximate=self.gelu_approximate, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name="MlpBlock")(
+                            y, deterministic=deterministic)
+    return x + layers.DropPath()(y, drop_path_rate, deterministic), None
+
+
+class VideoEncoder(vit.Encoder):
+  """vit.Encoder (posemb, dropout, blocks, encoder_norm) with a choice of block.
+
+  block_type: "joint" (ViT block), "factorised_self_attention" or
+  "factorised_dot_product"; the factorised blocks need `temporal_grid`, the number
+  of temporal indices of the time-major [B, t*n, D] input.
+  """
+  block_type: str = "joint"
+  temporal_grid: int = 1
+  attention_order: str = "time_space"
+  zero_init_time_attention: bool = False
+
+  def block(self) -> tuple[type[nn.Module], dict[str, Any]]:
+    block_cls, kwargs = super().block()
+    if self.block_type == "joint":
+      return block_cls, kwargs
+    if self.block_type == "factorised_dot_product":
+      return FactorisedDotProductBlock, dict(kwargs, temporal_grid=self.temporal_grid)
+    if self.block_type == "factorised_self_attention":
+      return FactorisedSelfAttentionBlock, dict(
+          kwargs, temporal_grid=self.temporal_grid, attention_order=self.attention_order,
+          zero_init_time_attention=self.zero_init_time_attention)
+    raise ValueError(f"Unknown block_type {self.block_type!r}.")
+
+
+class VideoTransformer(nn.Module):
+  """ViViT classifier: videos [B, T, H, W, C] in [-1, 1] -> logits [B, num_classes].
+
+  Attributes:
+    num_classes: size of the zero-initialised `output_projection`; None returns the
+      pooled representation [B, D].
+    patch_size: spatial patch (h, w) or one int for square patches.
+    tubelet_size: frames per tubelet (t of the 3-D conv); must be 1 with
+      embedding="frame".
+    variant: one of VARIANTS (the paper's Models 1-4 and the frame-averaging
+      baseline of Model 2).
+    embedding: "tubelet" (3-D conv, kernel [t, h, w, C, D], stride = kernel) or
+      "frame" (uniform frame sampling: 2-D conv on every frame, kernel [h, w, C, D];
+      sampling the frames from a longer video is the input pipeline's job).
+    classifier: "token" or "gap"; None picks the variant's default ("token" for
+      spatio_temporal and the factorised encoders, "gap" for the factorised
+      attention models, which only support "gap").
+    temporal_encoder_layers / _mlp_dim / _heads: the factorised encoder's temporal
+      transformer (defaults: 4 layers, the spatial encoder's width and heads).
+    attention_order: factorised_self_attention only: "time_space" or "space_time".
+    zero_init_time_attention: factorised_self_attention only: zero the temporal
+      attention's output projection so each block starts as an image block.
+    stochastic_depth: rate of the last block, growing linearly from 0 over each
+      encoder's depth. In the spatial encoder of the factorised encoders a block is
+      dropped per frame sequence (each frame is an example of that encoder); in the
+      other encoders per video.
+    Others as in vit.VisionTransformer.
+  """
+  num_classes: Optional[int]
+  patch_size: Union[int, Sequence[int]]
+  hidden_size: int
+  num_layers: int
+  mlp_dim: int
+  num_heads: int
+  tubelet_size: int = 2
+  variant: str = "spatio_temporal"
+  embedding: str = "tubelet"
+  classifier: Optional[str] = None
+  temporal_encoder_layers: Optional[int] = None
+  temporal_encoder_mlp_dim: Optional[int] = None
+  temporal_encoder_heads: Optional[int] = None
+  attention_order: Optional[str] = None
+  zero_init_time_attention: bool = False
+  representation_size: Optional[int] = None
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth: float = 0.0
+  gelu_approximate: bool = True
+  attention_implementation: Optional[str] = None
+  sow_attention_weights: bool = False
+  scan_layers: bool = False
+  remat: bool = False
+  remat_policy: str = "nothing_saveable"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @property
+  def patch_hw(self) -> tuple[int, int]:
+    if isinstance(self.patch_size, int):
+      return (self.patch_size, self.patch_size)
+    return tuple(self.patch_size)
+
+  @property
+  def pool(self) -> str:
+    """The classifier in effect ("token" or "gap")."""
+    return self.classifier or _CLASSIFIERS[self.variant][0]
+
+  def check_config(self) -> None:
+    """Raises on unknown options and on options the variant does not use."""
+    if self.variant not in VARIANTS:
+      raise ValueError(f"Unknown ViViT variant {self.variant!r}; choose one of {VARIANTS}.")
+    if self.embedding not in EMBEDDINGS:
+      raise ValueError(f"Unknown embedding {self.embedding!r}; choose one of {EMBEDDINGS}.")
+    if self.embedding == "frame" and self.tubelet_size != 1:
+      raise ValueError(
+          f"embedding='frame' embeds every frame on its own, but tubelet_size="
+          f"{self.tubelet_size}: pass tubelet_size=1 (or use embedding='tubelet').")
+    if self.pool not in _CLASSIFIERS[self.variant]:
+      raise ValueError(f"Variant {self.variant!r} supports classifier "
+                       f"{_CLASSIFIERS[self.variant]}, got {self.classifier!r}.")
+    temporal_options = {"temporal_encoder_layers": self.temporal_encoder_layers,
+                        "temporal_encoder_mlp_dim": self.temporal_encoder_mlp_dim,
+                        "temporal_encoder_heads": self.temporal_encoder_heads}
+    if self.variant != "factorised_encoder":
+      used = sorted(k for k, v in temporal_options.items() if v is not None)
+      if used:
+        raise ValueError(f"{used} only apply to variant='factorised_encoder', not "
+                         f"{self.variant!r}.")
+    if self.variant != "factorised_self_attention" and (
+        self.attention_order is not None or self.zero_init_time_attention):
+      raise ValueError("attention_order and zero_init_time_attention only apply to "
+                       f"variant='factorised_self_attention', not {self.variant!r}.")
+    if self.attention_order not in (None,) + ATTENTION_ORDERS:
+      raise ValueError(f"Unknown attention_order {self.attention_order!r}; "
+                       f"choose one of {ATTENTION_ORDERS}.")
+    layers.remat_policy(self.remat_policy)
+
+  def embed(self, video: jax.Array) -> jax.Array:
+    """[B, T, H, W, C] -> tokens [B, t, gh, gw, D]."""
+    if video.ndim != 5:
+      raise ValueError(f"Expected videos [B, T, H, W, C], got shape {video.shape}.")
+    batch, frames, height, width, channels = video.shape
+    ph, pw = self.patch_hw
+    if height % ph or width % pw:
+      raise ValueError(
+          f"Frame size {height}x{width} is not divisible by the patch size {ph}x{pw}; "
+          f"resize to a multiple (e.g. {height // ph * ph}x{width // pw * pw}).")
+    if frames % self.tubelet_size:
+      raise ValueError(
+          f"{frames} frames are not divisible by tubelet_size={self.tubelet_size}; "
+          f"sample {frames // self.tubelet_size * self.tubelet_size} frames instead.")
+    video = video.astype(self.dtype)
+    conv = lambda kernel: nn.Conv(
+        self.hidden_size, kernel, strides=kernel, padding="VALID", dtype=self.dtype,
+        param_dtype=self.param_dtype, name="embedding")
+    if self.embedding == "tubelet":
+      return conv((self.tubelet_size, ph, pw))(video)
+    # [B, T, H, W, C] -> [B*T, H, W, C]
+    x = conv((ph, pw))(video.reshape(batch * frames, height, width, channels))
+    return x.reshape((batch, frames) + x.shape[1:])  # -> [B, T, gh, gw, D]
+
+  def encode(self, x: jax.Array, name: str, cls_name: str, num_layers: int, mlp_dim: int,
+             num_heads: int, train: bool, **encoder_kwargs: Any) -> jax.Array:
+    """cls (with "token"), VideoEncoder `name`, pooling: [B, L, D] -> [B, D]."""
+    if self.pool == "token":
+      cls = self.param(cls_name, nn.initializers.zeros, (1, 1, x.shape[-1]),
+                       self.param_dtype)
+      cls = jnp.tile(cls.astype(x.dtype), [x.shape[0], 1, 1])
+      x = jnp.concatenate([cls, x], axis=1)  # [B, L+1, D]
+    x = VideoEncoder(
+        num_layers=num_layers, mlp_dim=mlp_dim, num_heads=num_heads,
+        dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        stochastic_depth=self.stochastic_depth,
+        gelu_approximate=self.gelu_approximate,
+        attention_implementation=self.attention_implementation,
+        sow_attention_weights=self.sow_attention_weights,
+        scan_layers=self.scan_layers, remat=self.remat, remat_policy=self.remat_policy,
+        dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+        **encoder_kwargs)(x, deterministic=not train)
+    return x[:, 0] if self.pool == "token" else jnp.mean(x, axis=1)
+
+  @nn.compact
+  def __call__(self, video: jax.Array, train: bool = False) -> jax.Array:
+    self.check_config()
+    x = self.embed(video)
+    batch, t, gh, gw, width = x.shape
+
+    if self.variant in ("factorised_encoder", "frame_average"):
+      # Every temporal index is a sequence of the spatial encoder (shared weights).
+      x = x.reshape(batch * t, gh * gw, width)  # [B, t, gh, gw, D] -> [B*t, n, D]
+      x = self.encode(x, "SpatialTransformer", "cls_SpatialTransformer",
+                      self.num_layers, self.mlp_dim, self.num_heads, train)
+      x = x.reshape(batch, t, width)  # [B*t, D] -> [B, t, D]
+      if self.variant == "factorised_encoder":
+        x = self.encode(
+            x, "TemporalTransformer", "cls_TemporalTransformer",
+            self.temporal_encoder_layers or DEFAULT_TEMPORAL_ENCODER_LAYERS,
+            self.temporal_encoder_mlp_dim or self.mlp_dim,
+            self.temporal_encoder_heads or self.num_heads, train)
+      else:
+        x = jnp.mean(x, axis=1)  # the paper's baseline: average the frame representations
+    else:
+      x = x.reshape(batch, t * gh * gw, width)  # [B, t, gh, gw, D] -> [B, t*n, D]
+      block_type = {"spatio_temporal": "joint"}.get(self.variant, self.variant)
+      x = self.encode(x, "Transformer", "cls", self.num_layers, self.mlp_dim,
+                      self.num_heads, train, block_type=block_type, temporal_grid=t,
+                      attention_order=self.attention_order or ATTENTION_ORDERS[0],
+                      zero_init_time_attention=self.zero_init_time_attention)
+
+    if self.representation_size is not None:
+      x = nn.Dense(self.representation_size, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name="pre_logits")(x)
+      x = jnp.tanh(x)
+    if self.num_classes is not None:
+      x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                   kernel_init=nn.initializers.zeros, name="output_projection")(x)
+    # Logits leave the model in float32 so losses are stable under bf16 compute.
+    return x.astype(jnp.float32)
+
+
+def token_grid(model: VideoTransformer, video_shape: Sequence[int]) -> tuple[int, int, int]:
+  """(t, gh, gw) of the tokens `model` makes from videos [B, T, H, W, C]."""
+  _, frames, height, width, _ = video_shape
+  ph, pw = model.patch_hw
+  return frames // model.tubelet_size, height // ph, width // pw
