@@ -35,7 +35,8 @@ def distinct_values(shapes):
       .reshape(s.shape) for i, (key, s) in enumerate(flat.items())})
 
 
-@pytest.mark.parametrize("name", models.list_models())
+# The released .npz layout is the image ViT's; ViViT checkpoints stay in Orbax / Scenic form.
+@pytest.mark.parametrize("name", [n for n in models.list_models() if n.startswith("ViT-")])
 def test_save_npz_then_load_is_bit_identical_for_every_size(tmp_path, name):
   image = 224 if "Mu" not in name and "Nano" not in name else 32
   model = models.create_model(name, num_classes=1000)
