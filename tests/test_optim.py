@@ -13,12 +13,7 @@ from vit_jax import models, optim
 def _config(**overrides):
   c = config_lib.base_config()
   c.total_steps = 100
-  for key, value in overrides.items():
-    target = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
+  c.update_from_flattened_dict(overrides)
   return c
 
 

@@ -29,12 +29,7 @@ def tiny_config(data_dir, **overrides):
   """tests/tiny_digits_config.py (ViT-Mu/2, 24 steps, checkpoints every 12) plus overrides."""
   c = tiny_digits_config.get_config()
   c.data.data_dir = str(data_dir)
-  for key, value in overrides.items():
-    target = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
+  c.update_from_flattened_dict(overrides)
   return c
 
 
