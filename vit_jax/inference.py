@@ -170,6 +170,27 @@ def load_checkpoint(path: str, model_name: str, *, image_size: Optional[int] = N
                       preprocessing=preprocessing, is_video=False, model_name=model_name)
 
 
+def load(workdir: Optional[str] = None, checkpoint_path: Optional[str] = None,
+         model_name: Optional[str] = None, image_size: Optional[int] = None) -> TrainedModel:
+  """`load_run(workdir)`, or `load_checkpoint(checkpoint_path, model_name)` (the CLIs' flags)."""
+  if bool(workdir) == bool(checkpoint_path):
+    raise ValueError("Pass exactly one of --workdir DIR or --checkpoint FILE --model NAME.")
+  if workdir:
+    return load_run(workdir)
+  if not model_name:
+    raise ValueError("--checkpoint needs --model NAME (e.g. ViT-B_16): a checkpoint file "
+                     "does not record its architecture.")
+  return load_checkpoint(checkpoint_path, model_name, image_size=image_size)
+
+
+def top_k(probabilities: np.ndarray, class_names: Sequence[str],
+          k: int) -> list[list[tuple[str, float]]]:
+  """[N, C] probabilities -> per input, the k most probable (class name, probability)."""
+  k = min(k, probabilities.shape[-1])
+  order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
+  return [[(class_names[j], float(p[j])) for j in row] for p, row in zip(probabilities, order)]
+
+
 def list_inputs(paths: Sequence[str]) -> list[str]:
   """Files named, and the image and video files found (recursively, sorted) in folders."""
   found = []

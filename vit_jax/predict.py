@@ -26,61 +26,48 @@ import json  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's directory.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint file (instead of --workdir).")
-_MODEL = flags.DEFINE_string("model", None, "Registered model name, with --checkpoint.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "With --checkpoint: input size "
-                                   "(default: from the position embeddings).")
-_INPUT = flags.DEFINE_multi_string("input", None, "Image/video files or folders (repeatable; "
-                                   "several paths may follow one --input).")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes printed per input.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Inputs per forward pass.")
-_JSON = flags.DEFINE_bool("json", False, "One JSON object per input instead of text.")
-
-
-def load_model(workdir: str | None, checkpoint_path: str | None, model_name: str | None,
-               image_size: int | None = None):
-  """The TrainedModel of --workdir, or of --checkpoint with --model."""
-  from vit_jax import inference  # noqa: PLC0415 (after the TF log level is set)
-
-  if bool(workdir) == bool(checkpoint_path):
-    raise app.UsageError("Pass exactly one of --workdir DIR or --checkpoint FILE --model NAME.")
-  if workdir:
-    return inference.load_run(workdir)
-  if not model_name:
-    raise app.UsageError("--checkpoint needs --model NAME (e.g. ViT-B_16): a checkpoint "
-                         "file does not record its architecture.")
-  return inference.load_checkpoint(checkpoint_path, model_name, image_size=image_size)
-
-
-def top_k(probabilities: np.ndarray, class_names: Sequence[str],
-          k: int) -> list[list[tuple[str, float]]]:
-  """[N, C] probabilities -> per input, the k most probable (class name, probability)."""
-  k = min(k, probabilities.shape[-1])
-  order = np.argsort(-probabilities, axis=-1, kind="stable")[:, :k]
-  return [[(class_names[j], float(p[j])) for j in row] for p, row in zip(probabilities, order)]
+from absl import app, flags, logging  # noqa: E402
 
 
 def predict(trained, paths: Sequence[str], k: int = 5,
             batch_size: int = 64) -> list[tuple[str, list[tuple[str, float]]]]:
-  """(file, top-k) for every file found in `paths`."""
-  from vit_jax import inference  # noqa: PLC0415
+  """(file, top-k (class name, probability)) for every file found in `paths`."""
+  from vit_jax import inference  # noqa: PLC0415 (after the TF log level is set)
 
   files, raw = inference.read_inputs(paths)
   probabilities = trained.probabilities(trained.preprocess(raw), batch_size)
-  return list(zip(files, top_k(probabilities, trained.class_names, k)))
+  return list(zip(files, inference.top_k(probabilities, trained.class_names, k)))
+
+
+def _define_flags() -> None:
+  # Defined only when run as a program, so that tests can import this module
+  # next to vit_jax.visualize (which defines the same flag names).
+  flags.DEFINE_string("workdir", None, "A training run's directory.")
+  flags.DEFINE_string("checkpoint", None, "A checkpoint file (instead of --workdir).")
+  flags.DEFINE_string("model", None, "Registered model name, with --checkpoint.")
+  flags.DEFINE_integer("image_size", None,
+                       "With --checkpoint: input size (default: from the position embeddings).")
+  flags.DEFINE_multi_string("input", None, "Image/video files or folders (repeatable; several "
+                            "paths may follow one --input).")
+  flags.DEFINE_integer("top_k", 5, "Classes printed per input.")
+  flags.DEFINE_integer("batch_size", 64, "Inputs per forward pass.")
+  flags.DEFINE_bool("json", False, "One JSON object per input instead of text.")
 
 
 def main(argv):
-  inputs = list(_INPUT.value or []) + list(argv[1:])  # `--input a.png b.png` leaves b.png in argv
+  from vit_jax import inference  # noqa: PLC0415
+
+  f = flags.FLAGS
+  logging.set_verbosity(logging.WARNING)  # Orbax's restore chatter would bury the output
+  inputs = list(f.input or []) + list(argv[1:])  # `--input a.png b.png` leaves b.png in argv
   if not inputs:
     raise app.UsageError("Pass --input PATH [PATH ...].")
-  trained = load_model(_WORKDIR.value, _CHECKPOINT.value, _MODEL.value, _IMAGE_SIZE.value)
-  for path, best in predict(trained, inputs, _TOP_K.value, _BATCH.value):
-    if _JSON.value:
+  try:
+    trained = inference.load(f.workdir, f.checkpoint, f.model, f.image_size)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  for path, best in predict(trained, inputs, f.top_k, f.batch_size):
+    if f.json:
       print(json.dumps({"path": path, "top_k": best}))
     else:
       print(path)
@@ -90,4 +77,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
