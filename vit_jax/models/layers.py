@@ -33,6 +33,18 @@ REMAT_POLICIES = {
 
 ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn")
 
+# Attention score functions (`MultiHeadDotProductAttention.score`), for ablations:
+#   scaled_dot  q.k / sqrt(hd)                  (Vaswani et al.; the default, no parameters)
+#   dot         q.k                             (Luong "dot"; no parameters)
+#   bilinear    q^T W k, W [H, hd, hd]           (Luong "general"; param `bilinear`)
+#   additive    v^T tanh(q + k), v [H, hd]       (Bahdanau "concat"; param `additive_v`)
+#   cosine      tau * cos(q, k), tau [H] learned (param `log_temperature`)
+ATTENTION_SCORES = ("scaled_dot", "dot", "bilinear", "additive", "cosine")
+# Cosine attention's temperature starts at 10 and is capped at 100 (Swin V2's choices):
+# cos is in [-1, 1], so without the temperature the softmax could not become peaked.
+COSINE_INIT_TEMPERATURE = 10.0
+COSINE_MAX_TEMPERATURE = 100.0
+
 
 def remat_policy(name: str) -> Callable[..., bool]:
   """Looks up a `jax.checkpoint` policy by name."""
@@ -104,11 +116,21 @@ class MultiHeadDotProductAttention(nn.Module):
   when attention weights are requested (`sow_weights`, stored in the
   'intermediates' collection as `attention_weights` [B, H, Lq, Lk]) or when
   attention dropout is active in training.
+
+  `score` picks the attention score function (ATTENTION_SCORES). "scaled_dot"
+  (the default) is the code path and parameter tree above, unchanged. "dot",
+  "bilinear" and "cosine" transform q and k and then take a dot product, so they
+  keep the fused path; "additive" materialises a [B, Lq, Lk, H, hd] tanh and
+  always takes the explicit path (memory B*H*Lq*Lk*hd: fine for short sequences,
+  ~hd times the memory of the softmax for long ones). Their extra parameters sit
+  next to query/key/value: `bilinear` [H, hd, hd], `additive_v` [H, hd],
+  `log_temperature` [H].
   """
   num_heads: int
   dropout_rate: float = 0.0
   implementation: Optional[str] = None
   sow_weights: bool = False
+  score: str = "scaled_dot"
   # Zeros make the layer start as "no attention" (ViViT's temporal attention).
   out_kernel_init: Initializer = KERNEL_INIT
   dtype: Dtype = jnp.float32
@@ -122,7 +144,61 @@ class MultiHeadDotProductAttention(nn.Module):
     if self.implementation not in ATTENTION_IMPLEMENTATIONS:
       raise ValueError(f"Unknown attention implementation {self.implementation!r}; "
                        f"choose one of {ATTENTION_IMPLEMENTATIONS}.")
+    if self.score not in ATTENTION_SCORES:
+      raise ValueError(f"Unknown attention score {self.score!r}; "
+                       f"choose one of {ATTENTION_SCORES}.")
     return width // self.num_heads
+
+  def score_params(self, head_dim: int) -> dict[str, jax.Array]:
+    """The score function's own parameters, each with the heads on axis 0.
+
+    Created once per module; modules that split the heads between several
+    `attend` calls (ViViT's factorised dot-product attention) slice them.
+    """
+    h = self.num_heads
+    if self.score == "bilinear":
+      # W = I / sqrt(hd): the layer starts as scaled dot-product attention.
+      init = lambda key, shape, dtype: jnp.broadcast_to(
+          jnp.eye(head_dim, dtype=dtype) / jnp.sqrt(head_dim).astype(dtype), shape)
+      return {"bilinear": self.param("bilinear", init, (h, head_dim, head_dim),
+                                     self.param_dtype)}
+    if self.score == "additive":
+      init = nn.initializers.normal(stddev=head_dim ** -0.5)
+      return {"additive_v": self.param("additive_v", init, (h, head_dim), self.param_dtype)}
+    if self.score == "cosine":
+      init = nn.initializers.constant(jnp.log(COSINE_INIT_TEMPERATURE))
+      return {"log_temperature": self.param("log_temperature", init, (h,), self.param_dtype)}
+    return {}
+
+  def _dot_inputs(self, query: jax.Array, key: jax.Array,
+                  params: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array, float]:
+    """(q', k', scale) with logits = scale * q'.k' for the dot-product-like scores.
+
+    [B, L, h, hd] in and out; the score's parameters are folded into q' so the
+    fused kernel still applies.
+    """
+    if self.score == "dot":
+      return query, key, 1.0
+    if self.score == "bilinear":
+      w = params["bilinear"].astype(query.dtype)  # [h, hd, hd]
+      return jnp.einsum("bqhd,hde->bqhe", query, w), key, 1.0
+    # cosine: unit vectors; float32 norms, as bf16 sums of squares lose precision.
+    unit = lambda x: (x * jax.lax.rsqrt(jnp.maximum(
+        jnp.sum(jnp.square(x.astype(jnp.float32)), -1, keepdims=True), 1e-12))
+                      ).astype(x.dtype)
+    log_tau = jnp.minimum(params["log_temperature"], jnp.log(COSINE_MAX_TEMPERATURE))
+    tau = jnp.exp(log_tau).astype(query.dtype)[:, None]  # [h, 1]
+    return unit(query) * tau, unit(key), 1.0
+
+  def _logits(self, query: jax.Array, key: jax.Array,
+              params: dict[str, jax.Array]) -> jax.Array:
+    """Explicit attention logits [B, h, Lq, Lk] of a non-default score."""
+    if self.score == "additive":
+      # [B, Lq, 1, h, hd] + [B, 1, Lk, h, hd] -> [B, Lq, Lk, h, hd]: the memory cost.
+      hidden = jnp.tanh(query[:, :, None] + key[:, None])
+      return jnp.einsum("bqkhd,hd->bhqk", hidden, params["additive_v"].astype(hidden.dtype))
+    query, key, scale = self._dot_inputs(query, key, params)
+    return jnp.einsum("bqhd,bkhd->bhqk", query * jnp.asarray(scale, query.dtype), key)
 
   def project(self, name: str, x: jax.Array, head_dim: int) -> jax.Array:
     """The `name` projection (query, key or value): [..., D] -> [..., H, hd]."""
@@ -132,17 +208,28 @@ class MultiHeadDotProductAttention(nn.Module):
         bias_init=nn.initializers.zeros, name=name)(x)
 
   def attend(self, query: jax.Array, key: jax.Array, value: jax.Array,
-             deterministic: bool, weights_name: str = "attention_weights") -> jax.Array:
-    """Scaled dot-product attention of [B, Lq, h, hd] over [B, Lk, h, hd] -> [B, Lq, h, hd].
+             deterministic: bool, weights_name: str = "attention_weights",
+             score_params: Optional[dict[str, jax.Array]] = None) -> jax.Array:
+    """Attention of [B, Lq, h, hd] over [B, Lk, h, hd] -> [B, Lq, h, hd].
 
-    Sown weights ([B, h, Lq, Lk]) are stored as `weights_name`.
+    Sown weights ([B, h, Lq, Lk]) are stored as `weights_name`. `score_params`:
+    the `score_params()` of the h heads attending here (none for the default).
     """
+    params = score_params or {}
     use_dropout = not deterministic and self.dropout_rate > 0.0
-    if not (self.sow_weights or use_dropout):
+    fused = not (self.sow_weights or use_dropout)
+    if self.score == "scaled_dot":
+      if fused:
+        return jax.nn.dot_product_attention(
+            query, key, value, implementation=self.implementation)
+      query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+      logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+    elif fused and self.score != "additive":
+      query, key, scale = self._dot_inputs(query, key, params)
       return jax.nn.dot_product_attention(
-          query, key, value, implementation=self.implementation)
-    query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
+          query, key, value, scale=scale, implementation=self.implementation)
+    else:
+      logits = self._logits(query, key, params)
     # Softmax in float32 even under bf16: logits of long sequences overflow.
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     if self.sow_weights:
@@ -167,7 +254,8 @@ class MultiHeadDotProductAttention(nn.Module):
     query = self.project("query", inputs_q, head_dim)  # [B, Lq, H, hd]
     key = self.project("key", inputs_kv, head_dim)  # [B, Lk, H, hd]
     value = self.project("value", inputs_kv, head_dim)  # [B, Lk, H, hd]
-    out = self.attend(query, key, value, deterministic)
+    out = self.attend(query, key, value, deterministic,
+                      score_params=self.score_params(head_dim))
     return self.project_out(out, width)
 
 
@@ -184,6 +272,7 @@ class Encoder1DBlock(nn.Module):
   attention_dropout_rate: float = 0.0
   gelu_approximate: bool = True
   attention_implementation: Optional[str] = None
+  attention_score: str = "scaled_dot"
   sow_attention_weights: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -192,7 +281,7 @@ class Encoder1DBlock(nn.Module):
     """The block's self-attention; ViViT's factorised dot-product block swaps it."""
     kwargs = dict(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-        implementation=self.attention_implementation,
+        implementation=self.attention_implementation, score=self.attention_score,
         sow_weights=self.sow_attention_weights, dtype=self.dtype,
         param_dtype=self.param_dtype)
     kwargs.update(overrides)

@@ -81,6 +81,7 @@ class Encoder(nn.Module):
   add_position_embedding: bool = True
   gelu_approximate: bool = True
   attention_implementation: Optional[str] = None
+  attention_score: str = "scaled_dot"
   sow_attention_weights: bool = False
   scan_layers: bool = False
   remat: bool = False
@@ -99,6 +100,7 @@ class Encoder(nn.Module):
         attention_dropout_rate=self.attention_dropout_rate,
         gelu_approximate=self.gelu_approximate,
         attention_implementation=self.attention_implementation,
+        attention_score=self.attention_score,
         sow_attention_weights=self.sow_attention_weights,
         dtype=self.dtype, param_dtype=self.param_dtype)
 
@@ -178,6 +180,9 @@ class VisionTransformer(nn.Module):
   fixes the token count at init time (resize it to fine-tune at another size).
   With classifier="unpooled" the output keeps the tokens: [B, N, num_classes]
   (or [B, N, D] features when num_classes is None).
+
+  `attention_score` picks the encoder's attention score function for ablations
+  (layers.ATTENTION_SCORES; the MAP head keeps scaled dot-product attention).
   """
   num_classes: Optional[int]
   patch_size: Union[int, Sequence[int]]
@@ -194,6 +199,7 @@ class VisionTransformer(nn.Module):
   head_bias_init: float = 0.0
   gelu_approximate: bool = True
   attention_implementation: Optional[str] = None
+  attention_score: str = "scaled_dot"
   sow_attention_weights: bool = False
   scan_layers: bool = False
   remat: bool = False
@@ -213,6 +219,9 @@ class VisionTransformer(nn.Module):
     if self.posemb not in POSEMB_TYPES:
       raise ValueError(f"Unknown posemb {self.posemb!r}; choose one of {POSEMB_TYPES}.")
     layers.remat_policy(self.remat_policy)
+    if self.attention_score not in layers.ATTENTION_SCORES:
+      raise ValueError(f"Unknown attention_score {self.attention_score!r}; "
+                       f"choose one of {layers.ATTENTION_SCORES}.")
     if not 0.0 <= self.stochastic_depth < 1.0:
       raise ValueError(f"stochastic_depth must be in [0, 1), got {self.stochastic_depth}.")
 
@@ -249,6 +258,7 @@ class VisionTransformer(nn.Module):
         add_position_embedding=self.posemb == "learn",
         gelu_approximate=self.gelu_approximate,
         attention_implementation=self.attention_implementation,
+        attention_score=self.attention_score,
         sow_attention_weights=self.sow_attention_weights,
         scan_layers=self.scan_layers, remat=self.remat,
         remat_policy=self.remat_policy, dtype=self.dtype,

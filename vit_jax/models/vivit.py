@@ -93,6 +93,7 @@ class FactorisedDotProductAttention(layers.MultiHeadDotProductAttention):
     half = self.num_heads // 2
     t = self.temporal_grid
     qkv = [self.project(name, inputs_q, head_dim) for name in ("query", "key", "value")]
+    score = self.score_params(head_dim)  # heads on axis 0: [:half] time, [half:] space
     # [B, t*n, H, hd] -> [B, t, n, H, hd]
     qkv = [_time_major(a, t)[0] for a in qkv]
     n = qkv[0].shape[2]
@@ -100,13 +101,15 @@ class FactorisedDotProductAttention(layers.MultiHeadDotProductAttention):
     # Time heads: [B, t, n, H/2, hd] -> [B, n, t, H/2, hd] -> [B*n, t, H/2, hd]
     time_in = [a[..., :half, :].transpose(0, 2, 1, 3, 4).reshape(batch * n, t, half, head_dim)
                for a in qkv]
-    time_out = self.attend(*time_in, deterministic, weights_name="attention_weights_time")
+    time_out = self.attend(*time_in, deterministic, weights_name="attention_weights_time",
+                           score_params={k: v[:half] for k, v in score.items()})
     # [B*n, t, H/2, hd] -> [B, t, n, H/2, hd]
     time_out = time_out.reshape(batch, n, t, half, head_dim).transpose(0, 2, 1, 3, 4)
 
     # Space heads: [B, t, n, H/2, hd] -> [B*t, n, H/2, hd]
     space_in = [a[..., half:, :].reshape(batch * t, n, half, head_dim) for a in qkv]
-    space_out = self.attend(*space_in, deterministic, weights_name="attention_weights_space")
+    space_out = self.attend(*space_in, deterministic, weights_name="attention_weights_space",
+                            score_params={k: v[half:] for k, v in score.items()})
     space_out = space_out.reshape(batch, t, n, half, head_dim)
 
     out = jnp.concatenate([time_out, space_out], axis=3)  # [B, t, n, H, hd]
@@ -125,7 +128,7 @@ class FactorisedDotProductBlock(layers.Encoder1DBlock):
   def attention(self, **overrides: Any) -> nn.Module:
     kwargs = dict(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-        implementation=self.attention_implementation,
+        implementation=self.attention_implementation, score=self.attention_score,
         sow_weights=self.sow_attention_weights, temporal_grid=self.temporal_grid,
         dtype=self.dtype, param_dtype=self.param_dtype,
         name="MultiHeadDotProductAttention_0")
@@ -242,6 +245,8 @@ class VideoTransformer(nn.Module):
     attention_order: factorised_self_attention only: "time_space" or "space_time".
     zero_init_time_attention: factorised_self_attention only: zero the temporal
       attention's output projection so each block starts as an image block.
+    attention_score: the encoders' attention score function (layers.ATTENTION_SCORES),
+      for ablations; every variant supports every score.
     stochastic_depth: rate of the last block, growing linearly from 0 over each
       encoder's depth. In the spatial encoder of the factorised encoders a block is
       dropped per frame sequence (each frame is an example of that encoder); in the
@@ -269,6 +274,7 @@ class VideoTransformer(nn.Module):
   stochastic_depth: float = 0.0
   gelu_approximate: bool = True
   attention_implementation: Optional[str] = None
+  attention_score: str = "scaled_dot"
   sow_attention_weights: bool = False
   scan_layers: bool = False
   remat: bool = False
@@ -316,6 +322,9 @@ class VideoTransformer(nn.Module):
       raise ValueError(f"Unknown attention_order {self.attention_order!r}; "
                        f"choose one of {ATTENTION_ORDERS}.")
     layers.remat_policy(self.remat_policy)
+    if self.attention_score not in layers.ATTENTION_SCORES:
+      raise ValueError(f"Unknown attention_score {self.attention_score!r}; "
+                       f"choose one of {layers.ATTENTION_SCORES}.")
 
   def embed(self, video: jax.Array) -> jax.Array:
     """[B, T, H, W, C] -> tokens [B, t, gh, gw, D]."""
@@ -356,6 +365,7 @@ class VideoTransformer(nn.Module):
         stochastic_depth=self.stochastic_depth,
         gelu_approximate=self.gelu_approximate,
         attention_implementation=self.attention_implementation,
+        attention_score=self.attention_score,
         sow_attention_weights=self.sow_attention_weights,
         scan_layers=self.scan_layers, remat=self.remat, remat_policy=self.remat_policy,
         dtype=self.dtype, param_dtype=self.param_dtype, name=name,

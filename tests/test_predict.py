@@ -1,0 +1,110 @@
+"""Tests of vit_jax.predict: files scored with a run's saved preprocessing agree with
+the evaluator, example by example and in accuracy over the whole test split."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from tests import tiny_digits_config
+from vit_jax import data, inference, predict, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory, digits_data_dir):
+  """A tiny digits run (ViT-Mu/2, 48 steps, EMA off) and its evaluator results."""
+  c = tiny_digits_config.get_config()
+  c.data.data_dir = digits_data_dir
+  c.total_steps, c.eval_every_steps, c.checkpoint.every_steps = 48, 0, 48
+  workdir = str(tmp_path_factory.mktemp("predict_run"))
+  results = train.train_and_evaluate(c, workdir)
+  return workdir, results
+
+
+@pytest.fixture(scope="module")
+def test_pngs(tmp_path_factory, digits_data_dir):
+  """The digits test split exported as PNG files test/<label>/<index>.png, in split order."""
+  root = str(tmp_path_factory.mktemp("digits_png"))
+  ds = tfds.builder("digits", data_dir=digits_data_dir).as_dataset(split="test",
+                                                                    shuffle_files=False)
+  paths, labels = [], []
+  for i, ex in enumerate(tfds.as_numpy(ds)):
+    folder = os.path.join(root, str(ex["label"]))
+    os.makedirs(folder, exist_ok=True)
+    paths.append(os.path.join(folder, f"{i:03d}.png"))
+    Image.fromarray(ex["image"][..., 0]).save(paths[-1])
+    labels.append(int(ex["label"]))
+  return root, paths, np.asarray(labels)
+
+
+def test_prediction_matches_the_evaluator(digits_run, test_pngs, digits_data_dir):
+  workdir, results = digits_run
+  root, paths, labels = test_pngs
+  trained = inference.load_run(workdir)
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)["config"]
+
+  # The evaluator's inputs and the model's eval-path predictions, in split order.
+  eval_inputs, eval_labels = [], []
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  for batch in data.eval_iterator(config["data"], global_batch_size=64, sharding=sharding):
+    mask = np.asarray(batch["mask"])
+    eval_inputs.append(np.asarray(batch["image"])[mask])
+    eval_labels.append(np.asarray(batch["label"])[mask])
+  eval_inputs, eval_labels = np.concatenate(eval_inputs), np.concatenate(eval_labels)
+  np.testing.assert_array_equal(eval_labels, labels)  # same examples, same order
+
+  # Files through predict: decoded PNGs, preprocessed with the run's saved preprocessing.
+  file_inputs = trained.preprocess([data.decode_file(p) for p in paths])
+  np.testing.assert_allclose(file_inputs, eval_inputs, atol=1e-6)
+  eval_pred = np.argmax(trained.logits(eval_inputs), -1)
+  found = predict.predict(trained, [root], k=3)
+  assert [f for f, _ in found] == sorted(paths)
+  by_path = {f: best for f, best in found}
+  file_pred = np.asarray([int(by_path[p][0][0]) for p in paths])
+  np.testing.assert_array_equal(file_pred, eval_pred)
+  # ... and the accuracy over the split is the evaluator's.
+  assert results["num_examples"] == len(paths) == 360
+  assert np.sum(file_pred == labels) == round(results["top1"] * 360)
+  for best in by_path.values():
+    probs = [p for _, p in best]
+    assert len(best) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+
+
+def test_predict_command_line(digits_run, test_pngs):
+  workdir, _ = digits_run
+  _, paths, _ = test_pngs
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "vit_jax.predict", "--workdir", workdir, "--input", paths[0],
+       paths[1], "--top_k", "2", "--json"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = [json.loads(line) for line in proc.stdout.splitlines()]
+  assert [line["path"] for line in lines] == paths[:2]
+  assert all(len(line["top_k"]) == 2 for line in lines)
+  bad = subprocess.run([sys.executable, "-m", "vit_jax.predict", "--input", paths[0]],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and "--workdir DIR or --checkpoint FILE" in bad.stderr
+
+
+def test_visualize_command_line(digits_run, test_pngs, tmp_path):
+  workdir, _ = digits_run
+  _, paths, _ = test_pngs
+  proc = subprocess.run(
+      [sys.executable, "-m", "vit_jax.visualize", "--workdir", workdir, "--input", paths[0],
+       "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  stem = os.path.splitext(os.path.basename(paths[0]))[0]
+  for suffix in ("_rollout.png", "_heads.png"):
+    with Image.open(tmp_path / (stem + suffix)) as image:
+      assert image.width > 150 and image.height > 150
