@@ -117,7 +117,14 @@ def test_two_processes_train_resume_and_evaluate_like_one(tmp_path, digits_data_
   losses = lambda ls: [x["loss"] for x in ls if "loss" in x]
   np.testing.assert_allclose(losses(lines), losses(single_lines), rtol=1e-4)
   a, b = restore_params(multi, 24), restore_params(single, 24)
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), a, b)
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b),
+                          strict=True):
+    name = jax.tree_util.keystr(path)
+    if "['key']['bias']" in name:
+      # Its gradient is exactly zero (softmax ignores a shift shared by all keys), so
+      # Adam turns float noise into lr-sized steps: it differs by summation order alone.
+      continue
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4, err_msg=name)
   with open(multi / "results.json") as f, open(single / "results.json") as g:
     results, expected = json.load(f), json.load(g)
   assert results["num_examples"] == 360 and results["step"] == 24
