@@ -48,7 +48,7 @@ pids=()
 signal_all() {  # signal_all SIGNAL: to every process still running
   local pid
   for pid in "${pids[@]}"; do
-    [[ -n $pid ]] && kill "-$1" "$pid" 2>/dev/null || true
+    if [[ -n $pid ]]; then kill "-$1" "$pid" 2>/dev/null || true; fi
   done
 }
 trap 'signal_all TERM' TERM
