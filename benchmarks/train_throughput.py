@@ -70,9 +70,9 @@ def _seconds_per_call(fn, *args, steps_: int) -> float:
   return (time.perf_counter() - start) / steps_
 
 
-def bench(name: str, variant: str, dtype: str, attention: str | None, batch: int, image: int,
-          steps_: int, **model_options) -> dict:
-  """One table row; `model_options` go to create_model (e.g. gelu_approximate=False)."""
+def _setup(name: str, variant: str, dtype: str, attention: str | None, batch: int, image: int,
+           **model_options):
+  """(model, jitted train step, state, batch) with the batch split over the local devices."""
   model = models.create_model(name, num_classes=1000, dtype=jnp.dtype(dtype),
                               attention_implementation=attention, **VARIANTS[variant],
                               **model_options)
@@ -88,16 +88,33 @@ def bench(name: str, variant: str, dtype: str, attention: str | None, batch: int
   tx = optim.create_optimizer(c, params)
   state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(1)))
-  batch_ = {"image": images, "label": labels}
-
   train_fn = jax.jit(steps.make_train_step(model, tx, c, 1000), donate_argnums=(0,))
+  return model, train_fn, state, {"image": images, "label": labels}
+
+
+def model_flops(name: str, dtype: str, attention: str | None, batch: int, image: int,
+                **model_options) -> tuple[float, float]:
+  """(train step, forward) FLOPs of the whole batch, from XLA's cost analysis of the
+  unrolled model without remat: the model's FLOPs. (Cost analysis counts a scanned
+  body once, not once per layer, and remat's recomputation is not model work.)"""
+  model, train_fn, state, batch_ = _setup(name, "plain", dtype, attention, batch, image,
+                                          **model_options)
+  infer = jax.jit(lambda p, x: model.apply({"params": p}, x))
+  return (_cost(train_fn.lower(state, batch_)).get("flops", float("nan")),
+          _cost(infer.lower(state.params, batch_["image"])).get("flops", float("nan")))
+
+
+def bench(name: str, variant: str, dtype: str, attention: str | None, batch: int, image: int,
+          steps_: int, **model_options) -> dict:
+  """One table row; `model_options` go to create_model (e.g. gelu_approximate=False)."""
+  model, train_fn, state, batch_ = _setup(name, variant, dtype, attention, batch, image,
+                                          **model_options)
   start = time.perf_counter()
   compiled = train_fn.lower(state, batch_).compile()
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
   peak = (getattr(memory, "temp_size_in_bytes", 0) + getattr(memory, "argument_size_in_bytes", 0)
           if memory is not None else float("nan"))
-  train_flops = _cost(compiled).get("flops", float("nan"))
 
   state = compiled(state, batch_)[0]  # warm-up; the state is donated, so thread it through
   jax.block_until_ready(state)
@@ -108,17 +125,16 @@ def bench(name: str, variant: str, dtype: str, attention: str | None, batch: int
   train_s = (time.perf_counter() - t) / steps_
 
   infer = jax.jit(lambda p, x: model.apply({"params": p}, x))
-  infer_flops = _cost(infer.lower(state.params, images).compile()).get("flops", float("nan"))
-  infer_s = _seconds_per_call(infer, state.params, images, steps_=steps_)
-  # Cost analysis counts the whole (SPMD-partitioned) program of one device: scale to all.
-  n = jax.local_device_count()
-  train_tflops = train_flops * n / train_s / 1e12
+  infer_s = _seconds_per_call(infer, state.params, batch_["image"], steps_=steps_)
+  train_flops, infer_flops = model_flops(name, dtype, attention, batch, image, **model_options)
+  train_tflops = train_flops / train_s / 1e12
   device_peak = peak_flops(jax.local_devices()[0])
   return {"model": name, "variant": variant, "dtype": dtype, "attention": attention or "xla",
           "batch": batch, "compile_s": compile_s, "train_img_s": batch / train_s,
-          "infer_img_s": batch / infer_s, "gflops_img": infer_flops * n / batch / 1e9,
+          "infer_img_s": batch / infer_s, "gflops_img": infer_flops / batch / 1e9,
           "train_tflops": train_tflops,
-          "mfu": train_tflops * 1e12 / (device_peak * n) if device_peak else None,
+          "mfu": (train_tflops * 1e12 / (device_peak * jax.local_device_count())
+                  if device_peak else None),
           "peak_gib": peak / 2**30}
 
 
