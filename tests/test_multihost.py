@@ -21,9 +21,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from tests.test_train import read_jsonl, run_main
-from vit_jax import checkpointing
+from vit_jax import checkpointing, data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "launch", "multiprocess_local.sh")
@@ -35,7 +37,7 @@ FLAGS = ["--config.mesh.fsdp=4", "--config.data.train_shards=2"]
 SIGTERM_PROCESS_1 = textwrap.dedent("""
     import os, signal
     if os.environ.get("VIT_JAX_PROCESS_ID") == "1":
-      from vit_jax import checkpointing
+      from vit_jax import checkpointing, data
       _save = checkpointing.Checkpointer.save
 
       def save_then_sigterm(self, *args, **kwargs):
@@ -146,3 +148,14 @@ def test_launcher_stops_the_others_when_one_process_fails(tmp_path, digits_data_
   assert proc.returncode == 3, proc.stderr[-3000:]
   assert "[launch] process 1 exited with status 3; stopping the others." in proc.stderr
   assert time.time() - start < 90
+
+
+def test_train_shards_must_split_processes_and_batch(digits_data_dir):
+  c = data.default_config()
+  c.dataset, c.data_dir, c.image_size, c.train_crop, c.flip = (
+      "digits", str(digits_data_dir), 8, "resize", False)
+  c.train_shards = 3
+  sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("data",)), P("data"))
+  with pytest.raises(ValueError, match=r"train_shards=3 must be a multiple of the 1 processes "
+                     r"and divide the batch size 32"):
+    data.train_iterator(c, global_batch_size=32, sharding=sharding, seed=0)

@@ -7,6 +7,10 @@ Training stream (infinite), per process:
   -> epochs concatenated -> skip start_step * local_batch examples (resume)
   -> decode + augment -> batches of local_batch (drop_remainder: every step is full)
   -> global arrays [global_batch, ...] sharded over the batch dimension.
+With data.train_shards = N the split is cut into N shards instead of one per
+process, each built as above with its shard index in place of the process index;
+a process concatenates its N / processes shards' pieces into its local batch, so
+the global batches do not depend on the number of processes.
 Because shuffling and augmentation depend only on (seed, process, epoch,
 position), the stream started at `start_step=s` yields exactly the batches s,
 s+1, ... of the stream started at 0; resuming costs reading (not decoding) at
