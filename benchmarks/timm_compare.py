@@ -8,8 +8,8 @@ For each size (224 px, patch 16, 1000 classes, float32 unless --dtypes says othe
 measures a training step (forward, backward, SGD-momentum update) and inference
 (forward without gradients) of our model (jax.jit, plain layers, exact-erf GELU as timm)
 and of timm's (`vit_tiny_patch16_224`, ...; eager PyTorch, its default), one after the
-other, and prints images/s and the ratio ours / timm (> 1: we are faster). bfloat16 runs
-timm under torch.autocast. Without torch and timm importable (here or through
+other, and prints images/s and the ratio ours / timm (> 1: we are faster). timm runs on
+CUDA when torch sees a GPU, else on the CPU; bfloat16 runs timm under torch.autocast. Without torch and timm importable (here or through
 --torch_python) the timm side is skipped with a message.
 
 The timm side runs in a subprocess of this script (`--torch_worker`), so that the two
@@ -65,11 +65,13 @@ def torch_bench(name: str, dtype: str, batch: int, image: int, steps: int) -> di
   import torch  # noqa: PLC0415
   timm = _import_timm()
   torch.manual_seed(0)
-  model = timm.create_model(TIMM_NAMES[name], num_classes=1000)
-  images = torch.empty(batch, 3, image, image).uniform_(-1, 1)
-  labels = torch.arange(batch) % 1000
+  device = "cuda" if torch.cuda.is_available() else "cpu"  # the device kind ours runs on
+  model = timm.create_model(TIMM_NAMES[name], num_classes=1000).to(device)
+  images = torch.empty(batch, 3, image, image, device=device).uniform_(-1, 1)
+  labels = torch.arange(batch, device=device) % 1000
   opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-  autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
   def train_step():
     with autocast:
@@ -84,9 +86,11 @@ def torch_bench(name: str, dtype: str, batch: int, image: int, steps: int) -> di
 
   def seconds(fn):
     fn()  # warm-up
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
       fn()
+    sync()
     return (time.perf_counter() - start) / steps
 
   model.train()
@@ -94,7 +98,7 @@ def torch_bench(name: str, dtype: str, batch: int, image: int, steps: int) -> di
   model.eval()
   infer_s = seconds(infer)
   return {"train_img_s": batch / train_s, "infer_img_s": batch / infer_s,
-          "threads": torch.get_num_threads(), "version": f"torch {torch.__version__}, "
+          "threads": torch.get_num_threads(), "version": f"{device}, torch {torch.__version__}, "
           f"timm {timm.__version__}"}
 
 
