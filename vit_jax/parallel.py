@@ -35,6 +35,12 @@ def initialize_distributed(coordinator_address: str | None = None,
     num_processes = int(os.environ["VIT_JAX_NUM_PROCESSES"])
   if process_id is None and os.environ.get("VIT_JAX_PROCESS_ID"):
     process_id = int(os.environ["VIT_JAX_PROCESS_ID"])
+  if coordinator_address or os.environ.get("VIT_JAX_DISTRIBUTED") == "1":
+    # CPU processes exchange collectives through gloo (the default of recent jax, set
+    # here so that it does not depend on the version). Only the CPU backend reads this,
+    # and only when it starts, which is after this line.
+    jax.config.update("jax_cpu_collectives_implementation",
+                      os.environ.get("VIT_JAX_CPU_COLLECTIVES", "gloo"))
   if coordinator_address:
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from vit_jax import checkpoint, checkpointing, data, models, optim, parallel, steps
 from vit_jax import config as config_lib
@@ -46,6 +47,20 @@ class _Preemption:
     del signum, frame
     logging.warning("SIGTERM received: saving a checkpoint and stopping.")
     self.requested = True
+
+  def should_stop(self, at_sync_point: bool) -> bool:
+    """Whether this step is the one after which the run saves and stops.
+
+    One process: as soon as SIGTERM has arrived. Several: SIGTERM reaches them at
+    different steps, and one that stopped alone would leave the others waiting
+    forever in the next step's collectives; so they compare flags at logging steps
+    (`at_sync_point`, the same steps on every process) and stop together.
+    """
+    if jax.process_count() == 1:
+      return self.requested
+    if not at_sync_point:
+      return False
+    return bool(multihost_utils.process_allgather(np.asarray(self.requested)).any())
 
   def __exit__(self, *exc):
     if self._previous is not None:
@@ -234,8 +249,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       done = step + 1
       last = done == config.total_steps
       is_eval = last or (config.eval_every_steps and done % config.eval_every_steps == 0)
-      is_ckpt = last or done % config.checkpoint.every_steps == 0 or preemption.requested
+      is_ckpt = last or done % config.checkpoint.every_steps == 0
       is_log = last or done % config.log_every_steps == 0 or is_eval or is_ckpt
+      stop = preemption.should_stop(at_sync_point=is_log)
+      is_ckpt, is_log = is_ckpt or stop, is_log or stop
       progress.update(1)
       if not is_log:
         continue
@@ -258,8 +275,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         writer.write(done, {f"eval_{k}": v for k, v in eval_metrics.items()})
         logging.info("Step %d: eval %s", done, eval_metrics)
       if is_ckpt or is_eval:
-        ckpt.save(state, metrics=eval_metrics if is_eval else None, force=preemption.requested)
-      if preemption.requested:
+        ckpt.save(state, metrics=eval_metrics if is_eval else None, force=stop)
+      if stop:
         ckpt.wait()
         progress.close()
         writer.close()

@@ -44,7 +44,15 @@ def default_config() -> ml_collections.ConfigDict:
     num_test_crops: 1 (centre) or 3 (both ends and centre of the longer side) per clip.
 
   Reading:
-    shuffle_buffer: examples in the training shuffle buffer (per process).
+    shuffle_buffer: examples in the training shuffle buffer (per process, or per
+      shard with train_shards).
+    train_shards: 0 (default): each process reads, shuffles and augments its own share
+      of the training split (its part of every global batch). N > 0: the split is cut
+      into N shards, each an independent stream, and every global batch takes
+      batch_size / N consecutive examples of each; a process reads N / processes of
+      them. The batches then do not depend on the number of processes (1 process x 4
+      devices and 2 x 2 train identically): set it to the largest process count you
+      will use (it must divide N, and N must divide the batch size).
     cache: keep this process's encoded examples in memory after the first epoch.
     prefetch: batches transferred to the devices ahead of the training step.
     skip_bad_examples: training skips (and logs and counts) files that fail to decode;
@@ -75,6 +83,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_test_crops = 1
 
   c.shuffle_buffer = 10_000
+  c.train_shards = 0
   c.cache = False
   c.prefetch = 2
   c.skip_bad_examples = True
@@ -99,6 +108,8 @@ def validate(data_config: Mapping[str, Any]) -> None:
                      "set value_range=None.")
   if c["num_test_crops"] not in (1, 3):
     raise ValueError(f"num_test_crops={c['num_test_crops']}; use 1 (centre) or 3.")
+  if c["train_shards"] < 0:
+    raise ValueError(f"data.train_shards={c['train_shards']} must be >= 0 (0: one per process).")
   for key in ("num_frames", "stride", "num_test_clips"):
     if c[key] < 1:
       raise ValueError(f"data.{key}={c[key]} must be >= 1.")

@@ -7,6 +7,10 @@ Training stream (infinite), per process:
   -> epochs concatenated -> skip start_step * local_batch examples (resume)
   -> decode + augment -> batches of local_batch (drop_remainder: every step is full)
   -> global arrays [global_batch, ...] sharded over the batch dimension.
+With data.train_shards = N the split is cut into N shards instead of one per
+process, each built as above with its shard index in place of the process index;
+a process concatenates its N / processes shards' pieces into its local batch, so
+the global batches do not depend on the number of processes.
 Because shuffling and augmentation depend only on (seed, process, epoch,
 position), the stream started at `start_step=s` yields exactly the batches s,
 s+1, ... of the stream started at 0; resuming costs reading (not decoding) at
@@ -103,9 +107,23 @@ def train_iterator(data_config: Mapping[str, Any], *, global_batch_size: int,
     dimension (other dimensions replicated).
   """
   c = config_lib.as_config(data_config)
-  local = distribute.local_batch_size(global_batch_size, sharding)
-  ds = train_dataset(c, _open(c), local_batch_size=local, seed=seed, start_step=start_step,
-                     process_index=jax.process_index(), process_count=jax.process_count())
+  distribute.local_batch_size(global_batch_size, sharding)  # checks divisibility
+  process_index, process_count = jax.process_index(), jax.process_count()
+  # Shards are independent streams; process p owns a contiguous block of them, so that
+  # its local batch (the concatenation of its shards' pieces) is exactly the rows
+  # make_array_from_process_local_data puts on its devices. train_shards=0: one each.
+  num_shards = c.train_shards or process_count
+  if num_shards % process_count or global_batch_size % num_shards:
+    raise ValueError(f"data.train_shards={num_shards} must be a multiple of the "
+                     f"{process_count} processes and divide the batch size "
+                     f"{global_batch_size}.")
+  per_process = num_shards // process_count
+  source = _open(c)
+  shards = [train_dataset(c, source, local_batch_size=global_batch_size // num_shards,
+                          seed=seed, start_step=start_step,
+                          process_index=process_index * per_process + i, process_count=num_shards)
+            for i in range(per_process)]
+  ds = shards[0] if per_process == 1 else tf.data.Dataset.zip(tuple(shards)).map(_concat)
   batches = _numpy_batches(ds, f"{c.dataset} {c.train_split}")
   return distribute.prefetch_to_device(batches, sharding, global_batch_size, c.prefetch)
 
@@ -233,6 +251,11 @@ def train_dataset(c, source: sources.Source, *, local_batch_size: int, seed: int
 
 def _is_ok(ex):
   return ex["ok"]
+
+
+def _concat(*batches):
+  """Per-shard batches [b, ...] -> this process's batch [shards * b, ...]."""
+  return {k: tf.concat([b[k] for b in batches], axis=0) for k in batches[0]}
 
 
 def eval_dataset(c, source: sources.Source, *, local_batch_size: int, split: str,

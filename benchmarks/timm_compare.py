@@ -1,0 +1,165 @@
+"""Our ViTs against timm's PyTorch ViTs, side by side in one run on this machine.
+
+    python benchmarks/timm_compare.py --models ViT-Ti_16,ViT-S_16,ViT-B_16 --batch_size 8
+    # torch/timm in another environment (they are never a dependency of vit_jax):
+    python benchmarks/timm_compare.py --torch_python /work/bench-venv/bin/python
+
+For each size (224 px, patch 16, 1000 classes, float32 unless --dtypes says otherwise) it
+measures a training step (forward, backward, SGD-momentum update) and inference
+(forward without gradients) of our model (jax.jit, plain layers, exact-erf GELU as timm)
+and of timm's (`vit_tiny_patch16_224`, ...; eager PyTorch, its default), one after the
+other, and prints images/s and the ratio ours / timm (> 1: we are faster). timm runs on
+CUDA when torch sees a GPU, else on the CPU; bfloat16 runs timm under torch.autocast. Without torch and timm importable (here or through
+--torch_python) the timm side is skipped with a message.
+
+The timm side runs in a subprocess of this script (`--torch_worker`), so that the two
+frameworks never share a process and their thread pools do not compete; each uses every
+core of the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+TIMM_NAMES = {"ViT-Ti_16": "vit_tiny_patch16_224", "ViT-S_16": "vit_small_patch16_224",
+              "ViT-B_16": "vit_base_patch16_224", "ViT-L_16": "vit_large_patch16_224"}
+
+
+def _import_timm():
+  """timm, importable with PyPI's torchvision wheels next to a CPU-only torch.
+
+  Those wheels link CUDA torch, so with a CPU torch their C ops do not load and
+  `import torchvision` (which timm imports) stops at registering a fake kernel for one
+  of them. ViTs use no torchvision op: skip those registrations and import again.
+  """
+  import torch  # noqa: PLC0415
+  try:
+    import timm  # noqa: PLC0415
+    return timm
+  except RuntimeError as e:
+    if "torchvision::" not in str(e):
+      raise
+  for name in [n for n in sys.modules if n.split(".")[0] in ("torchvision", "timm")]:
+    del sys.modules[name]
+  register_fake = torch.library.register_fake
+
+  def skip_torchvision_ops(op, *args, **kwargs):
+    if isinstance(op, str) and op.startswith("torchvision::"):
+      return lambda fn: fn
+    return register_fake(op, *args, **kwargs)
+
+  torch.library.register_fake = skip_torchvision_ops
+  try:
+    import timm  # noqa: PLC0415
+  finally:
+    torch.library.register_fake = register_fake
+  return timm
+
+
+def torch_bench(name: str, dtype: str, batch: int, image: int, steps: int) -> dict:
+  import torch  # noqa: PLC0415
+  timm = _import_timm()
+  torch.manual_seed(0)
+  device = "cuda" if torch.cuda.is_available() else "cpu"  # the device kind ours runs on
+  model = timm.create_model(TIMM_NAMES[name], num_classes=1000).to(device)
+  images = torch.empty(batch, 3, image, image, device=device).uniform_(-1, 1)
+  labels = torch.arange(batch, device=device) % 1000
+  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+  def train_step():
+    with autocast:
+      loss = torch.nn.functional.cross_entropy(model(images), labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+  def infer():
+    with torch.inference_mode(), autocast:
+      model(images)
+
+  def seconds(fn):
+    fn()  # warm-up
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+      fn()
+    sync()
+    return (time.perf_counter() - start) / steps
+
+  model.train()
+  train_s = seconds(train_step)
+  model.eval()
+  infer_s = seconds(infer)
+  return {"train_img_s": batch / train_s, "infer_img_s": batch / infer_s,
+          "threads": torch.get_num_threads(), "version": f"{device}, torch {torch.__version__}, "
+          f"timm {timm.__version__}"}
+
+
+def _torch_side(args, name: str, dtype: str) -> dict | str:
+  """timm's numbers, or why there are none."""
+  python = args.torch_python or sys.executable
+  cmd = [python, os.path.abspath(__file__), "--torch_worker", "--models", name, "--dtypes", dtype,
+         "--batch_size", str(args.batch_size), "--image_size", str(args.image_size),
+         "--steps", str(args.steps)]
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  if proc.returncode:
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return f"skipped: torch/timm not usable with {python} ({last})"
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--models", default="ViT-Ti_16,ViT-S_16,ViT-B_16")
+  parser.add_argument("--dtypes", default="float32")
+  parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--image_size", type=int, default=224)
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--torch_python", default="",
+                      help="interpreter with torch and timm (default: this one)")
+  parser.add_argument("--torch_worker", action="store_true", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.torch_worker:  # one measurement, as a JSON line; never imports jax
+    print(json.dumps(torch_bench(args.models, args.dtypes, args.batch_size, args.image_size,
+                                 args.steps)))
+    return
+
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  import jax  # noqa: PLC0415
+  from train_throughput import bench  # noqa: PLC0415
+
+  print(f"{os.cpu_count()} CPUs; jax {jax.__version__} on {jax.local_device_count()} x "
+        f"{jax.local_devices()[0].device_kind}; batch {args.batch_size}, {args.image_size} px, "
+        f"{args.steps} timed steps after one warm-up")
+  header = (f"{'model':<9} {'dtype':<8} {'ours train':>10} {'timm train':>10} {'ratio':>6} "
+            f"{'ours infer':>10} {'timm infer':>10} {'ratio':>6}")
+  print(f"{header}\n{'-' * len(header)}  (images/s)", flush=True)
+  versions = set()
+  for name in args.models.split(","):
+    for dtype in args.dtypes.split(","):
+      ours = bench(name, "plain", dtype, None, args.batch_size, args.image_size, args.steps,
+                   gelu_approximate=False)
+      theirs = _torch_side(args, name, dtype)
+      row = f"{name:<9} {dtype:<8} {ours['train_img_s']:>10.2f} "
+      if isinstance(theirs, str):
+        print(f"{row}{'-':>10} {'-':>6} {ours['infer_img_s']:>10.2f}   timm {theirs}", flush=True)
+        continue
+      versions.add(f"{theirs['version']}, {theirs['threads']} threads")
+      print(f"{row}{theirs['train_img_s']:>10.2f} "
+            f"{ours['train_img_s'] / theirs['train_img_s']:>6.2f} {ours['infer_img_s']:>10.2f} "
+            f"{theirs['infer_img_s']:>10.2f} {ours['infer_img_s'] / theirs['infer_img_s']:>6.2f}",
+            flush=True)
+  for v in sorted(versions):
+    print(f"timm side: {v}")
+
+
+if __name__ == "__main__":
+  main()
