@@ -6,6 +6,7 @@ fine-tuning from it. Image-to-video initialisation and Scenic files go through
 `train.Setup` / `train.evaluate` as a user's run does.
 """
 
+import importlib.util
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from vit_jax import config as config_lib
 from vit_jax.data import sources
 
 TEST_CLIPS = 30  # moving_digits/tiny's test split
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +216,29 @@ def test_scenic_checkpoint_evaluates_through_the_driver(video_data_dir, tmp_path
                                             jnp.asarray(np.eye(20)[labels])))
   assert results["loss"] == pytest.approx(expected.mean(), rel=1e-4)
 
+
+
+def _config_module(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize("arg", ["k400,B", "k400,L", "k600", "ssv2", "epic,B"])
+def test_paper_configs_validate_and_build(arg):
+  c = _config_module("vivit_paper").get_config(arg)
+  config_lib.validate(c)
+  data.validate(c.data)
+  model = train.build_model(c, num_classes=400)
+  assert (model.variant, c.data.num_frames, c.batch_size) == ("factorised_encoder", 32, 64)
+  assert c.data.num_test_clips * c.data.num_test_crops == 12  # 4 clips x 3 crops
+  epochs = {"k400": 30, "k600": 30, "ssv2": 35, "epic": 50}[arg.split(",")[0]]
+  assert c.lr.warmup_steps == int(2.5 * c.total_steps / epochs)  # 2.5 epochs of warmup
+
+
+@pytest.mark.parametrize("arg", ["spatio_temporal", "frame_average,vit_digits"])
+def test_moving_digits_configs_validate(arg):
+  c = _config_module("vivit_moving_digits").get_config(arg)
+  config_lib.validate(c)
+  assert train.build_model(c, num_classes=20).variant == arg.split(",")[0]
