@@ -53,8 +53,8 @@ def container(path: str) -> str:
     return "scenic"
   raise CheckpointError(
       f"{path}: not a checkpoint this project reads ({os.path.getsize(path)} bytes, starts "
-      f"with {head[:8]!r}): expected an .npz (zip) archive, a .safetensors file, a flax "
-      "msgpack (Scenic) file, or an Orbax checkpoint directory.")
+      f"with {head[:8]!r}): expected an .npz (zip) archive, a .safetensors file, or an "
+      "Orbax checkpoint directory (or a Scenic flax msgpack file).")
 
 
 def load_with_format(path: str, *, num_heads: Optional[int] = None,
