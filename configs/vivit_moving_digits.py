@@ -1,19 +1,25 @@
 """ViViT on the bundled `moving_digits` (20 classes = digit x direction): runs on a CPU.
 
     python -m vit_jax.main --config configs/vivit_moving_digits.py:VARIANT --workdir DIR
+    python benchmarks/vivit_moving_digits.py --workdir workdirs/vivit_md   # all, with a table
 
 VARIANT is one of spatio_temporal (default), factorised_encoder, factorised_self_attention,
 factorised_dot_product, or frame_average (the paper's baseline: the factorised encoder's
 frame representations averaged instead of a temporal encoder).
 
-From scratch: ViViT-Nano (width 64, 4 layers) with 4x4 patches x 2-frame tubelets on
-8 frames (stride 2, so the clip spans the whole 16-frame video) resized to 16x16, which
-is the scale of the 8x8 `digits` (the 32x32 canvas holds a 16x16 sprite): 4 x 4x4 = 64
-tokens. Hardware and result: on a 2-core CPU each variant takes 2-4 minutes;
-benchmarks/README.md ("ViViT") has the measured table. The four ViViT models reach
->= 90% test top-1; frame_average cannot tell left from right (a left-moving clip
-visits the same positions as a right-moving one), so it stays near half of its
-digit accuracy (<= ~50%).
+From scratch: ViViT-Nano (width 64, 4 layers, average pooling) with 4x4 patches x
+2-frame tubelets on 8 frames (stride 2, so a clip spans the 16-frame video) resized to
+16x16, the scale of the 8x8 `digits` (the 32x32 canvas holds a 16x16 sprite): 4 x 16
+tokens; AdamW, 1,000 steps of 32 clips; 2 temporal views per test clip. frame_average
+uses one frame per token (ViViT-Nano_4x1, 8 x 16 tokens): a 2-frame tubelet would show
+the motion to its per-frame encoder.
+
+Hardware and result (benchmarks/README.md, "ViViT"): on the shared 2-core CPU each run
+took 4-10 minutes. Test top-1: spatio_temporal 71.8%, factorised_encoder 56.8%,
+factorised_self_attention 53.0%, factorised_dot_product 68.0%, all with >= 99.8% of the
+directions right (1,000 steps are too few to learn all the digits); frame_average 44.0%
+= its 89.2% digit accuracy x a chance-level 47.7% on the direction (a left-moving clip
+visits the same positions as a right-moving one, and the average forgets the order).
 
 From the `vit_digits` image checkpoint (add `,vit_digits` to the argument):
 
@@ -22,12 +28,14 @@ From the `vit_digits` image checkpoint (add `,vit_digits` to the argument):
         --workdir workdirs/vivit_fe_from_image [--config.init_from.path=workdirs/vit_digits]
 
 The image model's 2x2 patches fix the video model's: ViViT-Nano_2x2 on the same 16x16
-frames (8x8 = 64 patches per frame; its 4x4 position-embedding grid is resized to 8x8
-and tiled over time), tubelet kernel by central-frame inflation (set
-`init_from.kernel_init_method`, `init_from.temporal_init`, `init_from.time_attention_init`
-to change the inflation); fewer steps, since the spatial encoder starts trained. The
-initialisation report is logged. Any image ViT-Nano with 2x2 patches works as
-init_from.path. Expected: factorised_encoder >= 90% in about 4 minutes on a 2-core CPU.
+frames (8x8 = 64 patches per frame, so 4 frames 4 apart to keep the run short; its 4x4
+position-embedding grid is resized to 8x8 and tiled over time), tubelet kernel by
+central-frame inflation (`init_from.kernel_init_method`, `init_from.temporal_init`,
+`init_from.time_attention_init` change the inflation), 300 steps; the initialisation
+report is logged. Any image ViT-Nano with 2x2 patches works as init_from.path.
+Measured: factorised_encoder 35.8% after 300 steps (2m47s on the shared 2-core CPU): the
+image model saw digits filling the frame, without translations, and transfers poorly to a
+small digit moving in a larger canvas.
 """
 
 import ml_collections
@@ -53,8 +61,8 @@ def get_config(arg: str = "spatio_temporal") -> ml_collections.ConfigDict:
     config.model_name = config.model_name.replace("x2", "x1")
   config.model.variant = variant
   # Average pooling for every variant from scratch (the factorised attention models
-  # support no other): it also learns the position-varying digits faster than a cls
-  # token. From the image model, the variants that have a cls token use its trained one.
+  # support no other), so the variants differ in their attention only. From the image
+  # model, the variants that have a cls token use its trained one.
   config.model.classifier = "token" if from_image and variant in TOKEN_VARIANTS else "gap"
   config.model.dropout_rate = 0.0  # 3,000 procedural clips; augmentation is the crop jitter
 
