@@ -37,6 +37,8 @@ def distinct_values(shapes):
 
 @pytest.mark.parametrize("name", models.list_models())
 def test_save_npz_then_load_is_bit_identical_for_every_size(tmp_path, name):
+  if not name.startswith("ViT-"):
+    pytest.skip("the released .npz layout is for image ViTs; ViViT runs are Orbax checkpoints")
   image = 224 if "Mu" not in name and "Nano" not in name else 32
   model = models.create_model(name, num_classes=1000)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, image, image, 3))))
