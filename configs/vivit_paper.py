@@ -16,7 +16,7 @@ placeholder) or a prepared TFDS video dataset (`--config.data.dataset=ucf101`, w
 Paper's test top-1 (REFERENCE.md section 4; 4 clips x 3 crops; what these recipes
 aim at, not measured here):
   k400,B  78.4    k400,L  80.3    k600,L  81.6    ssv2,L  65.4    epic,L  44.0 (action)
-  (B on k600/ssv2/epic: no published number.)
+  (B on k600/ssv2/epic: no published number, and no Scenic config: L's settings are used.)
 
 Hardware: Scenic trained these on TPU-v3 pods (32-64 cores); batch 64 of 32-frame
 224-256 px clips needs accelerators with >= 32 GB each (L/16x2 FE: ~2 TFLOPs per
