@@ -67,6 +67,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from.posemb_method = "bilinear"
   c.init_from.strict = False
   c.init_from.reset_head = False  # start from a zero head even when the class count matches
+  # Video (ViViT) models initialised from an image ViT (vit_jax.models.vivit_init); a video
+  # checkpoint (this project's or Scenic's) is copied as it is and needs the defaults.
+  c.init_from.kernel_init_method = "central_frame"  # tubelet kernel: or "average", "repeat"
+  c.init_from.temporal_init = "random"  # factorised_encoder's temporal encoder: or "image"
+  c.init_from.time_attention_init = "copy"  # factorised_self_attention's time attention: or "zero"
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.fsdp = 1  # devices per FSDP group; params and optimizer state sharded over it
@@ -124,7 +129,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
        "optimizer.mu_dtype must be '', 'bfloat16' or 'float32'"),
       (config.mesh.fsdp >= 1, "mesh.fsdp must be >= 1"),
       (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
-  ]
+  ] + _video_init_checks(config)
   bad = [msg for ok, msg in checks if not ok]
   if bad:
     raise ValueError("Invalid config: " + "; ".join(bad) + ".")
+
+
+def _video_init_checks(config: ml_collections.ConfigDict) -> list[tuple[bool, str]]:
+  """init_from's ViViT keys: known values, and set only for a video model."""
+  from vit_jax.models import registry, vivit_init  # noqa: PLC0415 (keeps flax out of config)
+
+  c, default = config.init_from, base_config().init_from
+  keys = {"kernel_init_method": vivit_init.KERNEL_INIT_METHODS,
+          "temporal_init": vivit_init.TEMPORAL_INITS,
+          "time_attention_init": vivit_init.TIME_ATTENTION_INITS}
+  checks = [(c[k] in choices, f"init_from.{k} must be one of {choices}")
+            for k, choices in keys.items()]
+  changed = [k for k in keys if c[k] != default[k]]
+  try:
+    is_video = "tubelet_size" in registry.model_kwargs(config.model_name)
+  except ValueError:  # an unknown model name is create_model's error to report
+    is_video = True
+  checks.append((is_video or not changed,
+                 f"init_from.{', init_from.'.join(changed)} only apply to video (ViViT) "
+                 f"models, not {config.model_name}"))
+  return checks

@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 
 from vit_jax import checkpoint, checkpointing, data, models, optim, parallel, steps
 from vit_jax import config as config_lib
+from vit_jax.models import vivit, vivit_init
 from vit_jax.writer import MetricWriter, write_json_atomic
 
 
@@ -138,6 +139,8 @@ class Setup:
 
   def pretrained_params(self, path: str) -> Any:
     """Loads any format vit_jax.checkpoint reads and fits it to this model."""
+    if isinstance(self.model, models.VideoTransformer):
+      return self._video_pretrained_params(path)
     init = self.init_params()
     # Re-initialised keys (a new head) come from here; with parameters spread over
     # several hosts, shapes suffice (adapt then zero-initialises the head).
@@ -151,6 +154,33 @@ class Setup:
         restored, init, resize_posemb=c.resize_posemb, posemb_method=c.posemb_method,
         strict=c.strict, reinit=("head/",) if c.reset_head else (), log=False)
     logging.info("Initialised from %s:\n%s", path, report)
+    return _place(params, self.param_shardings)
+
+  # ---- ViViT: an image ViT is inflated, a video checkpoint (ours, Scenic's) copied.
+  def _video_pretrained_params(self, path: str) -> Any:
+    c = self.config.init_from
+    if c.posemb_method != "bilinear":
+      raise ValueError(f"init_from.posemb_method={c.posemb_method!r}: ViViT's inflation "
+                       "resizes position embeddings bilinearly only; use 'bilinear'.")
+    # Parameters without an image counterpart (the temporal encoder) keep their fresh
+    # values, so every process needs the whole concrete init (video models fit in host RAM).
+    init = self.init_params()
+    if all(x.is_fully_addressable for x in jax.tree.leaves(init)):
+      init = jax.device_get(init)
+    else:
+      init = multihost_utils.process_allgather(init)
+    restored, fmt = checkpoint.load_with_format(path, allow_video=True)
+    params, report = checkpoint.adapt_video(
+        restored, init, variant=self.model.variant,
+        token_grid=vivit.token_grid(self.model, self.dummy.shape),
+        kernel_init_method=c.kernel_init_method, temporal_init=c.temporal_init,
+        time_attention_init=c.time_attention_init, reset_head=c.reset_head, strict=c.strict)
+    resized = (report.keys("resized") + report.keys("resized+tiled")
+               if isinstance(report, vivit_init.InflationReport) else [])
+    if resized and not c.resize_posemb:
+      raise ValueError(f"{resized} need a resize of the image position embeddings and "
+                       "init_from.resize_posemb=False: allow it, or match the image grid.")
+    logging.info("Initialised %s from %s (%s):\n%s", self.config.model_name, path, fmt, report)
     return _place(params, self.param_shardings)
 
 

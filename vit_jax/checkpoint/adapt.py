@@ -33,8 +33,9 @@ from vit_jax.models import layout
 
 POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
 EMBEDDING_KERNEL = "embedding/kernel"
-# Keys whose absence or change of shape is part of ordinary fine-tuning.
-HEAD_PREFIXES = ("head/", "pre_logits/")
+# Keys whose absence or change of shape is part of ordinary fine-tuning
+# (`output_projection` is the head of ViViT and of Scenic's models).
+HEAD_PREFIXES = ("head/", "pre_logits/", "output_projection/")
 
 ACTIONS = ("copied", "reshaped", "reinitialised", "ignored")
 
@@ -255,7 +256,7 @@ def _adapt_patch_kernel(src: np.ndarray, tgt_shape: tuple, resize: bool,
 def _init_value(key: str, target: Any) -> np.ndarray:
   if not isinstance(target, jax.ShapeDtypeStruct):
     return np.asarray(target)
-  if key.startswith("head/"):
+  if key.startswith(("head/", "output_projection/")):
     return np.zeros(target.shape, target.dtype)  # the reference head init
   raise CheckpointError(
       f"{key} must be initialised from init_params, but init_params are abstract "

@@ -2,9 +2,15 @@
 
 The format is detected from the file itself (the extension is not trusted):
 
-  directory                 Orbax checkpoint of a training run (orbax_io)
+  directory                 Orbax checkpoint of a training run (orbax_io), or a
+                            directory of Scenic `checkpoint_<step>` files (scenic_io)
   zip archive (`PK\\x03\\x04`)  `.npz`: released vit_jax, big_vision or ours (npz)
   8-byte length + JSON      `.safetensors`: timm or transformers ViT (safetensors_io)
+  msgpack map               flax msgpack: a Scenic train state, e.g. ViViT (scenic_io)
+
+Video (ViViT) params are refused unless the caller asks for them
+(`allow_video=True`), so that a video file given to an image model fails here
+with a clear message rather than deep inside `adapt`.
 """
 
 from __future__ import annotations
@@ -13,19 +19,23 @@ import os
 import struct
 from typing import Any, Optional
 
-from vit_jax.checkpoint import npz, orbax_io, safetensors_io
+import numpy as np
+
+from vit_jax.checkpoint import npz, orbax_io, safetensors_io, scenic_io
 from vit_jax.checkpoint.errors import CheckpointError
 
-FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf")
+FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "scenic")
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 
 
 def container(path: str) -> str:
-  """'orbax', 'npz' or 'safetensors', from the directory or the file's first bytes."""
+  """'orbax', 'npz', 'safetensors' or 'scenic', from the directory or the file's first bytes."""
   path = os.fspath(path)
   if os.path.isdir(path):
+    if not orbax_io.is_orbax_item(path) and scenic_io.latest_in_dir(path):
+      return "scenic"
     return "orbax"
   if not os.path.exists(path):
     raise CheckpointError(f"{path}: no such file or directory.")
@@ -38,18 +48,22 @@ def container(path: str) -> str:
     (header_size,) = struct.unpack("<Q", head[:8])
     if 0 < header_size <= os.path.getsize(path) - 8:
       return "safetensors"
+  # After safetensors: its first byte (the header size's low byte) may look like a map.
+  if scenic_io.looks_like_msgpack_map(head):
+    return "scenic"
   raise CheckpointError(
       f"{path}: not a checkpoint this project reads ({os.path.getsize(path)} bytes, starts "
       f"with {head[:8]!r}): expected an .npz (zip) archive, a .safetensors file, or an "
-      "Orbax checkpoint directory.")
+      "Orbax checkpoint directory (or a Scenic flax msgpack file).")
 
 
-def load_with_format(path: str, *, num_heads: Optional[int] = None) -> tuple[dict[str, Any], str]:
+def load_with_format(path: str, *, num_heads: Optional[int] = None,
+                     allow_video: bool = False) -> tuple[dict[str, Any], str]:
   """Like `load`, also returning the detected format (one of `FORMATS`).
 
   The format tells the caller which GELU the weights were trained with: 'timm'
   and 'hf' ports use the exact erf form (`gelu_approximate=False` for parity),
-  the JAX formats the tanh approximation.
+  the JAX formats (and 'scenic') the tanh approximation.
   """
   path = os.fspath(path)
   kind = container(path)
@@ -57,13 +71,16 @@ def load_with_format(path: str, *, num_heads: Optional[int] = None) -> tuple[dic
     params, fmt = orbax_io.load_orbax(path)
   elif kind == "npz":
     params, fmt = npz.load_npz(path)
+  elif kind == "scenic":
+    params, fmt = scenic_io.load_scenic(path)
   else:
     params, fmt = safetensors_io.load_safetensors(path, num_heads)
-  _check_vit(params, path, fmt)
+  _check_vit(params, path, fmt, allow_video)
   return params, fmt
 
 
-def load(path: str, *, num_heads: Optional[int] = None) -> dict[str, Any]:
+def load(path: str, *, num_heads: Optional[int] = None,
+         allow_video: bool = False) -> dict[str, Any]:
   """Reads a ViT checkpoint in any supported format.
 
   Args:
@@ -72,6 +89,10 @@ def load(path: str, *, num_heads: Optional[int] = None) -> dict[str, Any]:
       its `checkpoints/` dir for the latest step, a step dir, or its `state/`).
     num_heads: head count for `.safetensors` files, which do not record it;
       defaults to that of the standard size with the file's width.
+    allow_video: also accept ViViT params (tubelet kernel, factorised encoders),
+      e.g. a Scenic ViViT file or a video run of this project; they keep the
+      names of `vit_jax.models.VideoTransformer` (fit them with
+      `checkpoint.adapt_video`).
 
   Returns:
     Nested dict of numpy arrays in the per-layer Linen layout of
@@ -79,10 +100,24 @@ def load(path: str, *, num_heads: Optional[int] = None) -> dict[str, Any]:
     posemb [1, N(+1), D] with the cls row first when there is a cls token).
     Fit it to a model with `adapt`.
   """
-  return load_with_format(path, num_heads=num_heads)[0]
+  return load_with_format(path, num_heads=num_heads, allow_video=allow_video)[0]
 
 
-def _check_vit(params: dict[str, Any], path: str, fmt: str) -> None:
+def is_video_params(params: dict[str, Any]) -> bool:
+  """True for ViViT params: a tubelet kernel, a factorised encoder, or Model 3's blocks."""
+  kernel = params.get("embedding", {}).get("kernel")
+  if kernel is not None and np.ndim(kernel) == 5:
+    return True
+  if "SpatialTransformer" in params:
+    return True
+  block = params.get("Transformer", {}).get("encoderblock_0", {})
+  return "MultiHeadDotProductAttention_time" in block
+
+
+def _check_vit(params: dict[str, Any], path: str, fmt: str, allow_video: bool = False) -> None:
+  if allow_video and is_video_params(params):
+    _check_vivit(params, path, fmt)
+    return
   encoder = params.get("Transformer", {})
   missing = [name for name, ok in [
       ("embedding/kernel", "kernel" in params.get("embedding", {})),
@@ -97,3 +132,16 @@ def _check_vit(params: dict[str, Any], path: str, fmt: str) -> None:
     raise CheckpointError(
         f"{path}: embedding/kernel has shape {kernel.shape}, expected a 2-D patch "
         "embedding (ph, pw, 3, D); a 3-D (tubelet) kernel belongs to a video model.")
+
+
+def _check_vivit(params: dict[str, Any], path: str, fmt: str) -> None:
+  encoder_name = "SpatialTransformer" if "SpatialTransformer" in params else "Transformer"
+  encoder = params.get(encoder_name, {})
+  missing = [name for name, ok in [
+      ("embedding/kernel", "kernel" in params.get("embedding", {})),
+      (f"{encoder_name}/encoderblock_0", "encoderblock_0" in encoder),
+      (f"{encoder_name}/encoder_norm", "encoder_norm" in encoder)] if not ok]
+  if missing:
+    raise CheckpointError(
+        f"{path}: read as {fmt!r} but it is not a ViViT checkpoint: missing {missing}; "
+        f"top-level entries are {sorted(params)}.")

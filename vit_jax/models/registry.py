@@ -54,7 +54,10 @@ for _size, _patches in [("Mu", (2, 4, 16)), ("Nano", (2, 4, 16)), ("Ti", (16,)),
              patch_size=_patch, **VIT_SIZES[_size])
 
 # ViViT-{size}_{patch}x{tubelet frames}; the paper's models are B/16x2, L/16x2, H/14x2.
-for _size, _patch, _tubelet in [("Mu", 4, 1), ("Mu", 4, 2), ("Nano", 4, 1), ("Nano", 4, 2),
+# Mu/Nano with 2x2 patches share the patch size of ViT-Mu_2/Nano_2 (configs/vit_digits.py),
+# so those image checkpoints inflate into them.
+for _size, _patch, _tubelet in [("Mu", 2, 1), ("Mu", 2, 2), ("Mu", 4, 1), ("Mu", 4, 2),
+                                ("Nano", 2, 1), ("Nano", 2, 2), ("Nano", 4, 1), ("Nano", 4, 2),
                                 ("S", 16, 2), ("B", 16, 2), ("L", 16, 2), ("H", 14, 2)]:
   register(f"ViViT-{_size}_{_patch}x{_tubelet}", vivit.VideoTransformer,
            patch_size=_patch, tubelet_size=_tubelet, **VIT_SIZES[_size])
