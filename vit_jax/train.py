@@ -137,17 +137,23 @@ class Setup:
   def state_from_params(self, params: Any) -> steps.TrainState:
     return jax.jit(self._state_from_params, out_shardings=self.state_shardings)(params)
 
+  def host_init_params(self) -> Any:
+    """Fresh parameters as host arrays on every process.
+
+    Keys a checkpoint does not provide (a new head, ViViT's temporal encoder) keep
+    these values, so each process needs the whole tree, also when the parameters are
+    sharded over several hosts (gathered then; a model to fine-tune fits in host RAM).
+    """
+    init = self.init_params()
+    if all(x.is_fully_addressable for x in jax.tree.leaves(init)):
+      return jax.device_get(init)
+    return multihost_utils.process_allgather(init)
+
   def pretrained_params(self, path: str) -> Any:
     """Loads any format vit_jax.checkpoint reads and fits it to this model."""
     if isinstance(self.model, models.VideoTransformer):
       return self._video_pretrained_params(path)
-    init = self.init_params()
-    # Re-initialised keys (a new head) come from here; with parameters spread over
-    # several hosts, shapes suffice (adapt then zero-initialises the head).
-    if all(x.is_fully_addressable for x in jax.tree.leaves(init)):
-      init = jax.device_get(init)
-    else:
-      init = self.abstract_params
+    init = self.host_init_params()
     restored = checkpoint.load(path)
     c = self.config.init_from
     params, report = checkpoint.adapt(
@@ -162,13 +168,7 @@ class Setup:
     if c.posemb_method != "bilinear":
       raise ValueError(f"init_from.posemb_method={c.posemb_method!r}: ViViT's inflation "
                        "resizes position embeddings bilinearly only; use 'bilinear'.")
-    # Parameters without an image counterpart (the temporal encoder) keep their fresh
-    # values, so every process needs the whole concrete init (video models fit in host RAM).
-    init = self.init_params()
-    if all(x.is_fully_addressable for x in jax.tree.leaves(init)):
-      init = jax.device_get(init)
-    else:
-      init = multihost_utils.process_allgather(init)
+    init = self.host_init_params()
     restored, fmt = checkpoint.load_with_format(path, allow_video=True)
     params, report = checkpoint.adapt_video(
         restored, init, variant=self.model.variant,
