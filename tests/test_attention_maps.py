@@ -15,6 +15,7 @@ import optax
 import pytest
 from PIL import Image
 
+from tests.media import write_video
 from vit_jax import attention_maps, inference, models, visualize
 from vit_jax.data.builders.digits import load_digits_split
 
@@ -143,20 +144,6 @@ def test_rollout_finds_the_known_answer_location(classifier):
     assert share > 0.5  # most of the mass
 
 
-def _write_video(path, frames):
-  import av  # noqa: PLC0415
-
-  with av.open(path, "w") as container:
-    stream = container.add_stream("libx264", rate=10)
-    stream.height, stream.width = frames.shape[1:3]
-    stream.pix_fmt = "yuv420p"
-    for frame in frames:
-      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-        container.mux(packet)
-    for packet in stream.encode():
-      container.mux(packet)
-
-
 def _check_pngs(paths, expected_names):
   assert sorted(os.path.basename(p) for p in paths) == sorted(expected_names)
   for path in paths:
@@ -188,7 +175,7 @@ def test_image_figures_are_written(tmp_path):
 @pytest.mark.parametrize("variant", ["factorised_encoder"])
 def test_video_figures_are_written(tmp_path, variant):
   frames = np.random.default_rng(0).integers(0, 256, (10, 24, 32, 3), dtype=np.uint8)
-  _write_video(str(tmp_path / "clip.mp4"), frames)
+  write_video(str(tmp_path / "clip.mp4"), frames)
   model = models.create_model("ViViT-Mu_4x2", num_classes=5, variant=variant,
                               **({"temporal_encoder_layers": 1}
                                  if variant == "factorised_encoder" else {}))

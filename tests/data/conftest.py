@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import vit_jax.data  # noqa: F401  (registers the bundled TFDS builders)
+from tests.media import write_video
 from vit_jax.data import sources
 
 
@@ -19,21 +20,6 @@ def data_dir(tmp_path_factory) -> str:
   for name in ("digits", "moving_digits/tiny"):
     sources.tfds_builder(name, path)  # Prepares them: the path every user takes.
   return path
-
-
-def write_video(path: str, frames: np.ndarray, codec: str, fps: int = 10) -> None:
-  """Encodes uint8 [T, H, W, 3] frames with PyAV."""
-  import av
-
-  with av.open(path, "w") as container:
-    stream = container.add_stream(codec, rate=fps)
-    stream.height, stream.width = frames.shape[1:3]
-    stream.pix_fmt = "yuv420p"
-    for frame in frames:
-      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-        container.mux(packet)
-    for packet in stream.encode():
-      container.mux(packet)
 
 
 @pytest.fixture(scope="session")
