@@ -7,7 +7,7 @@ checkpoints (REFERENCE.md section 1) expect `MultiHeadDotProductAttention_0`,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
 import flax.linen as nn
@@ -44,6 +44,13 @@ ATTENTION_SCORES = ("scaled_dot", "dot", "bilinear", "additive", "cosine")
 # cos is in [-1, 1], so without the temperature the softmax could not become peaked.
 COSINE_INIT_TEMPERATURE = 10.0
 COSINE_MAX_TEMPERATURE = 100.0
+
+
+def pair(size: int | Sequence[int]) -> tuple[int, int]:
+  """An int or an (h, w) pair as (h, w): patch sizes may be either."""
+  if isinstance(size, int):
+    return (size, size)
+  return tuple(size)
 
 
 def remat_policy(name: str) -> Callable[..., bool]:

@@ -209,9 +209,7 @@ class VisionTransformer(nn.Module):
 
   @property
   def patch_hw(self) -> tuple[int, int]:
-    if isinstance(self.patch_size, int):
-      return (self.patch_size, self.patch_size)
-    return tuple(self.patch_size)
+    return layers.pair(self.patch_size)
 
   def check_config(self) -> None:
     if self.classifier not in CLASSIFIERS:

@@ -284,9 +284,7 @@ class VideoTransformer(nn.Module):
 
   @property
   def patch_hw(self) -> tuple[int, int]:
-    if isinstance(self.patch_size, int):
-      return (self.patch_size, self.patch_size)
-    return tuple(self.patch_size)
+    return layers.pair(self.patch_size)
 
   @property
   def pool(self) -> str:
