@@ -22,9 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vit_jax import host_memory  # noqa: E402  (stdlib only: the torch venv imports it too)
 
 TIMM_NAMES = {"ViT-Ti_16": "vit_tiny_patch16_224", "ViT-S_16": "vit_small_patch16_224",
               "ViT-B_16": "vit_base_patch16_224", "ViT-L_16": "vit_large_patch16_224"}
@@ -84,14 +90,18 @@ def torch_bench(name: str, dtype: str, batch: int, image: int, steps: int) -> di
     with torch.inference_mode(), autocast:
       model(images)
 
-  def seconds(fn):
-    fn()  # warm-up
-    sync()
-    start = time.perf_counter()
-    for _ in range(steps):
+  def seconds(fn):  # as train_throughput._seconds_per_call: 4 warm-ups, median of 3 runs
+    for _ in range(4):
       fn()
     sync()
-    return (time.perf_counter() - start) / steps
+    times = []
+    for _ in range(3):
+      start = time.perf_counter()
+      for _ in range(steps):
+        fn()
+      sync()
+      times.append((time.perf_counter() - start) / steps)
+    return statistics.median(times)
 
   model.train()
   train_s = seconds(train_step)
@@ -107,7 +117,7 @@ def _torch_side(args, name: str, dtype: str) -> dict | str:
   python = args.torch_python or sys.executable
   cmd = [python, os.path.abspath(__file__), "--torch_worker", "--models", name, "--dtypes", dtype,
          "--batch_size", str(args.batch_size), "--image_size", str(args.image_size),
-         "--steps", str(args.steps)]
+         "--steps", str(args.steps), "--reuse_host_memory", str(args.reuse_host_memory)]
   proc = subprocess.run(cmd, capture_output=True, text=True)
   if proc.returncode:
     last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -125,20 +135,23 @@ def main():
   parser.add_argument("--torch_python", default="",
                       help="interpreter with torch and timm (default: this one)")
   parser.add_argument("--torch_worker", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--reuse_host_memory", type=int, default=1,
+                      help="1: keep freed host memory mapped (vit_jax/host_memory.py), as "
+                      "vit_jax.main does, on both sides; 0: glibc's defaults")
   args = parser.parse_args()
+  if args.reuse_host_memory:  # before JAX (or torch) starts its threads
+    host_memory.reuse_freed_memory()
   if args.torch_worker:  # one measurement, as a JSON line; never imports jax
     print(json.dumps(torch_bench(args.models, args.dtypes, args.batch_size, args.image_size,
                                  args.steps)))
     return
 
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import jax  # noqa: PLC0415
   from train_throughput import bench  # noqa: PLC0415
 
   print(f"{os.cpu_count()} CPUs; jax {jax.__version__} on {jax.local_device_count()} x "
         f"{jax.local_devices()[0].device_kind}; batch {args.batch_size}, {args.image_size} px, "
-        f"{args.steps} timed steps after one warm-up")
+        f"median of 3 runs of {args.steps} steps after 4 warm-up steps")
   header = (f"{'model':<9} {'dtype':<8} {'ours train':>10} {'timm train':>10} {'ratio':>6} "
             f"{'ours infer':>10} {'timm infer':>10} {'ratio':>6}")
   print(f"{header}\n{'-' * len(header)}  (images/s)", flush=True)

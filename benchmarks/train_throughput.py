@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -33,7 +34,10 @@ from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from vit_jax import config as config_lib  # noqa: E402
-from vit_jax import models, optim, steps  # noqa: E402
+from vit_jax import host_memory, models, optim, steps  # noqa: E402
+
+WARMUP = 4  # untimed calls before a measurement
+REPEATS = 3  # timed runs per measurement; the median is reported
 
 VARIANTS = {
     "plain": {},
@@ -61,13 +65,20 @@ def _cost(compiled) -> dict:
   return (cost[0] if isinstance(cost, list) else cost) or {}
 
 
-def _seconds_per_call(fn, *args, steps_: int) -> float:
-  jax.block_until_ready(fn(*args))  # warm-up
-  start = time.perf_counter()
-  for _ in range(steps_):
-    out = fn(*args)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / steps_
+def _seconds_per_call(fn, *args, steps_: int, repeats: int = REPEATS) -> float:
+  """Median over `repeats` runs of `steps_` calls, after WARMUP calls (the first
+  compiles; the rest let the host heap reach its steady size: until then, XLA:CPU's
+  buffers land on fresh pages, which the kernel must fault in and zero)."""
+  for _ in range(WARMUP):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(steps_):
+      out = fn(*args)
+    jax.block_until_ready(out)
+    times.append((time.perf_counter() - start) / steps_)
+  return statistics.median(times)
 
 
 def _setup(name: str, variant: str, dtype: str, attention: str | None, batch: int, image: int,
@@ -116,13 +127,14 @@ def bench(name: str, variant: str, dtype: str, attention: str | None, batch: int
   peak = (getattr(memory, "temp_size_in_bytes", 0) + getattr(memory, "argument_size_in_bytes", 0)
           if memory is not None else float("nan"))
 
-  state = compiled(state, batch_)[0]  # warm-up; the state is donated, so thread it through
-  jax.block_until_ready(state)
-  t = time.perf_counter()
-  for _ in range(steps_):
-    state = compiled(state, batch_)[0]
-  jax.block_until_ready(state)
-  train_s = (time.perf_counter() - t) / steps_
+  holder = [state]  # the state is donated, so every call threads it through
+
+  def train_step():
+    holder[0] = compiled(holder[0], batch_)[0]
+    return holder[0]
+
+  train_s = _seconds_per_call(train_step, steps_=steps_)
+  state = holder[0]
 
   infer = jax.jit(lambda p, x: model.apply({"params": p}, x))
   infer_s = _seconds_per_call(infer, state.params, batch_["image"], steps_=steps_)
@@ -148,7 +160,12 @@ def main():
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--image_size", type=int, default=224)
   parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--reuse_host_memory", type=int, default=1,
+                      help="1: keep freed host memory mapped (vit_jax/host_memory.py), as "
+                      "vit_jax.main does; 0: glibc's defaults")
   args = parser.parse_args()
+  if args.reuse_host_memory:  # before JAX starts its CPU client
+    host_memory.reuse_freed_memory()
   device = jax.local_devices()[0]
   print(f"devices: {jax.local_device_count()} x {device.device_kind} ({device.platform}); "
         f"bf16 peak {peak_flops(device) or 'unknown'}; jax {jax.__version__}")

@@ -106,7 +106,8 @@ def test_parameters_and_fused_path_match_explicit_path(score):
   assert jax.tree.structure(params["Transformer"]["encoder_norm"]) == jax.tree.structure(
       default["Transformer"]["encoder_norm"])
   params = _perturbed(params)
-  fused = model.apply({"params": params}, _images())
+  # "xla" forces jax.nn.dot_product_attention (on CPUs the default is the explicit path).
+  fused = model.clone(attention_implementation="xla").apply({"params": params}, _images())
   explicit, weights = models.attention_weights(model, params, _images())
   np.testing.assert_allclose(fused, explicit, atol=1e-5)
   w = weights["Transformer/encoderblock_0/MultiHeadDotProductAttention_0"]
@@ -188,7 +189,7 @@ def test_vivit_takes_every_score(variant):
     model = models.create_model("ViViT-Mu_4x2", num_classes=5, variant=variant,
                                 attention_score=score)
     params = _perturbed(model.init(jax.random.key(0), _video())["params"])
-    fused = model.apply({"params": params}, _video())
+    fused = model.clone(attention_implementation="xla").apply({"params": params}, _video())
     explicit, _ = models.attention_weights(model, params, _video())
     np.testing.assert_allclose(fused, explicit, atol=1e-5)
 

@@ -66,6 +66,11 @@ def gelu(approximate: bool) -> Callable[[jax.Array], jax.Array]:
   return lambda x: nn.gelu(x, approximate=approximate)
 
 
+def heads_first(x: jax.Array) -> jax.Array:
+  """[B, L, h, hd] -> [B, h, L, hd]."""
+  return jnp.swapaxes(x, 1, 2)
+
+
 class MlpBlock(nn.Module):
   """Transformer MLP: Dense -> GELU -> Dropout -> Dense -> Dropout.
 
@@ -118,11 +123,13 @@ class MultiHeadDotProductAttention(nn.Module):
   Parameters: query/key/value kernel [D, H, D/H], bias [H, D/H]; out kernel
   [H, D/H, D], bias [D]. Logits are scaled by 1/sqrt(head_dim).
 
-  The fast path is `jax.nn.dot_product_attention` (`implementation="cudnn"` picks
-  the fused flash kernel on GPU). The explicit path (softmax materialised) runs
-  when attention weights are requested (`sow_weights`, stored in the
-  'intermediates' collection as `attention_weights` [B, H, Lq, Lk]) or when
-  attention dropout is active in training.
+  The fast path on GPUs and TPUs is `jax.nn.dot_product_attention`
+  (`implementation="cudnn"` picks the fused flash kernel on GPU). The explicit path
+  (softmax materialised, head-major matmuls) runs when attention weights are
+  requested (`sow_weights`, stored in the 'intermediates' collection as
+  `attention_weights` [B, H, Lq, Lk]), when attention dropout is active in training,
+  and on CPUs when `implementation` is None: XLA:CPU has no fused attention kernel,
+  and there the explicit path is faster than jax's (benchmarks/README.md).
 
   `score` picks the attention score function (ATTENTION_SCORES). "scaled_dot"
   (the default) is the code path and parameter tree above, unchanged. "dot",
@@ -204,8 +211,14 @@ class MultiHeadDotProductAttention(nn.Module):
       # [B, Lq, 1, h, hd] + [B, 1, Lk, h, hd] -> [B, Lq, Lk, h, hd]: the memory cost.
       hidden = jnp.tanh(query[:, :, None] + key[:, None])
       return jnp.einsum("bqkhd,hd->bhqk", hidden, params["additive_v"].astype(hidden.dtype))
-    query, key, scale = self._dot_inputs(query, key, params)
-    return jnp.einsum("bqhd,bkhd->bhqk", query * jnp.asarray(scale, query.dtype), key)
+    if self.score == "scaled_dot":
+      query, key, scale = query, key, query.shape[-1] ** -0.5
+    else:
+      query, key, scale = self._dot_inputs(query, key, params)
+    # Head-major [B, h, L, hd] operands: XLA:CPU runs these batched matmuls ~1.5x faster
+    # than the same contraction written on [B, L, h, hd] (benchmarks/README.md, attention).
+    return heads_first(query * jnp.asarray(scale, query.dtype)) @ jnp.swapaxes(
+        heads_first(key), -1, -2)
 
   def project(self, name: str, x: jax.Array, head_dim: int) -> jax.Array:
     """The `name` projection (query, key or value): [..., D] -> [..., H, hd]."""
@@ -224,25 +237,23 @@ class MultiHeadDotProductAttention(nn.Module):
     """
     params = score_params or {}
     use_dropout = not deterministic and self.dropout_rate > 0.0
-    fused = not (self.sow_weights or use_dropout)
-    if self.score == "scaled_dot":
-      if fused:
+    fused = (not (self.sow_weights or use_dropout) and self.score != "additive"
+             and not (self.implementation is None and jax.default_backend() == "cpu"))
+    if fused:
+      if self.score == "scaled_dot":
         return jax.nn.dot_product_attention(
             query, key, value, implementation=self.implementation)
-      query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
-      logits = jnp.einsum("bqhd,bkhd->bhqk", query, key)
-    elif fused and self.score != "additive":
       query, key, scale = self._dot_inputs(query, key, params)
       return jax.nn.dot_product_attention(
           query, key, value, scale=scale, implementation=self.implementation)
-    else:
-      logits = self._logits(query, key, params)
+    logits = self._logits(query, key, params)
     # Softmax in float32 even under bf16: logits of long sequences overflow.
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     if self.sow_weights:
       self.sow("intermediates", weights_name, weights)
     weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=deterministic)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+    out = weights.astype(value.dtype) @ heads_first(value)  # [B, h, Lq, hd]
+    return jnp.swapaxes(out, 1, 2)
 
   def project_out(self, x: jax.Array, width: int) -> jax.Array:
     """[..., H, hd] -> [..., width]."""
