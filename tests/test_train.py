@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests import tiny_digits_config
-from vit_jax import checkpoint, checkpointing, models, optim, steps, train
+from vit_jax import checkpoint, checkpointing, data, models, optim, steps, train
 from vit_jax import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -276,6 +276,48 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, digits_data_dir):
   assert "Preempted at step" in stderr
   saved = [int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()]
   assert saved and 0 < max(saved) < 100000
+
+
+def test_remat_auto_turns_remat_on_only_when_the_step_does_not_fit(tmp_path, digits_data_dir):
+  # 65 tokens (16x16 images, 2x2 patches): activations outweigh the parameters.
+  config = tiny_config(digits_data_dir, model_name="ViT-Nano_2", **{"data.image_size": 16})
+  assert config.model.remat == "auto"  # the default
+  # Remat needs scanned layers to save memory on XLA:CPU (unscanned, it saves nothing here).
+  config.model.scan_layers = True
+  setup = train.Setup(config, str(tmp_path))
+  assert setup.model.remat is False
+  params = setup.init_params()
+  batch = next(data.train_iterator(config.data, global_batch_size=config.batch_size,
+                                   sharding=setup.batch_sharding, seed=0))
+  # Device memory unknown (CPUs): no remat.
+  plain = train.compile_train_step(setup, setup.state_from_params(params), batch, None)
+  need = train.step_memory_bytes(plain)
+  assert setup.model.remat is False
+  # The step fits: no remat.
+  train.compile_train_step(setup, setup.state_from_params(params), batch, 2 * need)
+  assert setup.model.remat is False
+  # It would not fit in 90% of `need`: remat, which needs less.
+  rematted = train.compile_train_step(setup, setup.state_from_params(params), batch, need)
+  assert setup.model.remat is True
+  assert train.step_memory_bytes(rematted) < need
+  # The same update either way (the state is donated: one fresh copy per step).
+  state_a, metrics_a = plain(setup.state_from_params(params), batch)
+  state_b, metrics_b = rematted(setup.state_from_params(params), batch)
+  np.testing.assert_allclose(metrics_a["loss"], metrics_b["loss"], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(state_a.params), jax.tree.leaves(state_b.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_remat_must_be_a_bool_or_auto(digits_data_dir):
+  config = tiny_config(digits_data_dir)
+  # --config.model.remat=True arrives as the string "True" (the default is a string).
+  for value, remat in ((True, True), ("True", True), ("false", False), ("auto", False)):
+    config.model.remat = value
+    config_lib.validate(config)
+    assert train.build_model(config, 10).remat is remat
+  config.model.remat = "sometimes"
+  with pytest.raises(ValueError, match="model.remat must be True, False or 'auto'"):
+    config_lib.validate(config)
 
 
 def test_misspelled_config_key_fails_fast(tmp_path, digits_data_dir):

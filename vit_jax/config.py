@@ -26,7 +26,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   # Model: a registered name plus overrides passed to `create_model` (e.g. dropout_rate).
   c.model_name = "ViT-B_16"
-  c.model = ml_collections.ConfigDict()
+  # Not type-safe: model.remat may be set to True/False over the "auto" default below.
+  c.model = ml_collections.ConfigDict(type_safe=False)
+  # Rematerialise (recompute activations in the backward pass) only if the train step
+  # would not fit in device memory without it; vit_jax.train.compile_train_step decides.
+  c.model.remat = "auto"
   # Data: see vit_jax.data.default_config() for the keys.
   c.data = data.default_config()
   c.batch_size = 512  # global, over all devices and hosts
@@ -89,6 +93,31 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# model.remat: a bool or "auto". The default is the string "auto", so ml_collections parses
+# --config.model.remat=True as the string "True": accept both spellings.
+_REMAT_SETTINGS = {"true": True, "false": False, "auto": "auto"}
+
+
+def remat_setting(value: Any) -> bool | str:
+  """model.remat as True, False or "auto"; ValueError for anything else."""
+  if isinstance(value, bool):
+    return value
+  if isinstance(value, str) and value.lower() in _REMAT_SETTINGS:
+    return _REMAT_SETTINGS[value.lower()]
+  raise ValueError(f"Invalid config: model.remat must be True, False or 'auto' (remat only "
+                   f"if the train step would not fit in device memory without it), not "
+                   f"{value!r}.")
+
+
+def model_options(model: Any) -> dict[str, Any]:
+  """`config.model` as create_model keyword arguments. remat="auto" builds the model
+  without remat; the driver switches it on when the train step does not fit."""
+  options = dict(model)
+  if "remat" in options:
+    options["remat"] = remat_setting(options["remat"]) is True
+  return options
+
+
 def _unknown_keys(config: Any, schema: Any, prefix: str) -> list[str]:
   problems = []
   for key in config.keys():
@@ -113,6 +142,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if problems:
     raise ValueError("Invalid config: " + "; ".join(problems) +
                      ". See vit_jax/config.py:base_config() for the known keys.")
+  remat_setting(config.model.get("remat", False))
   checks = [
       (config.optimizer.name in OPTIMIZERS, f"optimizer.name must be one of {OPTIMIZERS}"),
       (config.lr.schedule in SCHEDULES, f"lr.schedule must be one of {SCHEDULES}"),

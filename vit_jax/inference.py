@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import checkpoint, data, models
+from vit_jax import config as config_lib
 from vit_jax.checkpoint import orbax_io
 from vit_jax.data import folder
 
@@ -103,8 +104,9 @@ def load_run(workdir: str) -> TrainedModel:
   with open(config_path) as f:
     saved = json.load(f)
   config, info = saved["config"], saved["data_info"]
+  # Inference needs no remat (nothing is kept for a backward pass): "auto" -> off.
   model = models.create_model(config["model_name"], num_classes=info["num_classes"],
-                              **config.get("model", {}))
+                              **config_lib.model_options(config.get("model", {})))
   # The evaluator scores the EMA parameters when the run kept them.
   item = "ema_params" if config.get("ema_decay") else "params"
   params = _restore_run_params(workdir, item)
