@@ -12,9 +12,9 @@ other, and prints images/s and the ratio ours / timm (> 1: we are faster). timm 
 CUDA when torch sees a GPU, else on the CPU; bfloat16 runs timm under torch.autocast. Without torch and timm importable (here or through
 --torch_python) the timm side is skipped with a message.
 
-The timm side runs in a subprocess of this script (`--torch_worker`), so that the two
-frameworks never share a process and their thread pools do not compete; each uses every
-core of the machine.
+Every measurement runs in a fresh subprocess of this script (`--jax_worker`, `--torch_worker`),
+so that the two frameworks never share a process, their thread pools do not compete (each
+uses every core of the machine), and no model inherits the heap of the one before.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def torch_bench(name: str, dtype: str, batch: int, image: int, steps: int) -> di
   timm = _import_timm()
   torch.manual_seed(0)
   device = "cuda" if torch.cuda.is_available() else "cpu"  # the device kind ours runs on
-  model = timm.create_model(TIMM_NAMES[name], num_classes=1000).to(device)
+  model = timm.create_model(TIMM_NAMES[name], num_classes=1000, img_size=image).to(device)
   images = torch.empty(batch, 3, image, image, device=device).uniform_(-1, 1)
   labels = torch.arange(batch, device=device) % 1000
   opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -112,17 +112,26 @@ def torch_bench(name: str, dtype: str, batch: int, image: int, steps: int) -> di
           f"timm {timm.__version__}"}
 
 
-def _torch_side(args, name: str, dtype: str) -> dict | str:
-  """timm's numbers, or why there are none."""
-  python = args.torch_python or sys.executable
-  cmd = [python, os.path.abspath(__file__), "--torch_worker", "--models", name, "--dtypes", dtype,
-         "--batch_size", str(args.batch_size), "--image_size", str(args.image_size),
-         "--steps", str(args.steps), "--reuse_host_memory", str(args.reuse_host_memory)]
+def _worker(args, python: str, role: str, name: str, dtype: str) -> dict | str:
+  """One measurement in a fresh process of `python` (a JSON line), or why it failed."""
+  cmd = [python, os.path.abspath(__file__), f"--{role}_worker", "--models", name,
+         "--dtypes", dtype, "--batch_size", str(args.batch_size), "--image_size",
+         str(args.image_size), "--steps", str(args.steps), "--reuse_host_memory",
+         str(args.reuse_host_memory)]
   proc = subprocess.run(cmd, capture_output=True, text=True)
   if proc.returncode:
     last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return f"skipped: torch/timm not usable with {python} ({last})"
+    return f"failed with {python} ({last})"
   return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def jax_bench(name: str, dtype: str, batch: int, image: int, steps: int) -> dict:
+  import jax  # noqa: PLC0415
+  from train_throughput import bench  # noqa: PLC0415
+  result = bench(name, "plain", dtype, None, batch, image, steps, gelu_approximate=False)
+  result["version"] = (f"jax {jax.__version__} on {jax.local_device_count()} x "
+                       f"{jax.local_devices()[0].device_kind}")
+  return result
 
 
 def main():
@@ -135,43 +144,45 @@ def main():
   parser.add_argument("--torch_python", default="",
                       help="interpreter with torch and timm (default: this one)")
   parser.add_argument("--torch_worker", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--jax_worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--reuse_host_memory", type=int, default=1,
                       help="1: keep freed host memory mapped (vit_jax/host_memory.py), as "
                       "vit_jax.main does, on both sides; 0: glibc's defaults")
   args = parser.parse_args()
   if args.reuse_host_memory:  # before JAX (or torch) starts its threads
     host_memory.reuse_freed_memory()
-  if args.torch_worker:  # one measurement, as a JSON line; never imports jax
-    print(json.dumps(torch_bench(args.models, args.dtypes, args.batch_size, args.image_size,
-                                 args.steps)))
+  if args.torch_worker or args.jax_worker:  # one measurement, as a JSON line
+    worker = torch_bench if args.torch_worker else jax_bench  # never both frameworks
+    print(json.dumps(worker(args.models, args.dtypes, args.batch_size, args.image_size,
+                            args.steps)))
     return
 
-  import jax  # noqa: PLC0415
-  from train_throughput import bench  # noqa: PLC0415
-
-  print(f"{os.cpu_count()} CPUs; jax {jax.__version__} on {jax.local_device_count()} x "
-        f"{jax.local_devices()[0].device_kind}; batch {args.batch_size}, {args.image_size} px, "
-        f"median of 3 runs of {args.steps} steps after 4 warm-up steps")
+  print(f"{os.cpu_count()} CPUs; batch {args.batch_size}, {args.image_size} px, median of 3 "
+        f"runs of {args.steps} steps after 4 warm-up steps; every measurement in a fresh "
+        f"process; allocator: {'reuse freed memory' if args.reuse_host_memory else 'glibc defaults'}")
   header = (f"{'model':<9} {'dtype':<8} {'ours train':>10} {'timm train':>10} {'ratio':>6} "
             f"{'ours infer':>10} {'timm infer':>10} {'ratio':>6}")
   print(f"{header}\n{'-' * len(header)}  (images/s)", flush=True)
   versions = set()
   for name in args.models.split(","):
     for dtype in args.dtypes.split(","):
-      ours = bench(name, "plain", dtype, None, args.batch_size, args.image_size, args.steps,
-                   gelu_approximate=False)
-      theirs = _torch_side(args, name, dtype)
+      ours = _worker(args, sys.executable, "jax", name, dtype)
+      if isinstance(ours, str):
+        raise RuntimeError(f"our side {name} {dtype} {ours}")
+      versions.add(f"ours: {ours['version']}")
+      theirs = _worker(args, args.torch_python or sys.executable, "torch", name, dtype)
       row = f"{name:<9} {dtype:<8} {ours['train_img_s']:>10.2f} "
       if isinstance(theirs, str):
-        print(f"{row}{'-':>10} {'-':>6} {ours['infer_img_s']:>10.2f}   timm {theirs}", flush=True)
+        print(f"{row}{'-':>10} {'-':>6} {ours['infer_img_s']:>10.2f}   timm skipped: torch/timm "
+              f"{theirs}", flush=True)
         continue
-      versions.add(f"{theirs['version']}, {theirs['threads']} threads")
+      versions.add(f"timm: {theirs['version']}, {theirs['threads']} threads")
       print(f"{row}{theirs['train_img_s']:>10.2f} "
             f"{ours['train_img_s'] / theirs['train_img_s']:>6.2f} {ours['infer_img_s']:>10.2f} "
             f"{theirs['infer_img_s']:>10.2f} {ours['infer_img_s'] / theirs['infer_img_s']:>6.2f}",
             flush=True)
   for v in sorted(versions):
-    print(f"timm side: {v}")
+    print(v)
 
 
 if __name__ == "__main__":
