@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import timing  # noqa: E402  (benchmarks/timing.py)
 
 from vit_jax import host_memory  # noqa: E402  (stdlib only: the torch venv imports it too)
 
@@ -90,24 +90,15 @@ def torch_bench(name: str, dtype: str, batch: int, image: int, steps: int) -> di
     with torch.inference_mode(), autocast:
       model(images)
 
-  def seconds(fn):  # as train_throughput._seconds_per_call: 4 warm-ups, median of 3 runs
-    for _ in range(4):
-      fn()
-    sync()
-    times = []
-    for _ in range(3):
-      start = time.perf_counter()
-      for _ in range(steps):
-        fn()
-      sync()
-      times.append((time.perf_counter() - start) / steps)
-    return statistics.median(times)
+  def seconds(fn):  # timed as ours (benchmarks/timing.py)
+    return timing.seconds_per_call(fn, lambda _: sync(), steps)
 
   model.train()
-  train_s = seconds(train_step)
+  train_s, train_faults = seconds(train_step)
   model.eval()
-  infer_s = seconds(infer)
+  infer_s, _ = seconds(infer)
   return {"train_img_s": batch / train_s, "infer_img_s": batch / infer_s,
+          "train_faults": train_faults,
           "threads": torch.get_num_threads(), "version": f"{device}, torch {torch.__version__}, "
           f"timm {timm.__version__}"}
 
@@ -157,9 +148,10 @@ def main():
                             args.steps)))
     return
 
-  print(f"{os.cpu_count()} CPUs; batch {args.batch_size}, {args.image_size} px, median of 3 "
-        f"runs of {args.steps} steps after 4 warm-up steps; every measurement in a fresh "
-        f"process; allocator: {'reuse freed memory' if args.reuse_host_memory else 'glibc defaults'}")
+  allocator = "reuse freed memory" if args.reuse_host_memory else "glibc defaults"
+  print(f"{os.cpu_count()} CPUs; batch {args.batch_size}, {args.image_size} px; median of 3 "
+        f"runs of {args.steps} steps after >= 4 steps and 10 s of warm-up; every measurement "
+        f"in a fresh process; allocator: {allocator}")
   header = (f"{'model':<9} {'dtype':<8} {'ours train':>10} {'timm train':>10} {'ratio':>6} "
             f"{'ours infer':>10} {'timm infer':>10} {'ratio':>6}")
   print(f"{header}\n{'-' * len(header)}  (images/s)", flush=True)
@@ -179,8 +171,9 @@ def main():
       versions.add(f"timm: {theirs['version']}, {theirs['threads']} threads")
       print(f"{row}{theirs['train_img_s']:>10.2f} "
             f"{ours['train_img_s'] / theirs['train_img_s']:>6.2f} {ours['infer_img_s']:>10.2f} "
-            f"{theirs['infer_img_s']:>10.2f} {ours['infer_img_s'] / theirs['infer_img_s']:>6.2f}",
-            flush=True)
+            f"{theirs['infer_img_s']:>10.2f} {ours['infer_img_s'] / theirs['infer_img_s']:>6.2f}"
+            f"   page faults per train step: ours {ours['train_faults']:.0f}, "
+            f"timm {theirs['train_faults']:.0f}", flush=True)
   for v in sorted(versions):
     print(v)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -30,14 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import timing  # noqa: E402  (benchmarks/timing.py)
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from vit_jax import config as config_lib  # noqa: E402
 from vit_jax import host_memory, models, optim, steps  # noqa: E402
-
-WARMUP = 4  # untimed calls before a measurement
-REPEATS = 3  # timed runs per measurement; the median is reported
 
 VARIANTS = {
     "plain": {},
@@ -65,20 +62,9 @@ def _cost(compiled) -> dict:
   return (cost[0] if isinstance(cost, list) else cost) or {}
 
 
-def _seconds_per_call(fn, *args, steps_: int, repeats: int = REPEATS) -> float:
-  """Median over `repeats` runs of `steps_` calls, after WARMUP calls (the first
-  compiles; the rest let the host heap reach its steady size: until then, XLA:CPU's
-  buffers land on fresh pages, which the kernel must fault in and zero)."""
-  for _ in range(WARMUP):
-    jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(steps_):
-      out = fn(*args)
-    jax.block_until_ready(out)
-    times.append((time.perf_counter() - start) / steps_)
-  return statistics.median(times)
+def _seconds_per_call(fn, *args, steps_: int) -> tuple[float, float]:
+  """(median seconds per call of `fn(*args)`, minor page faults per call): timing.py."""
+  return timing.seconds_per_call(lambda: fn(*args), jax.block_until_ready, steps_)
 
 
 def _setup(name: str, variant: str, dtype: str, attention: str | None, batch: int, image: int,
@@ -133,11 +119,11 @@ def bench(name: str, variant: str, dtype: str, attention: str | None, batch: int
     holder[0] = compiled(holder[0], batch_)[0]
     return holder[0]
 
-  train_s = _seconds_per_call(train_step, steps_=steps_)
+  train_s, train_faults = _seconds_per_call(train_step, steps_=steps_)
   state = holder[0]
 
   infer = jax.jit(lambda p, x: model.apply({"params": p}, x))
-  infer_s = _seconds_per_call(infer, state.params, batch_["image"], steps_=steps_)
+  infer_s, _ = _seconds_per_call(infer, state.params, batch_["image"], steps_=steps_)
   train_flops, infer_flops = model_flops(name, dtype, attention, batch, image, **model_options)
   train_tflops = train_flops / train_s / 1e12
   device_peak = peak_flops(jax.local_devices()[0])
@@ -147,7 +133,7 @@ def bench(name: str, variant: str, dtype: str, attention: str | None, batch: int
           "train_tflops": train_tflops,
           "mfu": (train_tflops * 1e12 / (device_peak * jax.local_device_count())
                   if device_peak else None),
-          "peak_gib": peak / 2**30}
+          "peak_gib": peak / 2**30, "train_faults": train_faults}
 
 
 def main():
@@ -171,7 +157,7 @@ def main():
         f"bf16 peak {peak_flops(device) or 'unknown'}; jax {jax.__version__}")
   header = (f"{'model':<9} {'variant':<10} {'dtype':<8} {'attn':<5} {'batch':>5} "
             f"{'compile s':>9} {'train img/s':>11} {'infer img/s':>11} {'GFLOPs/img':>10} "
-            f"{'train TFLOP/s':>13} {'MFU':>6} {'peak GiB':>8}")
+            f"{'train TFLOP/s':>13} {'MFU':>6} {'peak GiB':>8} {'faults/step':>11}")
   print(header)
   print("-" * len(header))
   for name in args.models.split(","):
@@ -188,7 +174,7 @@ def main():
           print(f"{r['model']:<9} {r['variant']:<10} {r['dtype']:<8} {r['attention']:<5} "
                 f"{r['batch']:>5} {r['compile_s']:>9.1f} {r['train_img_s']:>11.2f} "
                 f"{r['infer_img_s']:>11.2f} {r['gflops_img']:>10.1f} {r['train_tflops']:>13.3f} "
-                f"{mfu:>6} {r['peak_gib']:>8.2f}", flush=True)
+                f"{mfu:>6} {r['peak_gib']:>8.2f} {r['train_faults']:>11.0f}", flush=True)
 
 
 if __name__ == "__main__":

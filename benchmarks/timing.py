@@ -1,0 +1,44 @@
+"""Timing shared by the benchmark scripts; stdlib only (timm_compare's torch side uses it).
+
+Both frameworks are timed the same way: untimed warm-up calls (at least WARMUP of them and
+WARMUP_SECONDS of calls, each waited for), then the median over REPEATS runs of `steps`
+calls. The warm-up is long because the host heap needs several calls to reach its steady
+size: until then XLA:CPU's (and torch's) buffers land on fresh pages, which the kernel
+must fault in and zero, and a ViT-Ti/16 train step measured 1.5x slower. The minor page
+faults per timed call are returned too, so a table can show whether that happened.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+WARMUP = 4
+WARMUP_SECONDS = 10.0
+REPEATS = 3
+
+
+def _minor_faults() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def seconds_per_call(call: Callable[[], object], wait: Callable[[object], object], steps: int,
+                     repeats: int = REPEATS) -> tuple[float, float]:
+  """(median seconds per call, minor page faults per timed call).
+
+  `call()` runs one step and returns what `wait` blocks on (the last result).
+  """
+  start, calls = time.perf_counter(), 0
+  while calls < WARMUP or time.perf_counter() - start < WARMUP_SECONDS:
+    wait(call())
+    calls += 1
+  times, faults = [], _minor_faults()
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(steps):
+      out = call()
+    wait(out)
+    times.append((time.perf_counter() - start) / steps)
+  return statistics.median(times), (_minor_faults() - faults) / (repeats * steps)
