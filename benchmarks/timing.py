@@ -1,8 +1,7 @@
 """Timing shared by the benchmark scripts; stdlib only (timm_compare's torch side uses it).
 
-Both frameworks are timed the same way: untimed warm-up calls (at least WARMUP of them and
-WARMUP_SECONDS of calls, each waited for), then the median over REPEATS runs of `steps`
-calls. The warm-up is long because the host heap needs several calls to reach its steady
+Both frameworks are timed the same way: untimed warm-up runs of `steps` calls (at least
+WARMUP calls and WARMUP_SECONDS), then the median over REPEATS timed runs of `steps` calls. The warm-up is long because the host heap needs several calls to reach its steady
 size: until then XLA:CPU's (and torch's) buffers land on fresh pages, which the kernel
 must fault in and zero, and a ViT-Ti/16 train step measured 1.5x slower. The minor page
 faults per timed call are returned too, so a table can show whether that happened.
@@ -30,10 +29,14 @@ def seconds_per_call(call: Callable[[], object], wait: Callable[[object], object
 
   `call()` runs one step and returns what `wait` blocks on (the last result).
   """
+  # Warm up in the pattern that is timed (runs of `steps` calls without waiting between
+  # them): with several calls in flight the heap needs room for several calls' buffers.
   start, calls = time.perf_counter(), 0
   while calls < WARMUP or time.perf_counter() - start < WARMUP_SECONDS:
-    wait(call())
-    calls += 1
+    for _ in range(steps):
+      out = call()
+    wait(out)
+    calls += steps
   times, faults = [], _minor_faults()
   for _ in range(repeats):
     start = time.perf_counter()
