@@ -9,9 +9,12 @@ of the step time of that train step, measured with `perf` on a 2-core machine.
 
 `reuse_freed_memory()` tells glibc to serve every thread from the main arena, never to
 use mmap and never to trim the heap: freed buffers stay mapped and the next call reuses
-them (0 page faults per step; the ViT-Ti/16 step goes from ~560 to ~450 ms). The cost is
-that the process keeps its peak heap size, as PyTorch's and JAX's GPU caching allocators
-do. It must run before JAX starts its CPU client (whose threads would otherwise already
+them (0 page faults per step once warm; the ViT-Ti/16 step goes from ~560 to ~450 ms).
+Now and then a call's buffer is allocated before the previous call's is freed and the heap
+grows by one more buffer; that stops after a few (a 64 MiB temporary: the resident size
+rose from 403 to 531 MiB over the first 50 calls, then not at all in 250 more). The cost
+is that the process keeps its peak heap size, as PyTorch's and JAX's GPU caching
+allocators do. It must run before JAX starts its CPU client (whose threads would otherwise already
 own arenas); `vit_jax.main` and the benchmarks call it first. Only glibc has these
 options: elsewhere (macOS, musl) it does nothing and says so.
 """
