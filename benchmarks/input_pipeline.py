@@ -25,7 +25,9 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vit_jax import data, host_memory  # noqa: E402
+import timing  # noqa: E402  (benchmarks/timing.py)
+
+from vit_jax import data  # noqa: E402
 from vit_jax.data import sources  # noqa: E402
 
 
@@ -78,12 +80,9 @@ def _measure(config, batch_size: int, seconds: float) -> float:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per row")
-  parser.add_argument("--reuse_host_memory", type=int, default=1,
-                      help="1: keep freed host memory mapped (vit_jax/host_memory.py), as "
-                      "vit_jax.main does; 0: glibc's defaults")
+  timing.add_host_memory_flag(parser)
   args = parser.parse_args()
-  if args.reuse_host_memory:  # before JAX starts its CPU client
-    host_memory.reuse_freed_memory()
+  timing.apply_host_memory_flag(args)
   tmp = tempfile.mkdtemp(prefix="vit_jax_bench_")
   setup = time.perf_counter()
   for name in ("digits", "moving_digits"):

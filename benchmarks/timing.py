@@ -9,10 +9,13 @@ faults per timed call are returned too, so a table can show whether that happene
 
 from __future__ import annotations
 
+import argparse
 import resource
 import statistics
 import time
 from collections.abc import Callable
+
+from vit_jax import host_memory  # stdlib only, like this module
 
 WARMUP = 4
 WARMUP_SECONDS = 10.0
@@ -45,3 +48,15 @@ def seconds_per_call(call: Callable[[], object], wait: Callable[[object], object
     wait(out)
     times.append((time.perf_counter() - start) / steps)
   return statistics.median(times), (_minor_faults() - faults) / (repeats * steps)
+
+
+def add_host_memory_flag(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--reuse_host_memory", type=int, default=1,
+                      help="1: keep freed host memory mapped (vit_jax/host_memory.py), as "
+                      "vit_jax.main does; 0: glibc's defaults")
+
+
+def apply_host_memory_flag(args: argparse.Namespace) -> None:
+  """Call before JAX (or torch) starts its threads: they take their malloc arenas then."""
+  if args.reuse_host_memory:
+    host_memory.reuse_freed_memory()

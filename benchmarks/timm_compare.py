@@ -28,9 +28,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import timing  # noqa: E402  (benchmarks/timing.py)
-
-from vit_jax import host_memory  # noqa: E402  (stdlib only: the torch venv imports it too)
+import timing  # noqa: E402  (benchmarks/timing.py; stdlib only: the torch venv imports it too)
 
 TIMM_NAMES = {"ViT-Ti_16": "vit_tiny_patch16_224", "ViT-S_16": "vit_small_patch16_224",
               "ViT-B_16": "vit_base_patch16_224", "ViT-L_16": "vit_large_patch16_224"}
@@ -136,12 +134,9 @@ def main():
                       help="interpreter with torch and timm (default: this one)")
   parser.add_argument("--torch_worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--jax_worker", action="store_true", help=argparse.SUPPRESS)
-  parser.add_argument("--reuse_host_memory", type=int, default=1,
-                      help="1: keep freed host memory mapped (vit_jax/host_memory.py), as "
-                      "vit_jax.main does, on both sides; 0: glibc's defaults")
+  timing.add_host_memory_flag(parser)  # passed on to both sides
   args = parser.parse_args()
-  if args.reuse_host_memory:  # before JAX (or torch) starts its threads
-    host_memory.reuse_freed_memory()
+  timing.apply_host_memory_flag(args)
   if args.torch_worker or args.jax_worker:  # one measurement, as a JSON line
     worker = torch_bench if args.torch_worker else jax_bench  # never both frameworks
     print(json.dumps(worker(args.models, args.dtypes, args.batch_size, args.image_size,

@@ -34,7 +34,7 @@ from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from vit_jax import config as config_lib  # noqa: E402
-from vit_jax import host_memory, models, optim, steps  # noqa: E402
+from vit_jax import models, optim, steps  # noqa: E402
 
 VARIANTS = {
     "plain": {},
@@ -146,12 +146,9 @@ def main():
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--image_size", type=int, default=224)
   parser.add_argument("--steps", type=int, default=3)
-  parser.add_argument("--reuse_host_memory", type=int, default=1,
-                      help="1: keep freed host memory mapped (vit_jax/host_memory.py), as "
-                      "vit_jax.main does; 0: glibc's defaults")
+  timing.add_host_memory_flag(parser)
   args = parser.parse_args()
-  if args.reuse_host_memory:  # before JAX starts its CPU client
-    host_memory.reuse_freed_memory()
+  timing.apply_host_memory_flag(args)
   device = jax.local_devices()[0]
   print(f"devices: {jax.local_device_count()} x {device.device_kind} ({device.platform}); "
         f"bf16 peak {peak_flops(device) or 'unknown'}; jax {jax.__version__}")
