@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from vit_jax import host_memory  # stdlib only, like this module
+from vit_jax.driver import host_memory  # stdlib only, like this module
 
 WARMUP = 4
 WARMUP_SECONDS = 10.0
@@ -52,7 +52,7 @@ def seconds_per_call(call: Callable[[], object], wait: Callable[[object], object
 
 def add_host_memory_flag(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--reuse_host_memory", type=int, default=1,
-                      help="1: keep freed host memory mapped (vit_jax/host_memory.py), as "
+                      help="1: keep freed host memory mapped (vit_jax/driver/host_memory.py), as "
                       "vit_jax.main does; 0: glibc's defaults")
 
 

@@ -33,8 +33,9 @@ import timing  # noqa: E402  (benchmarks/timing.py)
 from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from vit_jax import config as config_lib  # noqa: E402
-from vit_jax import models, optim, steps  # noqa: E402
+from vit_jax import models  # noqa: E402
+from vit_jax.driver import config as config_lib  # noqa: E402
+from vit_jax.driver import optim, steps  # noqa: E402
 
 VARIANTS = {
     "plain": {},

@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from vit_jax import checkpoint, data, train  # noqa: E402
-from vit_jax import config as config_lib  # noqa: E402
+from vit_jax import checkpoint, data  # noqa: E402
+from vit_jax.driver import config as config_lib  # noqa: E402
+from vit_jax.driver import train  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("spatio_temporal", "factorised_encoder", "factorised_self_attention",

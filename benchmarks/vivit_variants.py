@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from vit_jax import config as config_lib  # noqa: E402
-from vit_jax import models, optim, steps  # noqa: E402
+from vit_jax import models  # noqa: E402
+from vit_jax.driver import config as config_lib  # noqa: E402
+from vit_jax.driver import optim, steps  # noqa: E402
 from vit_jax.models import vivit  # noqa: E402
 
 SIZES = {

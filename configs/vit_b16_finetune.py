@@ -20,7 +20,7 @@ a few hours for CIFAR; the same command runs on one GPU with more accum_steps.
 
 import ml_collections
 
-from vit_jax.config import base_config
+from vit_jax.driver.config import base_config
 
 TOTAL_STEPS = {"cifar10": 10_000, "cifar100": 10_000, "imagenet2012": 20_000}
 EVAL_SPLITS = {"cifar10": "test", "cifar100": "test", "imagenet2012": "validation"}

@@ -12,7 +12,7 @@ Hardware and result: on a 2-core CPU this takes about 2 minutes and reaches
 
 import ml_collections
 
-from vit_jax.config import base_config
+from vit_jax.driver.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -15,7 +15,7 @@ Expected: >= 97% test top-1 after 300 steps, about 1-2 minutes on a 2-core CPU.
 
 import ml_collections
 
-from vit_jax.config import base_config
+from vit_jax.driver.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

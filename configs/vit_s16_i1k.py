@@ -15,7 +15,7 @@ chips take about 7 hours; 8 A100s similar.
 
 import ml_collections
 
-from vit_jax.config import base_config
+from vit_jax.driver.config import base_config
 
 EPOCHS = 90
 TRAIN_EXAMPLES = 1_281_167

@@ -40,7 +40,7 @@ small digit moving in a larger canvas.
 
 import ml_collections
 
-from vit_jax.config import base_config
+from vit_jax.driver.config import base_config
 
 VARIANTS = ("spatio_temporal", "factorised_encoder", "factorised_self_attention",
             "factorised_dot_product", "frame_average")

@@ -39,7 +39,7 @@ is 224 * [1.03, 1.52] here).
 
 import ml_collections
 
-from vit_jax.config import base_config
+from vit_jax.driver.config import base_config
 
 # name: (train-set size, epochs, lr, stride, crop, eval resize, label smoothing,
 #        mixup alpha, stochastic depth, temporal layers of L) from Scenic's ViViT configs.

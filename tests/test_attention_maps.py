@@ -1,4 +1,4 @@
-"""Tests of vit_jax.attention_maps and the figures of vit_jax.visualize.
+"""Tests of vit_jax.tools.attention_maps and the figures of vit_jax.visualize.
 
 The ground-truth test trains a tiny ViT on a task whose answer lives in one known
 place: a 3x3 grid of 8x8 cells, every cell a random digit, the label being the
@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 from tests.media import write_video
-from vit_jax import attention_maps, inference, models, visualize
+from vit_jax import models
 from vit_jax.data.builders.digits import load_digits_split
+from vit_jax.tools import attention_maps, inference, visualize
 
 GRID, CELL, TARGET = 3, 8, (0, 2)
 

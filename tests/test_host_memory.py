@@ -1,4 +1,4 @@
-"""vit_jax.host_memory: XLA:CPU's per-call buffers stop being re-faulted on every call."""
+"""vit_jax.driver.host_memory: XLA:CPU's per-call buffers stop being re-faulted on every call."""
 
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from vit_jax import host_memory
+from vit_jax.driver import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # buffer (the 4096 x 4096 float32 product: 64 MiB) is above glibc's 32 MiB mmap threshold.
 PROBE = """
 import resource, sys
-from vit_jax import host_memory
+from vit_jax.driver import host_memory
 if sys.argv[1] == "reuse":
   assert host_memory.reuse_freed_memory()
 import jax, jax.numpy as jnp

@@ -25,7 +25,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from tests.test_train import read_jsonl, run_main
-from vit_jax import checkpointing, data
+from vit_jax import data
+from vit_jax.driver import checkpointer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(REPO, "launch", "multiprocess_local.sh")
@@ -37,14 +38,15 @@ FLAGS = ["--config.mesh.fsdp=4", "--config.data.train_shards=2"]
 SIGTERM_PROCESS_1 = textwrap.dedent("""
     import os, signal
     if os.environ.get("VIT_JAX_PROCESS_ID") == "1":
-      from vit_jax import checkpointing, data
-      _save = checkpointing.Checkpointer.save
+      from vit_jax import data
+      from vit_jax.driver import checkpointer
+      _save = checkpointer.Checkpointer.save
 
       def save_then_sigterm(self, *args, **kwargs):
         _save(self, *args, **kwargs)
         os.kill(os.getpid(), signal.SIGTERM)
 
-      checkpointing.Checkpointer.save = save_then_sigterm
+      checkpointer.Checkpointer.save = save_then_sigterm
 """)
 
 
@@ -64,13 +66,13 @@ def launch(workdir, data_dir, *flags, pythonpath=None, timeout=420, check=True):
 def restore_params(workdir, step):
   """Parameters of a checkpoint written by any topology, restored onto one local device."""
   mngr = ocp.CheckpointManager(
-      os.path.join(workdir, "checkpoints"), item_names=(checkpointing.ITEM,),
-      item_handlers={checkpointing.ITEM: ocp.StandardCheckpointHandler()})
+      os.path.join(workdir, "checkpoints"), item_names=(checkpointer.ITEM,),
+      item_handlers={checkpointer.ITEM: ocp.StandardCheckpointHandler()})
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                        mngr.item_metadata(step)[checkpointing.ITEM])
+                        mngr.item_metadata(step)[checkpointer.ITEM])
   restored = mngr.restore(step, args=ocp.args.Composite(**{
-      checkpointing.ITEM: ocp.args.StandardRestore(target)}))[checkpointing.ITEM]
+      checkpointer.ITEM: ocp.args.StandardRestore(target)}))[checkpointer.ITEM]
   mngr.close()
   return restored["params"]
 

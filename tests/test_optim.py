@@ -6,8 +6,9 @@ import numpy as np
 import optax
 import pytest
 
-from vit_jax import config as config_lib
-from vit_jax import models, optim
+from vit_jax import models
+from vit_jax.driver import config as config_lib
+from vit_jax.driver import optim
 
 
 def _config(**overrides):

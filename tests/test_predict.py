@@ -13,7 +13,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from tests import tiny_digits_config
-from vit_jax import data, inference, predict, train
+from vit_jax import data
+from vit_jax.driver import train
+from vit_jax.tools import inference, predict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

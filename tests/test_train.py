@@ -19,8 +19,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests import tiny_digits_config
-from vit_jax import checkpoint, checkpointing, data, models, optim, steps, train
-from vit_jax import config as config_lib
+from vit_jax import checkpoint, data, models
+from vit_jax.driver import checkpointer, optim, steps, train
+from vit_jax.driver import config as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,9 +57,9 @@ def read_jsonl(path):
 
 def restore_params(workdir, step):
   mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
-                               item_names=(checkpointing.ITEM,))
+                               item_names=(checkpointer.ITEM,))
   restored = mngr.restore(step, args=ocp.args.Composite(**{
-      checkpointing.ITEM: ocp.args.StandardRestore()}))[checkpointing.ITEM]
+      checkpointer.ITEM: ocp.args.StandardRestore()}))[checkpointer.ITEM]
   mngr.close()
   return restored["params"]
 
@@ -185,15 +186,15 @@ KILL_SCRIPT = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, "tests")
     from tiny_digits_config import get_config
-    from vit_jax import checkpointing, train
-    original = checkpointing.Checkpointer.save
+    from vit_jax.driver import checkpointer, train
+    original = checkpointer.Checkpointer.save
 
     def save_then_die(self, state, metrics=None, force=False):
       original(self, state, metrics, force)
       self.wait()
       os._exit(9)  # like SIGKILL right after the first checkpoint: no cleanup runs
 
-    checkpointing.Checkpointer.save = save_then_die
+    checkpointer.Checkpointer.save = save_then_die
     train.train_and_evaluate(get_config(), sys.argv[1])
 """)
 

@@ -20,9 +20,10 @@ import tensorflow_datasets as tfds
 
 from tests.checkpoint import _ckpt_helpers as H
 from tests.checkpoint import test_scenic_io as scenic
-from vit_jax import checkpoint, data, steps, train
-from vit_jax import config as config_lib
+from vit_jax import checkpoint, data
 from vit_jax.data import sources
+from vit_jax.driver import config as config_lib
+from vit_jax.driver import steps, train
 
 TEST_CLIPS = 30  # moving_digits/tiny's test split
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

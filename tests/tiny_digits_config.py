@@ -7,7 +7,7 @@ VIT_JAX_DATA_DIR points it at the tests' prepared data directory.
 
 import ml_collections
 
-from vit_jax import config as config_lib
+from vit_jax.driver import config as config_lib
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import vit_jax.data  # noqa: F401  (registers the bundled TFDS builders)
+import vit_jax.data.builders  # noqa: F401  (registers the bundled TFDS builders)
 from tests.media import write_video
 from vit_jax.data import sources
 

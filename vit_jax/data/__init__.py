@@ -11,38 +11,43 @@
       ...  # {"image", "label", "mask"}: sum metrics over mask
     images, labels = data.mix(rng, batch["image"], onehot, mixup_alpha=0.2)  # in the step
 
-Bundled datasets (`digits`, `moving_digits`) are TFDS builders registered on
-import and prepared on first use into data_dir.
+Bundled datasets (`digits`, `moving_digits`) are TFDS builders, registered when the
+pipeline is first used and prepared on first use into data_dir.
+
+The names below are resolved on first use (PEP 562), so importing this package costs
+nothing: `vit_jax.data.mixing` (used inside the jitted train step) and
+`vit_jax.data.config` need neither TensorFlow nor TFDS, which a GPU box that only
+benchmarks or serves a model often lacks. The pipeline imports them when it is used.
 """
 
-from vit_jax.data import builders
-from vit_jax.data.config import default_config, validate
-from vit_jax.data.folder import decode_file, skipped_files
-from vit_jax.data.mixing import mix
-from vit_jax.data.pipeline import (
-  BadDataError,
-  DatasetInfo,
-  eval_iterator,
-  get_info,
-  num_eval_batches,
-  preprocess_for_eval,
-  train_iterator,
-)
-from vit_jax.data.sources import DatasetNotPreparedError
+from __future__ import annotations
 
-__all__ = [
-  "BadDataError",
-  "DatasetInfo",
-  "DatasetNotPreparedError",
-  "builders",
-  "decode_file",
-  "default_config",
-  "eval_iterator",
-  "get_info",
-  "mix",
-  "num_eval_batches",
-  "preprocess_for_eval",
-  "skipped_files",
-  "train_iterator",
-  "validate",
-]
+import importlib
+from typing import Any
+
+# Public name -> the submodule that defines it.
+_EXPORTS = {
+    "default_config": "config", "validate": "config",
+    "decode_file": "folder", "skipped_files": "folder",
+    "mix": "mixing",
+    "BadDataError": "pipeline", "DatasetInfo": "pipeline", "eval_iterator": "pipeline",
+    "get_info": "pipeline", "num_eval_batches": "pipeline",
+    "preprocess_for_eval": "pipeline", "train_iterator": "pipeline",
+    "DatasetNotPreparedError": "sources",
+}
+_SUBMODULES = ("builders", "config", "distribute", "folder", "image_ops", "mixing",
+               "pipeline", "preprocess", "sources", "video_ops")
+
+__all__ = sorted(_EXPORTS) + ["builders"]
+
+
+def __getattr__(name: str) -> Any:
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+  if name in _SUBMODULES:
+    return importlib.import_module(f"{__name__}.{name}")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+  return sorted(set(__all__) | set(_SUBMODULES))

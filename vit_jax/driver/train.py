@@ -20,10 +20,11 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from vit_jax import checkpoint, checkpointing, data, models, optim, parallel, steps
-from vit_jax import config as config_lib
+from vit_jax import checkpoint, data, models
+from vit_jax.driver import checkpointer, optim, parallel, steps
+from vit_jax.driver import config as config_lib
+from vit_jax.driver.writer import MetricWriter, write_json_atomic
 from vit_jax.models import vivit, vivit_init
-from vit_jax.writer import MetricWriter, write_json_atomic
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -266,7 +267,7 @@ def _jit_eval_step(setup: Setup):
                  out_shardings=parallel.replicated(setup.mesh))
 
 
-def _check_finite(step: int, metrics: dict[str, float], ckpt: checkpointing.Checkpointer):
+def _check_finite(step: int, metrics: dict[str, float], ckpt: checkpointer.Checkpointer):
   bad = [k for k in ("loss", "param_norm") if not np.isfinite(metrics[k])]
   if bad:
     ckpt.wait()
@@ -286,7 +287,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   write_json_atomic(os.path.join(workdir, "config.json"),
                     {"config": config.to_dict(), "data_info": setup.info.to_dict()})
   process0 = jax.process_index() == 0
-  ckpt = checkpointing.Checkpointer(
+  ckpt = checkpointer.Checkpointer(
       workdir, keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
       best_metric=config.checkpoint.best_metric, async_save=config.checkpoint.async_save)
 
@@ -393,7 +394,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   if checkpoint_path:
     params, step = setup.pretrained_params(checkpoint_path), 0
   else:
-    ckpt = checkpointing.Checkpointer(workdir)
+    ckpt = checkpointer.Checkpointer(workdir)
     if ckpt.latest_step() is None:
       raise FileNotFoundError(f"No checkpoint in {ckpt.directory}: train first, or pass "
                               "--checkpoint FILE to evaluate a pretrained file.")

@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import checkpoint, data, models
-from vit_jax import config as config_lib
 from vit_jax.checkpoint import orbax_io
 from vit_jax.data import folder
+from vit_jax.driver import config as config_lib
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from vit_jax.steps import TrainState
+from vit_jax.driver.steps import TrainState
 
 ITEM = "state"
 

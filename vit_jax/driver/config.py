@@ -29,7 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Not type-safe: model.remat may be set to True/False over the "auto" default below.
   c.model = ml_collections.ConfigDict(type_safe=False)
   # Rematerialise (recompute activations in the backward pass) only if the train step
-  # would not fit in device memory without it; vit_jax.train.compile_train_step decides.
+  # would not fit in device memory without it; vit_jax.driver.train.compile_train_step decides.
   c.model.remat = "auto"
   # Data: see vit_jax.data.default_config() for the keys.
   c.data = data.default_config()
@@ -141,7 +141,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   problems = _unknown_keys(config, base_config(), "")
   if problems:
     raise ValueError("Invalid config: " + "; ".join(problems) +
-                     ". See vit_jax/config.py:base_config() for the known keys.")
+                     ". See vit_jax/driver/config.py:base_config() for the known keys.")
   remat_setting(config.model.get("remat", False))
   checks = [
       (config.optimizer.name in OPTIMIZERS, f"optimizer.name must be one of {OPTIMIZERS}"),

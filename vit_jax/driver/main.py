@@ -1,0 +1,86 @@
+"""Command line: train, fine-tune and evaluate.
+
+  python -m vit_jax.main --config configs/vit_digits.py --workdir workdirs/digits
+  python -m vit_jax.main --config configs/vit_digits.py --workdir DIR --config.total_steps=100
+  python -m vit_jax.main --config configs/vit_digits.py --workdir DIR --mode=eval
+  python -m vit_jax.main --config configs/vit_digits.py --workdir DIR --mode=eval \
+      --checkpoint FILE.npz
+
+Fine-tuning is training with `--config.init_from.path=FILE` (any format that
+vit_jax.checkpoint reads). Multi-host: pass --coordinator_address, --num_processes
+and --process_id (or the VIT_JAX_* environment variables; see launch/).
+"""
+
+from __future__ import annotations
+
+import os
+
+# TensorFlow only feeds data; keep it off accelerators and quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import logging as logging_std  # noqa: E402
+
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from vit_jax.driver import config as config_lib  # noqa: E402
+from vit_jax.driver import host_memory, parallel, train  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARGS]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+_MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES), "train (also fine-tunes) or eval.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "", "--mode=eval: a checkpoint file to score "
+                                  "instead of the workdir's latest checkpoint.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", os.path.expanduser("~/.cache/vit_jax/xla"),
+    "Persistent XLA compilation cache directory ('' disables).")
+_REUSE_HOST_MEMORY = flags.DEFINE_bool(
+    "reuse_host_memory", True, "Keep freed host memory mapped for reuse (glibc only), so "
+    "that XLA:CPU's per-step buffers are not mapped and zeroed again on every step; the "
+    "process then keeps its peak heap size. See vit_jax/driver/host_memory.py.")
+
+
+class _QuietOrbax(logging_std.Filter):
+  """Drops Orbax's per-save INFO chatter; its warnings and errors still show."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or "orbax" not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietOrbax())
+  # Before JAX starts its CPU client: its threads take their malloc arenas then.
+  if _REUSE_HOST_MEMORY.value and not host_memory.reuse_freed_memory():
+    logging.info("--reuse_host_memory: not glibc, left the allocator as it is.")
+  config = _CONFIG.value
+  # Fail on a bad config before anything starts or compiles.
+  config_lib.validate(config)
+  if _CACHE.value:
+    jax.config.update("jax_compilation_cache_dir", _CACHE.value)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  import tensorflow as tf  # noqa: PLC0415
+  tf.config.set_visible_devices([], "GPU")
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)
+  if _MODE.value == "eval":
+    train.evaluate(config, _WORKDIR.value, _CHECKPOINT.value)
+  else:
+    train.train_and_evaluate(config, _WORKDIR.value)
+
+
+def run() -> None:
+  """`python -m vit_jax.main` (vit_jax/main.py) lands here."""
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,86 @@
+"""Command line: top-k classes of images or videos with a trained model.
+
+  python -m vit_jax.predict --workdir workdirs/vit_digits --input a.png b.png more/
+  python -m vit_jax.predict --checkpoint ViT-B_16.npz --model ViT-B_16 --input cat.jpg
+
+With --workdir the model, its weights and the evaluation preprocessing come from
+the run (config.json and the latest checkpoint), so a file is scored exactly as
+the evaluator scores a dataset example. Folders are searched recursively for
+image and video files. Output: one block per file,
+
+  a.png
+    0.9731  7
+    0.0102  1
+    ...
+
+or with --json one JSON object per line: {"path", "top_k": [[class, prob], ...]}.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import json  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+
+
+def predict(trained, paths: Sequence[str], k: int = 5,
+            batch_size: int = 64) -> list[tuple[str, list[tuple[str, float]]]]:
+  """(file, top-k (class name, probability)) for every file found in `paths`."""
+  from vit_jax.tools import inference  # noqa: PLC0415 (after the TF log level is set)
+
+  files, raw = inference.read_inputs(paths)
+  probabilities = trained.probabilities(trained.preprocess(raw), batch_size)
+  return list(zip(files, inference.top_k(probabilities, trained.class_names, k)))
+
+
+def _define_flags() -> None:
+  # Defined only when run as a program, so that tests can import this module
+  # next to vit_jax.visualize (which defines the same flag names).
+  flags.DEFINE_string("workdir", None, "A training run's directory.")
+  flags.DEFINE_string("checkpoint", None, "A checkpoint file (instead of --workdir).")
+  flags.DEFINE_string("model", None, "Registered model name, with --checkpoint.")
+  flags.DEFINE_integer("image_size", None,
+                       "With --checkpoint: input size (default: from the position embeddings).")
+  flags.DEFINE_multi_string("input", None, "Image/video files or folders (repeatable; several "
+                            "paths may follow one --input).")
+  flags.DEFINE_integer("top_k", 5, "Classes printed per input.")
+  flags.DEFINE_integer("batch_size", 64, "Inputs per forward pass.")
+  flags.DEFINE_bool("json", False, "One JSON object per input instead of text.")
+
+
+def main(argv):
+  from vit_jax.tools import inference  # noqa: PLC0415
+
+  f = flags.FLAGS
+  logging.set_verbosity(logging.WARNING)  # Orbax's restore chatter would bury the output
+  inputs = list(f.input or []) + list(argv[1:])  # `--input a.png b.png` leaves b.png in argv
+  if not inputs:
+    raise app.UsageError("Pass --input PATH [PATH ...].")
+  try:
+    trained = inference.load(f.workdir, f.checkpoint, f.model, f.image_size)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  for path, best in predict(trained, inputs, f.top_k, f.batch_size):
+    if f.json:
+      print(json.dumps({"path": path, "top_k": best}))
+    else:
+      print(path)
+      for name, p in best:
+        print(f"  {p:.4f}  {name}")
+  sys.stdout.flush()
+
+
+def run() -> None:
+  """`python -m vit_jax.predict` (vit_jax/predict.py) lands here."""
+  _define_flags()
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
