@@ -16,8 +16,9 @@ import optax
 import pytest
 from flax import traverse_util
 
+from vit_jax.checkpoint.inflate import ACTIONS, inflate_from_image
+from vit_jax.checkpoint.posemb import resize_grid
 from vit_jax.models import attention_weights, create_model, list_models, stack_layers, vit, vivit
-from vit_jax.models.vivit_init import ACTIONS, inflate_from_image, resize_posemb_grid
 
 VARIANTS = vivit.VARIANTS
 B, T, S, C = 2, 4, 8, 3  # batch, frames, frame side, channels
@@ -371,7 +372,7 @@ def test_factorised_attention_mixes_along_one_axis(variant, zeroed, kept_axis):
                         "bias": attention["out"]["bias"]}
     block["MultiHeadDotProductAttention_0"] = attention
   encoder = vivit.VideoEncoder(
-      num_layers=1, mlp_dim=64, num_heads=2, block_type=variant, temporal_grid=2)
+      num_layers=1, mlp_dim=64, num_heads=2, variant=variant, temporal_grid=2)
   enc_params = {k: v for k, v in params["Transformer"].items() if k != "encoderblock_1"}
   enc_params["encoderblock_0"] = block
   tokens = jax.random.normal(jax.random.key(3), (1, 8, 32))  # [1, t*n, D], t=2, n=4
@@ -412,7 +413,7 @@ def test_factorised_dot_product_attention_matches_reference():
   expected = _reference_factorised_dot_product(proj("query"), proj("key"), proj("value"), 2)
   expected = np.einsum("blhk,hkd->bld", expected, p["out"]["kernel"]) + p["out"]["bias"]
   np.testing.assert_allclose(module.apply({"params": params}, x), expected, atol=1e-5)
-  sown = module.clone(sow_weights=True)
+  sown = module.clone(sow_attention_weights=True)
   out, state = sown.apply({"params": params}, x, mutable=["intermediates"])
   np.testing.assert_allclose(out, expected, atol=1e-5)
   assert state["intermediates"]["attention_weights_time"][0].shape == (B * 4, 1, 2, 2)
@@ -499,20 +500,31 @@ def test_attention_weights(variant):
 
 
 def test_attention_implementation_is_passed_down():
-  model = make("factorised_dot_product", attention_implementation="bogus")
+  # Validated once, when the model is built ...
   with pytest.raises(ValueError, match="attention implementation"):
-    jax.eval_shape(model.init, jax.random.key(0), video())
+    make("factorised_dot_product", attention_implementation="bogus")
+  # ... and it reaches the factorised attention: "xla" is jax's fused op there, a
+  # different program from the CPU default with the same output.
+  default = make("factorised_dot_product")
+  fused = make("factorised_dot_product", attention_implementation="xla")
+  assert fused.options.attention_implementation == "xla"
+  params, x = params_of("factorised_dot_product"), video()
+  jaxpr = lambda m: str(jax.make_jaxpr(lambda p: m.apply({"params": p}, x))(params))
+  assert jaxpr(default) != jaxpr(fused)
+  np.testing.assert_allclose(default.apply({"params": params}, x),
+                             fused.apply({"params": params}, x), atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- initialisation
 
 
 def test_resize_posemb_grid():
-  grid = np.random.RandomState(0).randn(6, 3).astype(np.float32)
-  np.testing.assert_array_equal(resize_posemb_grid(grid, (2, 3), (2, 3)), grid)
+  # The inflation resizes the image grid with vit_jax.checkpoint.posemb's resize.
+  grid = np.random.RandomState(0).randn(2, 3, 3).astype(np.float32)
+  np.testing.assert_array_equal(resize_grid(grid, (2, 3)), grid)
   # Bilinear with aligned corners keeps a linear ramp linear; height and width stay apart.
-  ramp = (np.arange(2)[:, None] * 10.0 + np.arange(3)[None, :]).reshape(6, 1)
-  out = resize_posemb_grid(ramp, (2, 3), (3, 5)).reshape(3, 5)
+  ramp = (np.arange(2)[:, None] * 10.0 + np.arange(3)[None, :]).reshape(2, 3, 1)
+  out = resize_grid(ramp, (3, 5)).reshape(3, 5)
   np.testing.assert_allclose(out, np.linspace(0, 10, 3)[:, None] + np.linspace(0, 2, 5)[None])
 
 
@@ -523,12 +535,12 @@ def test_inflation_report_covers_every_parameter(variant):
   fresh = params_of(variant, perturbed=False)
   params, report = inflate_from_image(image_params, fresh, variant=variant, token_grid=(2, 2, 2))
   assert flat_shapes(params) == flat_shapes(fresh)
-  assert set(report.entries) == set(flat_shapes(fresh))
-  assert {a for a, _ in report.entries.values()} <= set(ACTIONS)
-  entries = report.entries
+  assert {e.key for e in report.entries if e.action != "ignored"} == set(flat_shapes(fresh))
+  assert {e.action for e in report.entries} <= set(ACTIONS)
+  entries = {e.key: (e.action, e.note) for e in report.entries if e.action != "ignored"}
   assert entries["embedding/kernel"][0] == "inflated"
   assert entries["output_projection/kernel"][0] == "copied"  # same number of classes
-  assert not report.unused
+  assert not report.ignored
   if variant == "factorised_encoder":
     assert entries["SpatialTransformer/posembed_input/pos_embedding"][0] == "copied"
     assert entries["TemporalTransformer/encoderblock_0/LayerNorm_0/scale"][0] == "reinitialised"
@@ -552,7 +564,7 @@ def test_inflation_choices_are_reported():
   params, report = inflate_from_image(
       image_params, placeholders(model, x), variant="factorised_encoder",
       kernel_init_method="repeat", temporal_init="image")
-  entries = report.entries
+  entries = {e.key: (e.action, e.note) for e in report.entries if e.action != "ignored"}
   assert entries["SpatialTransformer/posembed_input/pos_embedding"][0] == "resized"
   assert "2x2 -> 4x4" in entries["SpatialTransformer/posembed_input/pos_embedding"][1]
   assert entries["TemporalTransformer/encoderblock_1/MlpBlock_0/Dense_0/kernel"] == (
@@ -561,7 +573,7 @@ def test_inflation_choices_are_reported():
   assert entries["cls_TemporalTransformer"][0] == "copied"
   assert entries["output_projection/kernel"][0] == "reinitialised"
   assert not np.any(params["output_projection"]["kernel"])
-  assert set(report.unused) == {"head/kernel", "head/bias"}
+  assert set(report.ignored) == {"head/kernel", "head/bias"}
   kernel = params["embedding"]["kernel"]
   np.testing.assert_array_equal(kernel[0], kernel[1])
   np.testing.assert_allclose(kernel[0], image_params["embedding"]["kernel"])
@@ -570,7 +582,7 @@ def test_inflation_choices_are_reported():
       make("spatio_temporal").init, jax.random.key(0), jnp.zeros((1, 4, 16, 16, C)))["params"])
   params, report = inflate_from_image(image_params, fresh, variant="spatio_temporal",
                                       token_grid=(2, 4, 4))
-  assert report.entries["Transformer/posembed_input/pos_embedding"][0] == "resized+tiled"
+  assert report["Transformer/posembed_input/pos_embedding"].action == "resized+tiled"
   posemb = params["Transformer"]["posembed_input"]["pos_embedding"][0]
   np.testing.assert_array_equal(posemb[0], image_params["Transformer"]["posembed_input"][
       "pos_embedding"][0, 0])  # the cls row is untouched
@@ -615,7 +627,7 @@ def test_frame_embedding_is_copied():
   params, report = inflate_from_image(
       image_params, placeholders(model, x), variant="spatio_temporal",
       token_grid=(T, 2, 2))
-  assert report.entries["embedding/kernel"][0] == "copied"
+  assert report["embedding/kernel"].action == "copied"
   np.testing.assert_allclose(model.apply({"params": params}, x),
                              vit_model.apply({"params": image_params}, frame), atol=2e-5)
 

@@ -9,8 +9,11 @@ Formats read (detected from the file): released vit_jax/AugReg `.npz`,
 big_vision `.npz`, this project's params `.npz`, timm and transformers
 `.safetensors`, this project's Orbax training checkpoints, Scenic's flax
 msgpack files. One concern per module: `formats` (detection, `load`), `npz`,
-`safetensors_io`, `orbax_io`, `scenic_io`, `adapt`, `video` (image ViT or video
-checkpoint -> ViViT), `posemb` (position-embedding resize), `patch_resize` (FlexiViT).
+`safetensors_io`, `orbax_io`, `scenic_io`, `adapt`, `inflate` (image ViT -> ViViT),
+`video` (image ViT or video checkpoint -> ViViT), `report` (the per-key report of
+every surgery), `posemb` (position-embedding resize), `patch_resize` (FlexiViT),
+`convert` (`python -m vit_jax.convert`). The file formats, their key names and
+shapes: docs/checkpoint_formats.md.
 
 Video models:
 
@@ -18,7 +21,7 @@ Video models:
     params, report = checkpoint.adapt_video(params, init, variant=..., token_grid=...)
 """
 
-from vit_jax.checkpoint.adapt import AdaptReport, KeyAction, adapt
+from vit_jax.checkpoint.adapt import adapt
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.formats import (
     FORMATS,
@@ -27,15 +30,18 @@ from vit_jax.checkpoint.formats import (
     load,
     load_with_format,
 )
+from vit_jax.checkpoint.inflate import inflate_from_image
 from vit_jax.checkpoint.npz import save_npz
 from vit_jax.checkpoint.orbax_io import resolve_item_dir
 from vit_jax.checkpoint.patch_resize import resize_patch_kernel
 from vit_jax.checkpoint.posemb import resize_posemb
+from vit_jax.checkpoint.report import AdaptReport, KeyAction
 from vit_jax.checkpoint.safetensors_io import linen_to_timm, save_safetensors_timm
 from vit_jax.checkpoint.video import adapt_video
 
 __all__ = [
     "FORMATS", "AdaptReport", "CheckpointError", "KeyAction", "adapt", "adapt_video",
+    "inflate_from_image",
     "container", "is_video_params", "linen_to_timm", "load", "load_with_format", "resize_patch_kernel", "resize_posemb",
     "resolve_item_dir", "save_npz", "save_safetensors_timm",
 ]

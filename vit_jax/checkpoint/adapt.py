@@ -16,8 +16,6 @@ Two kinds of mismatch are told apart:
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
@@ -29,6 +27,7 @@ from vit_jax.checkpoint import patch_resize
 from vit_jax.checkpoint import posemb as posemb_lib
 from vit_jax.checkpoint import tree as tree_lib
 from vit_jax.checkpoint.errors import CheckpointError
+from vit_jax.checkpoint.report import AdaptReport, KeyAction
 from vit_jax.models import layout
 
 POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
@@ -37,87 +36,12 @@ EMBEDDING_KERNEL = "embedding/kernel"
 # (`output_projection` is the head of ViViT and of Scenic's models).
 HEAD_PREFIXES = ("head/", "pre_logits/", "output_projection/")
 
+# What adapt does with a key (the report lists every key under one of these).
 ACTIONS = ("copied", "reshaped", "reinitialised", "ignored")
 
 _STACKED = re.compile(r"(^|/)encoderblock/")
 _PER_LAYER = re.compile(r"(^|/)encoderblock_(\d+)/")
 
-logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class KeyAction:
-  """What `adapt` did with one parameter (per-layer key names)."""
-  key: str
-  action: str  # one of ACTIONS
-  source_shape: Optional[tuple[int, ...]]
-  target_shape: Optional[tuple[int, ...]]
-  note: str = ""
-  expected: bool = True  # False: a mismatch `strict=True` would have refused
-
-  def __str__(self) -> str:
-    shapes = f"{self.source_shape} -> {self.target_shape}"
-    if self.action == "copied" and self.source_shape == self.target_shape:
-      shapes = f"{self.target_shape}"
-    note = f"  ({self.note})" if self.note else ""
-    warn = "  [unexpected]" if not self.expected else ""
-    return f"{self.action:<13} {self.key}  {shapes}{note}{warn}"
-
-
-@dataclasses.dataclass
-class AdaptReport:
-  """Every key of checkpoint and model, with what `adapt` did to it."""
-  entries: list[KeyAction] = dataclasses.field(default_factory=list)
-  notes: list[str] = dataclasses.field(default_factory=list)
-
-  def add(self, *args: Any, **kwargs: Any) -> None:
-    self.entries.append(KeyAction(*args, **kwargs))
-
-  def keys(self, action: str) -> list[str]:
-    if action not in ACTIONS:
-      raise ValueError(f"Unknown action {action!r}; choose one of {ACTIONS}.")
-    return [e.key for e in self.entries if e.action == action]
-
-  @property
-  def copied(self) -> list[str]:
-    return self.keys("copied")
-
-  @property
-  def reshaped(self) -> list[str]:
-    return self.keys("reshaped")
-
-  @property
-  def reinitialised(self) -> list[str]:
-    return self.keys("reinitialised")
-
-  @property
-  def ignored(self) -> list[str]:
-    return self.keys("ignored")
-
-  @property
-  def unexpected(self) -> list[KeyAction]:
-    return [e for e in self.entries if not e.expected]
-
-  def summary(self) -> str:
-    counts = ", ".join(f"{len(self.keys(a))} {a}" for a in ACTIONS)
-    return f"adapt: {counts} ({len(self.unexpected)} unexpected)"
-
-  def __str__(self) -> str:
-    lines = [self.summary()] + [f"  note: {n}" for n in self.notes]
-    for action in ACTIONS:
-      lines += [f"  {e}" for e in self.entries if e.action == action]
-    return "\n".join(lines)
-
-  def log(self, log: logging.Logger = logger) -> None:
-    """Summary and every non-copied key at INFO; unexpected keys at WARNING."""
-    log.info(self.summary())
-    for note in self.notes:
-      log.info("adapt: %s", note)
-    for entry in self.entries:
-      if not entry.expected:
-        log.warning("adapt: %s", entry)
-      elif entry.action != "copied":
-        log.info("adapt: %s", entry)
 
 
 def _natural_key(key: str) -> tuple:
@@ -313,7 +237,7 @@ def adapt(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
                      f"{posemb_lib.METHODS}.")
   source, src_depth = _unstack_flat(tree_lib.flatten(restored))
   target, tgt_depth = _unstack_flat(tree_lib.flatten(init_params))
-  report = AdaptReport()
+  report = AdaptReport("adapt", ACTIONS, logger_name=__name__)
   if src_depth:
     report.notes.append(f"checkpoint encoder is scanned: unstacked {src_depth} layers")
   if tgt_depth:

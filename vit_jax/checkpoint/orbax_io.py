@@ -24,8 +24,16 @@ import numpy as np
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.models import layout
 
-CHECKPOINTS_DIR = "checkpoints"
-ITEM_NAME = "state"
+# The layout of a training run's checkpoints; vit_jax.driver.checkpointer writes it.
+CHECKPOINTS_DIR = "checkpoints"  # WORKDIR/checkpoints/<step>/
+ITEM_NAME = "state"  # WORKDIR/checkpoints/<step>/state/: the TrainState dict
+PARAMS = "params"
+EMA_PARAMS = "ema_params"  # present only in runs with ema_decay > 0
+
+
+def eval_params_entry(entries) -> str:
+  """The entry the evaluator scores: the EMA when the run kept one, else the params."""
+  return EMA_PARAMS if EMA_PARAMS in entries else PARAMS
 
 
 def _steps(directory: str) -> list[int]:
@@ -71,8 +79,17 @@ def _quiet_absl():
     absl_logger.setLevel(level)
 
 
-def load_orbax(path: str) -> tuple[dict[str, Any], str]:
-  """Restores `params` of an Orbax checkpoint as per-layer numpy params; (params, 'orbax')."""
+def load_orbax(path: str, entry: str = PARAMS) -> tuple[dict[str, Any], str]:
+  """Restores one params entry of an Orbax checkpoint as per-layer numpy params.
+
+  Args:
+    path: anything `resolve_item_dir` takes.
+    entry: PARAMS, EMA_PARAMS, or "eval" for what the evaluator scores
+      (`eval_params_entry`).
+
+  Returns:
+    (params, 'orbax').
+  """
   import orbax.checkpoint as ocp  # slow to import; only Orbax users pay for it
 
   item = os.path.abspath(resolve_item_dir(path))
@@ -83,13 +100,15 @@ def load_orbax(path: str) -> tuple[dict[str, Any], str]:
   except Exception as e:  # orbax raises a zoo of types for corrupt metadata
     raise CheckpointError(f"{item}: cannot read the Orbax metadata ({type(e).__name__}: {e}).") \
         from e
-  if "params" in metadata:
-    wanted = "params"
-  elif "embedding" in metadata:
+  if entry == "eval":
+    entry = eval_params_entry(metadata)
+  if entry in metadata:
+    wanted = entry
+  elif entry == PARAMS and "embedding" in metadata:
     wanted = None  # params saved directly as the item
   else:
     raise CheckpointError(
-        f"{item}: the Orbax item has no `params` entry (found {sorted(metadata)}); expected "
+        f"{item}: the Orbax item has no `{entry}` entry (found {sorted(metadata)}); expected "
         "the training state dict {'params': ..., 'opt_state': ..., ...}.")
   params_meta = metadata[wanted] if wanted else metadata
   as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)

@@ -6,7 +6,7 @@
 
 Two sources, told apart by their keys (`formats.is_video_params`):
   * an image ViT (any format `load` reads): inflated into the video model by
-    `vit_jax.models.vivit_init.inflate_from_image` (tubelet kernel, tiled position
+    `vit_jax.checkpoint.inflate.inflate_from_image` (tubelet kernel, tiled position
     embeddings, copied blocks; the report lists every decision);
   * a video checkpoint (a ViViT run of this project, a Scenic ViViT): the same
     architecture, so `adapt` copies it key by key; only the head may change (new
@@ -18,24 +18,24 @@ Two sources, told apart by their keys (`formats.is_video_params`):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
+from vit_jax.checkpoint import inflate
 from vit_jax.checkpoint import tree as tree_lib
-from vit_jax.checkpoint.adapt import AdaptReport, adapt
+from vit_jax.checkpoint.adapt import adapt
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.formats import is_video_params
-from vit_jax.models import layout, vivit_init
-
-Report = Union[vivit_init.InflationReport, AdaptReport]
+from vit_jax.checkpoint.report import AdaptReport
+from vit_jax.models import layout
 
 
 def adapt_video(restored: Mapping[str, Any], init_params: Mapping[str, Any], *, variant: str,
                 token_grid: Optional[tuple[int, int, int]] = None,
                 kernel_init_method: str = "central_frame", temporal_init: str = "random",
                 time_attention_init: str = "copy", reset_head: bool = False,
-                strict: bool = False) -> tuple[dict[str, Any], Report]:
+                strict: bool = False) -> tuple[dict[str, Any], AdaptReport]:
   """Initialises a ViViT's params from an image ViT or a video checkpoint.
 
   Args:
@@ -53,13 +53,13 @@ def adapt_video(restored: Mapping[str, Any], init_params: Mapping[str, Any], *, 
 
   Returns:
     (params in the layout and dtypes of init_params, report): an
-    `InflationReport` for an image source, an `AdaptReport` for a video one.
+    `AdaptReport` of the inflation (image source) or of `adapt` (video source).
   """
   if not is_video_params(_per_layer(restored)):
     image = dict(restored)
     if reset_head:
       image.pop("head", None)  # inflate_from_image then zeroes output_projection
-    return vivit_init.inflate_from_image(
+    return inflate.inflate_from_image(
         image, init_params, variant=variant, kernel_init_method=kernel_init_method,
         temporal_init=temporal_init, time_attention_init=time_attention_init,
         token_grid=token_grid)

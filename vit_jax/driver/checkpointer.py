@@ -1,5 +1,8 @@
 """Orbax checkpoints of training runs in WORKDIR/checkpoints/<step>/state.
 
+The directory names and entry names are `vit_jax.checkpoint.orbax_io`'s, which reads
+these checkpoints back for fine-tuning, conversion and inference.
+
 Saves are asynchronous (training continues while files are written) and atomic
 (Orbax writes to a temporary directory and renames it when complete, so a crash
 never leaves a half-written step behind). Kept: the latest `keep` steps plus the
@@ -15,17 +18,16 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from vit_jax.checkpoint.orbax_io import CHECKPOINTS_DIR, EMA_PARAMS, ITEM_NAME, PARAMS
 from vit_jax.driver.steps import TrainState
-
-ITEM = "state"
 
 
 def state_to_dict(state: TrainState) -> dict[str, Any]:
   """The tree that is written: {params, opt_state, step, rng, data_position[, ema_params]}."""
-  out = {"params": state.params, "opt_state": state.opt_state, "step": state.step,
+  out = {PARAMS: state.params, "opt_state": state.opt_state, "step": state.step,
          "rng": state.rng, "data_position": state.step}
   if state.ema_params is not None:
-    out["ema_params"] = state.ema_params
+    out[EMA_PARAMS] = state.ema_params
   return out
 
 
@@ -34,7 +36,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 2, keep_best: int = 1,
                best_metric: str = "top1", async_save: bool = True):
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS_DIR))
     policies = [ocp.checkpoint_managers.LatestN(n=keep)]
     if keep_best:
       policies.append(ocp.checkpoint_managers.BestN(
@@ -43,7 +45,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
         enable_async_checkpointing=async_save, create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=(ITEM,))
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=(ITEM_NAME,))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -53,7 +55,7 @@ class Checkpointer:
     step = int(jax.device_get(state.step))
     if step in self.manager.all_steps():
       return
-    self.manager.save(step, args=ocp.args.Composite(**{ITEM: ocp.args.StandardSave(
+    self.manager.save(step, args=ocp.args.Composite(**{ITEM_NAME: ocp.args.StandardSave(
         state_to_dict(state))}), metrics=metrics, force=force)
     logging.info("Checkpoint of step %d queued in %s", step, self.directory)
 
@@ -62,11 +64,11 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     target = state_to_dict(abstract_state)
     restored = self.manager.restore(step, args=ocp.args.Composite(**{
-        ITEM: ocp.args.StandardRestore(target)}))[ITEM]
+        ITEM_NAME: ocp.args.StandardRestore(target)}))[ITEM_NAME]
     logging.info("Restored step %d from %s", step, self.directory)
-    return TrainState(step=restored["step"], params=restored["params"],
+    return TrainState(step=restored["step"], params=restored[PARAMS],
                       opt_state=restored["opt_state"], rng=restored["rng"],
-                      ema_params=restored.get("ema_params"))
+                      ema_params=restored.get(EMA_PARAMS))
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -71,7 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from.posemb_method = "bilinear"
   c.init_from.strict = False
   c.init_from.reset_head = False  # start from a zero head even when the class count matches
-  # Video (ViViT) models initialised from an image ViT (vit_jax.models.vivit_init); a video
+  # Video (ViViT) models initialised from an image ViT (vit_jax.checkpoint.inflate); a video
   # checkpoint (this project's or Scenic's) is copied as it is and needs the defaults.
   c.init_from.kernel_init_method = "central_frame"  # tubelet kernel: or "average", "repeat"
   c.init_from.temporal_init = "random"  # factorised_encoder's temporal encoder: or "image"
@@ -167,12 +167,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def _video_init_checks(config: ml_collections.ConfigDict) -> list[tuple[bool, str]]:
   """init_from's ViViT keys: known values, and set only for a video model."""
-  from vit_jax.models import registry, vivit_init  # noqa: PLC0415 (keeps flax out of config)
+  from vit_jax.checkpoint import inflate  # noqa: PLC0415 (keeps flax out of config)
+  from vit_jax.models import registry  # noqa: PLC0415
 
   c, default = config.init_from, base_config().init_from
-  keys = {"kernel_init_method": vivit_init.KERNEL_INIT_METHODS,
-          "temporal_init": vivit_init.TEMPORAL_INITS,
-          "time_attention_init": vivit_init.TIME_ATTENTION_INITS}
+  keys = {"kernel_init_method": inflate.KERNEL_INIT_METHODS,
+          "temporal_init": inflate.TEMPORAL_INITS,
+          "time_attention_init": inflate.TIME_ATTENTION_INITS}
   checks = [(c[k] in choices, f"init_from.{k} must be one of {choices}")
             for k, choices in keys.items()]
   changed = [k for k in keys if c[k] != default[k]]

@@ -29,7 +29,12 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array
-  ema_params: Any = None
+  ema_params: Any = None  # only with config.ema_decay > 0
+
+  @property
+  def eval_params(self) -> Any:
+    """What evaluation scores: the EMA of the parameters when the run keeps one."""
+    return self.params if self.ema_params is None else self.ema_params
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:

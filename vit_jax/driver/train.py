@@ -24,7 +24,7 @@ from vit_jax import checkpoint, data, models
 from vit_jax.driver import checkpointer, optim, parallel, steps
 from vit_jax.driver import config as config_lib
 from vit_jax.driver.writer import MetricWriter, write_json_atomic
-from vit_jax.models import vivit, vivit_init
+from vit_jax.models import vivit
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -128,7 +128,7 @@ def compile_train_step(setup: Setup, state: steps.TrainState, batch: Any,
   remat = step_memory_bytes(compiled)
   logging.info("remat=auto: the train step needs %.2f GiB of %.2f GiB without remat, "
                "%.2f GiB with remat (policy %s); using remat.", plain / 2**30,
-               memory_limit / 2**30, remat / 2**30, setup.model.remat_policy)
+               memory_limit / 2**30, remat / 2**30, setup.model.options.remat_policy)
   if remat > budget:
     logging.warning("remat=auto: even with remat the train step needs %.2f GiB of %.2f GiB; "
                     "lower batch_size or use mesh.fsdp.", remat / 2**30, memory_limit / 2**30)
@@ -178,8 +178,7 @@ class Setup:
     self.abstract_state = jax.eval_shape(self._state_from_params, self.abstract_params)
     self.state_shardings = _state_shardings(self.mesh, self.abstract_state)
     self.param_shardings = self.state_shardings.params
-    self.eval_params_shardings = (self.state_shardings.ema_params
-                                  if config.ema_decay else self.param_shardings)
+    self.eval_params_shardings = self.state_shardings.eval_params
 
   @property
   def eval_batch_size(self) -> int:
@@ -238,8 +237,7 @@ class Setup:
         token_grid=vivit.token_grid(self.model, self.dummy.shape),
         kernel_init_method=c.kernel_init_method, temporal_init=c.temporal_init,
         time_attention_init=c.time_attention_init, reset_head=c.reset_head, strict=c.strict)
-    resized = (report.keys("resized") + report.keys("resized+tiled")
-               if isinstance(report, vivit_init.InflationReport) else [])
+    resized = [e.key for e in report.entries if e.action in ("resized", "resized+tiled")]
     if resized and not c.resize_posemb:
       raise ValueError(f"{resized} need a resize of the image position embeddings and "
                        "init_from.resize_posemb=False: allow it, or match the image grid.")
@@ -358,8 +356,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.write(done, record)
       progress.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{images_per_sec:.0f}")
       if is_eval:
-        params = state.ema_params if config.ema_decay else state.params
-        eval_metrics = _evaluate(setup, eval_step, params)
+        eval_metrics = _evaluate(setup, eval_step, state.eval_params)
         writer.write(done, {f"eval_{k}": v for k, v in eval_metrics.items()})
         logging.info("Step %d: eval %s", done, eval_metrics)
       if is_ckpt or is_eval:
@@ -377,8 +374,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ---------------------------------------------------------------- final evaluation
   final_step = int(jax.device_get(state.step))
   if not eval_metrics:  # e.g. resumed after the last step: evaluate what is there
-    params = state.ema_params if config.ema_decay else state.params
-    eval_metrics = _evaluate(setup, eval_step, params)
+    eval_metrics = _evaluate(setup, eval_step, state.eval_params)
   results = {**eval_metrics, "step": final_step}
   write_json_atomic(os.path.join(workdir, "results.json"), results)
   ckpt.close()
@@ -401,7 +397,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = ckpt.restore(jax.tree.map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
         setup.abstract_state, setup.state_shardings))
-    params = state.ema_params if config.ema_decay else state.params
+    params = state.eval_params
     step = int(jax.device_get(state.step))
     ckpt.close()
   results = {**_evaluate(setup, _jit_eval_step(setup), params), "step": step}

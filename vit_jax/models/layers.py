@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Dtype = Any
+from vit_jax.models.options import EncoderOptions, OptionsClone
+
 Initializer = Callable[..., jax.Array]
 
 # Reference initialisers (REFERENCE.md section 1).
@@ -22,24 +23,6 @@ KERNEL_INIT = nn.initializers.xavier_uniform()
 BIAS_INIT = nn.initializers.normal(stddev=1e-6)
 LAYERNORM_EPSILON = 1e-6
 
-# Names accepted for `remat_policy`, mapped to jax.checkpoint_policies.
-REMAT_POLICIES = {
-    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
-    "everything_saveable": jax.checkpoint_policies.everything_saveable,
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": (
-        jax.checkpoint_policies.dots_with_no_batch_dims_saveable),
-}
-
-ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn")
-
-# Attention score functions (`MultiHeadDotProductAttention.score`), for ablations:
-#   scaled_dot  q.k / sqrt(hd)                  (Vaswani et al.; the default, no parameters)
-#   dot         q.k                             (Luong "dot"; no parameters)
-#   bilinear    q^T W k, W [H, hd, hd]           (Luong "general"; param `bilinear`)
-#   additive    v^T tanh(q + k), v [H, hd]       (Bahdanau "concat"; param `additive_v`)
-#   cosine      tau * cos(q, k), tau [H] learned (param `log_temperature`)
-ATTENTION_SCORES = ("scaled_dot", "dot", "bilinear", "additive", "cosine")
 # Cosine attention's temperature starts at 10 and is capped at 100 (Swin V2's choices):
 # cos is in [-1, 1], so without the temperature the softmax could not become peaked.
 COSINE_INIT_TEMPERATURE = 10.0
@@ -53,14 +36,6 @@ def pair(size: int | Sequence[int]) -> tuple[int, int]:
   return tuple(size)
 
 
-def remat_policy(name: str) -> Callable[..., bool]:
-  """Looks up a `jax.checkpoint` policy by name."""
-  if name not in REMAT_POLICIES:
-    raise ValueError(
-        f"Unknown remat_policy {name!r}; choose one of {sorted(REMAT_POLICIES)}.")
-  return REMAT_POLICIES[name]
-
-
 def gelu(approximate: bool) -> Callable[[jax.Array], jax.Array]:
   """GELU; the released checkpoints were trained with the tanh approximation."""
   return lambda x: nn.gelu(x, approximate=approximate)
@@ -71,44 +46,46 @@ def heads_first(x: jax.Array) -> jax.Array:
   return jnp.swapaxes(x, 1, 2)
 
 
-class MlpBlock(nn.Module):
+class MlpBlock(OptionsClone, nn.Module):
   """Transformer MLP: Dense -> GELU -> Dropout -> Dense -> Dropout.
 
   Attributes:
     mlp_dim: hidden width.
     out_dim: output width; defaults to the input width.
+    options: reads dropout_rate, gelu_approximate, dtype, param_dtype.
   """
   mlp_dim: int
   out_dim: Optional[int] = None
-  dropout_rate: float = 0.0
-  gelu_approximate: bool = True
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+  options: EncoderOptions = EncoderOptions()
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     """[..., D] -> [..., out_dim or D]."""
+    o = self.options
     out_dim = self.out_dim or x.shape[-1]
     dense = lambda features: nn.Dense(
-        features, dtype=self.dtype, param_dtype=self.param_dtype,
+        features, dtype=o.dtype, param_dtype=o.param_dtype,
         kernel_init=KERNEL_INIT, bias_init=BIAS_INIT)
     x = dense(self.mlp_dim)(x)
-    x = gelu(self.gelu_approximate)(x)
-    x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+    x = gelu(o.gelu_approximate)(x)
+    x = nn.Dropout(rate=o.dropout_rate)(x, deterministic=deterministic)
     x = dense(out_dim)(x)
-    return nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+    return nn.Dropout(rate=o.dropout_rate)(x, deterministic=deterministic)
 
 
 class DropPath(nn.Module):
-  """Stochastic depth: drops the whole residual branch per example, rescaled.
+  """Stochastic depth (timm calls the layer DropPath): drops the whole residual branch
+  per example, rescaled by 1 / (1 - stochastic_depth).
 
-  `rate` may be a traced scalar (one per layer under `nn.scan`).
+  `stochastic_depth` is this block's rate; it may be a traced scalar (one per layer
+  under `nn.scan`).
   """
 
   @nn.compact
-  def __call__(self, x: jax.Array, rate: Union[float, jax.Array],
+  def __call__(self, x: jax.Array, stochastic_depth: Union[float, jax.Array],
                deterministic: bool) -> jax.Array:
     """[B, ...] -> [B, ...]."""
+    rate = stochastic_depth
     if deterministic or (isinstance(rate, (int, float)) and rate == 0.0):
       return x
     keep_prob = 1.0 - jnp.asarray(rate, jnp.float32)
@@ -117,21 +94,21 @@ class DropPath(nn.Module):
     return jnp.where(keep, x / keep_prob.astype(x.dtype), jnp.zeros_like(x))
 
 
-class MultiHeadDotProductAttention(nn.Module):
+class MultiHeadDotProductAttention(OptionsClone, nn.Module):
   """Multi-head attention with the released checkpoints' parameter layout.
 
   Parameters: query/key/value kernel [D, H, D/H], bias [H, D/H]; out kernel
   [H, D/H, D], bias [D]. Logits are scaled by 1/sqrt(head_dim).
 
   The fast path on GPUs and TPUs is `jax.nn.dot_product_attention`
-  (`implementation="cudnn"` picks the fused flash kernel on GPU). The explicit path
+  (`attention_implementation="cudnn"` picks the fused flash kernel on GPU). The explicit path
   (softmax materialised, head-major matmuls) runs when attention weights are
-  requested (`sow_weights`, stored in the 'intermediates' collection as
+  requested (`sow_attention_weights`, stored in the 'intermediates' collection as
   `attention_weights` [B, H, Lq, Lk]), when attention dropout is active in training,
-  and on CPUs when `implementation` is None: XLA:CPU has no fused attention kernel,
+  and on CPUs when `attention_implementation` is None: XLA:CPU has no fused attention kernel,
   and there the explicit path is faster than jax's (benchmarks/README.md).
 
-  `score` picks the attention score function (ATTENTION_SCORES). "scaled_dot"
+  `options.attention_score` picks the score function (options.ATTENTION_SCORES). "scaled_dot"
   (the default) is the code path and parameter tree above, unchanged. "dot",
   "bilinear" and "cosine" transform q and k and then take a dot product, so they
   keep the fused path; "additive" materialises a [B, Lq, Lk, H, hd] tanh and
@@ -139,28 +116,20 @@ class MultiHeadDotProductAttention(nn.Module):
   ~hd times the memory of the softmax for long ones). Their extra parameters sit
   next to query/key/value: `bilinear` [H, hd, hd], `additive_v` [H, hd],
   `log_temperature` [H].
+
+  The options read here: attention_dropout_rate, attention_implementation,
+  attention_score, sow_attention_weights, dtype and param_dtype.
   """
   num_heads: int
-  dropout_rate: float = 0.0
-  implementation: Optional[str] = None
-  sow_weights: bool = False
-  score: str = "scaled_dot"
   # Zeros make the layer start as "no attention" (ViViT's temporal attention).
   out_kernel_init: Initializer = KERNEL_INIT
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+  options: EncoderOptions = EncoderOptions()
 
   def head_dim(self, width: int) -> int:
     if width % self.num_heads:
       raise ValueError(
           f"Width {width} is not divisible by num_heads={self.num_heads}; "
           "choose a head count that divides the hidden size.")
-    if self.implementation not in ATTENTION_IMPLEMENTATIONS:
-      raise ValueError(f"Unknown attention implementation {self.implementation!r}; "
-                       f"choose one of {ATTENTION_IMPLEMENTATIONS}.")
-    if self.score not in ATTENTION_SCORES:
-      raise ValueError(f"Unknown attention score {self.score!r}; "
-                       f"choose one of {ATTENTION_SCORES}.")
     return width // self.num_heads
 
   def score_params(self, head_dim: int) -> dict[str, jax.Array]:
@@ -170,18 +139,20 @@ class MultiHeadDotProductAttention(nn.Module):
     `attend` calls (ViViT's factorised dot-product attention) slice them.
     """
     h = self.num_heads
-    if self.score == "bilinear":
+    if self.options.attention_score == "bilinear":
       # W = I / sqrt(hd): the layer starts as scaled dot-product attention.
       init = lambda key, shape, dtype: jnp.broadcast_to(
           jnp.eye(head_dim, dtype=dtype) / jnp.sqrt(head_dim).astype(dtype), shape)
       return {"bilinear": self.param("bilinear", init, (h, head_dim, head_dim),
-                                     self.param_dtype)}
-    if self.score == "additive":
+                                     self.options.param_dtype)}
+    if self.options.attention_score == "additive":
       init = nn.initializers.normal(stddev=head_dim ** -0.5)
-      return {"additive_v": self.param("additive_v", init, (h, head_dim), self.param_dtype)}
-    if self.score == "cosine":
+      return {"additive_v": self.param("additive_v", init, (h, head_dim),
+                                     self.options.param_dtype)}
+    if self.options.attention_score == "cosine":
       init = nn.initializers.constant(jnp.log(COSINE_INIT_TEMPERATURE))
-      return {"log_temperature": self.param("log_temperature", init, (h,), self.param_dtype)}
+      return {"log_temperature": self.param("log_temperature", init, (h,),
+                                          self.options.param_dtype)}
     return {}
 
   def _dot_inputs(self, query: jax.Array, key: jax.Array,
@@ -191,9 +162,9 @@ class MultiHeadDotProductAttention(nn.Module):
     [B, L, h, hd] in and out; the score's parameters are folded into q' so the
     fused kernel still applies.
     """
-    if self.score == "dot":
+    if self.options.attention_score == "dot":
       return query, key, 1.0
-    if self.score == "bilinear":
+    if self.options.attention_score == "bilinear":
       w = params["bilinear"].astype(query.dtype)  # [h, hd, hd]
       return jnp.einsum("bqhd,hde->bqhe", query, w), key, 1.0
     # cosine: unit vectors; float32 norms, as bf16 sums of squares lose precision.
@@ -207,11 +178,11 @@ class MultiHeadDotProductAttention(nn.Module):
   def _logits(self, query: jax.Array, key: jax.Array,
               params: dict[str, jax.Array]) -> jax.Array:
     """Explicit attention logits [B, h, Lq, Lk] of a non-default score."""
-    if self.score == "additive":
+    if self.options.attention_score == "additive":
       # [B, Lq, 1, h, hd] + [B, 1, Lk, h, hd] -> [B, Lq, Lk, h, hd]: the memory cost.
       hidden = jnp.tanh(query[:, :, None] + key[:, None])
       return jnp.einsum("bqkhd,hd->bhqk", hidden, params["additive_v"].astype(hidden.dtype))
-    if self.score == "scaled_dot":
+    if self.options.attention_score == "scaled_dot":
       query, key, scale = query, key, query.shape[-1] ** -0.5
     else:
       query, key, scale = self._dot_inputs(query, key, params)
@@ -223,8 +194,8 @@ class MultiHeadDotProductAttention(nn.Module):
   def project(self, name: str, x: jax.Array, head_dim: int) -> jax.Array:
     """The `name` projection (query, key or value): [..., D] -> [..., H, hd]."""
     return nn.DenseGeneral(
-        features=(self.num_heads, head_dim), axis=-1, dtype=self.dtype,
-        param_dtype=self.param_dtype, kernel_init=KERNEL_INIT,
+        features=(self.num_heads, head_dim), axis=-1, dtype=self.options.dtype,
+        param_dtype=self.options.param_dtype, kernel_init=KERNEL_INIT,
         bias_init=nn.initializers.zeros, name=name)(x)
 
   def attend(self, query: jax.Array, key: jax.Array, value: jax.Array,
@@ -235,31 +206,32 @@ class MultiHeadDotProductAttention(nn.Module):
     Sown weights ([B, h, Lq, Lk]) are stored as `weights_name`. `score_params`:
     the `score_params()` of the h heads attending here (none for the default).
     """
+    o = self.options
     params = score_params or {}
-    use_dropout = not deterministic and self.dropout_rate > 0.0
-    fused = (not (self.sow_weights or use_dropout) and self.score != "additive"
-             and not (self.implementation is None and jax.default_backend() == "cpu"))
+    use_dropout = not deterministic and o.attention_dropout_rate > 0.0
+    implementation = o.attention_implementation
+    fused = (not (o.sow_attention_weights or use_dropout) and o.attention_score != "additive"
+             and not (implementation is None and jax.default_backend() == "cpu"))
     if fused:
-      if self.score == "scaled_dot":
-        return jax.nn.dot_product_attention(
-            query, key, value, implementation=self.implementation)
+      if o.attention_score == "scaled_dot":
+        return jax.nn.dot_product_attention(query, key, value, implementation=implementation)
       query, key, scale = self._dot_inputs(query, key, params)
       return jax.nn.dot_product_attention(
-          query, key, value, scale=scale, implementation=self.implementation)
+          query, key, value, scale=scale, implementation=implementation)
     logits = self._logits(query, key, params)
     # Softmax in float32 even under bf16: logits of long sequences overflow.
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    if self.sow_weights:
+    if o.sow_attention_weights:
       self.sow("intermediates", weights_name, weights)
-    weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=deterministic)
+    weights = nn.Dropout(rate=o.attention_dropout_rate)(weights, deterministic=deterministic)
     out = weights.astype(value.dtype) @ heads_first(value)  # [B, h, Lq, hd]
     return jnp.swapaxes(out, 1, 2)
 
   def project_out(self, x: jax.Array, width: int) -> jax.Array:
     """[..., H, hd] -> [..., width]."""
     return nn.DenseGeneral(
-        features=width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
-        kernel_init=self.out_kernel_init, bias_init=nn.initializers.zeros, name="out")(x)
+        features=width, axis=(-2, -1), dtype=self.options.dtype,
+        param_dtype=self.options.param_dtype, kernel_init=self.out_kernel_init, bias_init=nn.initializers.zeros, name="out")(x)
 
   @nn.compact
   def __call__(self, inputs_q: jax.Array, inputs_kv: Optional[jax.Array] = None,
@@ -277,47 +249,62 @@ class MultiHeadDotProductAttention(nn.Module):
     return self.project_out(out, width)
 
 
-class Encoder1DBlock(nn.Module):
+class Encoder1DBlock(OptionsClone, nn.Module):
   """Pre-LN transformer block: x + Attn(LN(x)), then y + MLP(LN(y)).
 
   Parameters (Linen naming): LayerNorm_0, MultiHeadDotProductAttention_0,
-  LayerNorm_1, MlpBlock_0. The call signature `(x, drop_path_rate, deterministic)
-  -> (x, None)` lets the same class run under a Python loop and under `nn.scan`.
+  LayerNorm_1, MlpBlock_0. The call signature `(x, stochastic_depth, deterministic)
+  -> (x, None)` lets the same class run under a Python loop and under `nn.scan`;
+  `stochastic_depth` is this block's rate (the encoder spreads `options.stochastic_depth`
+  over the depth).
   """
   mlp_dim: int
   num_heads: int
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  gelu_approximate: bool = True
-  attention_implementation: Optional[str] = None
-  attention_score: str = "scaled_dot"
-  sow_attention_weights: bool = False
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+  options: EncoderOptions = EncoderOptions()
 
-  def attention(self, **overrides: Any) -> MultiHeadDotProductAttention:
+  def attention(self, **overrides: Any) -> nn.Module:
     """The block's self-attention; ViViT's factorised dot-product block swaps it."""
-    kwargs = dict(
-        num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-        implementation=self.attention_implementation, score=self.attention_score,
-        sow_weights=self.sow_attention_weights, dtype=self.dtype,
-        param_dtype=self.param_dtype)
-    kwargs.update(overrides)
-    return MultiHeadDotProductAttention(**kwargs)
+    return MultiHeadDotProductAttention(num_heads=self.num_heads, options=self.options,
+                                        **overrides)
+
+  def norm(self, name: Optional[str] = None) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=LAYERNORM_EPSILON, dtype=self.options.dtype,
+                        param_dtype=self.options.param_dtype, name=name)
+
+  def residual(self, x: jax.Array, y: jax.Array, stochastic_depth: Union[float, jax.Array],
+               deterministic: bool) -> jax.Array:
+    """x + DropPath(Dropout(y)): a residual branch's end, as every block has it."""
+    y = nn.Dropout(rate=self.options.dropout_rate)(y, deterministic=deterministic)
+    return x + DropPath()(y, stochastic_depth, deterministic)
 
   @nn.compact
-  def __call__(self, x: jax.Array, drop_path_rate: Union[float, jax.Array] = 0.0,
+  def __call__(self, x: jax.Array, stochastic_depth: Union[float, jax.Array] = 0.0,
                deterministic: bool = True) -> tuple[jax.Array, None]:
     """[B, L, D] -> ([B, L, D], None)."""
-    norm = lambda: nn.LayerNorm(epsilon=LAYERNORM_EPSILON, dtype=self.dtype,
-                                param_dtype=self.param_dtype)
-    y = norm()(x)
+    y = self.norm()(x)
     y = self.attention()(y, deterministic=deterministic)
-    y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
-    x = x + DropPath()(y, drop_path_rate, deterministic)
+    x = self.residual(x, y, stochastic_depth, deterministic)
 
-    y = norm()(x)
-    y = MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
-                 gelu_approximate=self.gelu_approximate, dtype=self.dtype,
-                 param_dtype=self.param_dtype)(y, deterministic=deterministic)
-    return x + DropPath()(y, drop_path_rate, deterministic), None
+    y = self.norm()(x)
+    y = MlpBlock(mlp_dim=self.mlp_dim, options=self.options)(y, deterministic=deterministic)
+    return x + DropPath()(y, stochastic_depth, deterministic), None
+
+
+def classifier_head(x: jax.Array, representation_size: Optional[int],
+                    num_classes: Optional[int], options: EncoderOptions, *, head_name: str,
+                    head_bias_init: float = 0.0) -> jax.Array:
+  """Optional `pre_logits` (Dense + tanh), then the zero-initialised head `head_name`.
+
+  [B, ..., D] -> [B, ..., num_classes] (features when num_classes is None), in float32
+  so losses are stable under bf16 compute. Call it inside the model's compact
+  `__call__`: the Dense layers become its children `pre_logits` and `head_name`.
+  """
+  if representation_size is not None:
+    x = nn.Dense(representation_size, dtype=options.dtype, param_dtype=options.param_dtype,
+                 name="pre_logits")(x)
+    x = jnp.tanh(x)
+  if num_classes is not None:
+    x = nn.Dense(num_classes, dtype=options.dtype, param_dtype=options.param_dtype,
+                 kernel_init=nn.initializers.zeros,
+                 bias_init=nn.initializers.constant(head_bias_init), name=head_name)(x)
+  return x.astype(jnp.float32)

@@ -22,6 +22,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from vit_jax.models import options as options_lib
 from vit_jax.models import vit, vivit
 
 # (hidden_size, num_layers, mlp_dim, num_heads); REFERENCE.md section 1.
@@ -90,9 +91,10 @@ def create_model(name: str, num_classes: int | None = 1000, **overrides: Any) ->
   Args:
     name: a registered name such as "ViT-B_16" (or "B/16"); see `list_models()`.
     num_classes: size of the zero-initialised head; None drops the head.
-    **overrides: any field of the module, e.g. `dropout_rate=0.1`,
-      `classifier="gap"`, `dtype=jnp.bfloat16`, `scan_layers=True`, and for
-      ViViT `variant="factorised_encoder"`, `embedding="frame"`.
+    **overrides: any field of the module (`classifier="gap"`, and for ViViT
+      `variant="factorised_encoder"`, `embedding="frame"`) or of its
+      `EncoderOptions`, flat (`dropout_rate=0.1`, `dtype=jnp.bfloat16`,
+      `scan_layers=True`); or a whole `options=EncoderOptions(...)`.
 
   Returns:
     The module; `model.apply({"params": p}, images, train=False)` gives logits
@@ -102,9 +104,12 @@ def create_model(name: str, num_classes: int | None = 1000, **overrides: Any) ->
   kwargs = model_kwargs(name)
   module_cls = _REGISTRY[name][0]
   fields = {f.name for f in dataclasses.fields(module_cls)} - {"parent", "name"}
-  unknown = sorted(set(overrides) - fields)
+  valid = fields | set(options_lib.FIELDS)
+  unknown = sorted(set(overrides) - valid)
   if unknown:
     raise TypeError(f"{module_cls.__name__} has no option(s) {unknown}; "
-                    f"valid options: {sorted(fields)}.")
+                    f"valid options: {sorted(valid)}.")
+  option_values, overrides = options_lib.split_options(overrides)
+  options = overrides.pop("options", options_lib.EncoderOptions()).replace(**option_values)
   kwargs.update(overrides)
-  return module_cls(num_classes=num_classes, **kwargs)
+  return module_cls(num_classes=num_classes, options=options, **kwargs)

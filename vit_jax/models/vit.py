@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax.models import layers
+from vit_jax.models.options import EncoderOptions, OptionsClone
 
 Dtype = Any
 
@@ -64,10 +65,10 @@ class AddPositionEmbs(nn.Module):
     return x + posemb.astype(x.dtype)
 
 
-class Encoder(nn.Module):
+class Encoder(OptionsClone, nn.Module):
   """Position embedding, dropout, `num_layers` blocks, final LayerNorm.
 
-  [B, L, D] -> [B, L, D]. With `scan_layers` the blocks run under `nn.scan`
+  [B, L, D] -> [B, L, D]. With `options.scan_layers` the blocks run under `nn.scan`
   and their parameters are stacked on a leading axis under `encoderblock`;
   otherwise they live under `encoderblock_{i}`. `vit_jax.models.layout`
   converts between the two.
@@ -75,54 +76,37 @@ class Encoder(nn.Module):
   num_layers: int
   mlp_dim: int
   num_heads: int
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth: float = 0.0
   add_position_embedding: bool = True
-  gelu_approximate: bool = True
-  attention_implementation: Optional[str] = None
-  attention_score: str = "scaled_dot"
-  sow_attention_weights: bool = False
-  scan_layers: bool = False
-  remat: bool = False
-  remat_policy: str = "nothing_saveable"
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+  options: EncoderOptions = EncoderOptions()
 
   def block(self) -> tuple[type[nn.Module], dict[str, Any]]:
     """The block class and its attributes; ViViT's factorised encoders override this.
 
-    The class must take `(x, drop_path_rate, deterministic)` and return `(x, None)`.
+    The class must take `(x, stochastic_depth, deterministic)` and return `(x, None)`.
     """
-    return layers.Encoder1DBlock, dict(
-        mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-        dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate,
-        gelu_approximate=self.gelu_approximate,
-        attention_implementation=self.attention_implementation,
-        attention_score=self.attention_score,
-        sow_attention_weights=self.sow_attention_weights,
-        dtype=self.dtype, param_dtype=self.param_dtype)
+    return layers.Encoder1DBlock, dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+                                       options=self.options)
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    o = self.options
     if self.add_position_embedding:
-      x = AddPositionEmbs(param_dtype=self.param_dtype, name="posembed_input")(x)
-    x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+      x = AddPositionEmbs(param_dtype=o.param_dtype, name="posembed_input")(x)
+    x = nn.Dropout(rate=o.dropout_rate)(x, deterministic=deterministic)
 
     # Stochastic depth grows linearly from 0 (first block) to the configured rate.
-    rates = [self.stochastic_depth * i / max(self.num_layers - 1, 1)
+    rates = [o.stochastic_depth * i / max(self.num_layers - 1, 1)
              for i in range(self.num_layers)]
-    rates_are_static = self.stochastic_depth == 0.0 or not self.scan_layers
+    rates_are_static = o.stochastic_depth == 0.0 or not o.scan_layers
     block_cls, block_kwargs = self.block()
-    if self.remat:
+    if o.remat:
       block_cls = nn.remat(
-          block_cls, prevent_cse=not self.scan_layers,
-          # `self` counts as argument 0: (x=1, drop_path_rate=2, deterministic=3).
+          block_cls, prevent_cse=not o.scan_layers,
+          # `self` counts as argument 0: (x=1, stochastic_depth=2, deterministic=3).
           static_argnums=(2, 3) if rates_are_static else (3,),
-          policy=layers.remat_policy(self.remat_policy))
+          policy=o.remat_policy_fn)
 
-    if self.scan_layers:
+    if o.scan_layers:
       if rates_are_static:
         rate_arg, rate_axis = 0.0, nn.broadcast
       else:
@@ -138,42 +122,37 @@ class Encoder(nn.Module):
       for i in range(self.num_layers):
         x, _ = block_cls(name=f"encoderblock_{i}", **block_kwargs)(
             x, rates[i], deterministic)
-    return nn.LayerNorm(epsilon=layers.LAYERNORM_EPSILON, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name="encoder_norm")(x)
+    return nn.LayerNorm(epsilon=layers.LAYERNORM_EPSILON, dtype=o.dtype,
+                        param_dtype=o.param_dtype, name="encoder_norm")(x)
 
 
-class MAPHead(nn.Module):
+class MAPHead(OptionsClone, nn.Module):
   """Multihead attention pooling (big_vision): a learned probe attends to the tokens.
 
   [B, L, D] -> [B, D]. Parameters: probe [1, 1, D], MultiHeadDotProductAttention_0,
-  LayerNorm_0, MlpBlock_0.
+  LayerNorm_0, MlpBlock_0. As in big_vision the head has no dropout and keeps
+  scaled dot-product attention whatever the encoder's `attention_score`.
   """
   mlp_dim: int
   num_heads: int
-  gelu_approximate: bool = True
-  attention_implementation: Optional[str] = None
-  sow_attention_weights: bool = False
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+  options: EncoderOptions = EncoderOptions()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    o = self.options.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
+                             attention_score="scaled_dot")
     batch, _, width = x.shape
     probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, width),
-                       self.param_dtype)
+                       o.param_dtype)
     probe = jnp.tile(probe.astype(x.dtype), [batch, 1, 1])  # [B, 1, D]
-    x = layers.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, implementation=self.attention_implementation,
-        sow_weights=self.sow_attention_weights, dtype=self.dtype,
-        param_dtype=self.param_dtype)(probe, x)
-    y = nn.LayerNorm(epsilon=layers.LAYERNORM_EPSILON, dtype=self.dtype,
-                     param_dtype=self.param_dtype)(x)
-    x = x + layers.MlpBlock(mlp_dim=self.mlp_dim, gelu_approximate=self.gelu_approximate,
-                            dtype=self.dtype, param_dtype=self.param_dtype)(y)
+    x = layers.MultiHeadDotProductAttention(num_heads=self.num_heads, options=o)(probe, x)
+    y = nn.LayerNorm(epsilon=layers.LAYERNORM_EPSILON, dtype=o.dtype,
+                     param_dtype=o.param_dtype)(x)
+    x = x + layers.MlpBlock(mlp_dim=self.mlp_dim, options=o)(y)
     return x[:, 0]
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(OptionsClone, nn.Module):
   """ViT classifier: images [B, H, W, 3] in [-1, 1] -> logits [B, num_classes].
 
   H and W must be multiples of the patch size; the learned position embedding
@@ -181,8 +160,8 @@ class VisionTransformer(nn.Module):
   With classifier="unpooled" the output keeps the tokens: [B, N, num_classes]
   (or [B, N, D] features when num_classes is None).
 
-  `attention_score` picks the encoder's attention score function for ablations
-  (layers.ATTENTION_SCORES; the MAP head keeps scaled dot-product attention).
+  `options` (EncoderOptions) holds dropout, stochastic depth, attention, scan/remat
+  and dtypes for every layer; `create_model` and `clone` take its fields flat.
   """
   num_classes: Optional[int]
   patch_size: Union[int, Sequence[int]]
@@ -190,22 +169,11 @@ class VisionTransformer(nn.Module):
   num_layers: int
   mlp_dim: int
   num_heads: int
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth: float = 0.0
   classifier: str = "token"
   representation_size: Optional[int] = None
   posemb: str = "learn"
   head_bias_init: float = 0.0
-  gelu_approximate: bool = True
-  attention_implementation: Optional[str] = None
-  attention_score: str = "scaled_dot"
-  sow_attention_weights: bool = False
-  scan_layers: bool = False
-  remat: bool = False
-  remat_policy: str = "nothing_saveable"
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+  options: EncoderOptions = EncoderOptions()
 
   @property
   def patch_hw(self) -> tuple[int, int]:
@@ -216,12 +184,6 @@ class VisionTransformer(nn.Module):
       raise ValueError(f"Unknown classifier {self.classifier!r}; choose one of {CLASSIFIERS}.")
     if self.posemb not in POSEMB_TYPES:
       raise ValueError(f"Unknown posemb {self.posemb!r}; choose one of {POSEMB_TYPES}.")
-    layers.remat_policy(self.remat_policy)
-    if self.attention_score not in layers.ATTENTION_SCORES:
-      raise ValueError(f"Unknown attention_score {self.attention_score!r}; "
-                       f"choose one of {layers.ATTENTION_SCORES}.")
-    if not 0.0 <= self.stochastic_depth < 1.0:
-      raise ValueError(f"stochastic_depth must be in [0, 1), got {self.stochastic_depth}.")
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -235,52 +197,31 @@ class VisionTransformer(nn.Module):
           f"Image size {h}x{w} is not divisible by the patch size {ph}x{pw}; resize "
           f"the images to a multiple of the patch size (e.g. {h // ph * ph}x{w // pw * pw}).")
 
+    o = self.options
     x = nn.Conv(self.hidden_size, (ph, pw), strides=(ph, pw), padding="VALID",
-                dtype=self.dtype, param_dtype=self.param_dtype,
-                name="embedding")(images.astype(self.dtype))
+                dtype=o.dtype, param_dtype=o.param_dtype,
+                name="embedding")(images.astype(o.dtype))
     batch, gh, gw, width = x.shape
     x = jnp.reshape(x, (batch, gh * gw, width))  # [B, gh, gw, D] -> [B, N, D]
 
     if self.posemb == "sincos2d":
-      x = x + jnp.asarray(sincos2d_posemb(gh, gw, width), self.dtype)
+      x = x + jnp.asarray(sincos2d_posemb(gh, gw, width), o.dtype)
     if self.classifier == "token":
-      cls = self.param("cls", nn.initializers.zeros, (1, 1, width), self.param_dtype)
+      cls = self.param("cls", nn.initializers.zeros, (1, 1, width), o.param_dtype)
       cls = jnp.tile(cls.astype(x.dtype), [batch, 1, 1])
       x = jnp.concatenate([cls, x], axis=1)  # [B, N+1, D]
 
     x = Encoder(
         num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-        dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate,
-        stochastic_depth=self.stochastic_depth,
-        add_position_embedding=self.posemb == "learn",
-        gelu_approximate=self.gelu_approximate,
-        attention_implementation=self.attention_implementation,
-        attention_score=self.attention_score,
-        sow_attention_weights=self.sow_attention_weights,
-        scan_layers=self.scan_layers, remat=self.remat,
-        remat_policy=self.remat_policy, dtype=self.dtype,
-        param_dtype=self.param_dtype, name="Transformer")(x, deterministic=not train)
+        add_position_embedding=self.posemb == "learn", options=o,
+        name="Transformer")(x, deterministic=not train)
 
     if self.classifier == "token":
       x = x[:, 0]
     elif self.classifier == "gap":
       x = jnp.mean(x, axis=1)
     elif self.classifier == "map":
-      x = MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-                  gelu_approximate=self.gelu_approximate,
-                  attention_implementation=self.attention_implementation,
-                  sow_attention_weights=self.sow_attention_weights,
-                  dtype=self.dtype, param_dtype=self.param_dtype)(x)
+      x = MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads, options=o)(x)
 
-    if self.representation_size is not None:
-      x = nn.Dense(self.representation_size, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name="pre_logits")(x)
-      x = jnp.tanh(x)
-    if self.num_classes is not None:
-      x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                   kernel_init=nn.initializers.zeros,
-                   bias_init=nn.initializers.constant(self.head_bias_init),
-                   name="head")(x)
-    # Logits leave the model in float32 so losses are stable under bf16 compute.
-    return x.astype(jnp.float32)
+    return layers.classifier_head(x, self.representation_size, self.num_classes, o,
+                                  head_name="head", head_bias_init=self.head_bias_init)

@@ -38,8 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.models import layers, vit
-
-Dtype = Any
+from vit_jax.models.options import EncoderOptions, OptionsClone
 
 VARIANTS = ("spatio_temporal", "factorised_encoder", "frame_average",
             "factorised_self_attention", "factorised_dot_product")
@@ -126,14 +125,9 @@ class FactorisedDotProductBlock(layers.Encoder1DBlock):
   temporal_grid: int = 1
 
   def attention(self, **overrides: Any) -> nn.Module:
-    kwargs = dict(
-        num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-        implementation=self.attention_implementation, score=self.attention_score,
-        sow_weights=self.sow_attention_weights, temporal_grid=self.temporal_grid,
-        dtype=self.dtype, param_dtype=self.param_dtype,
-        name="MultiHeadDotProductAttention_0")
-    kwargs.update(overrides)
-    return FactorisedDotProductAttention(**kwargs)
+    return FactorisedDotProductAttention(
+        num_heads=self.num_heads, options=self.options, temporal_grid=self.temporal_grid,
+        name="MultiHeadDotProductAttention_0", **overrides)
 
 
 class FactorisedSelfAttentionBlock(layers.Encoder1DBlock):
@@ -154,7 +148,8 @@ class FactorisedSelfAttentionBlock(layers.Encoder1DBlock):
   attention_order: str = "time_space"
   zero_init_time_attention: bool = False
 
-  def _attend_along(self, x: jax.Array, axis: str, drop_path_rate: Union[float, jax.Array],
+  def _attend_along(self, x: jax.Array, axis: str,
+                    stochastic_depth: Union[float, jax.Array],
                     deterministic: bool) -> jax.Array:
     """Residual attention stage along `axis` ("time" or "space"): [B, t*n, D] -> same."""
     grid, n = _time_major(x, self.temporal_grid)  # [B, t, n, D]
@@ -164,8 +159,7 @@ class FactorisedSelfAttentionBlock(layers.Encoder1DBlock):
       y = grid.transpose(0, 2, 1, 3).reshape(batch * n, t, width)
     else:
       y = grid.reshape(batch * t, n, width)  # [B, t, n, D] -> [B*t, n, D]
-    y = nn.LayerNorm(epsilon=layers.LAYERNORM_EPSILON, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name=f"LayerNorm_{axis}")(y)
+    y = self.norm(name=f"LayerNorm_{axis}")(y)
     overrides = {"name": f"MultiHeadDotProductAttention_{axis}"}
     if axis == "time" and self.zero_init_time_attention:
       overrides["out_kernel_init"] = nn.initializers.zeros
@@ -174,11 +168,10 @@ class FactorisedSelfAttentionBlock(layers.Encoder1DBlock):
       # [B*n, t, D] -> [B, n, t, D] -> [B, t, n, D]
       y = y.reshape(batch, n, t, width).transpose(0, 2, 1, 3)
     y = y.reshape(x.shape)  # [B, t, n, D] -> [B, t*n, D]
-    y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
-    return x + layers.DropPath()(y, drop_path_rate, deterministic)
+    return self.residual(x, y, stochastic_depth, deterministic)
 
   @nn.compact
-  def __call__(self, x: jax.Array, drop_path_rate: Union[float, jax.Array] = 0.0,
+  def __call__(self, x: jax.Array, stochastic_depth: Union[float, jax.Array] = 0.0,
                deterministic: bool = True) -> tuple[jax.Array, None]:
     """[B, t*n, D] -> ([B, t*n, D], None)."""
     if self.attention_order not in ATTENTION_ORDERS:
@@ -188,42 +181,40 @@ class FactorisedSelfAttentionBlock(layers.Encoder1DBlock):
       raise ValueError(f"{x.shape[1]} tokens do not form {self.temporal_grid} temporal "
                        "indices (a cls token cannot be used with factorised attention).")
     for axis in self.attention_order.split("_"):
-      x = self._attend_along(x, axis, drop_path_rate, deterministic)
-    y = nn.LayerNorm(epsilon=layers.LAYERNORM_EPSILON, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name="LayerNorm_mlp")(x)
-    y = layers.MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
-                        gelu_approximate=self.gelu_approximate, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name="MlpBlock")(
-                            y, deterministic=deterministic)
-    return x + layers.DropPath()(y, drop_path_rate, deterministic), None
+      x = self._attend_along(x, axis, stochastic_depth, deterministic)
+    y = self.norm(name="LayerNorm_mlp")(x)
+    y = layers.MlpBlock(mlp_dim=self.mlp_dim, options=self.options, name="MlpBlock")(
+        y, deterministic=deterministic)
+    return x + layers.DropPath()(y, stochastic_depth, deterministic), None
 
 
 class VideoEncoder(vit.Encoder):
-  """vit.Encoder (posemb, dropout, blocks, encoder_norm) with a choice of block.
+  """vit.Encoder (posemb, dropout, blocks, encoder_norm) with the block of a variant.
 
-  block_type: "joint" (ViT block), "factorised_self_attention" or
-  "factorised_dot_product"; the factorised blocks need `temporal_grid`, the number
-  of temporal indices of the time-major [B, t*n, D] input.
+  variant: one of VARIANTS. "factorised_self_attention" and "factorised_dot_product"
+  have their own blocks, which need `temporal_grid`, the number of temporal indices
+  of the time-major [B, t*n, D] input; the others (and the factorised encoder's
+  spatial and temporal encoders) use the ViT block.
   """
-  block_type: str = "joint"
+  variant: str = "spatio_temporal"
   temporal_grid: int = 1
   attention_order: str = "time_space"
   zero_init_time_attention: bool = False
 
   def block(self) -> tuple[type[nn.Module], dict[str, Any]]:
     block_cls, kwargs = super().block()
-    if self.block_type == "joint":
-      return block_cls, kwargs
-    if self.block_type == "factorised_dot_product":
+    if self.variant == "factorised_dot_product":
       return FactorisedDotProductBlock, dict(kwargs, temporal_grid=self.temporal_grid)
-    if self.block_type == "factorised_self_attention":
+    if self.variant == "factorised_self_attention":
       return FactorisedSelfAttentionBlock, dict(
           kwargs, temporal_grid=self.temporal_grid, attention_order=self.attention_order,
           zero_init_time_attention=self.zero_init_time_attention)
-    raise ValueError(f"Unknown block_type {self.block_type!r}.")
+    if self.variant not in VARIANTS:
+      raise ValueError(f"Unknown ViViT variant {self.variant!r}; choose one of {VARIANTS}.")
+    return block_cls, kwargs
 
 
-class VideoTransformer(nn.Module):
+class VideoTransformer(OptionsClone, nn.Module):
   """ViViT classifier: videos [B, T, H, W, C] in [-1, 1] -> logits [B, num_classes].
 
   Attributes:
@@ -245,12 +236,11 @@ class VideoTransformer(nn.Module):
     attention_order: factorised_self_attention only: "time_space" or "space_time".
     zero_init_time_attention: factorised_self_attention only: zero the temporal
       attention's output projection so each block starts as an image block.
-    attention_score: the encoders' attention score function (layers.ATTENTION_SCORES),
-      for ablations; every variant supports every score.
-    stochastic_depth: rate of the last block, growing linearly from 0 over each
-      encoder's depth. In the spatial encoder of the factorised encoders a block is
-      dropped per frame sequence (each frame is an example of that encoder); in the
-      other encoders per video.
+    options: EncoderOptions, as in vit.VisionTransformer; every variant supports every
+      attention_score. `stochastic_depth` grows linearly from 0 over each encoder's
+      depth; in the spatial encoder of the factorised encoders a block is dropped per
+      frame sequence (each frame is an example of that encoder), in the other
+      encoders per video.
     Others as in vit.VisionTransformer.
   """
   num_classes: Optional[int]
@@ -269,26 +259,15 @@ class VideoTransformer(nn.Module):
   attention_order: Optional[str] = None
   zero_init_time_attention: bool = False
   representation_size: Optional[int] = None
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth: float = 0.0
-  gelu_approximate: bool = True
-  attention_implementation: Optional[str] = None
-  attention_score: str = "scaled_dot"
-  sow_attention_weights: bool = False
-  scan_layers: bool = False
-  remat: bool = False
-  remat_policy: str = "nothing_saveable"
-  dtype: Dtype = jnp.float32
-  param_dtype: Dtype = jnp.float32
+  options: EncoderOptions = EncoderOptions()
 
   @property
   def patch_hw(self) -> tuple[int, int]:
     return layers.pair(self.patch_size)
 
   @property
-  def pool(self) -> str:
-    """The classifier in effect ("token" or "gap")."""
+  def classifier_in_use(self) -> str:
+    """`classifier`, or the variant's default when it is None ("token" or "gap")."""
     return self.classifier or _CLASSIFIERS[self.variant][0]
 
   def check_config(self) -> None:
@@ -301,7 +280,7 @@ class VideoTransformer(nn.Module):
       raise ValueError(
           f"embedding='frame' embeds every frame on its own, but tubelet_size="
           f"{self.tubelet_size}: pass tubelet_size=1 (or use embedding='tubelet').")
-    if self.pool not in _CLASSIFIERS[self.variant]:
+    if self.classifier_in_use not in _CLASSIFIERS[self.variant]:
       raise ValueError(f"Variant {self.variant!r} supports classifier "
                        f"{_CLASSIFIERS[self.variant]}, got {self.classifier!r}.")
     temporal_options = {"temporal_encoder_layers": self.temporal_encoder_layers,
@@ -319,10 +298,6 @@ class VideoTransformer(nn.Module):
     if self.attention_order not in (None,) + ATTENTION_ORDERS:
       raise ValueError(f"Unknown attention_order {self.attention_order!r}; "
                        f"choose one of {ATTENTION_ORDERS}.")
-    layers.remat_policy(self.remat_policy)
-    if self.attention_score not in layers.ATTENTION_SCORES:
-      raise ValueError(f"Unknown attention_score {self.attention_score!r}; "
-                       f"choose one of {layers.ATTENTION_SCORES}.")
 
   def embed(self, video: jax.Array) -> jax.Array:
     """[B, T, H, W, C] -> tokens [B, t, gh, gw, D]."""
@@ -338,10 +313,11 @@ class VideoTransformer(nn.Module):
       raise ValueError(
           f"{frames} frames are not divisible by tubelet_size={self.tubelet_size}; "
           f"sample {frames // self.tubelet_size * self.tubelet_size} frames instead.")
-    video = video.astype(self.dtype)
+    o = self.options
+    video = video.astype(o.dtype)
     conv = lambda kernel: nn.Conv(
-        self.hidden_size, kernel, strides=kernel, padding="VALID", dtype=self.dtype,
-        param_dtype=self.param_dtype, name="embedding")
+        self.hidden_size, kernel, strides=kernel, padding="VALID", dtype=o.dtype,
+        param_dtype=o.param_dtype, name="embedding")
     if self.embedding == "tubelet":
       return conv((self.tubelet_size, ph, pw))(video)
     # [B, T, H, W, C] -> [B*T, H, W, C]
@@ -351,24 +327,15 @@ class VideoTransformer(nn.Module):
   def encode(self, x: jax.Array, name: str, cls_name: str, num_layers: int, mlp_dim: int,
              num_heads: int, train: bool, **encoder_kwargs: Any) -> jax.Array:
     """cls (with "token"), VideoEncoder `name`, pooling: [B, L, D] -> [B, D]."""
-    if self.pool == "token":
+    if self.classifier_in_use == "token":
       cls = self.param(cls_name, nn.initializers.zeros, (1, 1, x.shape[-1]),
-                       self.param_dtype)
+                       self.options.param_dtype)
       cls = jnp.tile(cls.astype(x.dtype), [x.shape[0], 1, 1])
       x = jnp.concatenate([cls, x], axis=1)  # [B, L+1, D]
-    x = VideoEncoder(
-        num_layers=num_layers, mlp_dim=mlp_dim, num_heads=num_heads,
-        dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate,
-        stochastic_depth=self.stochastic_depth,
-        gelu_approximate=self.gelu_approximate,
-        attention_implementation=self.attention_implementation,
-        attention_score=self.attention_score,
-        sow_attention_weights=self.sow_attention_weights,
-        scan_layers=self.scan_layers, remat=self.remat, remat_policy=self.remat_policy,
-        dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-        **encoder_kwargs)(x, deterministic=not train)
-    return x[:, 0] if self.pool == "token" else jnp.mean(x, axis=1)
+    x = VideoEncoder(num_layers=num_layers, mlp_dim=mlp_dim, num_heads=num_heads,
+                     options=self.options, name=name, **encoder_kwargs)(
+                         x, deterministic=not train)
+    return x[:, 0] if self.classifier_in_use == "token" else jnp.mean(x, axis=1)
 
   @nn.compact
   def __call__(self, video: jax.Array, train: bool = False) -> jax.Array:
@@ -392,21 +359,13 @@ class VideoTransformer(nn.Module):
         x = jnp.mean(x, axis=1)  # the paper's baseline: average the frame representations
     else:
       x = x.reshape(batch, t * gh * gw, width)  # [B, t, gh, gw, D] -> [B, t*n, D]
-      block_type = {"spatio_temporal": "joint"}.get(self.variant, self.variant)
       x = self.encode(x, "Transformer", "cls", self.num_layers, self.mlp_dim,
-                      self.num_heads, train, block_type=block_type, temporal_grid=t,
+                      self.num_heads, train, variant=self.variant, temporal_grid=t,
                       attention_order=self.attention_order or ATTENTION_ORDERS[0],
                       zero_init_time_attention=self.zero_init_time_attention)
 
-    if self.representation_size is not None:
-      x = nn.Dense(self.representation_size, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name="pre_logits")(x)
-      x = jnp.tanh(x)
-    if self.num_classes is not None:
-      x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                   kernel_init=nn.initializers.zeros, name="output_projection")(x)
-    # Logits leave the model in float32 so losses are stable under bf16 compute.
-    return x.astype(jnp.float32)
+    return layers.classifier_head(x, self.representation_size, self.num_classes,
+                                  self.options, head_name="output_projection")
 
 
 def token_grid(model: VideoTransformer, video_shape: Sequence[int]) -> tuple[int, int, int]:

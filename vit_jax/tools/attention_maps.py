@@ -176,12 +176,12 @@ def _video_maps(model: vivit.VideoTransformer, videos: jax.Array, logits: jax.Ar
                 weights: Mapping[str, jax.Array]) -> dict[str, Any]:
   t, gh, gw = vivit.token_grid(model, videos.shape)
   n, batch = gh * gw, videos.shape[0]
-  has_cls = model.pool == "token"
+  has_cls = model.classifier_in_use == "token"
   out: dict[str, Any] = dict(logits=logits, grid=(t, gh, gw))
 
   if model.variant in ("factorised_encoder", "frame_average"):
     spatial = encoder_layers(weights, "SpatialTransformer")  # [L, B*t, H, n(+1), n(+1)]
-    query = _query(model.pool, spatial.shape[-1], batch * t)
+    query = _query(model.classifier_in_use, spatial.shape[-1], batch * t)
     rolled, raw = _pooled(spatial, query, has_cls)  # [B*t, n], [L, B*t, H, n]
     out["rollout"] = rolled.reshape(batch, t, gh, gw)
     # [L, B*t, H, n] -> [L, B, t, H, gh, gw] -> [L, B, H, t, gh, gw]
@@ -191,7 +191,7 @@ def _video_maps(model: vivit.VideoTransformer, videos: jax.Array, logits: jax.Ar
       out["temporal"] = jnp.full((batch, t), 1.0 / t)
     else:
       temporal = encoder_layers(weights, "TemporalTransformer")  # [Lt, B, Ht, t(+1), t(+1)]
-      query = _query(model.pool, temporal.shape[-1], batch)
+      query = _query(model.classifier_in_use, temporal.shape[-1], batch)
       out["temporal"], out["temporal_layer_heads"] = _pooled(temporal, query, has_cls)
     return out
 
@@ -212,7 +212,7 @@ def _video_maps(model: vivit.VideoTransformer, videos: jax.Array, logits: jax.Ar
     # [L, B, H, N, N] x 2 -> [2L, B, H, N, N], interleaved in the blocks' order.
     layers = jnp.stack([stages[order[0]], stages[order[1]]], axis=1)
     layers = layers.reshape((-1,) + layers.shape[2:])
-  query = _query(model.pool, layers.shape[-1], batch)
+  query = _query(model.classifier_in_use, layers.shape[-1], batch)
   rolled, raw = _pooled(layers, query, has_cls)
   out["rollout"] = rolled.reshape(batch, t, gh, gw)
   out["layer_heads"] = raw.reshape(raw.shape[:3] + (t, gh, gw))

@@ -107,31 +107,11 @@ def load_run(workdir: str) -> TrainedModel:
   # Inference needs no remat (nothing is kept for a backward pass): "auto" -> off.
   model = models.create_model(config["model_name"], num_classes=info["num_classes"],
                               **config_lib.model_options(config.get("model", {})))
-  # The evaluator scores the EMA parameters when the run kept them.
-  item = "ema_params" if config.get("ema_decay") else "params"
-  params = _restore_run_params(workdir, item)
+  # The weights the evaluator scores (the EMA when the run kept one).
+  params, _ = orbax_io.load_orbax(workdir, entry="eval")
   return TrainedModel(model=model, params=params, class_names=tuple(info["class_names"]),
                       preprocessing=dict(info["preprocessing"]), is_video=info["is_video"],
                       model_name=config["model_name"])
-
-
-def _restore_run_params(workdir: str, item: str) -> Any:
-  if item == "params":
-    return orbax_io.load_orbax(workdir)[0]
-  import orbax.checkpoint as ocp  # noqa: PLC0415 (slow import, only for EMA runs)
-
-  path = os.path.abspath(orbax_io.resolve_item_dir(workdir))
-  checkpointer = ocp.PyTreeCheckpointer()
-  meta = checkpointer.metadata(path).item_metadata.tree[item]
-  restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-      item={item: jax.tree.map(lambda _: np.zeros((), np.float32), meta)},
-      restore_args={item: jax.tree.map(
-          lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)},
-      partial_restore=True))
-  params = jax.tree.map(np.asarray, restored[item])
-  if models.is_stacked(params):
-    params = models.unstack_layers(params)
-  return params
 
 
 def load_checkpoint(path: str, model_name: str, *, image_size: Optional[int] = None,

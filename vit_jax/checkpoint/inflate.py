@@ -8,7 +8,7 @@
 
 Every parameter of the video model is reported once (copied, inflated, tiled,
 resized, resized+tiled or reinitialised) and every image parameter that
-initialises nothing is listed as unused with the reason. The surgery is split
+initialises nothing is listed as ignored, with the reason. The surgery is split
 into one function per piece, as Scenic's: embedding, cls tokens, position
 embeddings, encoder blocks, temporal encoder, head. Both per-layer and scanned
 (stacked) layouts are accepted; the result has the layout of `init_params`.
@@ -16,20 +16,22 @@ embeddings, encoder blocks, temporal encoder, head. Both per-layer and scanned
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any, Optional
 
 import numpy as np
-import scipy.ndimage
 from absl import logging
 from flax import traverse_util
 
+from vit_jax.checkpoint import posemb as posemb_lib
+from vit_jax.checkpoint.report import AdaptReport
 from vit_jax.models import layout
 from vit_jax.models.vivit import VARIANTS
 
-ACTIONS = ("copied", "inflated", "tiled", "resized", "resized+tiled", "reinitialised")
+# What the inflation does with a key; "ignored": an image parameter that initialises nothing.
+ACTIONS = ("copied", "inflated", "tiled", "resized", "resized+tiled", "reinitialised",
+           "ignored")
 KERNEL_INIT_METHODS = ("central_frame", "average", "repeat")
 TEMPORAL_INITS = ("random", "image")
 TIME_ATTENTION_INITS = ("copy", "zero")
@@ -45,30 +47,6 @@ _IMAGE_MODULE = {
 }
 
 
-@dataclasses.dataclass
-class InflationReport:
-  """What `inflate_from_image` did.
-
-  Attributes:
-    entries: every video parameter ("Transformer/encoderblock_0/LayerNorm_0/scale")
-      -> (action, detail); action is one of ACTIONS.
-    unused: image parameters that initialise nothing -> why.
-  """
-  entries: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
-  unused: dict[str, str] = dataclasses.field(default_factory=dict)
-
-  def keys(self, action: str) -> list[str]:
-    """The video parameters that got `action`."""
-    return sorted(k for k, (a, _) in self.entries.items() if a == action)
-
-  def __str__(self) -> str:
-    lines = [f"{key}: {action} ({detail})"
-             for key, (action, detail) in sorted(self.entries.items())]
-    lines += [f"unused image parameter {key}: {why}" for key, why in sorted(self.unused.items())]
-    counts = ", ".join(f"{len(self.keys(a))} {a}" for a in ACTIONS if self.keys(a))
-    return "\n".join([f"ViViT initialisation from an image ViT: {counts}"] + lines)
-
-
 class _Surgery:
   """Flat image / init / output parameter dicts and the report being written."""
 
@@ -76,20 +54,24 @@ class _Surgery:
     self.image = _flat(image)
     self.init = _flat(init)
     self.out = dict(self.init)
-    self.report = InflationReport()
-    self.used: set[str] = set()
+    self.report = AdaptReport("ViViT initialisation from an image ViT", ACTIONS,
+                              logger_name=__name__)
+    self.done: set[str] = set()  # video parameters already initialised
+    self.used: set[str] = set()  # image parameters used
 
   def set(self, key: str, value: np.ndarray, action: str, detail: str,
           sources: tuple[str, ...] = ()) -> None:
     if key not in self.init:
       raise KeyError(f"The video model has no parameter {key!r}.")
-    if key in self.report.entries:
+    if key in self.done:
       raise AssertionError(f"{key} initialised twice.")
     if value.shape != self.init[key].shape:
       raise ValueError(f"{key}: the image gives shape {value.shape}, the video model needs "
                        f"{self.init[key].shape} ({detail}).")
     self.out[key] = np.asarray(value).astype(self.init[key].dtype)
-    self.report.entries[key] = (action, detail)
+    source_shape = tuple(self.image[sources[0]].shape) if sources else None
+    self.report.add(key, action, source_shape, tuple(value.shape), detail)
+    self.done.add(key)
     self.used.update(sources)
 
   def copy(self, key: str, source: str) -> None:
@@ -115,24 +97,6 @@ def _flat(tree: Mapping[str, Any]) -> dict[str, np.ndarray]:
 def _num_blocks(keys, prefix: str) -> int:
   ids = {int(k[len(prefix):].split("/")[0]) for k in keys if k.startswith(prefix)}
   return len(ids)
-
-
-def resize_posemb_grid(grid: np.ndarray, from_hw: tuple[int, int],
-                       to_hw: tuple[int, int]) -> np.ndarray:
-  """Bilinear resize of grid position embeddings [gh*gw, D] -> [gh'*gw', D].
-
-  First-order spline zoom to the target size, as vit_jax does (REFERENCE.md
-  section 3); cls rows must be removed by the caller. Kept private to ViViT's
-  surgery until vit_jax.checkpoint offers the general version.
-  """
-  (gh, gw), (th, tw) = from_hw, to_hw
-  if grid.shape[0] != gh * gw:
-    raise ValueError(f"{grid.shape[0]} position embeddings do not form a {gh}x{gw} grid.")
-  zoom = (th / gh, tw / gw, 1)
-  out = scipy.ndimage.zoom(grid.reshape(gh, gw, -1).astype(np.float32), zoom, order=1)
-  if out.shape[:2] != (th, tw):  # zoom rounds the output size
-    raise AssertionError(f"zoom gave {out.shape[:2]}, wanted {(th, tw)}")
-  return out.reshape(th * tw, -1)
 
 
 def init_embedding(s: _Surgery, kernel_init_method: str) -> None:
@@ -170,7 +134,7 @@ def init_cls(s: _Surgery, key: str) -> None:
     s.copy(key, "cls")
   else:
     s.keep(key, "the image model has no cls token")
-  logging.info("%s: %s", key, s.report.entries[key][0])
+  logging.info("%s: %s", key, s.report[key].action)
 
 
 def _image_grid(s: _Surgery, image_grid: Optional[tuple[int, int]]) -> tuple[np.ndarray, Optional[np.ndarray], tuple[int, int]]:
@@ -216,7 +180,9 @@ def init_posemb(s: _Surgery, key: str, *, temporal: int, has_cls: bool,
 
   resized = grid_hw != (igh, igw)
   if resized:
-    grid = resize_posemb_grid(grid, (igh, igw), grid_hw)
+    # [gh*gw, D] -> [gh, gw, D] -> resized [gh', gw', D] -> [gh'*gw', D]
+    grid = posemb_lib.resize_grid(grid.reshape(igh, igw, -1), grid_hw).reshape(
+        grid_hw[0] * grid_hw[1], -1).astype(grid.dtype)
   # Time-major tokens: the spatial grid repeated once per temporal index.
   rows = np.tile(grid, (temporal, 1))
   details = []
@@ -237,7 +203,7 @@ def init_posemb(s: _Surgery, key: str, *, temporal: int, has_cls: bool,
             (True, True): "resized+tiled"}[(resized, temporal > 1)]
   s.set(key, rows[None], action, f"from {source}: " + ", ".join(details or ["as is"]),
         (source,))
-  logging.info("%s: %s", key, s.report.entries[key][1])
+  logging.info("%s: %s", key, s.report[key].note)
 
 
 def init_encoder_blocks(s: _Surgery, encoder: str, *, num_blocks: Optional[int] = None,
@@ -290,7 +256,7 @@ def init_temporal_encoder(s: _Surgery, temporal_init: str) -> None:
     init_encoder_blocks(s, "TemporalTransformer", num_blocks=num_blocks)
     init_cls(s, "cls_TemporalTransformer")
   for key in s.under("TemporalTransformer") + s.under("cls_TemporalTransformer"):
-    if key not in s.report.entries:
+    if key not in s.done:
       s.keep(key, "temporal_init='random'" if temporal_init == "random" else
              "no image counterpart")
   logging.info("TemporalTransformer: initialised from %s", temporal_init)
@@ -319,7 +285,7 @@ def init_head(s: _Surgery) -> None:
              f"zeros: {s.init['output_projection/kernel'].shape[-1]} classes, image head "
              f"{s.image[src].shape[-1] if s.has_image(src) else 'absent'}")
       s.set(key, np.zeros(s.init[key].shape), "reinitialised", why)
-  logging.info("output_projection: %s", s.report.entries["output_projection/kernel"][1])
+  logging.info("output_projection: %s", s.report["output_projection/kernel"].note)
 
 
 def inflate_from_image(
@@ -328,7 +294,7 @@ def inflate_from_image(
     time_attention_init: str = "copy",
     token_grid: Optional[tuple[int, int, int]] = None,
     image_grid: Optional[tuple[int, int]] = None,
-) -> tuple[dict[str, Any], InflationReport]:
+) -> tuple[dict[str, Any], AdaptReport]:
   """Initialises a ViViT from an image ViT.
 
   Args:
@@ -399,11 +365,12 @@ def inflate_from_image(
   init_head(s)
 
   for key in s.init:
-    if key not in s.report.entries:
+    if key not in s.done:
       s.keep(key, "no image counterpart")
   for key in s.image:
     if key not in s.used:
-      s.report.unused[key] = _why_unused(key, variant)
+      s.report.add(key, "ignored", tuple(s.image[key].shape), None,
+                   _why_unused(key, variant))
   params = traverse_util.unflatten_dict(s.out, sep="/")
   if layout.is_stacked(init_params):
     params = layout.stack_layers(params)
@@ -421,4 +388,4 @@ def _why_unused(key: str, variant: str) -> str:
   return f"no counterpart in a {variant} model"
 
 
-__all__ = ["ACTIONS", "InflationReport", "inflate_from_image", "resize_posemb_grid"]
+__all__ = ["ACTIONS", "inflate_from_image"]
