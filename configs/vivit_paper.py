@@ -13,8 +13,8 @@ root/{train,val}/<class>/<video file> (`folder:/path`, the default path below is
 placeholder) or a prepared TFDS video dataset (`--config.data.dataset=ucf101`, with
 `--config.data.eval_split=test`).
 
-Paper's test top-1 (REFERENCE.md section 4; 4 clips x 3 crops; what these recipes
-aim at, not measured here):
+Published test top-1 (docs/published_results.md, 'ViViT': the paper and Scenic's model
+zoo; 4 clips x 3 crops; what these recipes aim at, not measured here):
   k400,B  78.4    k400,L  80.3    k600,L  81.6    ssv2,L  65.4    epic,L  44.0 (action)
   (B on k600/ssv2/epic: no published number, and no Scenic config: L's settings are used.)
 

@@ -1,7 +1,7 @@
 """`.npz` checkpoints: released vit_jax/AugReg files, big_vision files, our own params.
 
 All three are flat archives with `/`-joined keys; they differ in three ways
-(REFERENCE.md sections 1-2):
+(docs/checkpoint_formats.md, 'ViT: vit_jax / AugReg .npz' and 'big_vision .npz'):
 
   released vit_jax   pre-Linen block numbering (`MultiHeadDotProductAttention_1`,
                      `LayerNorm_2`, `MlpBlock_3`), posemb under

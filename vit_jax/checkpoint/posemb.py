@@ -1,4 +1,6 @@
-"""Resizing learned position embeddings to a new token grid (REFERENCE.md section 3).
+"""Resizing learned position embeddings to a new token grid.
+
+The conventions and their sources: docs/conventions.md, 'Position-embedding resizing'.
 
 The cls row (when present) is kept as is; the grid rows are reshaped to
 [gh, gw, D] (row-major: tokens run along the width first, as the patch

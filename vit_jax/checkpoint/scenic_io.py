@@ -9,7 +9,7 @@ per step:
   optax era       {"global_step", "params": PARAMS, "opt_state", "model_state", "rng", ...}
 
 Only PARAMS is kept. Scenic's ViViT uses the parameter names of
-`vit_jax.models.VideoTransformer` (REFERENCE.md section 4: `embedding`,
+`vit_jax.models.VideoTransformer` (docs/checkpoint_formats.md, 'ViViT: Scenic': `embedding`,
 `Transformer/...` or `SpatialTransformer/...` + `TemporalTransformer/...`,
 `cls*`, `output_projection`), so the params are returned as they are, in the
 per-layer layout. Scenic's GELU is flax's tanh approximation, as ours.

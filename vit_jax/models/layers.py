@@ -1,7 +1,7 @@
 """Transformer building blocks shared by ViT and ViViT.
 
 Class names matter: Linen names sub-modules `<ClassName>_<index>`, and the released
-checkpoints (REFERENCE.md section 1) expect `MultiHeadDotProductAttention_0`,
+checkpoints (docs/checkpoint_formats.md, 'ViT: vit_jax / AugReg .npz') expect `MultiHeadDotProductAttention_0`,
 `MlpBlock_0` and `LayerNorm_{0,1}` inside each encoder block.
 """
 
@@ -18,7 +18,7 @@ from vit_jax.models.options import EncoderOptions, OptionsClone
 
 Initializer = Callable[..., jax.Array]
 
-# Reference initialisers (REFERENCE.md section 1).
+# Reference initialisers (docs/conventions.md, 'Numerics and initialisation').
 KERNEL_INIT = nn.initializers.xavier_uniform()
 BIAS_INIT = nn.initializers.normal(stddev=1e-6)
 LAYERNORM_EPSILON = 1e-6

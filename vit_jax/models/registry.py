@@ -25,7 +25,8 @@ import flax.linen as nn
 from vit_jax.models import options as options_lib
 from vit_jax.models import vit, vivit
 
-# (hidden_size, num_layers, mlp_dim, num_heads); REFERENCE.md section 1.
+# (hidden_size, num_layers, mlp_dim, num_heads); docs/published_results.md,
+# 'Model sizes and parameter counts'.
 VIT_SIZES = {
     "Mu": dict(hidden_size=32, num_layers=2, mlp_dim=64, num_heads=2),
     "Nano": dict(hidden_size=64, num_layers=4, mlp_dim=128, num_heads=4),

@@ -1,7 +1,7 @@
 """Vision Transformer (Dosovitskiy et al., 2020) in Flax linen.
 
 The parameter tree is that of the released vit_jax checkpoints in Linen naming
-(REFERENCE.md section 1):
+(docs/checkpoint_formats.md, 'ViT: vit_jax / AugReg .npz'):
 
   embedding/{kernel [p, p, 3, D], bias}        strided conv patch embedding
   cls [1, 1, D]                                 only with classifier="token"
@@ -152,16 +152,16 @@ class MAPHead(OptionsClone, nn.Module):
     return x[:, 0]
 
 
-class VisionTransformer(OptionsClone, nn.Module):
-  """ViT classifier: images [B, H, W, 3] in [-1, 1] -> logits [B, num_classes].
+class TransformerModel(OptionsClone, nn.Module):
+  """The fields ViT and ViViT share: the registered size, the patch, the head, options.
 
-  H and W must be multiples of the patch size; the learned position embedding
-  fixes the token count at init time (resize it to fine-tune at another size).
-  With classifier="unpooled" the output keeps the tokens: [B, N, num_classes]
-  (or [B, N, D] features when num_classes is None).
-
-  `options` (EncoderOptions) holds dropout, stochastic depth, attention, scan/remat
-  and dtypes for every layer; `create_model` and `clone` take its fields flat.
+  Attributes:
+    num_classes: size of the zero-initialised head; None returns the features.
+    patch_size: (h, w) or one int for square patches.
+    hidden_size, num_layers, mlp_dim, num_heads: the size (registry.VIT_SIZES).
+    representation_size: width of the `pre_logits` layer (Dense + tanh); None: none.
+    options: EncoderOptions for every layer (dropout, stochastic depth, attention,
+      scan/remat, dtypes); `create_model` and `clone` take its fields flat.
   """
   num_classes: Optional[int]
   patch_size: Union[int, Sequence[int]]
@@ -169,15 +169,27 @@ class VisionTransformer(OptionsClone, nn.Module):
   num_layers: int
   mlp_dim: int
   num_heads: int
-  classifier: str = "token"
   representation_size: Optional[int] = None
-  posemb: str = "learn"
-  head_bias_init: float = 0.0
   options: EncoderOptions = EncoderOptions()
 
   @property
   def patch_hw(self) -> tuple[int, int]:
     return layers.pair(self.patch_size)
+
+
+class VisionTransformer(TransformerModel):
+  """ViT classifier: images [B, H, W, 3] in [-1, 1] -> logits [B, num_classes].
+
+  H and W must be multiples of the patch size; the learned position embedding
+  fixes the token count at init time (resize it to fine-tune at another size).
+  With classifier="unpooled" the output keeps the tokens: [B, N, num_classes]
+  (or [B, N, D] features when num_classes is None).
+
+  The fields shared with ViViT are TransformerModel's.
+  """
+  classifier: str = "token"
+  posemb: str = "learn"
+  head_bias_init: float = 0.0
 
   def check_config(self) -> None:
     if self.classifier not in CLASSIFIERS:

@@ -1,7 +1,8 @@
 """ViViT: video vision transformers (Arnab et al., 2021) in Flax linen.
 
 Videos [B, T, H, W, C] in [-1, 1] -> logits [B, num_classes]. Parameter names
-follow Scenic's implementation (REFERENCE.md section 4) so its checkpoints map over:
+follow Scenic's implementation (docs/checkpoint_formats.md, 'ViViT: Scenic') so its
+checkpoints map over:
 
   embedding/{kernel [t, h, w, C, D] (tubelet) or [h, w, C, D] (frame), bias}
 
@@ -38,7 +39,6 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.models import layers, vit
-from vit_jax.models.options import EncoderOptions, OptionsClone
 
 VARIANTS = ("spatio_temporal", "factorised_encoder", "frame_average",
             "factorised_self_attention", "factorised_dot_product")
@@ -214,7 +214,7 @@ class VideoEncoder(vit.Encoder):
     return block_cls, kwargs
 
 
-class VideoTransformer(OptionsClone, nn.Module):
+class VideoTransformer(vit.TransformerModel):
   """ViViT classifier: videos [B, T, H, W, C] in [-1, 1] -> logits [B, num_classes].
 
   Attributes:
@@ -241,14 +241,8 @@ class VideoTransformer(OptionsClone, nn.Module):
       depth; in the spatial encoder of the factorised encoders a block is dropped per
       frame sequence (each frame is an example of that encoder), in the other
       encoders per video.
-    Others as in vit.VisionTransformer.
+    Others as in vit.TransformerModel.
   """
-  num_classes: Optional[int]
-  patch_size: Union[int, Sequence[int]]
-  hidden_size: int
-  num_layers: int
-  mlp_dim: int
-  num_heads: int
   tubelet_size: int = 2
   variant: str = "spatio_temporal"
   embedding: str = "tubelet"
@@ -258,12 +252,6 @@ class VideoTransformer(OptionsClone, nn.Module):
   temporal_encoder_heads: Optional[int] = None
   attention_order: Optional[str] = None
   zero_init_time_attention: bool = False
-  representation_size: Optional[int] = None
-  options: EncoderOptions = EncoderOptions()
-
-  @property
-  def patch_hw(self) -> tuple[int, int]:
-    return layers.pair(self.patch_size)
 
   @property
   def classifier_in_use(self) -> str:

@@ -4,7 +4,7 @@
     maps.rollout       # images [B, gh, gw]; videos [B, t, gh, gw]
     maps.layer_heads   # images [L, B, H, gh, gw]; videos [L, B, H, t, gh, gw]
 
-Attention rollout (Abnar & Zuidema, 2020; REFERENCE.md section 6): per layer,
+Attention rollout (Abnar & Zuidema, 2020; docs/conventions.md, 'Attention rollout'): per layer,
 average the heads' attention matrices, add the identity (the residual path),
 renormalise the rows, and multiply the layers' matrices in order,
 R = A_L ... A_2 A_1, so R[i, j] is how much output token i draws on input
