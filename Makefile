@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WORKDIR ?= workdirs/vit_digits
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint clean
+.PHONY: install run test test-fast lint clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The suite without the tests marked slow (pyproject.toml: markers): a few minutes on 2 CPUs.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check vit_jax configs tests benchmarks

@@ -23,3 +23,12 @@ def digits_data_dir(tmp_path_factory) -> str:
   path = str(tmp_path_factory.mktemp("tfds_digits"))
   sources.tfds_builder("digits", path)
   return path
+
+
+@pytest.fixture(scope="session")
+def video_data_dir(digits_data_dir) -> str:
+  """digits_data_dir with the bundled `moving_digits/tiny` (80 train / 30 test clips) too."""
+  from vit_jax.data import sources  # noqa: PLC0415
+
+  sources.tfds_builder("moving_digits/tiny", digits_data_dir)  # prepares it once
+  return digits_data_dir

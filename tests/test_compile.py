@@ -1,11 +1,11 @@
 """Compilation: the train step compiles once per run, and a second run loads it from the
 persistent compilation cache (`--compilation_cache`) instead of compiling again."""
 
-import os
 import subprocess
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import pytest
+
+from tests.helpers import REPO, main_command, subprocess_env
 
 FLAGS = ["--config.total_steps=8", "--config.eval_every_steps=4", "--config.log_every_steps=2",
          "--config.checkpoint.every_steps=100"]
@@ -13,15 +13,14 @@ FLAGS = ["--config.total_steps=8", "--config.eval_every_steps=4", "--config.log_
 
 def run_logging_compiles(workdir, data_dir, cache_dir):
   """stderr of a tiny 2-device run, with jax logging every compilation and cache lookup."""
-  env = dict(os.environ, VIT_JAX_DATA_DIR=str(data_dir), JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_LOG_COMPILES="1")
-  cmd = [sys.executable, "-m", "vit_jax.main", "--config", "tests/tiny_digits_config.py",
-         "--workdir", str(workdir), f"--compilation_cache={cache_dir}", *FLAGS]
+  env = subprocess_env(2, data_dir, JAX_LOG_COMPILES="1")
+  cmd = main_command(workdir, *FLAGS, compilation_cache=str(cache_dir))
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-4000:]
   return proc.stderr
 
 
+@pytest.mark.slow
 def test_train_step_compiles_once_then_comes_from_the_persistent_cache(tmp_path,
                                                                          digits_data_dir):
   cache = tmp_path / "xla_cache"

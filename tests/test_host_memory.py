@@ -1,14 +1,12 @@
 """vit_jax.driver.host_memory: XLA:CPU's per-call buffers stop being re-faulted on every call."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 
+from tests.helpers import subprocess_env
 from vit_jax.driver import host_memory
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Prints the minor page faults of each of 20 calls of a jitted function whose temporary
 # buffer (the 4096 x 4096 float32 product: 64 MiB) is above glibc's 32 MiB mmap threshold.
@@ -28,13 +26,13 @@ for _ in range(20):
 
 
 def _faults_per_call(mode: str) -> list[int]:
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-  env.pop("XLA_FLAGS", None)  # one device is enough
+  env = subprocess_env(devices=None)  # one device is enough
   out = subprocess.run([sys.executable, "-c", PROBE, mode], env=env, capture_output=True,
                        text=True, check=True, timeout=300).stdout
   return [int(line) for line in out.split()]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(host_memory._glibc() is None, reason="the settings exist in glibc only")
 def test_freed_buffers_are_reused_instead_of_faulted_in_again():
   default, reuse = _faults_per_call("default")[4:], _faults_per_call("reuse")[4:]

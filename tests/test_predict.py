@@ -12,20 +12,17 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tests import tiny_digits_config
+from tests.helpers import REPO, subprocess_env, tiny_config
 from vit_jax import data
 from vit_jax.driver import train
 from vit_jax.tools import inference, predict
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory, digits_data_dir):
   """A tiny digits run (ViT-Mu/2, 48 steps, EMA off) and its evaluator results."""
-  c = tiny_digits_config.get_config()
-  c.data.data_dir = digits_data_dir
-  c.total_steps, c.eval_every_steps, c.checkpoint.every_steps = 48, 0, 48
+  c = tiny_config(digits_data_dir, total_steps=48, eval_every_steps=0,
+                  **{"checkpoint.every_steps": 48})
   workdir = str(tmp_path_factory.mktemp("predict_run"))
   results = train.train_and_evaluate(c, workdir)
   return workdir, results
@@ -81,10 +78,11 @@ def test_prediction_matches_the_evaluator(digits_run, test_pngs, digits_data_dir
     assert len(best) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
 
 
+@pytest.mark.slow
 def test_predict_command_line(digits_run, test_pngs):
   workdir, _ = digits_run
   _, paths, _ = test_pngs
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = subprocess_env()
   proc = subprocess.run(
       [sys.executable, "-m", "vit_jax.predict", "--workdir", workdir, "--input", paths[0],
        paths[1], "--top_k", "2", "--json"],
@@ -98,12 +96,13 @@ def test_predict_command_line(digits_run, test_pngs):
   assert bad.returncode != 0 and "--workdir DIR or --checkpoint FILE" in bad.stderr
 
 
+@pytest.mark.slow
 def test_visualize_command_line(digits_run, test_pngs, tmp_path):
   workdir, _ = digits_run
   _, paths, _ = test_pngs
   proc = subprocess.run(
       [sys.executable, "-m", "vit_jax.visualize", "--workdir", workdir, "--input", paths[0],
-       "--out", str(tmp_path)], cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"),
+       "--out", str(tmp_path)], cwd=REPO, env=subprocess_env(),
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   stem = os.path.splitext(os.path.basename(paths[0]))[0]

@@ -15,55 +15,25 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from tests import tiny_digits_config
+from tests.helpers import (
+  REPO,
+  logged,
+  main_command,
+  overrides_as_flags,
+  read_jsonl,
+  restore_params,
+  run_main,
+  subprocess_env,
+  tiny_config,
+)
 from vit_jax import checkpoint, data, models
-from vit_jax.driver import checkpointer, optim, steps, train
 from vit_jax.driver import config as config_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(data_dir, **overrides):
-  """tests/tiny_digits_config.py (ViT-Mu/2, 24 steps, checkpoints every 12) plus overrides."""
-  c = tiny_digits_config.get_config()
-  c.data.data_dir = str(data_dir)
-  c.update_from_flattened_dict(overrides)
-  return c
+from vit_jax.driver import optim, steps, train
 
 
-def _overrides_as_flags(overrides):
-  return [f"--config.{k}={v}" for k, v in overrides.items()]
-
-
-def run_main(workdir, data_dir, *flags, devices=8, timeout=300, check=True):
-  env = dict(os.environ, VIT_JAX_DATA_DIR=str(data_dir), JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  cmd = [sys.executable, "-m", "vit_jax.main", "--config", "tests/tiny_digits_config.py",
-         "--workdir", str(workdir), "--compilation_cache=", *flags]
-  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=timeout)
-  if check and proc.returncode != 0:
-    raise AssertionError(f"{cmd} failed:\n{proc.stderr[-4000:]}")
-  return proc
-
-
-def read_jsonl(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f]
-
-
-def restore_params(workdir, step):
-  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
-                               item_names=(checkpointer.ITEM,))
-  restored = mngr.restore(step, args=ocp.args.Composite(**{
-      checkpointer.ITEM: ocp.args.StandardRestore()}))[checkpointer.ITEM]
-  mngr.close()
-  return restored["params"]
-
-
+@pytest.mark.slow
 def test_train_end_to_end_writes_everything(tmp_path, digits_data_dir):
   workdir = tmp_path / "run"
   results = train.train_and_evaluate(tiny_config(digits_data_dir), str(workdir))
@@ -92,6 +62,7 @@ def test_train_end_to_end_writes_everything(tmp_path, digits_data_dir):
   assert evaluated["num_examples"] == 360 and evaluated["step"] == 24
 
 
+@pytest.mark.slow
 def test_fine_tune_at_a_new_resolution_from_a_run_and_eval_of_an_exported_file(
     tmp_path, digits_data_dir):
   pretrained = tmp_path / "pretrained"
@@ -125,6 +96,7 @@ def test_fine_tune_at_a_new_resolution_from_a_run_and_eval_of_an_exported_file(
   assert scored["num_examples"] == 360
 
 
+@pytest.mark.slow
 def test_keeps_the_latest_and_the_best_checkpoint(tmp_path, digits_data_dir):
   c = tiny_config(digits_data_dir, **{"eval_every_steps": 4, "checkpoint.every_steps": 4,
                                       "checkpoint.keep": 1, "checkpoint.keep_best": 1,
@@ -199,10 +171,11 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_parameters(tmp_path, digits_data_dir):
-  env = dict(os.environ, VIT_JAX_DATA_DIR=str(digits_data_dir))
   killed = tmp_path / "killed"
-  proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(killed)], cwd=REPO, env=env,
+  proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(killed)], cwd=REPO,
+                        env=subprocess_env(data_dir=digits_data_dir),
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 9, proc.stderr[-3000:]
   assert sorted(os.listdir(killed / "checkpoints")) == ["12"]
@@ -218,17 +191,19 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path, digits_data_dir):
     assert json.load(f) == json.load(g)
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_give_the_same_loss_curve(tmp_path, digits_data_dir):
-  flags = _overrides_as_flags({"total_steps": 8, "eval_every_steps": 0,
+  flags = overrides_as_flags({"total_steps": 8, "eval_every_steps": 0,
                                "checkpoint.every_steps": 100})
   run_main(tmp_path / "one", digits_data_dir, *flags, devices=1)
   run_main(tmp_path / "eight", digits_data_dir, *flags, devices=8)
-  one = [x["loss"] for x in read_jsonl(tmp_path / "one" / "metrics.jsonl") if "loss" in x]
-  eight = [x["loss"] for x in read_jsonl(tmp_path / "eight" / "metrics.jsonl") if "loss" in x]
+  one = logged(tmp_path / "one" / "metrics.jsonl", "loss")
+  eight = logged(tmp_path / "eight" / "metrics.jsonl", "loss")
   assert len(one) == len(eight) == 2
   np.testing.assert_allclose(one, eight, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_fsdp_mesh_shards_parameters_and_trains(tmp_path, digits_data_dir):
   c = tiny_config(digits_data_dir, **{"mesh.fsdp": 4, "total_steps": 4, "eval_every_steps": 0,
                                       "checkpoint.every_steps": 100})
@@ -258,15 +233,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, digits_data
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tmp_path, digits_data_dir):
-  env = dict(os.environ, VIT_JAX_DATA_DIR=str(digits_data_dir),
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
   workdir = tmp_path / "preempted"
   proc = subprocess.Popen(
-      [sys.executable, "-m", "vit_jax.main", "--config", "tests/tiny_digits_config.py",
-       "--workdir", str(workdir), "--compilation_cache=", "--config.total_steps=100000",
-       "--config.log_every_steps=1"],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      main_command(workdir, "--config.total_steps=100000", "--config.log_every_steps=1"),
+      cwd=REPO, env=subprocess_env(2, digits_data_dir), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 240
   while not (metrics.exists() and metrics.stat().st_size) and time.time() < deadline:
@@ -279,6 +252,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, digits_data_dir):
   assert saved and 0 < max(saved) < 100000
 
 
+@pytest.mark.slow
 def test_remat_auto_turns_remat_on_only_when_the_step_does_not_fit(tmp_path, digits_data_dir):
   # 65 tokens (16x16 images, 2x2 patches): activations outweigh the parameters.
   config = tiny_config(digits_data_dir, model_name="ViT-Nano_2", **{"data.image_size": 16})
@@ -286,20 +260,20 @@ def test_remat_auto_turns_remat_on_only_when_the_step_does_not_fit(tmp_path, dig
   # Remat needs scanned layers to save memory on XLA:CPU (unscanned, it saves nothing here).
   config.model.scan_layers = True
   setup = train.Setup(config, str(tmp_path))
-  assert setup.model.remat is False
+  assert setup.model.options.remat is False
   params = setup.init_params()
   batch = next(data.train_iterator(config.data, global_batch_size=config.batch_size,
                                    sharding=setup.batch_sharding, seed=0))
   # Device memory unknown (CPUs): no remat.
   plain = train.compile_train_step(setup, setup.state_from_params(params), batch, None)
   need = train.step_memory_bytes(plain)
-  assert setup.model.remat is False
+  assert setup.model.options.remat is False
   # The step fits: no remat.
   train.compile_train_step(setup, setup.state_from_params(params), batch, 2 * need)
-  assert setup.model.remat is False
+  assert setup.model.options.remat is False
   # It would not fit in 90% of `need`: remat, which needs less.
   rematted = train.compile_train_step(setup, setup.state_from_params(params), batch, need)
-  assert setup.model.remat is True
+  assert setup.model.options.remat is True
   assert train.step_memory_bytes(rematted) < need
   # The same update either way (the state is donated: one fresh copy per step).
   state_a, metrics_a = plain(setup.state_from_params(params), batch)
@@ -321,6 +295,7 @@ def test_remat_must_be_a_bool_or_auto(digits_data_dir):
     config_lib.validate(config)
 
 
+@pytest.mark.slow
 def test_misspelled_config_key_fails_fast(tmp_path, digits_data_dir):
   proc = run_main(tmp_path, digits_data_dir, "--config.lerning_rate=0.1", check=False)
   assert proc.returncode != 0 and "lerning_rate" in proc.stderr
@@ -331,6 +306,7 @@ def test_misspelled_config_key_fails_fast(tmp_path, digits_data_dir):
   assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_missing_dataset_fails_fast_with_instructions(tmp_path):
   start = time.time()
   proc = run_main(tmp_path / "w", tmp_path / "empty_data_dir", "--config.data.dataset=cifar10",

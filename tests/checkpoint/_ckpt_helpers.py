@@ -1,7 +1,7 @@
 """Test helpers: checkpoint files with the released key names, and numpy ViT forwards.
 
 Every file builder here writes the key names and shapes of the real releases
-(REFERENCE.md sections 1-2, timm's and transformers' state dicts), filled with
+(docs/checkpoint_formats.md, timm's and transformers' state dicts), filled with
 random values. Each reference forward pass reads the weights in its own
 format's conventions (HWIO/einsum for the JAX formats, OIHW/(out, in) and
 head-major feature order for the PyTorch ports), written from those codebases'
@@ -264,7 +264,7 @@ def _flax_block(fill, width, mlp, heads, names):
 
 def released_npz_arrays(*, width, depth, mlp, heads, patch, grid, classes, representation=None,
                         seed=0, fill=None):
-  """Exactly the keys and shapes of a released vit_jax/AugReg `.npz` (REFERENCE.md sec. 1).
+  """Exactly the keys and shapes of a released vit_jax/AugReg `.npz` (docs/checkpoint_formats.md).
 
   With fill=ShapeOnly() the values are the shapes: the spec to compare files with.
   """

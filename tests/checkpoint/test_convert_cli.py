@@ -1,6 +1,5 @@
 """`python -m vit_jax.convert` as a subprocess (one CPU device, unlike the test process)."""
 
-import os
 import subprocess
 import sys
 
@@ -11,15 +10,13 @@ import pytest
 import safetensors.numpy
 from test_orbax import init_params, save_training_run, shard_over_devices
 
+from tests.helpers import REPO, subprocess_env
 from vit_jax import checkpoint, models
 from vit_jax.checkpoint import tree as tree_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def run_cli(*args):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)  # a single device: the checkpoint was written by eight
+  env = subprocess_env(devices=None)  # a single device: the checkpoint was written by eight
   return subprocess.run([sys.executable, "-m", "vit_jax.convert", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
 

@@ -36,6 +36,7 @@ def distinct_values(shapes):
 
 
 # The released .npz layout is the image ViT's; ViViT checkpoints stay in Orbax / Scenic form.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in models.list_models() if n.startswith("ViT-")])
 def test_save_npz_then_load_is_bit_identical_for_every_size(tmp_path, name):
   image = 224 if "Mu" not in name and "Nano" not in name else 32

@@ -10,16 +10,13 @@ from PIL import Image
 
 import vit_jax.data.builders  # noqa: F401  (registers the bundled TFDS builders)
 from tests.media import write_video
-from vit_jax.data import sources
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> str:
-  """A data dir holding the real prepared `digits` and `moving_digits/tiny`."""
-  path = str(tmp_path_factory.mktemp("tfds"))
-  for name in ("digits", "moving_digits/tiny"):
-    sources.tfds_builder(name, path)  # Prepares them: the path every user takes.
-  return path
+def data_dir(video_data_dir) -> str:
+  """A data dir holding the real prepared `digits` and `moving_digits/tiny` (tests/conftest.py
+  prepares them once per session: the path every user takes)."""
+  return video_data_dir
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import pytest
 from vit_jax import models
 
 # At 224 px (Mu/Nano at 32 px), 1000 classes, classifier token, no representation layer.
-# Ti/16, S/16, B/16, L/16, H/14: REFERENCE.md section 1. Other patch sizes differ only in the
+# Ti/16, S/16, B/16, L/16, H/14: docs/published_results.md. Other patch sizes differ only in the
 # patch kernel (p*p*3*D) and the position embedding ((224/p)^2 + 1) * D.
 EXPECTED_PARAMS = {
     "ViT-Ti_16": 5_717_416,

@@ -79,7 +79,7 @@ def test_rectangular_images_and_error_messages():
 
 
 def test_reference_parameter_tree_of_vit_b16():
-  """Names and shapes as in the released checkpoints (REFERENCE.md section 1)."""
+  """Names and shapes as in the released checkpoints (docs/checkpoint_formats.md)."""
   model = models.create_model("ViT-B_16", num_classes=1000, representation_size=768)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))
   flat = {"/".join(k): v.shape for k, v in

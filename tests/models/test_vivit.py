@@ -129,7 +129,7 @@ EXPECTED_KEYS = {
     "factorised_encoder": COMMON | {"cls_SpatialTransformer", "cls_TemporalTransformer"}
     | _encoder("SpatialTransformer", VIT_BLOCK) | _encoder("TemporalTransformer", VIT_BLOCK, 1),
 }
-POSEMB_SHAPES = {  # REFERENCE.md section 4: (1, N+1, D), (1, hw+1, D), (1, t+1, D)
+POSEMB_SHAPES = {  # docs/checkpoint_formats.md, 'ViViT: Scenic': (1, N+1, D), (1, hw+1, D), (1, t+1, D)
     "spatio_temporal": {"Transformer": (1, 2 * 4 + 1, 32)},
     "factorised_dot_product": {"Transformer": (1, 2 * 4, 32)},
     "factorised_self_attention": {"Transformer": (1, 2 * 4, 32)},
@@ -633,7 +633,7 @@ def test_frame_embedding_is_copied():
 
 
 def test_nn_module_names_unchanged_for_vit():
-  """The refactor behind ViViT keeps ViT's parameter tree (REFERENCE.md section 1)."""
+  """The refactor behind ViViT keeps ViT's parameter tree (docs/checkpoint_formats.md)."""
   model = create_model("ViT-Mu_4", num_classes=3)
   params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
   keys = set(flat_shapes(params))
