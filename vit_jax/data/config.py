@@ -9,6 +9,8 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from vit_jax.errors import ConfigError
+
 TRAIN_CROPS = ("inception", "resize", "random_crop")
 
 
@@ -95,27 +97,27 @@ def validate(data_config: Mapping[str, Any]) -> None:
   known = set(default_config().keys())
   unknown = sorted(set(data_config.keys()) - known)
   if unknown:
-    raise ValueError(f"Unknown config.data keys {unknown}; known keys: {sorted(known)}.")
+    raise ConfigError(f"Unknown config.data keys {unknown}; known keys: {sorted(known)}.")
   c = data_config
   image_size(c)
   if c["train_crop"] not in TRAIN_CROPS:
-    raise ValueError(f"train_crop={c['train_crop']!r}; use one of {TRAIN_CROPS}.")
+    raise ConfigError(f"train_crop={c['train_crop']!r}; use one of {TRAIN_CROPS}.")
   has_mean_std = c["mean"] is not None or c["std"] is not None
   if has_mean_std and (c["mean"] is None or c["std"] is None):
-    raise ValueError("Set both data.mean and data.std (per-channel, [0, 1] units) or neither.")
+    raise ConfigError("Set both data.mean and data.std (per-channel, [0, 1] units) or neither.")
   if has_mean_std == (c["value_range"] is not None):
-    raise ValueError("Set exactly one of data.value_range or data.mean/std: with mean/std "
+    raise ConfigError("Set exactly one of data.value_range or data.mean/std: with mean/std "
                      "set value_range=None.")
   if c["num_test_crops"] not in (1, 3):
-    raise ValueError(f"num_test_crops={c['num_test_crops']}; use 1 (centre) or 3.")
+    raise ConfigError(f"num_test_crops={c['num_test_crops']}; use 1 (centre) or 3.")
   if c["train_shards"] < 0:
-    raise ValueError(f"data.train_shards={c['train_shards']} must be >= 0 (0: one per process).")
+    raise ConfigError(f"data.train_shards={c['train_shards']} must be >= 0 (0: one per process).")
   for key in ("num_frames", "stride", "num_test_clips"):
     if c[key] < 1:
-      raise ValueError(f"data.{key}={c[key]} must be >= 1.")
+      raise ConfigError(f"data.{key}={c[key]} must be >= 1.")
   lo, hi = c["scale_jitter"]
   if not 1.0 <= lo <= hi:
-    raise ValueError(f"scale_jitter={c['scale_jitter']} must satisfy 1 <= low <= high "
+    raise ConfigError(f"scale_jitter={c['scale_jitter']} must satisfy 1 <= low <= high "
                      "(the resized frame must cover the crop).")
 
 
@@ -126,7 +128,7 @@ def image_size(data_config: Mapping[str, Any]) -> tuple[int, int]:
     return size, size
   if len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size):
     return tuple(size)
-  raise ValueError(f"image_size={size!r}; use an int or a (height, width) pair.")
+  raise ConfigError(f"image_size={size!r}; use an int or a (height, width) pair.")
 
 
 def resolve_data_dir(data_config: Mapping[str, Any]) -> str:
@@ -142,7 +144,7 @@ def as_config(data_config: Mapping[str, Any] | None) -> ml_collections.ConfigDic
     overrides = data_config.to_dict() if hasattr(data_config, "to_dict") else dict(data_config)
     unknown = sorted(set(overrides) - set(config.keys()))
     if unknown:
-      raise ValueError(f"Unknown config.data keys {unknown}; known keys: {sorted(config.keys())}.")
+      raise ConfigError(f"Unknown config.data keys {unknown}; known keys: {sorted(config.keys())}.")
     for key, value in overrides.items():
       config[key] = tuple(value) if isinstance(value, list) else value
   validate(config)

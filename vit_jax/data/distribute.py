@@ -10,6 +10,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from vit_jax.errors import DataError
+
 
 def host_range(num_examples: int, process_index: int, process_count: int) -> tuple[int, int]:
   """[start, end) of the examples that process `process_index` reads.
@@ -19,7 +21,7 @@ def host_range(num_examples: int, process_index: int, process_count: int) -> tup
   `tfds.even_splits(..., drop_remainder=False)` (11 examples, 3 processes -> 4, 4, 3).
   """
   if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} outside [0, {process_count}).")
+    raise DataError(f"process_index={process_index} outside [0, {process_count}).")
   base, extra = divmod(num_examples, process_count)
   start = process_index * base + min(process_index, extra)
   return start, start + base + (process_index < extra)
@@ -64,11 +66,11 @@ def local_batch_size(global_batch_size: int, sharding: jax.sharding.Sharding,
   shards = num_batch_shards(sharding)
   if global_batch_size <= 0 or global_batch_size % shards:
     lower = max(shards, global_batch_size // shards * shards)
-    raise ValueError(f"Global batch size {global_batch_size} is not divisible by the {shards} "
+    raise DataError(f"Global batch size {global_batch_size} is not divisible by the {shards} "
                      f"devices that share the batch dimension: use a multiple of {shards}, "
                      f"e.g. {lower} or {lower + shards}.")
   if global_batch_size % process_count:
-    raise ValueError(f"Global batch size {global_batch_size} is not divisible by the "
+    raise DataError(f"Global batch size {global_batch_size} is not divisible by the "
                      f"{process_count} processes: use a multiple of {process_count}.")
   return global_batch_size // process_count
 

@@ -22,6 +22,8 @@ import threading
 import numpy as np
 from absl import logging
 
+from vit_jax.errors import DataError, MissingFileError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
 
@@ -48,17 +50,17 @@ class FolderDataset:
     root = os.path.expanduser(root)
     train_dir = os.path.join(root, train_split)
     if not os.path.isdir(train_dir):
-      raise FileNotFoundError(f"Folder dataset {root!r} has no {train_split!r} sub-folder: "
+      raise MissingFileError(f"Folder dataset {root!r} has no {train_split!r} sub-folder: "
                               "expected root/<split>/<class>/<file>.")
     class_names = tuple(sorted(d for d in os.listdir(train_dir)
                                if os.path.isdir(os.path.join(train_dir, d))))
     if not class_names:
-      raise ValueError(f"{train_dir!r} has no class sub-folders: expected {train_dir}/<class>/<file>.")
+      raise DataError(f"{train_dir!r} has no class sub-folders: expected {train_dir}/<class>/<file>.")
     paths, _ = _list_files(train_dir, class_names, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
     extensions = {os.path.splitext(p)[1].lower() for p in paths}
     is_video = bool(extensions & set(VIDEO_EXTENSIONS))
     if is_video and extensions & set(IMAGE_EXTENSIONS):
-      raise ValueError(f"{train_dir!r} mixes images and videos ({sorted(extensions)}); "
+      raise DataError(f"{train_dir!r} mixes images and videos ({sorted(extensions)}); "
                        "a folder dataset holds one or the other.")
     return cls(root, class_names, is_video)
 
@@ -67,17 +69,17 @@ class FolderDataset:
     split_dir = os.path.join(self.root, split)
     if not os.path.isdir(split_dir):
       available = sorted(d for d in os.listdir(self.root) if os.path.isdir(os.path.join(self.root, d)))
-      raise ValueError(f"Folder dataset {self.root!r} has no split {split!r}; "
+      raise DataError(f"Folder dataset {self.root!r} has no split {split!r}; "
                        f"its splits are {available}.")
     folders = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
     extra = sorted(set(folders) - set(self.class_names))
     if extra:
-      raise ValueError(f"{split_dir!r} has classes {extra} that the train split lacks; "
+      raise DataError(f"{split_dir!r} has classes {extra} that the train split lacks; "
                        "labels come from the train split's class folders.")
     extensions = VIDEO_EXTENSIONS if self.is_video else IMAGE_EXTENSIONS
     paths, labels = _list_files(split_dir, self.class_names, extensions)
     if not paths:
-      raise ValueError(f"{split_dir!r} holds no files with extensions {extensions}.")
+      raise DataError(f"{split_dir!r} holds no files with extensions {extensions}.")
     return paths, np.asarray(labels, np.int64)
 
 
@@ -124,7 +126,7 @@ def count_video_frames(path: str) -> int:
     # WebM and some AVI headers carry no frame count; one packet holds one frame.
     count = sum(1 for packet in container.demux(stream) if packet.size)
   if not count:
-    raise ValueError(f"{path} has no video frames.")
+    raise DataError(f"{path} has no video frames.")
   return count
 
 
@@ -151,7 +153,7 @@ def decode_video_frames(path: str, indices: np.ndarray | None = None) -> np.ndar
       if last is not None and t >= last:
         break
   if not decoded:
-    raise ValueError(f"{path} has no video frames.")
+    raise DataError(f"{path} has no video frames.")
   if indices is None:
     return np.stack([frames[t] for t in range(decoded)])
   if any(int(i) not in frames for i in indices):
@@ -187,7 +189,7 @@ def make_loader(is_video: bool, skip_bad: bool):
       return load(path), np.bool_(True)
     except Exception as e:  # PIL and PyAV raise many types for broken files.
       if not skip_bad:
-        raise ValueError(f"Could not decode {path}: {e!r}. Fix or delete the file.") from e
+        raise DataError(f"Could not decode {path}: {e!r}. Fix or delete the file.") from e
       with _skipped_lock:
         _skipped[os.path.dirname(os.path.dirname(os.path.dirname(path)))] += 1
         count = sum(_skipped.values())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from vit_jax.errors import DataError
+
 # tf.data runs these on CPU; keep TensorFlow away from any accelerator JAX uses.
 tf.config.set_visible_devices([], "GPU")
 
@@ -28,7 +30,7 @@ def to_rgb(image: tf.Tensor) -> tf.Tensor:
   if channels == 4:
     return image[..., :3]
   if channels != 3:
-    raise ValueError(f"Images need 1, 3 or 4 channels, got shape {image.shape}.")
+    raise DataError(f"Images need 1, 3 or 4 channels, got shape {image.shape}.")
   return image
 
 

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from vit_jax.data import config as config_lib
 from vit_jax.data import distribute, preprocess, sources
+from vit_jax.errors import DataError
 
 # tf.data runs on CPU; keep TensorFlow away from any accelerator JAX uses.
 tf.config.set_visible_devices([], "GPU")
@@ -46,7 +47,7 @@ _PREPROCESSING_KEYS = ("image_size", "train_crop", "inception_area", "flip", "re
                        "num_test_clips", "num_test_crops")
 
 
-class BadDataError(ValueError):
+class BadDataError(DataError):
   """The input pipeline met data it cannot use (undecodable file, label out of range)."""
 
 
@@ -114,7 +115,7 @@ def train_iterator(data_config: Mapping[str, Any], *, global_batch_size: int,
   # make_array_from_process_local_data puts on its devices. train_shards=0: one each.
   num_shards = c.train_shards or process_count
   if num_shards % process_count or global_batch_size % num_shards:
-    raise ValueError(f"data.train_shards={num_shards} must be a multiple of the "
+    raise DataError(f"data.train_shards={num_shards} must be a multiple of the "
                      f"{process_count} processes and divide the batch size "
                      f"{global_batch_size}.")
   per_process = num_shards // process_count
@@ -177,14 +178,14 @@ def preprocess_for_eval(data_config: Mapping[str, Any],
     elif example.shape.rank == 3:
       outputs.append(preprocess.eval_image(example, c).numpy())
     else:
-      raise ValueError(f"Expected [H, W, C] images or [T, H, W, C] videos, got {example.shape}.")
+      raise DataError(f"Expected [H, W, C] images or [T, H, W, C] videos, got {example.shape}.")
   return np.stack(outputs)
 
 
 def _open(c) -> sources.Source:
   source = sources.open_source(c)
   if c.dataset.split("/")[0].split(":")[0] == "moving_digits" and c.flip:
-    raise ValueError("moving_digits labels the direction of motion, which a horizontal flip "
+    raise DataError("moving_digits labels the direction of motion, which a horizontal flip "
                      "reverses: set data.flip=False.")
   return source
 
@@ -209,7 +210,7 @@ def train_dataset(c, source: sources.Source, *, local_batch_size: int, seed: int
   raw = source.read(c.train_split, process_index, process_count, shuffle_files=True)
   n = source.num_examples(c.train_split, process_index, process_count)
   if n == 0:
-    raise ValueError(f"{c.dataset} {c.train_split}: process {process_index} of {process_count} "
+    raise DataError(f"{c.dataset} {c.train_split}: process {process_index} of {process_count} "
                      "has no training examples.")
   if c.cache:
     raw = raw.cache()

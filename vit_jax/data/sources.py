@@ -20,11 +20,12 @@ from absl import logging
 
 from vit_jax.data import builders, distribute, folder
 from vit_jax.data import config as config_lib
+from vit_jax.errors import DataError, UserError
 
 FOLDER_PREFIX = "folder:"
 
 
-class DatasetNotPreparedError(RuntimeError):
+class DatasetNotPreparedError(UserError, RuntimeError):
   """A TFDS dataset is not in the data dir and cannot be built offline."""
 
 
@@ -123,7 +124,7 @@ class Source:
     try:
       return self._builder.info.splits[host_split]
     except (KeyError, ValueError) as e:
-      raise ValueError(f"{self.name} has no split {split!r} ({e}); its splits are "
+      raise DataError(f"{self.name} has no split {split!r} ({e}); its splits are "
                        f"{sorted(self._builder.info.splits)}. Set data.train_split / "
                        "data.eval_split.") from None
 
@@ -144,11 +145,11 @@ def open_source(data_config: Mapping[str, Any]) -> Source:
   image_key = image_key or next((k for k in ("image", "video") if k in features), None)
   label_key = label_key or "label"
   if image_key not in features or label_key not in features:
-    raise ValueError(f"{name}: set data.image_key and data.label_key; features are "
+    raise DataError(f"{name}: set data.image_key and data.label_key; features are "
                      f"{sorted(features)}.")
   label = features[label_key]
   if not isinstance(label, tfds.features.ClassLabel):
-    raise ValueError(f"{name}: feature {label_key!r} is {type(label).__name__}, not a "
+    raise DataError(f"{name}: feature {label_key!r} is {type(label).__name__}, not a "
                      "ClassLabel; set data.label_key to the class label feature.")
   feature = features[image_key]
   is_video = isinstance(feature, tfds.features.Video) or len(feature.shape) == 4
@@ -165,7 +166,7 @@ def tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(f"Unknown dataset {name!r}: use 'digits', 'moving_digits', a TFDS name "
+    raise DataError(f"Unknown dataset {name!r}: use 'digits', 'moving_digits', a TFDS name "
                      f"(tfds.list_builders()) or 'folder:/path'. ({e})") from None
   if builder.is_prepared():
     return builder

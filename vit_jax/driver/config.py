@@ -14,6 +14,7 @@ from typing import Any
 import ml_collections
 
 from vit_jax import data
+from vit_jax.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "linear", "rsqrt", "constant")
@@ -104,7 +105,7 @@ def remat_setting(value: Any) -> bool | str:
     return value
   if isinstance(value, str) and value.lower() in _REMAT_SETTINGS:
     return _REMAT_SETTINGS[value.lower()]
-  raise ValueError(f"Invalid config: model.remat must be True, False or 'auto' (remat only "
+  raise ConfigError(f"Invalid config: model.remat must be True, False or 'auto' (remat only "
                    f"if the train step would not fit in device memory without it), not "
                    f"{value!r}.")
 
@@ -140,7 +141,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError listing every unknown key and every impossible value."""
   problems = _unknown_keys(config, base_config(), "")
   if problems:
-    raise ValueError("Invalid config: " + "; ".join(problems) +
+    raise ConfigError("Invalid config: " + "; ".join(problems) +
                      ". See vit_jax/driver/config.py:base_config() for the known keys.")
   remat_setting(config.model.get("remat", False))
   checks = [
@@ -162,7 +163,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   ] + _video_init_checks(config)
   bad = [msg for ok, msg in checks if not ok]
   if bad:
-    raise ValueError("Invalid config: " + "; ".join(bad) + ".")
+    raise ConfigError("Invalid config: " + "; ".join(bad) + ".")
 
 
 def _video_init_checks(config: ml_collections.ConfigDict) -> list[tuple[bool, str]]:

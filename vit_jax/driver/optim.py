@@ -17,6 +17,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from vit_jax.errors import ConfigError
+
 _BLOCK = re.compile(r"encoderblock_(\d+)$")
 
 
@@ -120,7 +122,7 @@ def create_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.Gr
   if config.freeze:
     mask = frozen_mask(params, tuple(config.freeze))
     if not any(jax.tree.leaves(mask)):
-      raise ValueError(f"freeze patterns {list(config.freeze)} match no parameter; "
+      raise ConfigError(f"freeze patterns {list(config.freeze)} match no parameter; "
                        "patterns are regexes over paths like 'Transformer/encoderblock_0/...'.")
     labels = jax.tree.map(lambda f: "frozen" if f else "trained", mask)
     tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)

@@ -18,6 +18,8 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from vit_jax.errors import ConfigError
+
 BATCH_AXES = ("data", "fsdp")
 
 
@@ -56,7 +58,7 @@ def create_mesh(fsdp: int = 1, devices: list[Any] | None = None) -> Mesh:
   """A ("data", "fsdp") mesh over `devices` (default: all devices of all hosts)."""
   devices = list(jax.devices() if devices is None else devices)
   if len(devices) % fsdp:
-    raise ValueError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} devices; "
+    raise ConfigError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} devices; "
                      "pick a divisor of the device count.")
   grid = np.asarray(devices).reshape(len(devices) // fsdp, fsdp)
   return Mesh(grid, BATCH_AXES)

@@ -24,10 +24,11 @@ from vit_jax import checkpoint, data, models
 from vit_jax.driver import checkpointer, optim, parallel, steps
 from vit_jax.driver import config as config_lib
 from vit_jax.driver.writer import MetricWriter, write_json_atomic
+from vit_jax.errors import ConfigError, UserError, WorkdirError
 from vit_jax.models import vivit
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
   """The loss or the parameters became NaN/Inf; no checkpoint of that state was written."""
 
 
@@ -163,7 +164,7 @@ class Setup:
     for name, size in (("batch_size", config.batch_size),
                        ("eval_batch_size", self.eval_batch_size)):
       if size % n:
-        raise ValueError(f"{name}={size} is not divisible by the {n} devices; use a "
+        raise ConfigError(f"{name}={size} is not divisible by the {n} devices; use a "
                          f"multiple of {n} (the batch size is global, over all hosts).")
     self.batch_sharding = parallel.batch_sharding(self.mesh)
     self.info = data.get_info(config.data)
@@ -228,7 +229,7 @@ class Setup:
   def _video_pretrained_params(self, path: str) -> Any:
     c = self.config.init_from
     if c.posemb_method != "bilinear":
-      raise ValueError(f"init_from.posemb_method={c.posemb_method!r}: ViViT's inflation "
+      raise ConfigError(f"init_from.posemb_method={c.posemb_method!r}: ViViT's inflation "
                        "resizes position embeddings bilinearly only; use 'bilinear'.")
     init = self.host_init_params()
     restored, fmt = checkpoint.load_with_format(path, allow_video=True)
@@ -239,7 +240,7 @@ class Setup:
         time_attention_init=c.time_attention_init, reset_head=c.reset_head, strict=c.strict)
     resized = [e.key for e in report.entries if e.action in ("resized", "resized+tiled")]
     if resized and not c.resize_posemb:
-      raise ValueError(f"{resized} need a resize of the image position embeddings and "
+      raise ConfigError(f"{resized} need a resize of the image position embeddings and "
                        "init_from.resize_posemb=False: allow it, or match the image grid.")
     logging.info("Initialised %s from %s (%s):\n%s", self.config.model_name, path, fmt, report)
     return _place(params, self.param_shardings)
@@ -252,7 +253,8 @@ def _evaluate(setup: Setup, eval_step, params: Any) -> dict[str, float]:
     sums = eval_step(params, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   if totals is None:
-    raise ValueError("The evaluation split is empty.")
+    raise ConfigError(f"The evaluation split {setup.config.data.eval_split!r} is empty: "
+                      "check data.eval_split.")
   totals = jax.device_get(totals)
   count = float(totals["num_examples"])
   return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
@@ -392,7 +394,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     ckpt = checkpointer.Checkpointer(workdir)
     if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"No checkpoint in {ckpt.directory}: train first, or pass "
+      raise WorkdirError(f"No checkpoint in {ckpt.directory}: train first, or pass "
                               "--checkpoint FILE to evaluate a pretrained file.")
     state = ckpt.restore(jax.tree.map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),

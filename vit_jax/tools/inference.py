@@ -30,6 +30,7 @@ from vit_jax import checkpoint, data, models
 from vit_jax.checkpoint import orbax_io
 from vit_jax.data import folder
 from vit_jax.driver import config as config_lib
+from vit_jax.errors import ConfigError, MissingFileError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +60,7 @@ class TrainedModel:
     """
     for example in raw_examples:
       if (example.ndim == 4) != self.is_video:
-        raise ValueError(
+        raise ConfigError(
             f"{self.model_name} is {'a video' if self.is_video else 'an image'} model; got an "
             f"input of shape {example.shape}: pass {'videos' if self.is_video else 'images'}.")
     return data.preprocess_for_eval(self.preprocessing, raw_examples)
@@ -97,7 +98,7 @@ def load_run(workdir: str) -> TrainedModel:
   """The model of a training run: its config.json and its latest checkpoint."""
   config_path = os.path.join(workdir, "config.json")
   if not os.path.exists(config_path):
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{config_path} not found: --workdir must be a training run's directory (it holds "
         "config.json and checkpoints/); for a bare checkpoint file use --checkpoint FILE "
         "--model NAME.")
@@ -135,7 +136,7 @@ def load_checkpoint(path: str, model_name: str, *, image_size: Optional[int] = N
     has_cls = "cls" in params
     side = int(round((tokens - has_cls) ** 0.5))
     if side * side != tokens - has_cls:
-      raise ValueError(f"{path}: {tokens} position embeddings do not form a square grid; "
+      raise ConfigError(f"{path}: {tokens} position embeddings do not form a square grid; "
                        "pass image_size.")
     size = (side * patch[0], side * patch[1])
   else:
@@ -156,11 +157,11 @@ def load(workdir: Optional[str] = None, checkpoint_path: Optional[str] = None,
          model_name: Optional[str] = None, image_size: Optional[int] = None) -> TrainedModel:
   """`load_run(workdir)`, or `load_checkpoint(checkpoint_path, model_name)` (the CLIs' flags)."""
   if bool(workdir) == bool(checkpoint_path):
-    raise ValueError("Pass exactly one of --workdir DIR or --checkpoint FILE --model NAME.")
+    raise ConfigError("Pass exactly one of --workdir DIR or --checkpoint FILE --model NAME.")
   if workdir:
     return load_run(workdir)
   if not model_name:
-    raise ValueError("--checkpoint needs --model NAME (e.g. ViT-B_16): a checkpoint file "
+    raise ConfigError("--checkpoint needs --model NAME (e.g. ViT-B_16): a checkpoint file "
                      "does not record its architecture.")
   return load_checkpoint(checkpoint_path, model_name, image_size=image_size)
 
@@ -186,9 +187,9 @@ def list_inputs(paths: Sequence[str]) -> list[str]:
     elif os.path.exists(path):
       found.append(path)
     else:
-      raise FileNotFoundError(f"{path}: no such file or directory.")
+      raise MissingFileError(f"{path}: no such file or directory.")
   if not found:
-    raise ValueError(f"No image or video files ({', '.join(extensions)}) in {list(paths)}.")
+    raise ConfigError(f"No image or video files ({', '.join(extensions)}) in {list(paths)}.")
   return found
 
 
