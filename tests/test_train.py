@@ -224,7 +224,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, digits_data
       "optimizer.name": "sgd", "lr.base": 1e38, "lr.warmup_steps": 2, "lr.schedule": "constant",
       "grad_clip_norm": 0.0, "log_every_steps": 1, "checkpoint.every_steps": 1,
       "eval_every_steps": 0, "checkpoint.keep": 5})
-  with pytest.raises(train.NonFiniteLossError, match=r"became (nan|inf) at step \d.*last good "
+  with pytest.raises(train.NonFiniteLossError, match=r"became (nan|inf): detected at step \d \(checked every 1 steps.*last good "
                      r"checkpoint: step 1"):
     train.train_and_evaluate(c, str(tmp_path))
   kept = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())

@@ -12,6 +12,11 @@ ValueError (or FloatingPointError, RuntimeError) keep working.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
 
 class UserError(Exception):
   """Bad input: a config, data, checkpoint or workdir problem, or a diverged run."""
@@ -31,3 +36,38 @@ class DataError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
   """A file or folder the user named does not exist."""
+
+
+VERBOSE_ENV = "VIT_JAX_VERBOSE"
+
+
+def verbose_requested(flag: bool = False) -> bool:
+  """--verbose, or VIT_JAX_VERBOSE set to anything but '' / '0'."""
+  return flag or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def format_error(program: str, error: BaseException) -> str:
+  """The message block a command prints for a UserError."""
+  lines = str(error).strip().splitlines() or [type(error).__name__]
+  body = "\n".join("  " + line for line in lines)
+  return (f"{program}: error: {type(error).__name__}\n{body}\n"
+          f"(--verbose or {VERBOSE_ENV}=1 shows the traceback)\n")
+
+
+@contextlib.contextmanager
+def reported(program: str, verbose: bool = False) -> Iterator[None]:
+  """Prints a UserError raised inside as one block on stderr and exits with status 1.
+
+  With `verbose` (or VIT_JAX_VERBOSE=1) the error propagates with its traceback;
+  other exceptions always do. `finally` blocks inside run first (SystemExit), so
+  checkpoints being written are completed.
+  """
+  try:
+    yield
+  except UserError as e:
+    if verbose_requested(verbose):
+      raise
+    sys.stdout.flush()
+    sys.stderr.write(format_error(program, e))
+    sys.stderr.flush()
+    raise SystemExit(1) from None

@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from vit_jax import checkpoint
+from vit_jax import checkpoint, errors
 from vit_jax.checkpoint import tree as tree_lib
 
 OUTPUT_FORMATS = ("npz", "safetensors-timm", "orbax")
@@ -39,24 +39,29 @@ def _output_format(dst: str, requested: str | None) -> str:
                    f"pass --format ({', '.join(OUTPUT_FORMATS)}).")
 
 
-def save_orbax(params, path: str) -> None:
+def save_orbax(params, path: str, overwrite: bool = False) -> None:
   """Writes {"params": params} as one Orbax item; `checkpoint.load(path)` reads it."""
   import orbax.checkpoint as ocp
 
   with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.abspath(path), {"params": params})
+    checkpointer.save(os.path.abspath(path), {"params": params}, force=overwrite)
 
 
-def convert(src: str, dst: str, fmt: str | None = None, num_heads: int | None = None) -> str:
-  """Reads `src`, writes `dst`; returns a one-line summary."""
+def convert(src: str, dst: str, fmt: str | None = None, num_heads: int | None = None,
+            overwrite: bool = False) -> str:
+  """Reads `src`, writes `dst` (refused if it exists, unless `overwrite`); a summary line."""
   fmt = _output_format(dst, fmt)
+  if os.path.exists(dst) and not overwrite:
+    raise checkpoint.CheckpointError(
+        f"{dst} already exists: pass --overwrite to replace it, or choose another "
+        "destination. Nothing was written.")
   params, src_fmt = checkpoint.load_with_format(src, num_heads=num_heads)
   if fmt == "npz":
     checkpoint.save_npz(params, dst)
   elif fmt == "safetensors-timm":
     checkpoint.save_safetensors_timm(params, dst)
   else:
-    save_orbax(params, dst)
+    save_orbax(params, dst, overwrite)
   count = sum(np.size(v) for v in tree_lib.flatten(params).values())
   return f"{src} ({src_fmt}) -> {dst} ({fmt}): {count:,} parameters"
 
@@ -70,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
                       help="output format; default from DST's extension")
   parser.add_argument("--num-heads", type=int, default=None,
                       help="head count of a .safetensors SRC of non-standard width")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace DST if it exists (by default an existing DST is an error)")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show the traceback of errors vit_jax reports on purpose")
   args = parser.parse_args(argv)
-  try:
-    print(convert(args.src, args.dst, args.format, args.num_heads))
-  except checkpoint.CheckpointError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  with errors.reported("vit_jax.convert", args.verbose):
+    print(convert(args.src, args.dst, args.format, args.num_heads, args.overwrite))
   return 0
 
 

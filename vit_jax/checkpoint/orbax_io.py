@@ -36,7 +36,8 @@ def eval_params_entry(entries) -> str:
   return EMA_PARAMS if EMA_PARAMS in entries else PARAMS
 
 
-def _steps(directory: str) -> list[int]:
+def finished_steps(directory: str) -> list[int]:
+  """The steps with a complete checkpoint in a `checkpoints/` directory, ascending."""
   # Orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it when
   # complete, so digit-only names are the finished steps.
   return sorted(int(name) for name in os.listdir(directory)
@@ -53,7 +54,7 @@ def resolve_item_dir(path: str) -> str:
   if os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)):
     path = os.path.join(path, CHECKPOINTS_DIR)
   if not is_orbax_item(path) and not os.path.isdir(os.path.join(path, ITEM_NAME)):
-    steps = _steps(path)
+    steps = finished_steps(path)
     if steps:
       path = os.path.join(path, str(steps[-1]))
   if os.path.isdir(os.path.join(path, ITEM_NAME)):

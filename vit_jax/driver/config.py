@@ -9,9 +9,11 @@ and the closest known one, so no setting is silently ignored.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 import ml_collections
+from ml_collections import config_dict
 
 from vit_jax import data
 from vit_jax.errors import ConfigError
@@ -27,11 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   # Model: a registered name plus overrides passed to `create_model` (e.g. dropout_rate).
   c.model_name = "ViT-B_16"
-  # Not type-safe: model.remat may be set to True/False over the "auto" default below.
-  c.model = ml_collections.ConfigDict(type_safe=False)
-  # Rematerialise (recompute activations in the backward pass) only if the train step
-  # would not fit in device memory without it; vit_jax.driver.train.compile_train_step decides.
-  c.model.remat = "auto"
+  c.model = model_group()
   # Data: see vit_jax.data.default_config() for the keys.
   c.data = data.default_config()
   c.batch_size = 512  # global, over all devices and hosts
@@ -94,6 +92,25 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def model_group() -> ml_collections.ConfigDict:
+  """`config.model`: one typed key per option `create_model` accepts, unset (None).
+
+  Unset keys keep the model's default; declaring them all is what lets any option be
+  set from the command line (`--config.model.stochastic_depth=0.1`) on any config,
+  with its type checked. Options a model does not have are an error at validation.
+  """
+  from vit_jax.models import registry  # noqa: PLC0415 (the registry imports flax)
+
+  # Not type-safe: model.remat may be set to True/False over the "auto" default below.
+  group = ml_collections.ConfigDict(type_safe=False)
+  for name, value_type in sorted(registry.option_types().items()):
+    group[name] = config_dict.placeholder(value_type)
+  # Rematerialise (recompute activations in the backward pass) only if the train step
+  # would not fit in device memory without it; vit_jax.driver.train.compile_train_step decides.
+  group.remat = "auto"
+  return group
+
+
 # model.remat: a bool or "auto". The default is the string "auto", so ml_collections parses
 # --config.model.remat=True as the string "True": accept both spellings.
 _REMAT_SETTINGS = {"true": True, "false": False, "auto": "auto"}
@@ -113,7 +130,7 @@ def remat_setting(value: Any) -> bool | str:
 def model_options(model: Any) -> dict[str, Any]:
   """`config.model` as create_model keyword arguments. remat="auto" builds the model
   without remat; the driver switches it on when the train step does not fit."""
-  options = dict(model)
+  options = {k: v for k, v in dict(model).items() if v is not None}  # None: model default
   if "remat" in options:
     options["remat"] = remat_setting(options["remat"]) is True
   return options
@@ -153,7 +170,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.batch_size % config.accum_steps == 0,
        f"batch_size {config.batch_size} is not divisible by accum_steps {config.accum_steps}"),
       (0 <= config.lr.warmup_steps <= config.total_steps,
-       "lr.warmup_steps must be within [0, total_steps]"),
+       f"lr.warmup_steps={config.lr.warmup_steps} must be within [0, total_steps="
+       f"{config.total_steps}]: for a shorter run also pass --config.lr.warmup_steps=N "
+       f"with 0 <= N <= {config.total_steps}"),
       (0 < config.lr.layer_decay <= 1, "lr.layer_decay must be in (0, 1]"),
       (0 <= config.ema_decay < 1, "ema_decay must be in [0, 1)"),
       (config.optimizer.mu_dtype in ("", "bfloat16", "float32"),
@@ -164,6 +183,39 @@ def validate(config: ml_collections.ConfigDict) -> None:
   bad = [msg for ok, msg in checks if not ok]
   if bad:
     raise ConfigError("Invalid config: " + "; ".join(bad) + ".")
+  _check_model_options(config)
+
+
+def _check_model_options(config: ml_collections.ConfigDict) -> None:
+  """Builds the module (no parameters): unknown options and bad values fail here."""
+  from vit_jax.models import registry  # noqa: PLC0415
+
+  try:
+    registry.create_model(config.model_name, num_classes=1,
+                          **model_options(config.model.to_dict()))
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"Invalid config: model_name={config.model_name!r}, model: {e}") from e
+
+
+def describe_override_error(argv: list[str], error: Exception) -> str:
+  """A message for a `--config.a.b=...` override of a key the config does not have.
+
+  ml_collections reports it as "'b'\nDid you mean "c" instead of "b"?" without the path.
+  """
+  text = str(error).encode().decode("unicode_escape")
+  bad = re.search(r"'([A-Za-z_][A-Za-z0-9_]*)'", text)
+  hint = re.search(r'Did you mean "([A-Za-z0-9_]+)"', text)
+  overrides = [a[2:].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+  path = next((o for o in overrides if bad and bad.group(1) in o.split(".")), None)
+  if path is None:
+    return f"Invalid config override: {text.strip()}"
+  path = path.removeprefix("config.")
+  message = f"Invalid config: unknown config key '{path}'"
+  if hint:
+    parts = path.split(".")
+    parts[parts.index(bad.group(1))] = hint.group(1)
+    message += f" (did you mean '{'.'.join(parts)}'?)"
+  return message + ". See vit_jax/driver/config.py:base_config() for the known keys."
 
 
 def _video_init_checks(config: ml_collections.ConfigDict) -> list[tuple[bool, str]]:

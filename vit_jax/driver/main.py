@@ -14,6 +14,7 @@ and --process_id (or the VIT_JAX_* environment variables; see launch/).
 from __future__ import annotations
 
 import os
+import sys
 
 # TensorFlow only feeds data; keep it off accelerators and quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -24,6 +25,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from vit_jax import errors  # noqa: E402
 from vit_jax.driver import config as config_lib  # noqa: E402
 from vit_jax.driver import host_memory, parallel, train  # noqa: E402
 
@@ -45,6 +47,13 @@ _REUSE_HOST_MEMORY = flags.DEFINE_bool(
     "process then keeps its peak heap size. See vit_jax/driver/host_memory.py.")
 
 
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Show the traceback of errors vit_jax reports on purpose (bad config, "
+    "data, checkpoint or workdir; a NaN loss); also VIT_JAX_VERBOSE=1.")
+
+PROGRAM = "vit_jax.main"
+
+
 class _QuietOrbax(logging_std.Filter):
   """Drops Orbax's per-save INFO chatter; its warnings and errors still show."""
 
@@ -55,6 +64,11 @@ class _QuietOrbax(logging_std.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  with errors.reported(PROGRAM, _VERBOSE.value):
+    _main()
+
+
+def _main():
   logging.get_absl_handler().addFilter(_QuietOrbax())
   # Before JAX starts its CPU client: its threads take their malloc arenas then.
   if _REUSE_HOST_MEMORY.value and not host_memory.reuse_freed_memory():
@@ -76,10 +90,29 @@ def main(argv):
     train.train_and_evaluate(config, _WORKDIR.value)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a misspelled `--config.a.b=...` reported in one line.
+
+  ml_collections raises a bare AttributeError/KeyError for an override of a key the
+  config does not have; absl would print it as a traceback.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # absl's own: a bad value, a missing flag
+    sys.stderr.write(f"{PROGRAM}: {e}\nPass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
+  except (AttributeError, KeyError) as e:
+    if errors.verbose_requested("--verbose" in argv):
+      raise
+    sys.stderr.write(errors.format_error(PROGRAM, errors.ConfigError(
+        config_lib.describe_override_error(argv, e))))
+    sys.exit(1)
+
+
 def run() -> None:
   """`python -m vit_jax.main` (vit_jax/main.py) lands here."""
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

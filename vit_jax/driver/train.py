@@ -23,6 +23,8 @@ from jax.experimental import multihost_utils
 from vit_jax import checkpoint, data, models
 from vit_jax.driver import checkpointer, optim, parallel, steps
 from vit_jax.driver import config as config_lib
+from vit_jax.driver import workdir as workdir_lib
+from vit_jax.driver.progress import Progress
 from vit_jax.driver.writer import MetricWriter, write_json_atomic
 from vit_jax.errors import ConfigError, UserError, WorkdirError
 from vit_jax.models import vivit
@@ -267,29 +269,58 @@ def _jit_eval_step(setup: Setup):
                  out_shardings=parallel.replicated(setup.mesh))
 
 
-def _check_finite(step: int, metrics: dict[str, float], ckpt: checkpointer.Checkpointer):
+def _check_finite(step: int, metrics: dict[str, float], ckpt: checkpointer.Checkpointer,
+                  last_checked: int, every: int) -> None:
+  """Raises NonFiniteLossError if the loss or the parameters of logging step `step` are
+  NaN/Inf; they are checked every `every` steps, last (finite) at `last_checked`."""
   bad = [k for k in ("loss", "param_norm") if not np.isfinite(metrics[k])]
   if bad:
     ckpt.wait()
     last = ckpt.latest_step()
     raise NonFiniteLossError(
-        f"{' and '.join(bad)} became {metrics[bad[0]]} at step {step}; stopped without "
-        f"saving this state (last good checkpoint: "
-        f"{'none' if last is None else f'step {last}'} in {ckpt.directory}). Lower "
-        "lr.base, keep grad_clip_norm > 0, or check the input data.")
+        f"{' and '.join(bad)} became {metrics[bad[0]]}: detected at step {step} (checked every "
+        f"{every} steps and at checkpoints; finite at step {last_checked}). Stopped without "
+        f"saving this state; last good checkpoint: "
+        f"{'none' if last is None else f'step {last}'} in {ckpt.directory}.\nLower "
+        "lr.base, keep grad_clip_norm > 0, or check the input data; --config.log_every_steps=1 "
+        "finds the first bad step.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (from scratch, a pretrained file, or resuming WORKDIR) and evaluates."""
+  """Trains (from scratch, a pretrained file, or resuming WORKDIR) and evaluates.
+
+  A restart that cannot resume the workdir's checkpoints (another model, data or
+  optimizer) is refused before anything in the workdir changes (workdir.check_resume).
+  """
   # ---------------------------------------------------------------- set-up
   setup = Setup(config, workdir)
+  saved = workdir_lib.read(workdir)
+  signature = workdir_lib.state_signature(setup.abstract_state)
+  resume_step = workdir_lib.latest_checkpoint_step(workdir)
+  if resume_step is not None:
+    changes = workdir_lib.check_resume(workdir, saved, config.to_dict(), setup.info.to_dict(),
+                                       signature)
+    if changes:
+      logging.warning("Resuming step %d of %s with changed settings:\n  %s", resume_step,
+                      workdir, "\n  ".join(changes))
+    if resume_step >= config.total_steps:
+      logging.warning("%s already finished (step %d of total_steps=%d): evaluating its last "
+                      "checkpoint; raise --config.total_steps to train on.", workdir,
+                      resume_step, config.total_steps)
   os.makedirs(workdir, exist_ok=True)
-  write_json_atomic(os.path.join(workdir, "config.json"),
-                    {"config": config.to_dict(), "data_info": setup.info.to_dict()})
-  process0 = jax.process_index() == 0
   ckpt = checkpointer.Checkpointer(
       workdir, keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
       best_metric=config.checkpoint.best_metric, async_save=config.checkpoint.async_save)
+  try:
+    return _train(setup, ckpt, saved, signature)
+  finally:
+    ckpt.close()  # also on errors: pending saves complete, no async thread is left behind
+
+
+def _train(setup: Setup, ckpt: checkpointer.Checkpointer, saved: Any,
+           signature: dict[str, Any]) -> dict[str, Any]:
+  config, workdir = setup.config, setup.workdir
+  process0 = jax.process_index() == 0
 
   # ---------------------------------------------------------------- state
   # Resuming this run wins over initialising from a pretrained file: a restarted
@@ -303,6 +334,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   else:
     state = setup.state_from_params(setup.init_params())
   start_step = int(jax.device_get(state.step))
+  # The run is valid (config, data, state): only now is its config recorded.
+  workdir_lib.write(workdir, saved, config.to_dict(), setup.info.to_dict(), signature,
+                    start_step)
   num_params = sum(x.size for x in jax.tree.leaves(setup.abstract_params))
   logging.info("%s: %s parameters; %d devices on %d processes; mesh %s; starting at step %d.",
                config.model_name, f"{num_params:,}", jax.device_count(), jax.process_count(),
@@ -327,7 +361,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # ---------------------------------------------------------------- loop
   schedule = optim.learning_rate_schedule(config)
-  progress = _progress(config, start_step, process0)
+  progress = Progress(config.total_steps, start_step, enabled=process0,
+                      bar=config.progress_bar)
   eval_metrics: dict[str, float] = {}
   logged_throughput = False
   t_last, step_last = time.perf_counter(), start_step
@@ -346,7 +381,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         continue
       # The only host-device sync of the loop: at logging steps.
       host = jax.device_get(metrics)
-      _check_finite(done, host, ckpt)
+      _check_finite(done, host, ckpt, step_last, config.log_every_steps)
       now = time.perf_counter()
       images_per_sec = (done - step_last) * config.batch_size / max(now - t_last, 1e-9)
       t_last, step_last = now, done
@@ -356,7 +391,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         record["compile_seconds"] = compile_seconds
         logged_throughput = True
       writer.write(done, record)
-      progress.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{images_per_sec:.0f}")
+      progress.log(float(host["loss"]), images_per_sec)
       if is_eval:
         eval_metrics = _evaluate(setup, eval_step, state.eval_params)
         writer.write(done, {f"eval_{k}": v for k, v in eval_metrics.items()})
@@ -379,7 +414,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_metrics = _evaluate(setup, eval_step, state.eval_params)
   results = {**eval_metrics, "step": final_step}
   write_json_atomic(os.path.join(workdir, "results.json"), results)
-  ckpt.close()
   writer.close()
   logging.info("Final results: %s", results)
   return results
@@ -392,10 +426,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   if checkpoint_path:
     params, step = setup.pretrained_params(checkpoint_path), 0
   else:
+    if workdir_lib.latest_checkpoint_step(workdir) is None:  # checked without creating it
+      raise WorkdirError(
+          f"No checkpoint in {os.path.join(os.path.abspath(workdir), 'checkpoints')}: train "
+          "first, or pass --checkpoint FILE to evaluate a pretrained file.")
     ckpt = checkpointer.Checkpointer(workdir)
-    if ckpt.latest_step() is None:
-      raise WorkdirError(f"No checkpoint in {ckpt.directory}: train first, or pass "
-                              "--checkpoint FILE to evaluate a pretrained file.")
     state = ckpt.restore(jax.tree.map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
         setup.abstract_state, setup.state_shardings))
@@ -414,7 +449,3 @@ def _chain_first(first, rest):
   yield from rest
 
 
-def _progress(config, start_step: int, enabled: bool):
-  from tqdm import tqdm  # noqa: PLC0415
-  return tqdm(total=config.total_steps, initial=start_step, disable=not (
-      enabled and config.progress_bar), unit="step", dynamic_ncols=True)

@@ -114,3 +114,31 @@ def create_model(name: str, num_classes: int | None = 1000, **overrides: Any) ->
   options = overrides.pop("options", options_lib.EncoderOptions()).replace(**option_values)
   kwargs.update(overrides)
   return module_cls(num_classes=num_classes, options=options, **kwargs)
+
+
+# Option types as a command line parses them; any other annotation (Dtype, Sequence)
+# is given as a string or an int (e.g. dtype="bfloat16", patch_size=16).
+_SCALAR_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _scalar_type(annotation: str) -> type:
+  inner = re.sub(r"^(Optional|Union)\[(.*)\]$", r"\2", annotation.replace(" ", ""))
+  first = inner.split(",")[0].split("|")[0]
+  return _SCALAR_TYPES.get(first, str)
+
+
+def option_types() -> dict[str, type]:
+  """Every keyword `create_model` accepts for some registered model -> its scalar type.
+
+  The module fields of every registered class (but num_classes and options) and the
+  EncoderOptions fields; the driver's config declares one `model.*` key for each.
+  """
+  types: dict[str, type] = {}
+  classes = {module_cls for module_cls, _ in _REGISTRY.values()}
+  for cls in sorted(classes, key=lambda c: c.__name__):
+    for f in dataclasses.fields(cls):
+      if f.name not in ("parent", "name", "num_classes", "options"):
+        types[f.name] = _scalar_type(str(f.type))
+  for f in dataclasses.fields(options_lib.EncoderOptions):
+    types[f.name] = _scalar_type(str(f.type))
+  return types

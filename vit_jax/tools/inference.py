@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -30,7 +31,7 @@ from vit_jax import checkpoint, data, models
 from vit_jax.checkpoint import orbax_io
 from vit_jax.data import folder
 from vit_jax.driver import config as config_lib
-from vit_jax.errors import ConfigError, MissingFileError
+from vit_jax.errors import ConfigError, DataError, MissingFileError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +194,30 @@ def list_inputs(paths: Sequence[str]) -> list[str]:
   return found
 
 
-def read_inputs(paths: Sequence[str]) -> tuple[list[str], list[np.ndarray]]:
-  """(files, decoded uint8 arrays) for files and folders of images or videos."""
-  files = list_inputs(paths)
-  return files, [data.decode_file(f) for f in files]
+def read_inputs(paths: Sequence[str], failed: Optional[list[tuple[str, str]]] = None
+                ) -> tuple[list[str], list[np.ndarray]]:
+  """(files, decoded uint8 arrays) for files and folders of images or videos.
+
+  A file that does not decode raises DataError naming it; when a `failed` list is
+  given it is appended there as (path, reason) and skipped instead.
+  """
+  kept, raw = [], []
+  for path in list_inputs(paths):
+    try:
+      raw.append(data.decode_file(path))
+    except Exception as e:  # PIL and PyAV raise many types for broken files
+      if failed is None:
+        raise DataError(f"Could not decode {path}: {type(e).__name__}: {e}") from e
+      failed.append((path, f"{type(e).__name__}: {e}"))
+      continue
+    kept.append(path)
+  return kept, raw
+
+
+def report_failed(program: str, failed: Sequence[tuple[str, str]]) -> None:
+  """One stderr line per skipped input, then exit 1 if there was any."""
+  for path, reason in failed:
+    sys.stderr.write(f"{program}: skipped {path}: it does not decode ({reason})\n")
+  if failed:
+    sys.stderr.write(f"{program}: {len(failed)} input(s) skipped.\n")
+    sys.exit(1)

@@ -25,16 +25,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import json  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from typing import Optional  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
+from vit_jax import errors  # noqa: E402
 
-def predict(trained, paths: Sequence[str], k: int = 5,
-            batch_size: int = 64) -> list[tuple[str, list[tuple[str, float]]]]:
-  """(file, top-k (class name, probability)) for every file found in `paths`."""
+PROGRAM = "vit_jax.predict"
+
+
+def predict(trained, paths: Sequence[str], k: int = 5, batch_size: int = 64,
+            failed: Optional[list[tuple[str, str]]] = None
+            ) -> list[tuple[str, list[tuple[str, float]]]]:
+  """(file, top-k (class name, probability)) for every file found in `paths`.
+
+  Files that do not decode raise, or with a `failed` list are skipped and listed there.
+  """
   from vit_jax.tools import inference  # noqa: PLC0415 (after the TF log level is set)
 
-  files, raw = inference.read_inputs(paths)
+  files, raw = inference.read_inputs(paths, failed)
+  if not files:
+    return []
   probabilities = trained.probabilities(trained.preprocess(raw), batch_size)
   return list(zip(files, inference.top_k(probabilities, trained.class_names, k)))
 
@@ -52,6 +63,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer("top_k", 5, "Classes printed per input.")
   flags.DEFINE_integer("batch_size", 64, "Inputs per forward pass.")
   flags.DEFINE_bool("json", False, "One JSON object per input instead of text.")
+  flags.DEFINE_bool("verbose", False, "Show the traceback of errors vit_jax reports on purpose.")
 
 
 def main(argv):
@@ -62,11 +74,11 @@ def main(argv):
   inputs = list(f.input or []) + list(argv[1:])  # `--input a.png b.png` leaves b.png in argv
   if not inputs:
     raise app.UsageError("Pass --input PATH [PATH ...].")
-  try:
+  with errors.reported(PROGRAM, f.verbose):
     trained = inference.load(f.workdir, f.checkpoint, f.model, f.image_size)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
-  for path, best in predict(trained, inputs, f.top_k, f.batch_size):
+    failed: list[tuple[str, str]] = []
+    results = predict(trained, inputs, f.top_k, f.batch_size, failed)
+  for path, best in results:
     if f.json:
       print(json.dumps({"path": path, "top_k": best}))
     else:
@@ -74,6 +86,7 @@ def main(argv):
       for name, p in best:
         print(f"  {p:.4f}  {name}")
   sys.stdout.flush()
+  inference.report_failed(PROGRAM, failed)
 
 
 def run() -> None:

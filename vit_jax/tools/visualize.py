@@ -21,10 +21,12 @@ Videos are shown with the first evaluation view (clip 0, centre crop).
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from collections.abc import Sequence  # noqa: E402
+from typing import Optional  # noqa: E402
 
 import matplotlib  # noqa: E402
 
@@ -33,6 +35,10 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
+
+from vit_jax import errors  # noqa: E402
+
+PROGRAM = "vit_jax.visualize"
 
 
 def _display(pixels: np.ndarray, value_range) -> np.ndarray:
@@ -130,13 +136,18 @@ def temporal_figure(temporal: np.ndarray, tubelet: int, path: str, dpi: int = 10
   return _save(fig, path, dpi)
 
 
-def visualize(trained, paths: Sequence[str], out_dir: str, k: int = 5,
-              dpi: int = 100) -> list[str]:
-  """Writes the figures of every input file under `out_dir`; returns the PNG paths."""
+def visualize(trained, paths: Sequence[str], out_dir: str, k: int = 5, dpi: int = 100,
+              failed: Optional[list[tuple[str, str]]] = None) -> list[str]:
+  """Writes the figures of every input file under `out_dir`; returns the PNG paths.
+
+  Files that do not decode raise, or with a `failed` list are skipped and listed there.
+  """
   from vit_jax.tools import attention_maps, inference  # noqa: PLC0415
 
   os.makedirs(out_dir, exist_ok=True)
-  files, raw = inference.read_inputs(paths)
+  files, raw = inference.read_inputs(paths, failed)
+  if not files:
+    return []
   inputs = trained.preprocess(raw)
   value_range = trained.preprocessing.get("value_range")
   written = []
@@ -177,6 +188,7 @@ def _define_flags() -> None:
   flags.DEFINE_string("out", None, "Output folder for the PNG files.")
   flags.DEFINE_integer("top_k", 5, "Labels shown with the rollout.")
   flags.DEFINE_integer("dpi", 100, "Resolution of the figures.")
+  flags.DEFINE_bool("verbose", False, "Show the traceback of errors vit_jax reports on purpose.")
 
 
 def main(argv):
@@ -187,12 +199,14 @@ def main(argv):
   inputs = list(f.input or []) + list(argv[1:])
   if not inputs or not f.out:
     raise app.UsageError("Pass --input PATH [PATH ...] and --out DIR.")
-  try:
+  with errors.reported(PROGRAM, f.verbose):
     trained = inference.load(f.workdir, f.checkpoint, f.model, f.image_size)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
-  for path in visualize(trained, inputs, f.out, k=f.top_k, dpi=f.dpi):
+    failed: list[tuple[str, str]] = []
+    written = visualize(trained, inputs, f.out, k=f.top_k, dpi=f.dpi, failed=failed)
+  for path in written:
     print(path)
+  sys.stdout.flush()
+  inference.report_failed(PROGRAM, failed)
 
 
 def run() -> None:
