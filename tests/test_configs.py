@@ -23,6 +23,7 @@ from vit_jax import data, models
 from vit_jax.data import config as data_config
 from vit_jax.driver import config as config_lib
 from vit_jax.driver import optim, train
+from vit_jax.models import registry
 
 CONFIG_FILES = sorted(f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py"))
 
@@ -127,6 +128,8 @@ def test_config_loads_validates_and_builds(name, arg):
   config_lib.validate(c)
   data.validate(c.data)
   assert c.model_name == expected_model(name, arg)
+  # Every option create_model accepts is a key, so the command line can set it here.
+  assert set(registry.option_types()) <= set(c.model.keys())
   assert c.data.dataset in NUM_CLASSES, f"add {c.data.dataset!r} to NUM_CLASSES"
   num_classes = NUM_CLASSES[c.data.dataset]
 

@@ -5,6 +5,8 @@
   steps        the jitted train and eval steps, `TrainState`
   optim        optimizer, learning-rate schedules, layer decay, freezing
   checkpointer Orbax checkpoints of a run (WORKDIR/checkpoints/<step>/state)
+  workdir      config.json, and whether a restart may resume the checkpoints
+  progress     the progress bar, or plain lines in a log
   parallel     the device mesh, sharding rules, jax.distributed
   writer       metrics.jsonl and TensorBoard
   host_memory  the host allocator setting that keeps XLA:CPU steps fault-free

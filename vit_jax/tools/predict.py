@@ -23,13 +23,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import json  # noqa: E402
-import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from typing import Optional  # noqa: E402
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-from vit_jax import errors  # noqa: E402
+from vit_jax.tools import cli  # noqa: E402
 
 PROGRAM = "vit_jax.predict"
 
@@ -51,33 +50,16 @@ def predict(trained, paths: Sequence[str], k: int = 5, batch_size: int = 64,
 
 
 def _define_flags() -> None:
-  # Defined only when run as a program, so that tests can import this module
-  # next to vit_jax.visualize (which defines the same flag names).
-  flags.DEFINE_string("workdir", None, "A training run's directory.")
-  flags.DEFINE_string("checkpoint", None, "A checkpoint file (instead of --workdir).")
-  flags.DEFINE_string("model", None, "Registered model name, with --checkpoint.")
-  flags.DEFINE_integer("image_size", None,
-                       "With --checkpoint: input size (default: from the position embeddings).")
-  flags.DEFINE_multi_string("input", None, "Image/video files or folders (repeatable; several "
-                            "paths may follow one --input).")
+  cli.define_flags("With --checkpoint: input size (default: from the position embeddings).")
   flags.DEFINE_integer("top_k", 5, "Classes printed per input.")
   flags.DEFINE_integer("batch_size", 64, "Inputs per forward pass.")
   flags.DEFINE_bool("json", False, "One JSON object per input instead of text.")
-  flags.DEFINE_bool("verbose", False, "Show the traceback of errors vit_jax reports on purpose.")
 
 
 def main(argv):
-  from vit_jax.tools import inference  # noqa: PLC0415
-
   f = flags.FLAGS
-  logging.set_verbosity(logging.WARNING)  # Orbax's restore chatter would bury the output
-  inputs = list(f.input or []) + list(argv[1:])  # `--input a.png b.png` leaves b.png in argv
-  if not inputs:
-    raise app.UsageError("Pass --input PATH [PATH ...].")
-  with errors.reported(PROGRAM, f.verbose):
-    trained = inference.load(f.workdir, f.checkpoint, f.model, f.image_size)
-    failed: list[tuple[str, str]] = []
-    results = predict(trained, inputs, f.top_k, f.batch_size, failed)
+  results, failed = cli.run_on_inputs(PROGRAM, argv, lambda trained, inputs, failed: predict(
+      trained, inputs, f.top_k, f.batch_size, failed))
   for path, best in results:
     if f.json:
       print(json.dumps({"path": path, "top_k": best}))
@@ -85,8 +67,7 @@ def main(argv):
       print(path)
       for name, p in best:
         print(f"  {p:.4f}  {name}")
-  sys.stdout.flush()
-  inference.report_failed(PROGRAM, failed)
+  cli.finish(PROGRAM, failed)
 
 
 def run() -> None:

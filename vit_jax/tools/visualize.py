@@ -21,7 +21,6 @@ Videos are shown with the first evaluation view (clip 0, centre crop).
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -34,9 +33,9 @@ matplotlib.use("Agg")  # files only; no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-from vit_jax import errors  # noqa: E402
+from vit_jax.tools import cli  # noqa: E402
 
 PROGRAM = "vit_jax.visualize"
 
@@ -179,34 +178,21 @@ def visualize(trained, paths: Sequence[str], out_dir: str, k: int = 5, dpi: int 
 
 
 def _define_flags() -> None:
-  # Defined only when run as a program (see vit_jax.predict, which shares the names).
-  flags.DEFINE_string("workdir", None, "A training run's directory.")
-  flags.DEFINE_string("checkpoint", None, "A checkpoint file (instead of --workdir).")
-  flags.DEFINE_string("model", None, "Registered model name, with --checkpoint.")
-  flags.DEFINE_integer("image_size", None, "With --checkpoint: input size.")
-  flags.DEFINE_multi_string("input", None, "Image/video files or folders.")
+  cli.define_flags("With --checkpoint: input size.")
   flags.DEFINE_string("out", None, "Output folder for the PNG files.")
   flags.DEFINE_integer("top_k", 5, "Labels shown with the rollout.")
   flags.DEFINE_integer("dpi", 100, "Resolution of the figures.")
-  flags.DEFINE_bool("verbose", False, "Show the traceback of errors vit_jax reports on purpose.")
 
 
 def main(argv):
-  from vit_jax.tools import inference  # noqa: PLC0415
-
   f = flags.FLAGS
-  logging.set_verbosity(logging.WARNING)  # Orbax's restore chatter would bury the output
-  inputs = list(f.input or []) + list(argv[1:])
-  if not inputs or not f.out:
-    raise app.UsageError("Pass --input PATH [PATH ...] and --out DIR.")
-  with errors.reported(PROGRAM, f.verbose):
-    trained = inference.load(f.workdir, f.checkpoint, f.model, f.image_size)
-    failed: list[tuple[str, str]] = []
-    written = visualize(trained, inputs, f.out, k=f.top_k, dpi=f.dpi, failed=failed)
+  if not f.out:
+    raise app.UsageError("Pass --out DIR for the PNG files.")
+  written, failed = cli.run_on_inputs(PROGRAM, argv, lambda trained, inputs, failed: visualize(
+      trained, inputs, f.out, k=f.top_k, dpi=f.dpi, failed=failed))
   for path in written:
     print(path)
-  sys.stdout.flush()
-  inference.report_failed(PROGRAM, failed)
+  cli.finish(PROGRAM, failed)
 
 
 def run() -> None:

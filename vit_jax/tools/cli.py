@@ -1,0 +1,56 @@
+"""The command line that `predict` and `visualize` share: which model, which inputs.
+
+    python -m vit_jax.predict   --workdir RUN | --checkpoint FILE --model NAME  --input PATH...
+    python -m vit_jax.visualize (the same) --out DIR
+
+The flags are defined only when one of the commands runs (both use the same names).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from absl import app, flags, logging
+
+from vit_jax import errors
+
+
+def define_flags(image_size_help: str) -> None:
+  flags.DEFINE_string("workdir", None, "A training run's directory.")
+  flags.DEFINE_string("checkpoint", None, "A checkpoint file (instead of --workdir).")
+  flags.DEFINE_string("model", None, "Registered model name, with --checkpoint.")
+  flags.DEFINE_integer("image_size", None, image_size_help)
+  flags.DEFINE_multi_string("input", None, "Image/video files or folders (repeatable; several "
+                            "paths may follow one --input).")
+  flags.DEFINE_bool("verbose", False, "Show the traceback of errors vit_jax reports on purpose.")
+
+
+def run_on_inputs(program: str, argv: list[str],
+                  fn: Callable[[Any, list[str], list[tuple[str, str]]], Any]
+                  ) -> tuple[Any, list[tuple[str, str]]]:
+  """Loads the model the flags name and returns (fn(trained, inputs, failed), failed).
+
+  `failed` collects the inputs that do not decode (reported by `finish`); errors
+  vit_jax raises on purpose exit with one message (errors.reported).
+  """
+  from vit_jax.tools import inference  # noqa: PLC0415 (after the TF log level is set)
+
+  f = flags.FLAGS
+  logging.set_verbosity(logging.WARNING)  # Orbax's restore chatter would bury the output
+  inputs = list(f.input or []) + list(argv[1:])  # `--input a.png b.png` leaves b.png in argv
+  if not inputs:
+    raise app.UsageError("Pass --input PATH [PATH ...].")
+  failed: list[tuple[str, str]] = []
+  with errors.reported(program, f.verbose):
+    trained = inference.load(f.workdir, f.checkpoint, f.model, f.image_size)
+    return fn(trained, inputs, failed), failed
+
+
+def finish(program: str, failed: list[tuple[str, str]]) -> None:
+  """After the output: one stderr line per skipped input, and exit 1 if there was any."""
+  from vit_jax.tools import inference  # noqa: PLC0415
+
+  sys.stdout.flush()
+  inference.report_failed(program, failed)
