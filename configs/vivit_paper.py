@@ -21,7 +21,8 @@ zoo; 4 clips x 3 crops; what these recipes aim at, not measured here):
 Hardware: Scenic trained these on TPU-v3 pods (32-64 cores); batch 64 of 32-frame
 224-256 px clips needs accelerators with >= 32 GB each (L/16x2 FE: ~2 TFLOPs per
 training clip). They do not run on a CPU; a one-step smoke run on a tiny folder works
-with `--config.total_steps=1 --config.batch_size=8` on 8 devices.
+with `--config.total_steps=1 --config.lr.warmup_steps=0 --config.batch_size=8` on 8
+devices.
 
 Schedule as Scenic's configs: SGD momentum 0.9, cosine decay after a 2.5-epoch linear
 warmup, batch 64, gradient clipping at 1.0, no weight decay; K400/K600 30 epochs,

@@ -188,3 +188,15 @@ def test_convert_refuses_an_existing_destination(trained, tmp_path):
   assert snapshot(dst) == before
   proc = convert(str(trained), str(dst), "--format", "orbax", "--overwrite")
   assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_eval_of_a_checkpoint_keeps_its_head(trained, digits_data_dir, tmp_path):
+  # configs/vit_digits_finetune.py sets init_from.reset_head for fine-tuning; evaluating a
+  # file must still score that file's own head, not a zero one.
+  workdir = tmp_path / "eval"
+  run_main(workdir, digits_data_dir, "--mode=eval", "--checkpoint", str(trained / "checkpoints"),
+           "--config.init_from.reset_head=True", devices=1)
+  with open(workdir / "eval_results.json") as f, open(trained / "results.json") as g:
+    scored, expected = json.load(f), json.load(g)
+  assert scored["top1"] == pytest.approx(expected["top1"], abs=1e-9)
+  assert scored["loss"] == pytest.approx(expected["loss"], rel=1e-5)

@@ -186,3 +186,14 @@ def test_moving_digits_configs_validate(arg):
   c = load_config(f"configs/vivit_moving_digits.py:{arg}")
   config_lib.validate(c)
   assert train.build_model(c, num_classes=20).variant == arg.split(",")[0]
+
+
+def test_the_paper_configs_smoke_run_command_validates():
+  # configs/vivit_paper.py's docstring gives a one-step run; its overrides must validate
+  # (a run shorter than the warmup is refused).
+  doc = open(os.path.join(CONFIGS, "vivit_paper.py")).read().replace("\n", " ")
+  command = re.search(r"`(--config\.total_steps=1[^`]*)`", doc).group(1)
+  overrides = dict(a.removeprefix("--config.").split("=") for a in command.split())
+  c = load_config(_spec("vivit_paper", "k400"))
+  c.update_from_flattened_dict({k: int(v) for k, v in overrides.items()})
+  config_lib.validate(c)

@@ -214,21 +214,27 @@ class Setup:
       return jax.device_get(init)
     return multihost_utils.process_allgather(init)
 
-  def pretrained_params(self, path: str) -> Any:
-    """Loads any format vit_jax.checkpoint reads and fits it to this model."""
+  def pretrained_params(self, path: str, reset_head: bool | None = None) -> Any:
+    """Loads any format vit_jax.checkpoint reads and fits it to this model.
+
+    reset_head: start from a zero head even when the class counts match; None:
+    `init_from.reset_head` (fine-tuning). Evaluating a checkpoint passes False.
+    """
+    if reset_head is None:
+      reset_head = self.config.init_from.reset_head
     if isinstance(self.model, models.VideoTransformer):
-      return self._video_pretrained_params(path)
+      return self._video_pretrained_params(path, reset_head)
     init = self.host_init_params()
     restored = checkpoint.load(path)
     c = self.config.init_from
     params, report = checkpoint.adapt(
         restored, init, resize_posemb=c.resize_posemb, posemb_method=c.posemb_method,
-        strict=c.strict, reinit=("head/",) if c.reset_head else (), log=False)
+        strict=c.strict, reinit=("head/",) if reset_head else (), log=False)
     logging.info("Initialised from %s:\n%s", path, report)
     return _place(params, self.param_shardings)
 
   # ---- ViViT: an image ViT is inflated, a video checkpoint (ours, Scenic's) copied.
-  def _video_pretrained_params(self, path: str) -> Any:
+  def _video_pretrained_params(self, path: str, reset_head: bool) -> Any:
     c = self.config.init_from
     if c.posemb_method != "bilinear":
       raise ConfigError(f"init_from.posemb_method={c.posemb_method!r}: ViViT's inflation "
@@ -239,7 +245,7 @@ class Setup:
         restored, init, variant=self.model.variant,
         token_grid=vivit.token_grid(self.model, self.dummy.shape),
         kernel_init_method=c.kernel_init_method, temporal_init=c.temporal_init,
-        time_attention_init=c.time_attention_init, reset_head=c.reset_head, strict=c.strict)
+        time_attention_init=c.time_attention_init, reset_head=reset_head, strict=c.strict)
     resized = [e.key for e in report.entries if e.action in ("resized", "resized+tiled")]
     if resized and not c.resize_posemb:
       raise ConfigError(f"{resized} need a resize of the image position embeddings and "
@@ -424,7 +430,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Evaluates the latest checkpoint of `workdir`, or `checkpoint_path` if given."""
   setup = Setup(config, workdir)
   if checkpoint_path:
-    params, step = setup.pretrained_params(checkpoint_path), 0
+    # The file's own head is what is evaluated, whatever init_from.reset_head says.
+    params, step = setup.pretrained_params(checkpoint_path, reset_head=False), 0
   else:
     if workdir_lib.latest_checkpoint_step(workdir) is None:  # checked without creating it
       raise WorkdirError(

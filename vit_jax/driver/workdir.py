@@ -120,7 +120,9 @@ def check_resume(workdir: str, saved: Optional[Mapping[str, Any]], config: Mappi
       shown = (a, b) if key != "class_names" else (f"{len(a)} names", f"{len(b)} names")
       defining.append(_describe(f"data_info.{key}", *shown))
   saved_signature = saved.get("state_signature")
-  if saved_signature is not None and dict(saved_signature) != dict(signature):
+  # The state check names what the config keys above do not explain (an optimizer,
+  # EMA, clipping or freezing change), so it is reported only when they found nothing.
+  if not defining and saved_signature is not None and dict(saved_signature) != dict(signature):
     first = next(k for k in sorted(set(saved_signature) | set(signature))
                  if saved_signature.get(k) != signature.get(k))
     defining.append(f"the training state: {first} is {saved_signature.get(first, 'absent')} in "
