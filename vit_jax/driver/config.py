@@ -160,7 +160,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if problems:
     raise ConfigError("Invalid config: " + "; ".join(problems) +
                      ". See vit_jax/driver/config.py:base_config() for the known keys.")
-  remat_setting(config.model.get("remat", False))
   checks = [
       (config.optimizer.name in OPTIMIZERS, f"optimizer.name must be one of {OPTIMIZERS}"),
       (config.lr.schedule in SCHEDULES, f"lr.schedule must be one of {SCHEDULES}"),
@@ -190,9 +189,9 @@ def _check_model_options(config: ml_collections.ConfigDict) -> None:
   """Builds the module (no parameters): unknown options and bad values fail here."""
   from vit_jax.models import registry  # noqa: PLC0415
 
+  options = model_options(config.model.to_dict())  # a bad model.remat raises here
   try:
-    registry.create_model(config.model_name, num_classes=1,
-                          **model_options(config.model.to_dict()))
+    registry.create_model(config.model_name, num_classes=1, **options)
   except (TypeError, ValueError) as e:
     raise ConfigError(f"Invalid config: model_name={config.model_name!r}, model: {e}") from e
 

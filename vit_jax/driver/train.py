@@ -21,6 +21,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from vit_jax import checkpoint, data, models
+from vit_jax.checkpoint.orbax_io import CHECKPOINTS_DIR
 from vit_jax.driver import checkpointer, optim, parallel, steps
 from vit_jax.driver import config as config_lib
 from vit_jax.driver import workdir as workdir_lib
@@ -188,6 +189,12 @@ class Setup:
     c = self.config
     return c.batch_size if c.eval_batch_size == -1 else c.eval_batch_size
 
+  @property
+  def restore_target(self) -> steps.TrainState:
+    """The abstract state with its shardings: what a checkpoint restores into."""
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        self.abstract_state, self.state_shardings)
+
   def _state_from_params(self, params: Any) -> steps.TrainState:
     return steps.TrainState(
         step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(params),
@@ -318,23 +325,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       workdir, keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
       best_metric=config.checkpoint.best_metric, async_save=config.checkpoint.async_save)
   try:
-    return _train(setup, ckpt, saved, signature)
+    return _train(setup, ckpt, resume_step, saved, signature)
   finally:
     ckpt.close()  # also on errors: pending saves complete, no async thread is left behind
 
 
-def _train(setup: Setup, ckpt: checkpointer.Checkpointer, saved: Any,
-           signature: dict[str, Any]) -> dict[str, Any]:
+def _train(setup: Setup, ckpt: checkpointer.Checkpointer, resume_step: int | None,
+           saved: Any, signature: dict[str, Any]) -> dict[str, Any]:
   config, workdir = setup.config, setup.workdir
   process0 = jax.process_index() == 0
 
   # ---------------------------------------------------------------- state
   # Resuming this run wins over initialising from a pretrained file: a restarted
   # fine-tuning job continues its own steps instead of starting over.
-  if ckpt.latest_step() is not None:
-    state = ckpt.restore(jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-        setup.abstract_state, setup.state_shardings))
+  if resume_step is not None:
+    state = ckpt.restore(setup.restore_target, resume_step)
   elif config.init_from.path:
     state = setup.state_from_params(setup.pretrained_params(config.init_from.path))
   else:
@@ -435,12 +440,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     if workdir_lib.latest_checkpoint_step(workdir) is None:  # checked without creating it
       raise WorkdirError(
-          f"No checkpoint in {os.path.join(os.path.abspath(workdir), 'checkpoints')}: train "
+          f"No checkpoint in {os.path.join(os.path.abspath(workdir), CHECKPOINTS_DIR)}: train "
           "first, or pass --checkpoint FILE to evaluate a pretrained file.")
     ckpt = checkpointer.Checkpointer(workdir)
-    state = ckpt.restore(jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-        setup.abstract_state, setup.state_shardings))
+    state = ckpt.restore(setup.restore_target)
     params = state.eval_params
     step = int(jax.device_get(state.step))
     ckpt.close()

@@ -26,6 +26,7 @@ from typing import Any, Optional
 import jax
 
 from vit_jax.checkpoint import orbax_io
+from vit_jax.driver.writer import write_json_atomic
 from vit_jax.errors import WorkdirError
 
 CONFIG_FILE = "config.json"
@@ -72,8 +73,9 @@ def read(workdir: str) -> Optional[dict[str, Any]]:
     with open(path) as f:
       return json.load(f)
   except json.JSONDecodeError as e:
-    raise WorkdirError(f"{path} is not valid JSON ({e}): restore it from the history of "
-                       "another copy, or use a new --workdir.") from e
+    raise WorkdirError(f"{path} is not valid JSON ({e}): fix or delete it (the checkpoints "
+                       "are kept; a restart then resumes them unchecked), or use a new "
+                       "--workdir.") from e
 
 
 def latest_checkpoint_step(workdir: str) -> Optional[int]:
@@ -143,8 +145,6 @@ def write(workdir: str, saved: Optional[Mapping[str, Any]], config: Mapping[str,
           data_info: Mapping[str, Any], signature: Mapping[str, list[int]],
           start_step: int) -> None:
   """Writes config.json (atomically, process 0) with this start added to the history."""
-  from vit_jax.driver.writer import write_json_atomic  # noqa: PLC0415
-
   history = list((saved or {}).get("history", []))
   if saved and not history and "config" in saved:  # a config.json from before the history
     history.append({"start_step": None, "started": None, "config": saved["config"]})

@@ -50,7 +50,9 @@ def run_on_inputs(program: str, argv: list[str],
 
 def finish(program: str, failed: list[tuple[str, str]]) -> None:
   """After the output: one stderr line per skipped input, and exit 1 if there was any."""
-  from vit_jax.tools import inference  # noqa: PLC0415
-
   sys.stdout.flush()
-  inference.report_failed(program, failed)
+  for path, reason in failed:
+    sys.stderr.write(f"{program}: skipped {path}: it does not decode ({reason})\n")
+  if failed:
+    sys.stderr.write(f"{program}: {len(failed)} input(s) skipped.\n")
+    sys.exit(1)

@@ -16,9 +16,7 @@ preprocessing the run saved. Shared by `vit_jax.predict` and `vit_jax.visualize`
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -31,6 +29,7 @@ from vit_jax import checkpoint, data, models
 from vit_jax.checkpoint import orbax_io
 from vit_jax.data import folder
 from vit_jax.driver import config as config_lib
+from vit_jax.driver import workdir as workdir_lib
 from vit_jax.errors import ConfigError, DataError, MissingFileError
 
 
@@ -97,14 +96,12 @@ def _jitted_apply(model: nn.Module):
 
 def load_run(workdir: str) -> TrainedModel:
   """The model of a training run: its config.json and its latest checkpoint."""
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(config_path):
+  saved = workdir_lib.read(workdir)
+  if saved is None:
     raise MissingFileError(
-        f"{config_path} not found: --workdir must be a training run's directory (it holds "
-        "config.json and checkpoints/); for a bare checkpoint file use --checkpoint FILE "
-        "--model NAME.")
-  with open(config_path) as f:
-    saved = json.load(f)
+        f"{os.path.join(workdir, workdir_lib.CONFIG_FILE)} not found: --workdir must be a "
+        "training run's directory (it holds config.json and checkpoints/); for a bare "
+        "checkpoint file use --checkpoint FILE --model NAME.")
   config, info = saved["config"], saved["data_info"]
   # Inference needs no remat (nothing is kept for a backward pass): "auto" -> off.
   model = models.create_model(config["model_name"], num_classes=info["num_classes"],
@@ -213,11 +210,3 @@ def read_inputs(paths: Sequence[str], failed: Optional[list[tuple[str, str]]] = 
     kept.append(path)
   return kept, raw
 
-
-def report_failed(program: str, failed: Sequence[tuple[str, str]]) -> None:
-  """One stderr line per skipped input, then exit 1 if there was any."""
-  for path, reason in failed:
-    sys.stderr.write(f"{program}: skipped {path}: it does not decode ({reason})\n")
-  if failed:
-    sys.stderr.write(f"{program}: {len(failed)} input(s) skipped.\n")
-    sys.exit(1)
