@@ -14,7 +14,9 @@
 # Orbax checkpoints, process-0-only writes. It is how tests/test_multihost.py runs them.
 #
 # Output: every line is prefixed with "[p<id>] ". The script waits for all processes and
-# exits with the first failure's status; when one process fails, the others are sent
+# exits with the first failure's status, else 75 when the processes stopped after saving
+# on SIGTERM (vit_jax.main's "preempted, resume me" status), else 0. When one process
+# fails (a status other than 0 and 75), the others are sent
 # SIGTERM and, after KILL_GRACE_S seconds (default 10), SIGKILL (a peer stuck in a
 # collective with a dead process never returns by itself). SIGINT/SIGTERM to the script
 # are forwarded to every process (SIGTERM: each saves a checkpoint and stops).
@@ -71,6 +73,7 @@ done
 
 # Poll rather than `wait -n`, which needs bash >= 4.3 (macOS ships 3.2).
 status=0
+preempted=0
 running=$num_processes
 while ((running > 0)); do
   for i in "${!pids[@]}"; do
@@ -81,6 +84,10 @@ while ((running > 0)); do
     wait "$pid" || rc=$?
     pids[i]=""
     running=$((running - 1))
+    if ((rc == 75)); then  # saved and stopped after SIGTERM: the others do the same
+      preempted=1
+      continue
+    fi
     if ((rc != 0 && status == 0)); then
       status=$rc
       echo "[launch] process $i exited with status $rc; stopping the others." >&2
@@ -100,4 +107,5 @@ while ((running > 0)); do
   sleep 0.2
 done
 wait  # the output filters
+if ((status == 0 && preempted)); then status=75; fi
 exit "$status"

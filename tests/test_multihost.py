@@ -12,6 +12,7 @@ both layouts must train identically up to float summation order.
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -59,7 +60,7 @@ SIGTERM_PROCESS_1 = textwrap.dedent("""
 """)
 
 
-def launch(workdir, data_dir, *flags, pythonpath=None, timeout=420, check=True):
+def launch(workdir, data_dir, *flags, pythonpath=None, timeout=420, check=True, status=0):
   # devices=None: the launcher sets each process's device count.
   env = subprocess_env(None, data_dir, [pythonpath] if pythonpath else (),
                        PYTHON=sys.executable, KILL_GRACE_S="5")
@@ -67,7 +68,7 @@ def launch(workdir, data_dir, *flags, pythonpath=None, timeout=420, check=True):
          "--workdir", str(workdir), "--compilation_cache=", *FLAGS, *flags]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
   if check:
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == status, f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
   return proc
 
 
@@ -77,17 +78,45 @@ def written_by(workdir):
   return files, len(os.listdir(os.path.join(workdir, "tensorboard")))
 
 
-@pytest.mark.slow
-def test_two_processes_train_resume_and_evaluate_like_one(tmp_path, digits_data_dir):
-  single, multi = tmp_path / "one_process", tmp_path / "two_processes"
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory, digits_data_dir):
+  """The reference: the same training in 1 process x 4 devices."""
+  single = tmp_path_factory.mktemp("multihost") / "one_process"
   run_main(single, digits_data_dir, *FLAGS, devices=4)
+  return single
+
+
+def assert_same_training(multi, single):
+  """Same losses, same final parameters, same evaluation over every example once."""
+  np.testing.assert_allclose(logged(multi / "metrics.jsonl", "loss"),
+                             logged(single / "metrics.jsonl", "loss"), rtol=1e-4)
+  a, b = restore_params(multi, 24), restore_params(single, 24)
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b),
+                          strict=True):
+    name = jax.tree_util.keystr(path)
+    if "['key']['bias']" in name:
+      # Its gradient is exactly zero (softmax ignores a shift shared by all keys), so
+      # Adam turns float noise into lr-sized steps: it differs by summation order alone.
+      continue
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4, err_msg=name)
+  with open(multi / "results.json") as f, open(single / "results.json") as g:
+    results, expected = json.load(f), json.load(g)
+  assert results["num_examples"] == 360 and results["step"] == 24
+  assert results == pytest.approx(expected, abs=2 / 360)
+
+
+@pytest.mark.slow
+def test_two_processes_train_resume_and_evaluate_like_one(tmp_path, digits_data_dir,
+                                                          one_process_run):
+  single, multi = one_process_run, tmp_path / "two_processes"
 
   hook = tmp_path / "hook"
   hook.mkdir()
   (hook / "sitecustomize.py").write_text(SIGTERM_PROCESS_1)
-  out = launch(multi, digits_data_dir, pythonpath=hook).stdout
+  # 75: both processes saved and stopped ("preempted, resume me"), not 0 (finished).
+  out = launch(multi, digits_data_dir, pythonpath=hook, status=75).stdout
   assert "[p0] " in out and "[p1] " in out  # every line says which process wrote it
-  assert "Process 1 of 2; 2 local / 4 global devices" in out
+  assert "Process 1 of 2 (explicit); 2 local / 4 global devices; local devices: " in out
   assert "Preempted at step 16" in out
   assert sorted(int(s) for s in os.listdir(multi / "checkpoints") if s.isdigit()) == [12, 16]
   assert not (multi / "results.json").exists()
@@ -113,23 +142,46 @@ def test_two_processes_train_resume_and_evaluate_like_one(tmp_path, digits_data_
   eval_steps = [x["step"] for x in lines if "eval_top1" in x]
   assert train_steps == [4, 8, 12, 16, 20, 24] and eval_steps == [12, 24]
 
-  # Same losses, same final parameters, same evaluation over every example once.
-  np.testing.assert_allclose(logged(multi / "metrics.jsonl", "loss"),
-                             logged(single / "metrics.jsonl", "loss"), rtol=1e-4)
-  a, b = restore_params(multi, 24), restore_params(single, 24)
-  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], jax.tree.leaves(b),
-                          strict=True):
-    name = jax.tree_util.keystr(path)
-    if "['key']['bias']" in name:
-      # Its gradient is exactly zero (softmax ignores a shift shared by all keys), so
-      # Adam turns float noise into lr-sized steps: it differs by summation order alone.
-      continue
-    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-4, err_msg=name)
-  with open(multi / "results.json") as f, open(single / "results.json") as g:
-    results, expected = json.load(f), json.load(g)
-  assert results["num_examples"] == 360 and results["step"] == 24
-  assert results == pytest.approx(expected, abs=2 / 360)
+  assert_same_training(multi, single)
 
+
+def free_slurm_port_job_id() -> int:
+  """A SLURM_JOB_ID whose coordinator port (JAX: 61440 + id % 4096) is free now."""
+  for job_id in np.random.default_rng().permutation(4096):
+    with socket.socket() as s:
+      try:
+        s.bind(("127.0.0.1", 61440 + int(job_id)))
+      except OSError:
+        continue
+    return int(job_id)
+  raise RuntimeError("no free port in 61440..65535")
+
+
+@pytest.mark.slow
+def test_slurm_environment_alone_joins_the_processes(tmp_path, digits_data_dir,
+                                                     one_process_run):
+  # What srun gives each task of `sbatch launch/slurm.sbatch` (2 tasks on one node), and
+  # what that script exports: no coordinates, JAX's Slurm detection finds them.
+  workdir, job_id = tmp_path / "slurm", free_slurm_port_job_id()
+  procs = []
+  for rank in (0, 1):
+    env = subprocess_env(2, digits_data_dir, VIT_JAX_DISTRIBUTED="1",
+                         SLURM_JOB_ID=str(job_id), SLURM_STEP_NODELIST="localhost",
+                         SLURM_NTASKS="2", SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank),
+                         SLURM_NODEID="0", SLURM_STEP_TASKS_PER_NODE="2")
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "vit_jax.main", "--config", TINY_DIGITS_CONFIG, "--workdir",
+         str(workdir), "--compilation_cache=", *FLAGS], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  try:
+    outs = [p.communicate(timeout=420)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outs, strict=True):
+    assert p.returncode == 0, out[-4000:]
+  assert "Process 1 of 2 (auto); 2 local / 4 global devices" in outs[1]
+  assert_same_training(workdir, one_process_run)
 
 
 @pytest.mark.slow

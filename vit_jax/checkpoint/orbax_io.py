@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from typing import Any
 
 import jax
 import numpy as np
 
+from vit_jax import paths
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.models import layout
 
@@ -40,25 +40,25 @@ def finished_steps(directory: str) -> list[int]:
   """The steps with a complete checkpoint in a `checkpoints/` directory, ascending."""
   # Orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it when
   # complete, so digit-only names are the finished steps.
-  return sorted(int(name) for name in os.listdir(directory)
-                if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
+  return sorted(int(name) for name in paths.listdir(directory)
+                if name.isdigit() and paths.is_dir(paths.join(directory, name)))
 
 
 def is_orbax_item(path: str) -> bool:
-  return os.path.exists(os.path.join(path, "_METADATA"))
+  return paths.exists(paths.join(path, "_METADATA"))
 
 
 def resolve_item_dir(path: str) -> str:
   """WORKDIR, WORKDIR/checkpoints (latest step), a step dir or the item dir -> item dir."""
   original = path
-  if os.path.isdir(os.path.join(path, CHECKPOINTS_DIR)):
-    path = os.path.join(path, CHECKPOINTS_DIR)
-  if not is_orbax_item(path) and not os.path.isdir(os.path.join(path, ITEM_NAME)):
-    steps = finished_steps(path)
+  if paths.is_dir(paths.join(path, CHECKPOINTS_DIR)):
+    path = paths.join(path, CHECKPOINTS_DIR)
+  if not is_orbax_item(path) and not paths.is_dir(paths.join(path, ITEM_NAME)):
+    steps = finished_steps(path) if paths.is_dir(path) else []
     if steps:
-      path = os.path.join(path, str(steps[-1]))
-  if os.path.isdir(os.path.join(path, ITEM_NAME)):
-    path = os.path.join(path, ITEM_NAME)
+      path = paths.join(path, str(steps[-1]))
+  if paths.is_dir(paths.join(path, ITEM_NAME)):
+    path = paths.join(path, ITEM_NAME)
   if not is_orbax_item(path):
     raise CheckpointError(
         f"{original}: not an Orbax checkpoint: expected a training workdir, its "
@@ -93,7 +93,7 @@ def load_orbax(path: str, entry: str = PARAMS) -> tuple[dict[str, Any], str]:
   """
   import orbax.checkpoint as ocp  # slow to import; only Orbax users pay for it
 
-  item = os.path.abspath(resolve_item_dir(path))
+  item = paths.absolute(resolve_item_dir(path))
   checkpointer = ocp.PyTreeCheckpointer()
   try:
     with _quiet_absl():

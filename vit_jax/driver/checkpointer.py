@@ -11,13 +11,13 @@ never leaves a half-written step behind). Kept: the latest `keep` steps plus the
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from vit_jax import paths
 from vit_jax.checkpoint.orbax_io import CHECKPOINTS_DIR, EMA_PARAMS, ITEM_NAME, PARAMS
 from vit_jax.driver.steps import TrainState
 
@@ -36,7 +36,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 2, keep_best: int = 1,
                best_metric: str = "top1", async_save: bool = True):
-    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS_DIR))
+    self.directory = paths.join(paths.absolute(workdir), CHECKPOINTS_DIR)
     policies = [ocp.checkpoint_managers.LatestN(n=keep)]
     if keep_best:
       policies.append(ocp.checkpoint_managers.BestN(

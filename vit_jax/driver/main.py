@@ -8,7 +8,16 @@
 
 Fine-tuning is training with `--config.init_from.path=FILE` (any format that
 vit_jax.checkpoint reads). Multi-host: pass --coordinator_address, --num_processes
-and --process_id (or the VIT_JAX_* environment variables; see launch/).
+and --process_id (or the VIT_JAX_* environment variables; see vit_jax/driver/cluster.py
+and launch/).
+
+Exit status (what launch scripts and schedulers act on):
+  0   finished: training reached total_steps (results.json written), or eval done;
+  1   refused or failed with a reported error (bad config, data, checkpoint, workdir,
+      NaN loss, missing accelerator), or an unexpected exception (traceback);
+  75  stopped early after SIGTERM, with a complete checkpoint of the step it reached:
+      run the same command again to resume (EX_TEMPFAIL, "try again later"; the
+      Slurm script requeues the job on it).
 """
 
 from __future__ import annotations
@@ -26,8 +35,8 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from vit_jax import errors  # noqa: E402
+from vit_jax.driver import cluster, host_memory, train  # noqa: E402
 from vit_jax.driver import config as config_lib  # noqa: E402
-from vit_jax.driver import host_memory, parallel, train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARGS]).",
                                           lock_config=True)
@@ -52,6 +61,7 @@ _VERBOSE = flags.DEFINE_bool(
     "data, checkpoint or workdir; a NaN loss); also VIT_JAX_VERBOSE=1.")
 
 PROGRAM = "vit_jax.main"
+EXIT_PREEMPTED = 75
 
 
 class _QuietOrbax(logging_std.Filter):
@@ -65,10 +75,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   with errors.reported(PROGRAM, _VERBOSE.value):
-    _main()
+    result = _main()
+  if result.get("preempted"):
+    sys.exit(EXIT_PREEMPTED)
 
 
-def _main():
+def _main() -> dict:
   logging.get_absl_handler().addFilter(_QuietOrbax())
   # Before JAX starts its CPU client: its threads take their malloc arenas then.
   if _REUSE_HOST_MEMORY.value and not host_memory.reuse_freed_memory():
@@ -79,15 +91,15 @@ def _main():
   if _CACHE.value:
     jax.config.update("jax_compilation_cache_dir", _CACHE.value)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  cluster.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  cluster.check_platform()
   import tensorflow as tf  # noqa: PLC0415
   tf.config.set_visible_devices([], "GPU")
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)
   if _MODE.value == "eval":
-    train.evaluate(config, _WORKDIR.value, _CHECKPOINT.value)
-  else:
-    train.train_and_evaluate(config, _WORKDIR.value)
+    return train.evaluate(config, _WORKDIR.value, _CHECKPOINT.value)
+  return train.train_and_evaluate(config, _WORKDIR.value)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

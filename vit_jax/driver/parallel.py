@@ -9,49 +9,16 @@ divides; everything else (and everything when fsdp == 1) is replicated.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from vit_jax.errors import ConfigError
 
 BATCH_AXES = ("data", "fsdp")
-
-
-def initialize_distributed(coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
-  """Joins the multi-controller runtime when asked to (flags or environment).
-
-  Single-process runs skip this. TPU pods and SLURM clusters let JAX discover
-  everything (`jax.distributed.initialize()` with no arguments): set
-  VIT_JAX_DISTRIBUTED=1 there. Local multi-process runs pass all three values.
-  """
-  coordinator_address = coordinator_address or os.environ.get("VIT_JAX_COORDINATOR")
-  if num_processes is None and os.environ.get("VIT_JAX_NUM_PROCESSES"):
-    num_processes = int(os.environ["VIT_JAX_NUM_PROCESSES"])
-  if process_id is None and os.environ.get("VIT_JAX_PROCESS_ID"):
-    process_id = int(os.environ["VIT_JAX_PROCESS_ID"])
-  if coordinator_address or os.environ.get("VIT_JAX_DISTRIBUTED") == "1":
-    # CPU processes exchange collectives through gloo (the default of recent jax, set
-    # here so that it does not depend on the version). Only the CPU backend reads this,
-    # and only when it starts, which is after this line.
-    jax.config.update("jax_cpu_collectives_implementation",
-                      os.environ.get("VIT_JAX_CPU_COLLECTIVES", "gloo"))
-  if coordinator_address:
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
-  elif os.environ.get("VIT_JAX_DISTRIBUTED") == "1":
-    jax.distributed.initialize()
-  else:
-    return
-  logging.info("Process %d of %d; %d local / %d global devices.", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def create_mesh(fsdp: int = 1, devices: list[Any] | None = None) -> Mesh:

@@ -8,7 +8,6 @@ scores the latest checkpoint of a workdir, or a pretrained file.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from vit_jax import checkpoint, data, models
+from vit_jax import checkpoint, data, models, paths
 from vit_jax.checkpoint.orbax_io import CHECKPOINTS_DIR
 from vit_jax.driver import checkpointer, optim, parallel, steps
 from vit_jax.driver import config as config_lib
@@ -320,7 +319,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       logging.warning("%s already finished (step %d of total_steps=%d): evaluating its last "
                       "checkpoint; raise --config.total_steps to train on.", workdir,
                       resume_step, config.total_steps)
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   ckpt = checkpointer.Checkpointer(
       workdir, keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
       best_metric=config.checkpoint.best_metric, async_save=config.checkpoint.async_save)
@@ -411,6 +410,11 @@ def _train(setup: Setup, ckpt: checkpointer.Checkpointer, resume_step: int | Non
         ckpt.save(state, metrics=eval_metrics if is_eval else None, force=stop)
       if stop:
         ckpt.wait()
+        # No process exits before every process has finished its save: a scheduler
+        # that ends the whole step when the first process exits (srun
+        # --kill-on-bad-exit) must not cut another's checkpoint short.
+        if jax.process_count() > 1:
+          multihost_utils.sync_global_devices("vit_jax: preempted checkpoint complete")
         progress.close()
         writer.close()
         logging.warning("Preempted at step %d; the checkpoint is complete. Restart with the "
@@ -424,7 +428,7 @@ def _train(setup: Setup, ckpt: checkpointer.Checkpointer, resume_step: int | Non
   if not eval_metrics:  # e.g. resumed after the last step: evaluate what is there
     eval_metrics = _evaluate(setup, eval_step, state.eval_params)
   results = {**eval_metrics, "step": final_step}
-  write_json_atomic(os.path.join(workdir, "results.json"), results)
+  write_json_atomic(paths.join(workdir, "results.json"), results)
   writer.close()
   logging.info("Final results: %s", results)
   return results
@@ -440,7 +444,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     if workdir_lib.latest_checkpoint_step(workdir) is None:  # checked without creating it
       raise WorkdirError(
-          f"No checkpoint in {os.path.join(os.path.abspath(workdir), CHECKPOINTS_DIR)}: train "
+          f"No checkpoint in {paths.join(paths.absolute(workdir), CHECKPOINTS_DIR)}: train "
           "first, or pass --checkpoint FILE to evaluate a pretrained file.")
     ckpt = checkpointer.Checkpointer(workdir)
     state = ckpt.restore(setup.restore_target)
@@ -448,8 +452,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
     step = int(jax.device_get(state.step))
     ckpt.close()
   results = {**_evaluate(setup, _jit_eval_step(setup), params), "step": step}
-  os.makedirs(workdir, exist_ok=True)
-  write_json_atomic(os.path.join(workdir, "eval_results.json"), results)
+  paths.makedirs(workdir)
+  write_json_atomic(paths.join(workdir, "eval_results.json"), results)
   logging.info("Evaluation: %s", results)
   return results
 

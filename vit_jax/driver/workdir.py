@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from collections.abc import Mapping
 from typing import Any, Optional
 
 import jax
 
+from vit_jax import paths
 from vit_jax.checkpoint import orbax_io
 from vit_jax.driver.writer import write_json_atomic
 from vit_jax.errors import WorkdirError
@@ -66,12 +66,11 @@ def state_signature(abstract_state: Any) -> dict[str, list[int]]:
 
 def read(workdir: str) -> Optional[dict[str, Any]]:
   """The workdir's config.json, or None when there is none."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = paths.join(workdir, CONFIG_FILE)
+  if not paths.exists(path):
     return None
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(paths.read_text(path))
   except json.JSONDecodeError as e:
     raise WorkdirError(f"{path} is not valid JSON ({e}): fix or delete it (the checkpoints "
                        "are kept; a restart then resumes them unchecked), or use a new "
@@ -80,8 +79,8 @@ def read(workdir: str) -> Optional[dict[str, Any]]:
 
 def latest_checkpoint_step(workdir: str) -> Optional[int]:
   """The latest complete checkpoint step in WORKDIR/checkpoints; None (nothing created)."""
-  directory = os.path.join(workdir, orbax_io.CHECKPOINTS_DIR)
-  if not os.path.isdir(directory):
+  directory = paths.join(workdir, orbax_io.CHECKPOINTS_DIR)
+  if not paths.is_dir(directory):
     return None
   steps = orbax_io.finished_steps(directory)
   return steps[-1] if steps else None
@@ -131,7 +130,7 @@ def check_resume(workdir: str, saved: Optional[Mapping[str, Any]], config: Mappi
                     f"the checkpoints and {signature.get(first, 'absent')} in this run "
                     "(the optimizer, EMA, clipping or freezing settings changed)")
   if defining:
-    abs_workdir = os.path.abspath(workdir)
+    abs_workdir = paths.absolute(workdir)
     raise WorkdirError(
         f"{abs_workdir} holds checkpoints of another run; this config differs in what "
         "they hold:\n" + "\n".join(f"  {line}" for line in defining) +
@@ -152,6 +151,6 @@ def write(workdir: str, saved: Optional[Mapping[str, Any]], config: Mapping[str,
   history.append({"start_step": start_step,
                   "started": datetime.datetime.now(datetime.UTC).isoformat(),
                   "config": config})
-  write_json_atomic(os.path.join(workdir, CONFIG_FILE), {
+  write_json_atomic(paths.join(workdir, CONFIG_FILE), {
       "config": config, "data_info": _jsonable(data_info),
       "state_signature": dict(signature), "history": history})

@@ -1,12 +1,18 @@
-"""Metrics written by the main process: WORKDIR/metrics.jsonl and TensorBoard events."""
+"""Metrics written by the main process: WORKDIR/metrics.jsonl and TensorBoard events.
+
+WORKDIR may be a gs:// bucket (vit_jax/paths.py): every logged step is flushed, which on
+Cloud Storage uploads metrics.jsonl again, so the bucket is never more than one logging
+step behind.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import jax
+
+from vit_jax import paths
 
 
 class MetricWriter:
@@ -16,11 +22,11 @@ class MetricWriter:
     self.active = jax.process_index() == 0
     if not self.active:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    paths.makedirs(workdir)
+    self._jsonl = paths.open_append(paths.join(workdir, "metrics.jsonl"))
     import tensorflow as tf  # noqa: PLC0415 (imported lazily: slow, and only process 0)
     self._tf = tf
-    self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+    self._tb = tf.summary.create_file_writer(paths.join(paths.absolute(workdir), "tensorboard"))
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     if not self.active:
@@ -43,7 +49,4 @@ def write_json_atomic(path: str, payload: Any) -> None:
   """Writes a JSON file via a temporary file and a rename: never half-written."""
   if jax.process_index() != 0:
     return
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)
+  paths.write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
