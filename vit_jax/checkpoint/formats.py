@@ -1,6 +1,7 @@
 """`load(path)`: any supported checkpoint -> params in this project's layout.
 
-The format is detected from the file itself (the extension is not trusted):
+The format is detected from the file itself (the extension is not trusted); a
+`hf-hub:ORG/NAME` id stands for the safetensors file of that Hub repository (hub.py):
 
   directory                 Orbax checkpoint of a training run (orbax_io), or a
                             directory of Scenic `checkpoint_<step>` files (scenic_io)
@@ -21,7 +22,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vit_jax.checkpoint import npz, orbax_io, safetensors_io, scenic_io
+from vit_jax.checkpoint import hub, npz, orbax_io, safetensors_io, scenic_io
 from vit_jax.checkpoint.errors import CheckpointError
 
 FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "scenic")
@@ -66,6 +67,8 @@ def load_with_format(path: str, *, num_heads: Optional[int] = None,
   the JAX formats (and 'scenic') the tanh approximation.
   """
   path = os.fspath(path)
+  if hub.is_hub_id(path):  # hf-hub:ORG/NAME: the weights of its cached snapshot
+    path = hub.weights_file(hub.resolve(path))
   kind = container(path)
   if kind == "orbax":
     params, fmt = orbax_io.load_orbax(path)
@@ -85,8 +88,10 @@ def load(path: str, *, num_heads: Optional[int] = None,
 
   Args:
     path: an `.npz` (released vit_jax/AugReg, big_vision, or ours), a timm or
-      transformers `.safetensors`, or an Orbax training checkpoint (workdir,
-      its `checkpoints/` dir for the latest step, a step dir, or its `state/`).
+      transformers `.safetensors`, an Orbax training checkpoint (workdir,
+      its `checkpoints/` dir for the latest step, a step dir, or its `state/`),
+      or a Hub id `hf-hub:ORG/NAME[@REVISION]` (its model.safetensors, from the
+      Hugging Face cache; see `hub`).
     num_heads: head count for `.safetensors` files, which do not record it;
       defaults to that of the standard size with the file's width.
     allow_video: also accept ViViT params (tubelet kernel, factorised encoders),
