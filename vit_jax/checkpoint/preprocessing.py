@@ -1,0 +1,152 @@
+"""The input a pretrained checkpoint expects: normalisation, size, crop and interpolation.
+
+timm keeps this in each pretrained config (`pretrained_cfg`: mean, std, input_size,
+interpolation, crop_pct), written into the Hub `config.json` by `save_for_hf`;
+transformers in `preprocessor_config.json` (image_mean, image_std, size, crop_size,
+resample); OpenCLIP in `open_clip_config.json` (`preprocess_cfg`). A file without any of
+them gets its family's published default (`FAMILY_DEFAULTS`).
+
+`Preprocessing.data_overrides()` turns one into `config.data` keys (image_size, mean/std
+or value_range, resize_small), so that training, evaluation and `predict` feed the
+network what it was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from vit_jax.checkpoint.errors import CheckpointError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF = (0.5, 0.5, 0.5)  # pixels in [-1, 1]: the JAX ViTs, SigLIP
+
+# PIL resampling codes as transformers stores them (`resample`).
+_PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """What a checkpoint's network expects at its input.
+
+  Attributes:
+    mean, std: per channel, for pixels in [0, 1] (timm's convention).
+    input_size: (height, width) of the network input.
+    interpolation: resize filter of the reference ("bicubic", "bilinear", ...).
+    crop_pct: evaluation resizes the shorter side to input / crop_pct, then centre-crops.
+    source: where these values came from (a file, or a family default).
+  """
+  mean: tuple[float, float, float]
+  std: tuple[float, float, float]
+  input_size: tuple[int, int]
+  interpolation: str = "bicubic"
+  crop_pct: float = 0.875
+  source: str = ""
+
+  def data_overrides(self) -> dict[str, Any]:
+    """`config.data` keys that reproduce this preprocessing."""
+    out: dict[str, Any] = {"image_size": tuple(self.input_size)}
+    if self.mean == HALF and self.std == HALF:
+      out.update(value_range=(-1.0, 1.0), mean=None, std=None)
+    else:
+      out.update(value_range=None, mean=tuple(self.mean), std=tuple(self.std))
+    shorter = min(self.input_size)
+    out["resize_small"] = None if self.crop_pct >= 1.0 else int(round(shorter / self.crop_pct))
+    return out
+
+
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    # timm 1.0.31's pretrained configs (`timm.models.get_pretrained_cfg`) of each family's
+    # reference weights: augreg2 ViT, DeiT / DeiT III, DINOv2 / DINOv3, MAE, OpenAI CLIP,
+    # SigLIP (webli), EVA-02 (mim_in22k). All bicubic.
+    "vit_jax": dict(mean=HALF, std=HALF, crop_pct=0.9),
+    "deit": dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.9),
+    "dinov2": dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0),
+    "dinov3": dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0),
+    "mae": dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.9),
+    "clip": dict(mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD, crop_pct=0.9),
+    "siglip": dict(mean=HALF, std=HALF, crop_pct=0.9),
+    "eva02": dict(mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD, crop_pct=0.9),
+}
+
+
+def family_default(family: str, input_size: tuple[int, int]) -> Preprocessing:
+  if family not in FAMILY_DEFAULTS:
+    raise CheckpointError(f"no default preprocessing for family {family!r}; known: "
+                          f"{sorted(FAMILY_DEFAULTS)}.")
+  d = FAMILY_DEFAULTS[family]
+  return Preprocessing(tuple(d["mean"]), tuple(d["std"]), tuple(input_size), "bicubic",
+                       d["crop_pct"], f"{family} default")
+
+
+def _triple(value, what: str, source: str) -> tuple[float, float, float]:
+  if isinstance(value, (int, float)):
+    value = [value] * 3
+  if not isinstance(value, (list, tuple)) or len(value) != 3:
+    raise CheckpointError(f"{source}: {what}={value!r}, expected 3 per-channel values.")
+  return tuple(float(v) for v in value)
+
+
+def from_timm_config(config: Mapping[str, Any], source: str = "config.json"
+                     ) -> Preprocessing | None:
+  """timm's Hub config.json (`pretrained_cfg`), or None when it has none."""
+  cfg = config.get("pretrained_cfg")
+  if not cfg:
+    return None
+  size = cfg.get("input_size") or cfg.get("test_input_size")
+  if not size or len(size) != 3:
+    raise CheckpointError(f"{source}: pretrained_cfg.input_size={size!r}, expected [3, H, W].")
+  return Preprocessing(_triple(cfg.get("mean", IMAGENET_MEAN), "mean", source),
+                       _triple(cfg.get("std", IMAGENET_STD), "std", source),
+                       (int(size[1]), int(size[2])), cfg.get("interpolation", "bicubic"),
+                       float(cfg.get("crop_pct", 0.875)), f"{source} (pretrained_cfg)")
+
+
+def from_hf_preprocessor(config: Mapping[str, Any], source: str = "preprocessor_config.json"
+                         ) -> Preprocessing:
+  """transformers' image processor settings."""
+  size, crop = config.get("size") or {}, config.get("crop_size")
+  if isinstance(size, int):
+    size = {"shortest_edge": size}
+  if isinstance(crop, int):
+    crop = {"height": crop, "width": crop}
+  if config.get("do_center_crop") and crop:
+    input_size = (int(crop["height"]), int(crop["width"]))
+    edge = size.get("shortest_edge") or min(size.get("height", 0), size.get("width", 0))
+    crop_pct = min(input_size) / edge if edge else 1.0
+  elif "height" in size and "width" in size:
+    input_size, crop_pct = (int(size["height"]), int(size["width"])), 1.0
+  elif "shortest_edge" in size:
+    input_size, crop_pct = (int(size["shortest_edge"]),) * 2, 1.0
+  else:
+    raise CheckpointError(f"{source}: cannot tell the input size from size={size!r}, "
+                          f"crop_size={crop!r}.")
+  resample = config.get("resample", 3)
+  return Preprocessing(_triple(config.get("image_mean", IMAGENET_MEAN), "image_mean", source),
+                       _triple(config.get("image_std", IMAGENET_STD), "image_std", source),
+                       input_size, _PIL_RESAMPLE.get(resample, str(resample)), crop_pct,
+                       source)
+
+
+def from_openclip_config(config: Mapping[str, Any], input_size: tuple[int, int],
+                         source: str = "open_clip_config.json") -> Preprocessing:
+  cfg = config.get("preprocess_cfg") or {}
+  return Preprocessing(_triple(cfg.get("mean", OPENAI_CLIP_MEAN), "mean", source),
+                       _triple(cfg.get("std", OPENAI_CLIP_STD), "std", source),
+                       tuple(input_size), cfg.get("interpolation", "bicubic"), 1.0, source)
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+  """A JSON file, or None when it does not exist; a broken one is an error naming it."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{path}: not valid JSON ({e}).") from e
