@@ -101,12 +101,14 @@ def test_timm_resnet_safetensors(tmp_path):
 
 def test_timm_vit_variant_with_unknown_tensors(tmp_path):
   sd = H.timm_state_dict(width=32, depth=2, mlp=64, classes=5, patch=4, grid=(4, 4))
-  sd["reg_token"] = np.zeros((1, 4, 32), np.float32)  # register tokens: not our model
-  sd["blocks.0.ls1.gamma"] = np.ones(32, np.float32)  # LayerScale
-  path = tmp_path / "vit_reg.safetensors"
+  # BEiT's relative position bias: not a component of any family this project builds.
+  sd["blocks.0.attn.relative_position_bias_table"] = np.zeros((10, 2), np.float32)
+  sd["rel_pos_bias.weight"] = np.ones(32, np.float32)
+  path = tmp_path / "beit.safetensors"
   safetensors.numpy.save_file(sd, str(path))
   with pytest.raises(CheckpointError, match=r"2 tensor\(s\) do not belong to a plain timm ViT.*"
-                                            r"blocks.0.ls1.gamma \(32,\), reg_token \(1, 4, 32\)"):
+                                            r"blocks.0.attn.relative_position_bias_table "
+                                            r"\(10, 2\), rel_pos_bias.weight \(32,\)"):
     checkpoint.load(str(path))
 
 

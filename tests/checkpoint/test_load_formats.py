@@ -94,7 +94,8 @@ def test_big_vision_npz_loads_into_a_scanned_model(tmp_path):
 @pytest.mark.parametrize("pool,no_embed_class", [("token", False), ("token", True),
                                                  ("map", False)])
 def test_timm_safetensors(tmp_path, pool, no_embed_class):
-  # no_embed_class (posemb without a cls row) is recognised by a square token count.
+  # no_embed_class (posemb without a cls row) is kept as stored: the model adds it to the
+  # patches only (tests/checkpoint/test_timm_families.py covers the other timm families).
   grid = (4, 4) if no_embed_class else GRID
   sd = H.timm_state_dict(width=32, depth=2, mlp=64, classes=CLASSES, patch=PATCH, grid=grid,
                          pool=pool, no_embed_class=no_embed_class)
@@ -111,7 +112,7 @@ def test_timm_safetensors(tmp_path, pool, no_embed_class):
   x = H.images(height=grid[0] * PATCH, width=grid[1] * PATCH)
   expected = H.timm_forward(sd, x, depth=2, heads=2, pool=pool, no_embed_class=no_embed_class)
   logits = _model_logits(params, x, classifier="token" if pool == "token" else "map",
-                         gelu_approximate=False)
+                         gelu_approximate=False, no_embed_class=no_embed_class)
   np.testing.assert_allclose(logits, expected, atol=ATOL)
 
 

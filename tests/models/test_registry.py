@@ -63,3 +63,55 @@ def test_unknown_model_and_option_are_clear_errors():
     models.create_model("ViT-X_16")
   with pytest.raises(TypeError, match=r"no option\(s\) \['dropout'\].*dropout_rate"):
     models.create_model("ViT-B_16", dropout=0.1)
+
+
+# timm's count of the same configuration without a head (`sum(p.numel() for p in
+# timm.create_model(name, num_classes=0).parameters())`, timm 1.x, at the published input
+# size: 518 px for DINOv2, whose position embedding covers 37x37 patches).
+TIMM_PARAMS = {
+    "DeiT-Ti_16": 5_524_416,  # deit_tiny_patch16_224
+    "DeiT-S_16": 21_665_664,
+    "DeiT-B_16": 85_798_656,
+    "DeiT-Ti_16-distilled": 5_524_800,  # deit_tiny_distilled_patch16_224
+    "DeiT-S_16-distilled": 21_666_432,
+    "DeiT-B_16-distilled": 85_800_192,
+    "DeiT3-S_16": 21_674_496,  # deit3_small_patch16_224
+    "DeiT3-B_16": 85_816_320,
+    "DeiT3-L_16": 303_349_760,
+    "DINOv2-S_14": 22_056_192,  # vit_small_patch14_dinov2
+    "DINOv2-B_14": 86_579_712,
+    "DINOv2-L_14": 304_367_616,
+    "DINOv2-g_14": 1_136_479_232,
+    "DINOv2-S_14-reg4": 22_057_344,  # vit_small_patch14_reg4_dinov2
+    "DINOv2-B_14-reg4": 86_582_016,
+    "DINOv2-L_14-reg4": 304_370_688,
+    "DINOv2-g_14-reg4": 1_136_483_840,
+    "DINOv3-S_16": 21_586_944,  # vit_small_patch16_dinov3
+    "DINOv3-B_16": 85_641_216,
+    "DINOv3-L_16": 303_079_424,
+    "CLIP-B_32": 87_456_000,  # vit_base_patch32_clip_quickgelu_224
+    "CLIP-B_16": 85_799_424,
+    "CLIP-L_14": 303_179_776,
+    "SigLIP-B_16": 92_884_224,  # vit_base_patch16_siglip_224
+    "SigLIP-So400m_14": 427_680_704,  # vit_so400m_patch14_siglip_224
+    "MAE-B_16": 85_798_656,  # vit_base_patch16_224 (.mae weights)
+    "MAE-L_16": 303_301_632,
+    "MAE-H_14": 630_764_800,
+    "EVA02-Ti_14": 5_502_144,  # eva02_tiny_patch14_224
+    "EVA02-S_14": 21_621_120,
+    "EVA02-B_14": 85_758_720,
+    "EVA02-L_14": 303_268_800,
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIMM_PARAMS))
+def test_family_sizes_have_the_reference_parameter_count(name):
+  # Scanned: the block is traced once (the count is that of the per-layer tree).
+  model = models.create_model(name, num_classes=None, scan_layers=True)
+  size = models.image_size(name)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))
+  assert sum(x.size for x in jax.tree.leaves(shapes["params"])) == TIMM_PARAMS[name]
+
+
+def test_every_registered_family_has_a_reference_count():
+  assert set(models.FAMILIES) == set(TIMM_PARAMS)

@@ -9,6 +9,10 @@ The format is detected from the file itself (the extension is not trusted); a
   8-byte length + JSON      `.safetensors`: timm or transformers ViT (safetensors_io)
   msgpack map               flax msgpack: a Scenic train state, e.g. ViViT (scenic_io)
 
+PyTorch pickles (`.bin`, `.pth`, `.pt`, `.ckpt`; a torch.save zip or a raw pickle) are
+refused without being opened further: unpickling runs code from the file. The error
+gives the one-line conversion to `.safetensors`.
+
 Video (ViViT) params are refused unless the caller asks for them
 (`allow_video=True`), so that a video file given to an image model fails here
 with a clear message rather than deep inside `adapt`.
@@ -29,6 +33,33 @@ FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "scenic")
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+PICKLE_EXTENSIONS = (".bin", ".pth", ".pt", ".ckpt")
+_PICKLE_PROTOCOL = 0x80  # first byte of a pickle of protocol >= 2
+
+
+def _is_torch_zip(path: str) -> bool:
+  """A torch.save zip archive: its entries sit under one folder beside `data.pkl`."""
+  import zipfile  # noqa: PLC0415
+
+  try:
+    with zipfile.ZipFile(path) as archive:
+      return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
+  except (zipfile.BadZipFile, OSError):
+    return False
+
+
+def pickle_error(path: str) -> CheckpointError:
+  """The refusal of a PyTorch pickle, with the conversion that makes it loadable."""
+  stem = os.path.splitext(os.path.basename(path))[0]
+  return CheckpointError(
+      f"{path}: a PyTorch pickle (torch.save). Unpickling runs code stored in the file, so "
+      "this project never opens one. Convert it once, where torch is installed and you "
+      "trust the file, then load the .safetensors:\n"
+      "  python -c \"import torch, safetensors.torch as st; "
+      f"sd = torch.load('{path}', map_location='cpu', weights_only=True); "
+      f"st.save_file({{k: v.contiguous() for k, v in sd.items()}}, '{stem}.safetensors')\"\n"
+      "(a checkpoint that nests its weights, e.g. under 'model' or 'state_dict', needs "
+      "sd = sd['model'] first).")
 
 
 def container(path: str) -> str:
@@ -42,7 +73,15 @@ def container(path: str) -> str:
     raise CheckpointError(f"{path}: no such file or directory.")
   with open(path, "rb") as f:
     head = f.read(9)
+  # A pickle opens with PROTO (0x80) and its protocol number; msgpack's 0x80 (an empty
+  # map) is never followed by anything.
+  is_pickle = head[:1] == bytes([_PICKLE_PROTOCOL]) and head[1:2] in (b"\x02", b"\x03",
+                                                                     b"\x04", b"\x05")
+  if path.lower().endswith(PICKLE_EXTENSIONS) or is_pickle:
+    raise pickle_error(path)
   if head[:4] in (_ZIP_MAGIC, _EMPTY_ZIP_MAGIC):
+    if _is_torch_zip(path):
+      raise pickle_error(path)
     return "npz"
   # safetensors: little-endian u64 header size, then the JSON header.
   if len(head) == 9 and head[8:9] == b"{":

@@ -25,12 +25,12 @@ import safetensors.numpy
 from vit_jax.checkpoint import tree as tree_lib
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.npz import atomic_write, storable
-from vit_jax.models import layout
+from vit_jax.models import layout as layout_lib
 from vit_jax.models.registry import VIT_SIZES
 
 # Width -> heads for the published sizes (ours, timm's medium/so400m/giant).
 HEADS_BY_WIDTH = {s["hidden_size"]: s["num_heads"] for s in VIT_SIZES.values()}
-HEADS_BY_WIDTH.update({512: 8, 1152: 16, 1408: 16, 1664: 16})
+HEADS_BY_WIDTH.update({512: 8, 1152: 16, 1408: 16, 1536: 24, 1664: 16})
 
 _BLOCK = "Transformer/encoderblock_{}/"
 
@@ -138,18 +138,6 @@ def _conv(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
   return {"kernel": get(f"{name}.weight").transpose(2, 3, 1, 0), "bias": get(f"{name}.bias")}
 
 
-def _posemb(posemb: np.ndarray, has_cls: bool) -> np.ndarray:
-  """timm's `no_embed_class` (posemb without a cls row, added before cls): add a zero row.
-
-  Detected when there is a cls token and the posemb token count is a square
-  grid; zeros make our forward pass identical (see npz.big_vision_to_linen).
-  """
-  tokens = posemb.shape[1]
-  if has_cls and int(round(tokens ** 0.5)) ** 2 == tokens:
-    return np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
-  return posemb
-
-
 def _count_blocks(tensors: Mapping[str, Any], pattern: str) -> int:
   found = {int(m.group(1)) for k in tensors if (m := re.match(pattern, k))}
   if found and found != set(range(len(found))):
@@ -158,36 +146,105 @@ def _count_blocks(tensors: Mapping[str, Any], pattern: str) -> int:
   return len(found)
 
 
+def _optional_linear(get: _Consumer, name: str) -> dict[str, np.ndarray]:
+  """A torch Linear whose bias may be absent (CLIP's projection)."""
+  out = {"kernel": get(f"{name}.weight").T}
+  if f"{name}.bias" in get:
+    out["bias"] = get(f"{name}.bias")
+  return out
+
+
+def _timm_attention(get: _Consumer, src: str, width: int, heads: int) -> dict[str, Any]:
+  """timm `Attention` (fused qkv [+ bias]) or `EvaAttention` (fused qkv with q_bias /
+  v_bias, or separate q_proj / k_proj / v_proj) -> MultiHeadDotProductAttention params."""
+  names = ("query", "key", "value")
+  if src + "attn.qkv.weight" in get:
+    weights = list(get(src + "attn.qkv.weight").reshape(3, -1, width))  # [q | k | v] rows
+    if src + "attn.qkv.bias" in get:
+      biases = list(get(src + "attn.qkv.bias").reshape(3, -1))
+    elif src + "attn.q_bias" in get:  # EVA: k has no bias (a zero buffer, not saved)
+      biases = [get(src + "attn.q_bias"), None, get(src + "attn.v_bias")]
+    else:
+      biases = [None, None, None]
+  else:
+    weights, biases = [], []
+    for short in ("q", "k", "v"):
+      weights.append(get(f"{src}attn.{short}_proj.weight"))
+      bias = f"{src}attn.{short}_proj.bias"
+      biases.append(get(bias) if bias in get else None)
+  attn = {}
+  for name, weight, bias in zip(names, weights, biases):
+    attn[name] = {"kernel": weight.T.reshape(width, heads, -1)}
+    if bias is not None:
+      attn[name]["bias"] = bias.reshape(heads, -1)
+  attn["out"] = _heads_out(get(src + "attn.proj.weight"), get(src + "attn.proj.bias"), heads)
+  for short, name in (("q", "query_norm"), ("k", "key_norm")):
+    if f"{src}attn.{short}_norm.weight" in get:
+      attn[name] = _layer_norm(get, f"{src}attn.{short}_norm")
+  return attn
+
+
+def _timm_mlp(get: _Consumer, src: str) -> dict[str, Any]:
+  """timm Mlp, SwiGLUPacked / GluMlp (fc1 = [gate | x] rows) or SwiGLU (fc1_g, fc1_x),
+  with EVA-02's optional inner `mlp.norm` -> MlpBlock params."""
+  if src + "mlp.fc1_g.weight" in get:
+    mlp = {"gate": _linear(get, src + "mlp.fc1_g"), "up": _linear(get, src + "mlp.fc1_x")}
+  else:
+    fc1_w, fc1_b = get(src + "mlp.fc1.weight"), get(src + "mlp.fc1.bias")
+    hidden = get.tensors[src + "mlp.fc2.weight"].shape[1]
+    if fc1_w.shape[0] == 2 * hidden:  # packed SwiGLU: silu(first half) * second half
+      mlp = {"gate": {"kernel": fc1_w[:hidden].T, "bias": fc1_b[:hidden]},
+             "up": {"kernel": fc1_w[hidden:].T, "bias": fc1_b[hidden:]}}
+    else:
+      mlp = {"Dense_0": {"kernel": fc1_w.T, "bias": fc1_b}}
+  if src + "mlp.norm.weight" in get:
+    mlp["inner_norm"] = _layer_norm(get, src + "mlp.norm")
+  mlp["Dense_1"] = _linear(get, src + "mlp.fc2")
+  return mlp
+
+
 def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
                   num_heads: Optional[int] = None) -> dict[str, Any]:
-  """timm `VisionTransformer` state dict -> per-layer Linen params."""
+  """timm `VisionTransformer` / `Eva` state dict -> per-layer Linen params.
+
+  Every timm name has its place (docs/checkpoint_formats.md, 'timm'): reg_token ->
+  registers, dist_token -> dist, norm_pre -> Transformer/pre_norm, fc_norm, ls{1,2}.gamma
+  / gamma_{1,2} -> LayerScale_{0,1}, q_bias / v_bias, q_norm / k_norm, SwiGLU. The
+  position embedding is kept as stored (with `no_embed_class` it covers the patches
+  only; the model must then be built with no_embed_class=True, see timm_model).
+  """
   get = _Consumer(tensors, path)
   width = tensors["patch_embed.proj.weight"].shape[0]
   heads = _heads(width, num_heads, path)
   flat: dict[str, np.ndarray] = {}
-  for k, v in _conv(get, "patch_embed.proj").items():
-    flat[f"embedding/{k}"] = v
-  if "cls_token" in get:
-    flat["cls"] = get("cls_token")
+  flat["embedding/kernel"] = get("patch_embed.proj.weight").transpose(2, 3, 1, 0)
+  if "patch_embed.proj.bias" in get:
+    flat["embedding/bias"] = get("patch_embed.proj.bias")
+  for src, dst in (("cls_token", "cls"), ("dist_token", "dist"), ("reg_token", "registers")):
+    if src in get:
+      flat[dst] = get(src)
   if "pos_embed" in get:
-    flat["Transformer/posembed_input/pos_embedding"] = _posemb(get("pos_embed"), "cls" in flat)
+    flat["Transformer/posembed_input/pos_embedding"] = get("pos_embed")
+  if "norm_pre.weight" in get:
+    flat.update(tree_lib.flatten(_layer_norm(get, "norm_pre"), "Transformer/pre_norm/"))
   for i in range(_count_blocks(tensors, r"blocks\.(\d+)\.")):
     src, dst = f"blocks.{i}.", _BLOCK.format(i)
-    qkv_w = get(src + "attn.qkv.weight").reshape(3, width, width)  # [q | k | v] rows
-    qkv_b = get(src + "attn.qkv.bias").reshape(3, width)
     block = {
         "LayerNorm_0": _layer_norm(get, src + "norm1"),
-        "MultiHeadDotProductAttention_0": {
-            name: _heads_in(qkv_w[j], qkv_b[j], heads)
-            for j, name in enumerate(("query", "key", "value"))},
+        "MultiHeadDotProductAttention_0": _timm_attention(get, src, width, heads),
         "LayerNorm_1": _layer_norm(get, src + "norm2"),
-        "MlpBlock_0": {"Dense_0": _linear(get, src + "mlp.fc1"),
-                       "Dense_1": _linear(get, src + "mlp.fc2")},
+        "MlpBlock_0": _timm_mlp(get, src),
     }
-    block["MultiHeadDotProductAttention_0"]["out"] = _heads_out(
-        get(src + "attn.proj.weight"), get(src + "attn.proj.bias"), heads)
+    for j, (vit_name, eva_name) in enumerate((("ls1.gamma", "gamma_1"),
+                                              ("ls2.gamma", "gamma_2"))):
+      for name in (vit_name, eva_name):
+        if src + name in get:
+          block[f"LayerScale_{j}"] = {"scale": get(src + name)}
     flat.update(tree_lib.flatten(block, dst))
-  flat.update(tree_lib.flatten(_layer_norm(get, "norm"), "Transformer/encoder_norm/"))
+  if "norm.weight" in get:
+    flat.update(tree_lib.flatten(_layer_norm(get, "norm"), "Transformer/encoder_norm/"))
+  if "fc_norm.weight" in get:
+    flat.update(tree_lib.flatten(_layer_norm(get, "fc_norm"), "fc_norm/"))
   if "attn_pool.latent" in get:
     kv_w = get("attn_pool.kv.weight").reshape(2, width, width)  # [k | v] rows
     kv_b = get("attn_pool.kv.bias").reshape(2, width)
@@ -206,8 +263,9 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
     flat.update(tree_lib.flatten(map_head, "MAPHead_0/"))
   if "pre_logits.fc.weight" in get:
     flat.update(tree_lib.flatten(_linear(get, "pre_logits.fc"), "pre_logits/"))
-  if "head.weight" in get:
-    flat.update(tree_lib.flatten(_linear(get, "head"), "head/"))
+  for name in ("head", "head_dist"):
+    if f"{name}.weight" in get:
+      flat.update(tree_lib.flatten(_optional_linear(get, name), f"{name}/"))
   get.check_all_used("timm")
   return tree_lib.unflatten(flat)
 
@@ -265,45 +323,118 @@ def load_safetensors(path: str, num_heads: Optional[int] = None) -> tuple[dict[s
   return convert(tensors, path, num_heads), fmt
 
 
-def linen_to_timm(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  """Our params (per-layer or scanned) -> timm `VisionTransformer` state dict.
+TIMM_LAYOUTS = ("vit", "eva", "eva_separate_qkv")
 
-  timm reads the result with `global_pool="token"` (cls models), or
-  `class_token=False, global_pool="avg", fc_norm=False` (gap models: our final
-  LayerNorm comes before pooling), or `global_pool="map"` (MAP models).
+
+def timm_layout(params: Mapping[str, Any]) -> str:
+  """The timm module family whose names `params` are written in, when not given.
+
+  "eva" (timm `Eva`: gamma_{1,2}, q_bias / v_bias) for models timm builds only in eva.py:
+  query/value biases without a key bias, or no absolute position embedding (RoPE only);
+  its EVA-02 B/L form "eva_separate_qkv" (q_proj / k_proj / v_proj) goes with the MLP's
+  inner LayerNorm, as in timm's EVA-02 definitions. Otherwise "vit" (VisionTransformer).
+  """
+  flat = tree_lib.flatten(params)
+  query_bias = any(k.endswith("MultiHeadDotProductAttention_0/query/bias") and "/encoderblock"
+                   in k for k in flat)
+  key_bias = any(k.endswith("MultiHeadDotProductAttention_0/key/bias") and "/encoderblock"
+                 in k for k in flat)
+  eva = (query_bias and not key_bias) or "Transformer/posembed_input/pos_embedding" not in flat
+  if not eva:
+    return "vit"
+  return "eva_separate_qkv" if any("/inner_norm/" in k for k in flat) else "eva"
+
+
+def linen_to_timm(params: Mapping[str, Any], layout: Optional[str] = None) -> dict[str, np.ndarray]:
+  """Our params (per-layer or scanned) -> timm `VisionTransformer` / `Eva` state dict.
+
+  `layout`: one of TIMM_LAYOUTS (default: `timm_layout(params)`). timm reads the result
+  with the architecture the params came from (docs/checkpoint_formats.md, 'timm'); a
+  plain ViT with `global_pool="token"` (cls models), `class_token=False,
+  global_pool="avg", fc_norm=False` (gap models: our final LayerNorm comes before
+  pooling), or `global_pool="map"` (MAP models).
   """
   params = tree_lib.to_numpy(params)
-  if layout.is_stacked(params):
-    params = layout.unstack_layers(params)
+  if layout is None:
+    layout = timm_layout(params)
+  if layout not in TIMM_LAYOUTS:
+    raise CheckpointError(f"Unknown timm layout {layout!r}; choose one of {TIMM_LAYOUTS}.")
+  if layout_lib.is_stacked(params):
+    params = layout_lib.unstack_layers(params)
   flat = tree_lib.flatten(params)
   out: dict[str, np.ndarray] = {}
-  linear = lambda name, dense: out.update({f"{name}.weight": dense["kernel"].T,
-                                           f"{name}.bias": dense["bias"]})
+
+  def linear(name, dense):
+    out[f"{name}.weight"] = dense["kernel"].T
+    if "bias" in dense:
+      out[f"{name}.bias"] = dense["bias"]
+
   norm = lambda name, ln: out.update({f"{name}.weight": ln["scale"],
                                       f"{name}.bias": ln["bias"]})
-  heads_in = lambda d: (d["kernel"].reshape(d["kernel"].shape[0], -1).T, d["bias"].reshape(-1))
+  heads_in = lambda d: (d["kernel"].reshape(d["kernel"].shape[0], -1).T,
+                        d["bias"].reshape(-1) if "bias" in d else None)
   heads_out = lambda d: (d["kernel"].reshape(-1, d["kernel"].shape[-1]).T, d["bias"])
 
   out["patch_embed.proj.weight"] = params["embedding"]["kernel"].transpose(3, 2, 0, 1)
-  out["patch_embed.proj.bias"] = params["embedding"]["bias"]
-  if "cls" in params:
-    out["cls_token"] = params["cls"]
+  if "bias" in params["embedding"]:
+    out["patch_embed.proj.bias"] = params["embedding"]["bias"]
+  for src, dst in (("cls", "cls_token"), ("dist", "dist_token"), ("registers", "reg_token")):
+    if src in params:
+      out[dst] = params[src]
   if "Transformer/posembed_input/pos_embedding" in flat:
     out["pos_embed"] = flat["Transformer/posembed_input/pos_embedding"]
   encoder = params["Transformer"]
+  if "pre_norm" in encoder:
+    norm("norm_pre", encoder["pre_norm"])
   depth = len([k for k in encoder if k.startswith("encoderblock_")])
   for i in range(depth):
     block, dst = encoder[f"encoderblock_{i}"], f"blocks.{i}."
     attn = block["MultiHeadDotProductAttention_0"]
     qkv = [heads_in(attn[n]) for n in ("query", "key", "value")]
-    out[dst + "attn.qkv.weight"] = np.concatenate([w for w, _ in qkv], axis=0)
-    out[dst + "attn.qkv.bias"] = np.concatenate([b for _, b in qkv], axis=0)
+    biases = [b for _, b in qkv]
+    if layout == "eva_separate_qkv":
+      for short, (w, b) in zip("qkv", qkv):
+        out[f"{dst}attn.{short}_proj.weight"] = w
+        if b is not None:
+          out[f"{dst}attn.{short}_proj.bias"] = b
+    else:
+      out[dst + "attn.qkv.weight"] = np.concatenate([w for w, _ in qkv], axis=0)
+      if layout == "eva" and biases[0] is not None:
+        if biases[1] is not None:
+          raise CheckpointError("timm's Eva attention has query and value biases only; these "
+                                "params have a key bias too: export with layout='vit'.")
+        out[dst + "attn.q_bias"], out[dst + "attn.v_bias"] = biases[0], biases[2]
+      elif all(b is not None for b in biases):
+        out[dst + "attn.qkv.bias"] = np.concatenate(biases, axis=0)
+      elif any(b is not None for b in biases):
+        raise CheckpointError("timm's VisionTransformer has a bias on all of q, k, v or on "
+                              "none; these params have it on some: export with layout='eva'.")
     out[dst + "attn.proj.weight"], out[dst + "attn.proj.bias"] = heads_out(attn["out"])
+    for short, name in (("q", "query_norm"), ("k", "key_norm")):
+      if name in attn:
+        norm(f"{dst}attn.{short}_norm", attn[name])
     norm(dst + "norm1", block["LayerNorm_0"])
     norm(dst + "norm2", block["LayerNorm_1"])
-    linear(dst + "mlp.fc1", block["MlpBlock_0"]["Dense_0"])
-    linear(dst + "mlp.fc2", block["MlpBlock_0"]["Dense_1"])
-  norm("norm", encoder["encoder_norm"])
+    mlp = block["MlpBlock_0"]
+    if "gate" in mlp and "inner_norm" in mlp:  # timm SwiGLU (EVA-02 B/L)
+      linear(dst + "mlp.fc1_g", mlp["gate"])
+      linear(dst + "mlp.fc1_x", mlp["up"])
+    elif "gate" in mlp:  # timm SwiGLUPacked / GluMlp: [gate | x] rows
+      linear(dst + "mlp.fc1", {k: np.concatenate([mlp["gate"][k], mlp["up"][k]], axis=-1)
+                               for k in ("kernel", "bias")})
+    else:
+      linear(dst + "mlp.fc1", mlp["Dense_0"])
+    if "inner_norm" in mlp:
+      norm(dst + "mlp.norm", mlp["inner_norm"])
+    linear(dst + "mlp.fc2", mlp["Dense_1"])
+    names = ("gamma_1", "gamma_2") if layout.startswith("eva") else ("ls1.gamma", "ls2.gamma")
+    for j, name in enumerate(names):
+      if f"LayerScale_{j}" in block:
+        out[dst + name] = block[f"LayerScale_{j}"]["scale"]
+  if "encoder_norm" in encoder:
+    norm("norm", encoder["encoder_norm"])
+  if "fc_norm" in params:
+    norm("fc_norm", params["fc_norm"])
   if "MAPHead_0" in params:
     head = params["MAPHead_0"]
     attn = head["MultiHeadDotProductAttention_0"]
@@ -318,17 +449,20 @@ def linen_to_timm(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     linear("attn_pool.mlp.fc2", head["MlpBlock_0"]["Dense_1"])
   if "pre_logits" in params:
     linear("pre_logits.fc", params["pre_logits"])
-  if "head" in params:
-    linear("head", params["head"])
+  for name in ("head", "head_dist"):
+    if name in params:
+      linear(name, params[name])
   return out
 
 
-def save_safetensors_timm(params: Mapping[str, Any], path: str) -> None:
-  """Writes `params` as a timm `VisionTransformer` `.safetensors` (atomically).
+def save_safetensors_timm(params: Mapping[str, Any], path: str,
+                          layout: Optional[str] = None) -> None:
+  """Writes `params` as a timm `VisionTransformer` / `Eva` `.safetensors` (atomically).
 
-  bfloat16 leaves are written as float32; see `linen_to_timm` for the timm options
-  that read non-cls models.
+  bfloat16 leaves are written as float32; see `linen_to_timm` for `layout` and the timm
+  options that read non-cls models.
   """
-  tensors = {k: np.ascontiguousarray(storable(v)) for k, v in linen_to_timm(params).items()}
+  tensors = {k: np.ascontiguousarray(storable(v))
+             for k, v in linen_to_timm(params, layout).items()}
   data = safetensors.numpy.save(tensors, metadata={"format": "pt"})
   atomic_write(path, lambda f: f.write(data))

@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vit_jax.models.options import EncoderOptions, OptionsClone
 
@@ -41,6 +42,17 @@ def gelu(approximate: bool) -> Callable[[jax.Array], jax.Array]:
   return lambda x: nn.gelu(x, approximate=approximate)
 
 
+def quick_gelu(x: jax.Array) -> jax.Array:
+  """OpenAI CLIP's GELU approximation x * sigmoid(1.702 x)."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+def layer_norm(options: EncoderOptions, name: Optional[str] = None) -> nn.LayerNorm:
+  """A LayerNorm with the options' epsilon and dtypes."""
+  return nn.LayerNorm(epsilon=options.layernorm_epsilon, dtype=options.dtype,
+                      param_dtype=options.param_dtype, name=name)
+
+
 def heads_first(x: jax.Array) -> jax.Array:
   """[B, L, h, hd] -> [B, h, L, hd]."""
   return jnp.swapaxes(x, 1, 2)
@@ -49,10 +61,16 @@ def heads_first(x: jax.Array) -> jax.Array:
 class MlpBlock(OptionsClone, nn.Module):
   """Transformer MLP: Dense -> GELU -> Dropout -> Dense -> Dropout.
 
+  Parameters: Dense_0 [D, mlp_dim], Dense_1 [mlp_dim, out]. With
+  mlp_activation="swiglu" the first layer is two, `gate` and `up` [D, mlp_dim], and the
+  hidden units are silu(gate(x)) * up(x); `mlp_inner_norm` adds a LayerNorm `inner_norm`
+  [mlp_dim] before Dense_1.
+
   Attributes:
     mlp_dim: hidden width.
     out_dim: output width; defaults to the input width.
-    options: reads dropout_rate, gelu_approximate, dtype, param_dtype.
+    options: reads dropout_rate, gelu_approximate, mlp_activation, mlp_inner_norm,
+      layernorm_epsilon, dtype, param_dtype.
   """
   mlp_dim: int
   out_dim: Optional[int] = None
@@ -63,14 +81,90 @@ class MlpBlock(OptionsClone, nn.Module):
     """[..., D] -> [..., out_dim or D]."""
     o = self.options
     out_dim = self.out_dim or x.shape[-1]
-    dense = lambda features: nn.Dense(
+    dense = lambda features, name=None: nn.Dense(
         features, dtype=o.dtype, param_dtype=o.param_dtype,
-        kernel_init=KERNEL_INIT, bias_init=BIAS_INIT)
-    x = dense(self.mlp_dim)(x)
-    x = gelu(o.gelu_approximate)(x)
+        kernel_init=KERNEL_INIT, bias_init=BIAS_INIT, name=name)
+    if o.mlp_activation == "swiglu":
+      x = nn.silu(dense(self.mlp_dim, name="gate")(x)) * dense(self.mlp_dim, name="up")(x)
+    else:
+      x = dense(self.mlp_dim)(x)
+      x = quick_gelu(x) if o.mlp_activation == "quick_gelu" else gelu(o.gelu_approximate)(x)
     x = nn.Dropout(rate=o.dropout_rate)(x, deterministic=deterministic)
-    x = dense(out_dim)(x)
+    if o.mlp_inner_norm:
+      x = layer_norm(o, name="inner_norm")(x)
+    x = dense(out_dim, name="Dense_1" if o.mlp_activation == "swiglu" else None)(x)
     return nn.Dropout(rate=o.dropout_rate)(x, deterministic=deterministic)
+
+
+class LayerScale(nn.Module):
+  """Learned per-channel scale of a residual branch (CaiT / DeiT III / DINOv2):
+  [..., D] * scale [D], scale initialised to `init_value`."""
+  init_value: float
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param("scale", nn.initializers.constant(self.init_value), (x.shape[-1],),
+                       self.param_dtype)
+    return x * scale.astype(x.dtype)
+
+
+def rope_angles(options: EncoderOptions, grid: tuple[int, int], head_dim: int) -> np.ndarray:
+  """Rotation angles [gh*gw, hd/2] of the patches of a (gh, gw) grid (row-major).
+
+  The first hd/4 angles follow the row, the last hd/4 the column, each with hd/4
+  frequencies (docs/conventions.md, 'Rotary position embeddings'):
+    eva02   position p (the index, or index / g * rope_reference_grid) times
+            1 / base^(j / (hd/4)), j < hd/4                        (timm RotaryEmbeddingCat)
+    dinov3  2 pi c / base^(2j / (hd/2)), c = 2 (index + 0.5) / g - 1 in (-1, 1)
+                                                                   (timm RotaryEmbeddingDinoV3)
+  Computed in float32 as timm does.
+  """
+  if head_dim % 4:
+    raise ValueError(f"2-D rotary embeddings need head_dim % 4 == 0, got {head_dim}.")
+  quarter = head_dim // 4
+  base = np.float32(options.rope_base)
+  coords = []
+  for size in grid:
+    if options.rope == "eva02":
+      c = np.arange(size, dtype=np.float32)
+      if options.rope_reference_grid is not None:
+        c = c / np.float32(size) * np.float32(options.rope_reference_grid)
+    else:
+      c = np.float32(2.0) * (np.arange(size, dtype=np.float32) + np.float32(0.5)) / np.float32(
+          size) - np.float32(1.0)
+    coords.append(c)
+  rows, cols = np.meshgrid(coords[0], coords[1], indexing="ij")
+  positions = np.stack([rows.reshape(-1), cols.reshape(-1)], axis=-1)  # [N, 2]
+  j = np.arange(quarter, dtype=np.float32)
+  if options.rope == "eva02":
+    freqs = np.float32(1.0) / base ** (j / np.float32(quarter))
+    angles = positions[:, :, None] * freqs  # [N, 2, hd/4]
+  else:
+    periods = base ** (np.float32(2.0) * j / np.float32(head_dim // 2))
+    angles = np.float32(2 * np.pi) * positions[:, :, None] / periods
+  return angles.reshape(len(positions), 2 * quarter).astype(np.float32)
+
+
+def apply_rope(x: jax.Array, angles: np.ndarray, options: EncoderOptions,
+               num_prefix_tokens: int) -> jax.Array:
+  """Rotates the patch tokens of x [B, P + N', H, hd] (P prefix tokens, left as they are).
+
+  `angles` [N, hd/2] are tiled over the N' / N frames of a video. EVA-02 rotates
+  interleaved pairs (2i, 2i+1) by angle i, DINOv3 the halves' pairs (i, i + hd/2).
+  """
+  prefix, patches = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
+  reps = patches.shape[1] // angles.shape[0]
+  angles = np.tile(angles, (reps, 1))[None, :, None, :]  # [1, N', 1, hd/2]
+  sin, cos = (jnp.asarray(f(angles), jnp.float32) for f in (np.sin, np.cos))
+  p = patches.astype(jnp.float32)
+  if options.rope == "eva02":
+    x1, x2 = p[..., 0::2], p[..., 1::2]
+    rotated = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).reshape(p.shape)
+  else:
+    x1, x2 = jnp.split(p, 2, axis=-1)
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return jnp.concatenate([prefix, rotated.astype(x.dtype)], axis=1)
 
 
 class DropPath(nn.Module):
@@ -117,12 +211,21 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
   next to query/key/value: `bilinear` [H, hd, hd], `additive_v` [H, hd],
   `log_temperature` [H].
 
+  Architecture options: `qkv_bias` drops the key's (or every) projection bias, `qk_norm`
+  adds LayerNorms `query_norm` / `key_norm` [hd] on queries and keys, `rope` rotates the
+  queries and keys of the patch tokens (those after the first `num_prefix_tokens`) by
+  their position on `rope_grid` (gh, gw); all act on q and k before `attend`, so the
+  fused path stays available.
+
   The options read here: attention_dropout_rate, attention_implementation,
-  attention_score, sow_attention_weights, dtype and param_dtype.
+  attention_score, sow_attention_weights, qkv_bias, qk_norm, rope, layernorm_epsilon,
+  dtype and param_dtype.
   """
   num_heads: int
   # Zeros make the layer start as "no attention" (ViViT's temporal attention).
   out_kernel_init: Initializer = KERNEL_INIT
+  num_prefix_tokens: int = 0
+  rope_grid: Optional[tuple[int, int]] = None
   options: EncoderOptions = EncoderOptions()
 
   def head_dim(self, width: int) -> int:
@@ -193,10 +296,27 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
 
   def project(self, name: str, x: jax.Array, head_dim: int) -> jax.Array:
     """The `name` projection (query, key or value): [..., D] -> [..., H, hd]."""
+    use_bias = {"qkv": True, "qv": name != "key", "none": False}[self.options.qkv_bias]
     return nn.DenseGeneral(
         features=(self.num_heads, head_dim), axis=-1, dtype=self.options.dtype,
         param_dtype=self.options.param_dtype, kernel_init=KERNEL_INIT,
-        bias_init=nn.initializers.zeros, name=name)(x)
+        bias_init=nn.initializers.zeros, use_bias=use_bias, name=name)(x)
+
+  def position_queries_keys(self, query: jax.Array, key: jax.Array,
+                            head_dim: int) -> tuple[jax.Array, jax.Array]:
+    """QK-norm, then RoPE (timm's order): [B, L, H, hd] in and out."""
+    o = self.options
+    if o.qk_norm:
+      query = layer_norm(o, name="query_norm")(query)
+      key = layer_norm(o, name="key_norm")(key)
+    if o.rope is not None:
+      if self.rope_grid is None:
+        raise ValueError("rope needs the patch grid: this attention layer was built without "
+                         "rope_grid (the model must pass it).")
+      angles = rope_angles(o, self.rope_grid, head_dim)
+      query = apply_rope(query, angles, o, self.num_prefix_tokens)
+      key = apply_rope(key, angles, o, self.num_prefix_tokens)
+    return query, key
 
   def attend(self, query: jax.Array, key: jax.Array, value: jax.Array,
              deterministic: bool, weights_name: str = "attention_weights",
@@ -244,6 +364,8 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
     query = self.project("query", inputs_q, head_dim)  # [B, Lq, H, hd]
     key = self.project("key", inputs_kv, head_dim)  # [B, Lk, H, hd]
     value = self.project("value", inputs_kv, head_dim)  # [B, Lk, H, hd]
+    if self.options.qk_norm or self.options.rope is not None:
+      query, key = self.position_queries_keys(query, key, head_dim)
     out = self.attend(query, key, value, deterministic,
                       score_params=self.score_params(head_dim))
     return self.project_out(out, width)
@@ -253,27 +375,38 @@ class Encoder1DBlock(OptionsClone, nn.Module):
   """Pre-LN transformer block: x + Attn(LN(x)), then y + MLP(LN(y)).
 
   Parameters (Linen naming): LayerNorm_0, MultiHeadDotProductAttention_0,
-  LayerNorm_1, MlpBlock_0. The call signature `(x, stochastic_depth, deterministic)
+  LayerNorm_1, MlpBlock_0; with `options.layer_scale` also LayerScale_0 (attention
+  branch) and LayerScale_1 (MLP branch). `num_prefix_tokens` and `rope_grid` go to the
+  attention (RoPE). The call signature `(x, stochastic_depth, deterministic)
   -> (x, None)` lets the same class run under a Python loop and under `nn.scan`;
   `stochastic_depth` is this block's rate (the encoder spreads `options.stochastic_depth`
   over the depth).
   """
   mlp_dim: int
   num_heads: int
+  num_prefix_tokens: int = 0
+  rope_grid: Optional[tuple[int, int]] = None
   options: EncoderOptions = EncoderOptions()
 
   def attention(self, **overrides: Any) -> nn.Module:
     """The block's self-attention; ViViT's factorised dot-product block swaps it."""
+    kwargs = dict(num_prefix_tokens=self.num_prefix_tokens, rope_grid=self.rope_grid)
     return MultiHeadDotProductAttention(num_heads=self.num_heads, options=self.options,
-                                        **overrides)
+                                        **dict(kwargs, **overrides))
 
   def norm(self, name: Optional[str] = None) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=LAYERNORM_EPSILON, dtype=self.options.dtype,
-                        param_dtype=self.options.param_dtype, name=name)
+    return layer_norm(self.options, name)
+
+  def layer_scale(self, y: jax.Array, name: Optional[str] = None) -> jax.Array:
+    """y * LayerScale when `options.layer_scale` is set, else y."""
+    if self.options.layer_scale is None:
+      return y
+    return LayerScale(self.options.layer_scale, self.options.param_dtype, name=name)(y)
 
   def residual(self, x: jax.Array, y: jax.Array, stochastic_depth: Union[float, jax.Array],
-               deterministic: bool) -> jax.Array:
-    """x + DropPath(Dropout(y)): a residual branch's end, as every block has it."""
+               deterministic: bool, layer_scale_name: Optional[str] = None) -> jax.Array:
+    """x + DropPath(Dropout(LayerScale(y))): a residual branch's end, as every block has it."""
+    y = self.layer_scale(y, layer_scale_name)
     y = nn.Dropout(rate=self.options.dropout_rate)(y, deterministic=deterministic)
     return x + DropPath()(y, stochastic_depth, deterministic)
 
@@ -287,13 +420,15 @@ class Encoder1DBlock(OptionsClone, nn.Module):
 
     y = self.norm()(x)
     y = MlpBlock(mlp_dim=self.mlp_dim, options=self.options)(y, deterministic=deterministic)
+    y = self.layer_scale(y)
     return x + DropPath()(y, stochastic_depth, deterministic), None
 
 
 def classifier_head(x: jax.Array, representation_size: Optional[int],
                     num_classes: Optional[int], options: EncoderOptions, *, head_name: str,
                     head_bias_init: float = 0.0) -> jax.Array:
-  """Optional `pre_logits` (Dense + tanh), then the zero-initialised head `head_name`.
+  """Optional `pre_logits` (Dense + tanh), then the zero-initialised head `head_name`
+  (without bias when `options.head_bias` is False).
 
   [B, ..., D] -> [B, ..., num_classes] (features when num_classes is None), in float32
   so losses are stable under bf16 compute. Call it inside the model's compact
@@ -305,6 +440,6 @@ def classifier_head(x: jax.Array, representation_size: Optional[int],
     x = jnp.tanh(x)
   if num_classes is not None:
     x = nn.Dense(num_classes, dtype=options.dtype, param_dtype=options.param_dtype,
-                 kernel_init=nn.initializers.zeros,
+                 kernel_init=nn.initializers.zeros, use_bias=options.head_bias,
                  bias_init=nn.initializers.constant(head_bias_init), name=head_name)(x)
   return x.astype(jnp.float32)

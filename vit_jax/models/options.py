@@ -25,6 +25,18 @@ Dtype = Any
 
 ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn")
 
+# MLP activations (`mlp_activation`): "gelu" (tanh or erf by `gelu_approximate`),
+# "quick_gelu" x * sigmoid(1.702 x) (OpenAI CLIP), "swiglu" silu(x W_gate) * (x W_up)
+# (DINOv2-g, EVA-02; parameters `gate` and `up` in place of `Dense_0`).
+MLP_ACTIVATIONS = ("gelu", "quick_gelu", "swiglu")
+# Which of the query/key/value projections have a bias (`qkv_bias`): all three (ViT),
+# query and value only (EVA-02, BEiT), or none (DINOv3).
+QKV_BIASES = ("qkv", "qv", "none")
+# 2-D rotary position embeddings of the patch tokens (`rope`); docs/conventions.md,
+# 'Rotary position embeddings', gives both frequency conventions.
+ROPE_VARIANTS = (None, "eva02", "dinov3")
+ROPE_DEFAULT_TEMPERATURE = {"eva02": 10_000.0, "dinov3": 100.0}
+
 # Attention score functions (`attention_score`), for ablations:
 #   scaled_dot  q.k / sqrt(hd)                  (Vaswani et al.; the default, no parameters)
 #   dot         q.k                             (Luong "dot"; no parameters)
@@ -64,6 +76,38 @@ class EncoderOptions:
     remat: recompute each block's activations in the backward pass.
     remat_policy: a name in REMAT_POLICIES.
     dtype: compute dtype; param_dtype: parameter dtype.
+
+  Architecture options of the later ViT families (docs/conventions.md, 'Architecture
+  options'); the defaults are the original ViT, parameter tree and numerics unchanged:
+    layernorm_epsilon: epsilon of every LayerNorm (1e-6 ViT/timm/DINOv2, 1e-5 CLIP).
+    layer_scale: None, or the init value of LayerScale, a learned per-channel scale
+      [D] on each residual branch (`LayerScale_{0,1}/scale`; 1e-5 DINOv2, 1e-6 DeiT III).
+    num_registers: learned register tokens [1, R, D] (`registers`) after the cls (and
+      distillation) token; they get no position embedding with `no_embed_class` and are
+      left out of every pooling but the cls token's.
+    no_embed_class: the position embedding covers the patches only (timm's
+      `no_embed_class`, DeiT III / DINOv2-reg): added to the patch tokens, not to the
+      cls / distillation / register tokens.
+    distilled: a distillation token `dist` [1, 1, D] after cls and its own head
+      `head_dist` (DeiT distilled); the output is the mean of both heads' logits.
+    class_token: None (a cls token iff classifier == "token"), True or False; e.g.
+      classifier "gap" with a cls token (MAE, EVA-02, DINOv3).
+    fc_norm: the final LayerNorm comes after pooling (`fc_norm`) instead of before it
+      (`Transformer/encoder_norm`), as in MAE / BEiT / EVA-02 fine-tuning.
+    pre_norm: a LayerNorm `Transformer/pre_norm` before the first block (CLIP `ln_pre`).
+    patch_bias: the patch embedding has a bias (CLIP's has none).
+    head_bias: the classification head has a bias (CLIP's projection has none).
+    mlp_activation: one of MLP_ACTIVATIONS.
+    mlp_inner_norm: a LayerNorm `inner_norm` on the MLP's hidden units before the
+      output layer (EVA-02's SwiGLU, timm `scale_mlp`).
+    qkv_bias: one of QKV_BIASES.
+    qk_norm: LayerNorm over the head dimension of queries and keys (`query_norm`,
+      `key_norm`, [hd]) before the scores.
+    rope: one of ROPE_VARIANTS; rotary position embedding of the patch tokens'
+      queries and keys (the cls / register tokens are not rotated).
+    rope_temperature: frequency base; None: the variant's (ROPE_DEFAULT_TEMPERATURE).
+    rope_reference_grid: EVA-02 only: patch positions are scaled so that the grid
+      spans this many positions per side (timm `ref_feat_shape`); None: indices.
   """
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
@@ -77,6 +121,23 @@ class EncoderOptions:
   remat_policy: str = "nothing_saveable"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  layernorm_epsilon: float = 1e-6
+  layer_scale: Optional[float] = None
+  num_registers: int = 0
+  no_embed_class: bool = False
+  distilled: bool = False
+  class_token: Optional[bool] = None
+  fc_norm: bool = False
+  pre_norm: bool = False
+  patch_bias: bool = True
+  head_bias: bool = True
+  mlp_activation: str = "gelu"
+  mlp_inner_norm: bool = False
+  qkv_bias: str = "qkv"
+  qk_norm: bool = False
+  rope: Optional[str] = None
+  rope_temperature: Optional[float] = None
+  rope_reference_grid: Optional[int] = None
 
   def __post_init__(self):
     if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
@@ -92,6 +153,30 @@ class EncoderOptions:
       value = getattr(self, name)
       if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value}.")
+    for name, value, choices in [("mlp_activation", self.mlp_activation, MLP_ACTIVATIONS),
+                                 ("qkv_bias", self.qkv_bias, QKV_BIASES),
+                                 ("rope", self.rope, ROPE_VARIANTS)]:
+      if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}; choose one of {choices}.")
+    if not self.layernorm_epsilon > 0:
+      raise ValueError(f"layernorm_epsilon must be > 0, got {self.layernorm_epsilon}.")
+    if self.layer_scale is not None and not self.layer_scale > 0:
+      raise ValueError(f"layer_scale is the LayerScale init value and must be > 0 (or None "
+                       f"for no LayerScale), got {self.layer_scale}.")
+    if self.num_registers < 0:
+      raise ValueError(f"num_registers must be >= 0, got {self.num_registers}.")
+    if self.distilled and self.class_token is False:
+      raise ValueError("distilled=True needs the cls token (DeiT averages the heads on the "
+                       "cls and distillation tokens): drop class_token=False.")
+    if self.rope is None and (self.rope_temperature is not None
+                              or self.rope_reference_grid is not None):
+      raise ValueError("rope_temperature / rope_reference_grid set without rope: pass "
+                       f"rope= one of {ROPE_VARIANTS[1:]}.")
+    if self.rope_reference_grid is not None and self.rope != "eva02":
+      raise ValueError("rope_reference_grid is EVA-02's position scaling; it only applies "
+                       f"with rope='eva02', not {self.rope!r}.")
+    if self.rope_temperature is not None and not self.rope_temperature > 0:
+      raise ValueError(f"rope_temperature must be > 0, got {self.rope_temperature}.")
 
   def replace(self, **changes: Any) -> EncoderOptions:
     """A copy with `changes` (validated again); unknown names are an error."""
@@ -99,6 +184,21 @@ class EncoderOptions:
     if unknown:
       raise TypeError(f"EncoderOptions has no field(s) {unknown}; fields: {list(FIELDS)}.")
     return dataclasses.replace(self, **changes)
+
+  def has_class_token(self, classifier: str) -> bool:
+    """Whether a model pooling with `classifier` has a cls token."""
+    return classifier == "token" if self.class_token is None else self.class_token
+
+  def num_prefix_tokens(self, classifier: str) -> int:
+    """Tokens before the patches: cls, distillation, registers (in this order)."""
+    return int(self.has_class_token(classifier)) + int(self.distilled) + self.num_registers
+
+  @property
+  def rope_base(self) -> float:
+    """The RoPE frequency base in use (`rope_temperature` or the variant's)."""
+    if self.rope is None:
+      raise ValueError("rope_base of a model without rope.")
+    return self.rope_temperature or ROPE_DEFAULT_TEMPERATURE[self.rope]
 
   @property
   def remat_policy_fn(self) -> Callable[..., bool]:

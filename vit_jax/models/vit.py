@@ -11,6 +11,15 @@ The parameter tree is that of the released vit_jax checkpoints in Linen naming
   MAPHead_0/...                                 only with classifier="map"
   pre_logits/{kernel, bias}                     only with representation_size
   head/{kernel, bias}                           zero-initialised
+
+and, with the architecture options of EncoderOptions (docs/conventions.md, 'Architecture
+options'): `dist` [1, 1, D] and `head_dist` (distilled), `registers` [1, R, D],
+`Transformer/pre_norm` (pre_norm), `fc_norm` in place of `Transformer/encoder_norm`
+(fc_norm), LayerScale_{0,1} in the blocks, no `embedding/bias` (patch_bias=False), no
+`head/bias` (head_bias=False), no position embedding with rope and posemb="none".
+
+Token order: [cls, dist, registers, patches]; the position embedding covers all of them,
+or only the patches with `no_embed_class`.
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from vit_jax.models.options import EncoderOptions, OptionsClone
 Dtype = Any
 
 CLASSIFIERS = ("token", "gap", "map", "unpooled")
-POSEMB_TYPES = ("learn", "sincos2d")
+# "none": no absolute position embedding (DINOv3, which has only RoPE).
+POSEMB_TYPES = ("learn", "sincos2d", "none")
 
 
 def sincos2d_posemb(grid_h: int, grid_w: int, width: int,
@@ -66,9 +76,13 @@ class AddPositionEmbs(nn.Module):
 
 
 class Encoder(OptionsClone, nn.Module):
-  """Position embedding, dropout, `num_layers` blocks, final LayerNorm.
+  """Position embedding, dropout, (pre_norm), `num_layers` blocks, final LayerNorm.
 
-  [B, L, D] -> [B, L, D]. With `options.scan_layers` the blocks run under `nn.scan`
+  [B, L, D] -> [B, L, D], L = num_prefix_tokens + patch tokens. With
+  `options.no_embed_class` the position embedding covers only the tokens after the
+  first `num_prefix_tokens`; `rope_grid` (gh, gw) is the patch grid the blocks' RoPE
+  rotates by. With `options.fc_norm` the final LayerNorm is left to the model (after
+  pooling). With `options.scan_layers` the blocks run under `nn.scan`
   and their parameters are stacked on a leading axis under `encoderblock`;
   otherwise they live under `encoderblock_{i}`. `vit_jax.models.layout`
   converts between the two.
@@ -77,6 +91,8 @@ class Encoder(OptionsClone, nn.Module):
   mlp_dim: int
   num_heads: int
   add_position_embedding: bool = True
+  num_prefix_tokens: int = 0
+  rope_grid: Optional[tuple[int, int]] = None
   options: EncoderOptions = EncoderOptions()
 
   def block(self) -> tuple[type[nn.Module], dict[str, Any]]:
@@ -84,15 +100,23 @@ class Encoder(OptionsClone, nn.Module):
 
     The class must take `(x, stochastic_depth, deterministic)` and return `(x, None)`.
     """
-    return layers.Encoder1DBlock, dict(mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-                                       options=self.options)
+    return layers.Encoder1DBlock, dict(
+        mlp_dim=self.mlp_dim, num_heads=self.num_heads, num_prefix_tokens=self.num_prefix_tokens,
+        rope_grid=self.rope_grid, options=self.options)
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     o = self.options
     if self.add_position_embedding:
-      x = AddPositionEmbs(param_dtype=o.param_dtype, name="posembed_input")(x)
+      if o.no_embed_class and self.num_prefix_tokens:
+        prefix, patches = x[:, :self.num_prefix_tokens], x[:, self.num_prefix_tokens:]
+        patches = AddPositionEmbs(param_dtype=o.param_dtype, name="posembed_input")(patches)
+        x = jnp.concatenate([prefix, patches], axis=1)
+      else:
+        x = AddPositionEmbs(param_dtype=o.param_dtype, name="posembed_input")(x)
     x = nn.Dropout(rate=o.dropout_rate)(x, deterministic=deterministic)
+    if o.pre_norm:
+      x = layers.layer_norm(o, name="pre_norm")(x)
 
     # Stochastic depth grows linearly from 0 (first block) to the configured rate.
     rates = [o.stochastic_depth * i / max(self.num_layers - 1, 1)
@@ -122,8 +146,9 @@ class Encoder(OptionsClone, nn.Module):
       for i in range(self.num_layers):
         x, _ = block_cls(name=f"encoderblock_{i}", **block_kwargs)(
             x, rates[i], deterministic)
-    return nn.LayerNorm(epsilon=layers.LAYERNORM_EPSILON, dtype=o.dtype,
-                        param_dtype=o.param_dtype, name="encoder_norm")(x)
+    if o.fc_norm:
+      return x
+    return layers.layer_norm(o, name="encoder_norm")(x)
 
 
 class MAPHead(OptionsClone, nn.Module):
@@ -131,7 +156,9 @@ class MAPHead(OptionsClone, nn.Module):
 
   [B, L, D] -> [B, D]. Parameters: probe [1, 1, D], MultiHeadDotProductAttention_0,
   LayerNorm_0, MlpBlock_0. As in big_vision the head has no dropout and keeps
-  scaled dot-product attention whatever the encoder's `attention_score`.
+  scaled dot-product attention whatever the encoder's `attention_score`, and (as timm's
+  AttentionPoolLatent) plain attention with biases, without QK-norm or RoPE, and a GELU
+  MLP (the encoder's GELU form, or QuickGELU).
   """
   mlp_dim: int
   num_heads: int
@@ -141,15 +168,74 @@ class MAPHead(OptionsClone, nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     o = self.options.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
                              attention_score="scaled_dot")
+    if o.qkv_bias != "qkv" or o.qk_norm or o.rope is not None or o.mlp_inner_norm or (
+        o.mlp_activation == "swiglu"):
+      o = o.replace(qkv_bias="qkv", qk_norm=False, rope=None, rope_temperature=None,
+                    rope_reference_grid=None, mlp_inner_norm=False,
+                    mlp_activation="gelu" if o.mlp_activation == "swiglu" else o.mlp_activation)
     batch, _, width = x.shape
     probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, width),
                        o.param_dtype)
     probe = jnp.tile(probe.astype(x.dtype), [batch, 1, 1])  # [B, 1, D]
     x = layers.MultiHeadDotProductAttention(num_heads=self.num_heads, options=o)(probe, x)
-    y = nn.LayerNorm(epsilon=layers.LAYERNORM_EPSILON, dtype=o.dtype,
-                     param_dtype=o.param_dtype)(x)
+    y = layers.layer_norm(o)(x)
     x = x + layers.MlpBlock(mlp_dim=self.mlp_dim, options=o)(y)
     return x[:, 0]
+
+
+def check_token_options(options: EncoderOptions, classifier: str,
+                        representation_size: Optional[int]) -> None:
+  """Raises on prefix-token and pooling options that do not fit together."""
+  if classifier == "token" and not options.has_class_token(classifier):
+    raise ValueError("classifier='token' pools the cls token, but class_token=False: "
+                     "choose classifier 'gap' or 'map', or drop class_token=False.")
+  if options.distilled and classifier != "token":
+    raise ValueError(f"distilled=True reads the cls and distillation tokens (DeiT); it needs "
+                     f"classifier='token', not {classifier!r}.")
+  if options.distilled and representation_size is not None:
+    raise ValueError("distilled=True has two heads on the tokens and no pre_logits layer: "
+                     "drop representation_size.")
+
+
+def add_prefix_tokens(module: nn.Module, x: jax.Array, classifier: str,
+                      names: tuple[str, str, str] = ("cls", "dist", "registers")) -> jax.Array:
+  """[B, N, D] -> [B, P + N, D]: the cls, distillation and register tokens in front.
+
+  Call it inside `module`'s compact `__call__`; the tokens become its parameters `names`
+  (cls and dist [1, 1, D], registers [1, R, D]), zero- resp. normal(0.02)-initialised.
+  """
+  o = module.options
+  batch, _, width = x.shape
+  tokens = []
+  if o.has_class_token(classifier):
+    tokens.append(module.param(names[0], nn.initializers.zeros, (1, 1, width), o.param_dtype))
+  if o.distilled:
+    tokens.append(module.param(names[1], nn.initializers.zeros, (1, 1, width), o.param_dtype))
+  if o.num_registers:
+    tokens.append(module.param(names[2], nn.initializers.normal(stddev=0.02),
+                               (1, o.num_registers, width), o.param_dtype))
+  if not tokens:
+    return x
+  tokens = [jnp.tile(t.astype(x.dtype), [batch, 1, 1]) for t in tokens]
+  return jnp.concatenate(tokens + [x], axis=1)
+
+
+def pool_tokens(x: jax.Array, classifier: str, options: EncoderOptions,
+                map_head: Optional[nn.Module] = None) -> jax.Array:
+  """Encoder output [B, P + N, D] -> [B, D] ([B, P + N, D] for "unpooled").
+
+  "token" takes the cls token; "gap" and "map" pool the N patch tokens only (the
+  cls / distillation / register tokens are left out, as timm does).
+  """
+  prefix = options.num_prefix_tokens(classifier)
+  if classifier == "token":
+    return x[:, 0]
+  patches = x[:, prefix:] if prefix else x
+  if classifier == "gap":
+    return jnp.mean(patches, axis=1)
+  if classifier == "map":
+    return map_head(patches)
+  return x
 
 
 class TransformerModel(OptionsClone, nn.Module):
@@ -196,6 +282,7 @@ class VisionTransformer(TransformerModel):
       raise ValueError(f"Unknown classifier {self.classifier!r}; choose one of {CLASSIFIERS}.")
     if self.posemb not in POSEMB_TYPES:
       raise ValueError(f"Unknown posemb {self.posemb!r}; choose one of {POSEMB_TYPES}.")
+    check_token_options(self.options, self.classifier, self.representation_size)
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -211,29 +298,44 @@ class VisionTransformer(TransformerModel):
 
     o = self.options
     x = nn.Conv(self.hidden_size, (ph, pw), strides=(ph, pw), padding="VALID",
-                dtype=o.dtype, param_dtype=o.param_dtype,
+                dtype=o.dtype, param_dtype=o.param_dtype, use_bias=o.patch_bias,
                 name="embedding")(images.astype(o.dtype))
     batch, gh, gw, width = x.shape
     x = jnp.reshape(x, (batch, gh * gw, width))  # [B, gh, gw, D] -> [B, N, D]
 
     if self.posemb == "sincos2d":
       x = x + jnp.asarray(sincos2d_posemb(gh, gw, width), o.dtype)
-    if self.classifier == "token":
-      cls = self.param("cls", nn.initializers.zeros, (1, 1, width), o.param_dtype)
-      cls = jnp.tile(cls.astype(x.dtype), [batch, 1, 1])
-      x = jnp.concatenate([cls, x], axis=1)  # [B, N+1, D]
+    x = add_prefix_tokens(self, x, self.classifier)  # [B, P + N, D]
 
     x = Encoder(
         num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-        add_position_embedding=self.posemb == "learn", options=o,
+        add_position_embedding=self.posemb == "learn",
+        num_prefix_tokens=o.num_prefix_tokens(self.classifier),
+        rope_grid=(gh, gw) if o.rope is not None else None, options=o,
         name="Transformer")(x, deterministic=not train)
 
-    if self.classifier == "token":
-      x = x[:, 0]
-    elif self.classifier == "gap":
-      x = jnp.mean(x, axis=1)
-    elif self.classifier == "map":
-      x = MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads, options=o)(x)
-
+    if o.distilled:
+      return self.distilled_heads(x)
+    map_head = (MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads, options=o)
+                if self.classifier == "map" else None)
+    x = pool_tokens(x, self.classifier, o, map_head)
+    if o.fc_norm:
+      x = layers.layer_norm(o, name="fc_norm")(x)
     return layers.classifier_head(x, self.representation_size, self.num_classes, o,
                                   head_name="head", head_bias_init=self.head_bias_init)
+
+  def distilled_heads(self, x: jax.Array) -> jax.Array:
+    """DeiT distilled: mean of `head` on the cls token and `head_dist` on the
+    distillation token, [B, P + N, D] -> [B, num_classes] (as timm evaluates it; the
+    mean of both tokens when num_classes is None)."""
+    o = self.options
+    tokens = x[:, 0], x[:, 1]
+    if o.fc_norm:
+      norm = layers.layer_norm(o, name="fc_norm")
+      tokens = tuple(norm(t) for t in tokens)
+    if self.num_classes is None:
+      return ((tokens[0] + tokens[1]) / 2).astype(jnp.float32)
+    logits = [layers.classifier_head(t, None, self.num_classes, o, head_name=name,
+                                     head_bias_init=self.head_bias_init)
+              for t, name in zip(tokens, ("head", "head_dist"))]
+    return (logits[0] + logits[1]) / 2

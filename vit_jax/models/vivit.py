@@ -137,7 +137,8 @@ class FactorisedSelfAttentionBlock(layers.Encoder1DBlock):
   Encoder1DBlock. Each stage is pre-LN with its own residual and stochastic depth
   (dropped per video). Parameters: LayerNorm_time, MultiHeadDotProductAttention_time,
   LayerNorm_space, MultiHeadDotProductAttention_space, LayerNorm_mlp, MlpBlock.
-  Sown weights: time [B*n, H, t, t], space [B*t, H, n, n].
+  Sown weights: time [B*n, H, t, t], space [B*t, H, n, n]. With `options.layer_scale`
+  each stage has its LayerScale (LayerScale_time, LayerScale_space, LayerScale_mlp).
 
   With `zero_init_time_attention` the temporal attention's `out` projection
   starts at zero, so the block starts as an image block. Only `out` is zeroed:
@@ -168,7 +169,8 @@ class FactorisedSelfAttentionBlock(layers.Encoder1DBlock):
       # [B*n, t, D] -> [B, n, t, D] -> [B, t, n, D]
       y = y.reshape(batch, n, t, width).transpose(0, 2, 1, 3)
     y = y.reshape(x.shape)  # [B, t, n, D] -> [B, t*n, D]
-    return self.residual(x, y, stochastic_depth, deterministic)
+    return self.residual(x, y, stochastic_depth, deterministic,
+                         layer_scale_name=f"LayerScale_{axis}")
 
   @nn.compact
   def __call__(self, x: jax.Array, stochastic_depth: Union[float, jax.Array] = 0.0,
@@ -185,6 +187,7 @@ class FactorisedSelfAttentionBlock(layers.Encoder1DBlock):
     y = self.norm(name="LayerNorm_mlp")(x)
     y = layers.MlpBlock(mlp_dim=self.mlp_dim, options=self.options, name="MlpBlock")(
         y, deterministic=deterministic)
+    y = self.layer_scale(y, "LayerScale_mlp")
     return x + layers.DropPath()(y, stochastic_depth, deterministic), None
 
 
@@ -216,6 +219,13 @@ class VideoEncoder(vit.Encoder):
 
 class VideoTransformer(vit.TransformerModel):
   """ViViT classifier: videos [B, T, H, W, C] in [-1, 1] -> logits [B, num_classes].
+
+  Architecture options (EncoderOptions) act as in ViT, per encoder: the factorised
+  encoders' prefix tokens and fc_norm are named after the encoder (`registers_
+  SpatialTransformer`, `fc_norm_TemporalTransformer`, as `cls_SpatialTransformer`);
+  `rope` rotates by the spatial position (the same angles in every frame; the temporal
+  encoder has none). Not for ViViT: `distilled`; prefix tokens and rope with the
+  factorised attention variants.
 
   Attributes:
     num_classes: size of the zero-initialised `output_projection`; None returns the
@@ -286,6 +296,21 @@ class VideoTransformer(vit.TransformerModel):
     if self.attention_order not in (None,) + ATTENTION_ORDERS:
       raise ValueError(f"Unknown attention_order {self.attention_order!r}; "
                        f"choose one of {ATTENTION_ORDERS}.")
+    o = self.options
+    if o.distilled:
+      raise ValueError("distilled=True (DeiT's distillation token and head) is an image-model "
+                       "option; ViViT has no distillation head.")
+    vit.check_token_options(o, self.classifier_in_use, self.representation_size)
+    if self.variant in ("factorised_self_attention", "factorised_dot_product"):
+      if o.num_prefix_tokens(self.classifier_in_use):
+        raise ValueError(f"Variant {self.variant!r} reshapes the tokens to a [t, gh*gw] grid, "
+                         "which has no place for cls or register tokens: drop class_token / "
+                         "num_registers, or use variant 'spatio_temporal' or "
+                         "'factorised_encoder'.")
+      if o.rope is not None:
+        raise ValueError(f"rope is not implemented for variant {self.variant!r} (its "
+                         "attention runs on reshaped token groups); use 'spatio_temporal', "
+                         "'factorised_encoder' or 'frame_average'.")
 
   def embed(self, video: jax.Array) -> jax.Array:
     """[B, T, H, W, C] -> tokens [B, t, gh, gw, D]."""
@@ -305,7 +330,7 @@ class VideoTransformer(vit.TransformerModel):
     video = video.astype(o.dtype)
     conv = lambda kernel: nn.Conv(
         self.hidden_size, kernel, strides=kernel, padding="VALID", dtype=o.dtype,
-        param_dtype=o.param_dtype, name="embedding")
+        param_dtype=o.param_dtype, use_bias=o.patch_bias, name="embedding")
     if self.embedding == "tubelet":
       return conv((self.tubelet_size, ph, pw))(video)
     # [B, T, H, W, C] -> [B*T, H, W, C]
@@ -313,17 +338,26 @@ class VideoTransformer(vit.TransformerModel):
     return x.reshape((batch, frames) + x.shape[1:])  # -> [B, T, gh, gw, D]
 
   def encode(self, x: jax.Array, name: str, cls_name: str, num_layers: int, mlp_dim: int,
-             num_heads: int, train: bool, **encoder_kwargs: Any) -> jax.Array:
-    """cls (with "token"), VideoEncoder `name`, pooling: [B, L, D] -> [B, D]."""
-    if self.classifier_in_use == "token":
-      cls = self.param(cls_name, nn.initializers.zeros, (1, 1, x.shape[-1]),
-                       self.options.param_dtype)
-      cls = jnp.tile(cls.astype(x.dtype), [x.shape[0], 1, 1])
-      x = jnp.concatenate([cls, x], axis=1)  # [B, L+1, D]
+             num_heads: int, train: bool, rope_grid: Optional[tuple[int, int]] = None,
+             **encoder_kwargs: Any) -> jax.Array:
+    """cls / registers, VideoEncoder `name`, pooling (fc_norm): [B, L, D] -> [B, D].
+
+    `rope_grid`: the spatial grid of the tokens (time-major frames of it) when the
+    encoder rotates by position; None: an encoder without RoPE.
+    """
+    o = self.options if rope_grid is not None or self.options.rope is None else (
+        self.options.replace(rope=None, rope_temperature=None, rope_reference_grid=None))
+    suffix = cls_name.removeprefix("cls")
+    classifier = self.classifier_in_use
+    x = vit.add_prefix_tokens(self, x, classifier, names=(
+        cls_name, "dist" + suffix, "registers" + suffix))  # [B, P + L, D]
     x = VideoEncoder(num_layers=num_layers, mlp_dim=mlp_dim, num_heads=num_heads,
-                     options=self.options, name=name, **encoder_kwargs)(
-                         x, deterministic=not train)
-    return x[:, 0] if self.classifier_in_use == "token" else jnp.mean(x, axis=1)
+                     num_prefix_tokens=o.num_prefix_tokens(classifier), rope_grid=rope_grid,
+                     options=o, name=name, **encoder_kwargs)(x, deterministic=not train)
+    x = vit.pool_tokens(x, classifier, o)
+    if o.fc_norm:
+      x = layers.layer_norm(o, name="fc_norm" + suffix)(x)
+    return x
 
   @nn.compact
   def __call__(self, video: jax.Array, train: bool = False) -> jax.Array:
@@ -335,7 +369,8 @@ class VideoTransformer(vit.TransformerModel):
       # Every temporal index is a sequence of the spatial encoder (shared weights).
       x = x.reshape(batch * t, gh * gw, width)  # [B, t, gh, gw, D] -> [B*t, n, D]
       x = self.encode(x, "SpatialTransformer", "cls_SpatialTransformer",
-                      self.num_layers, self.mlp_dim, self.num_heads, train)
+                      self.num_layers, self.mlp_dim, self.num_heads, train,
+                      rope_grid=(gh, gw) if self.options.rope is not None else None)
       x = x.reshape(batch, t, width)  # [B*t, D] -> [B, t, D]
       if self.variant == "factorised_encoder":
         x = self.encode(
@@ -348,7 +383,9 @@ class VideoTransformer(vit.TransformerModel):
     else:
       x = x.reshape(batch, t * gh * gw, width)  # [B, t, gh, gw, D] -> [B, t*n, D]
       x = self.encode(x, "Transformer", "cls", self.num_layers, self.mlp_dim,
-                      self.num_heads, train, variant=self.variant, temporal_grid=t,
+                      self.num_heads, train,
+                      rope_grid=(gh, gw) if self.options.rope is not None else None,
+                      variant=self.variant, temporal_grid=t,
                       attention_order=self.attention_order or ATTENTION_ORDERS[0],
                       zero_init_time_attention=self.zero_init_time_attention)
 

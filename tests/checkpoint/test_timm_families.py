@@ -1,0 +1,161 @@
+"""timm checkpoints of the later ViT families: load, run, export.
+
+Each family's file has exactly timm's key names and shapes (tests/checkpoint/
+_timm_families.py), laid out as a timm Hub folder (model.safetensors + config.json with
+`architecture` and `model_args`, as timm's `save_for_hf` writes it). The model the
+loader builds must give the logits of an independent numpy timm forward, and writing
+the params back must give the same file.
+"""
+
+import json
+
+import _timm_families as F
+import jax
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from vit_jax import checkpoint
+from vit_jax.checkpoint import safetensors_io, timm_model, tree
+
+GRID = (4, 3)  # 16x12 images: a non-square grid shows H/W swaps (RoPE's included)
+ATOL = 1e-4
+
+
+def hub_folder(tmp_path, family, sd, model_args=None):
+  folder = tmp_path / family
+  folder.mkdir()
+  safetensors.numpy.save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+  args = dict(embed_dim=F.WIDTH, depth=F.DEPTH, num_heads=F.HEADS, **(model_args or {}))
+  config = {"architecture": F.FAMILIES[family][0], "num_classes": F.CLASSES,
+            "model_args": args, "pretrained_cfg": {"input_size": [3, 16, 12]}}
+  (folder / "config.json").write_text(json.dumps(config))
+  return folder
+
+
+def images():
+  return np.random.default_rng(1).uniform(-1, 1, (2, GRID[0] * F.PATCH, GRID[1] * F.PATCH,
+                                                  3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("family", sorted(F.FAMILIES))
+def test_family_loads_runs_and_exports_bit_exact(tmp_path, family):
+  sd = F.family_state_dict(family, GRID)
+  params, found = timm_model.read_timm(str(hub_folder(tmp_path, family, sd)))
+  assert found.architecture == F.FAMILIES[family][0]
+  x = images()
+  logits = np.asarray(jax.jit(found.model().apply)({"params": params}, x))
+  expected = F.timm_family_forward(family, sd, x)
+  assert logits.shape == expected.shape == (2, F.CLASSES)
+  np.testing.assert_allclose(logits, expected, atol=ATOL)
+
+  back = safetensors_io.linen_to_timm(params, found.layout)
+  assert sorted(back) == sorted(sd)
+  for key, value in sd.items():
+    assert back[key].dtype == value.dtype and np.array_equal(back[key], value), key
+  # And the layout is found from the params alone.
+  assert safetensors_io.timm_layout(params) == found.layout
+
+
+def test_rope_and_layer_scale_change_the_output(tmp_path):
+  # Guards the comparison above: without RoPE (or with LayerScale at 1) the numpy
+  # forward gives other logits, so matching it exercises them.
+  sd = F.family_state_dict("dinov3", GRID)
+  params, found = timm_model.read_timm(str(hub_folder(tmp_path, "dinov3", sd)))
+  x = images()
+  with_rope = np.asarray(found.model().apply({"params": params}, x))
+  without = np.asarray(found.model(rope=None).apply({"params": params}, x))
+  assert np.abs(with_rope - without).max() > 1e-2
+  unit = {k: (np.ones_like(v) if "gamma" in k else v) for k, v in sd.items()}
+  assert np.abs(F.timm_family_forward("dinov3", unit, x) - with_rope).max() > 1e-2
+
+
+def test_exported_file_loads_again_bit_identically(tmp_path):
+  sd = F.family_state_dict("eva02_b", GRID)
+  params, found = timm_model.read_timm(str(hub_folder(tmp_path, "eva02_b", sd)))
+  out = tmp_path / "export"
+  out.mkdir()
+  checkpoint.save_safetensors_timm(params, str(out / "model.safetensors"))
+  (out / "config.json").write_text((tmp_path / "eva02_b" / "config.json").read_text())
+  again, found_again = timm_model.read_timm(str(out))
+  assert found_again == found
+  flat, flat_again = (tree.flatten(p) for p in (params, again))
+  assert sorted(flat) == sorted(flat_again)
+  assert all(np.array_equal(flat[k], flat_again[k]) for k in flat)
+
+
+def test_bare_file_loads_when_the_keys_decide(tmp_path):
+  # DeiT III: LayerScale and a patch-only position embedding (4x4 grid: 16 rows and a
+  # cls token, so no_embed_class shows in the row count).
+  sd = F.family_state_dict("deit3", (4, 4))
+  path = tmp_path / "deit3.safetensors"
+  safetensors.numpy.save_file(sd, str(path))
+  params, found = timm_model.read_timm(str(path))
+  assert found.architecture is None and found.options.no_embed_class
+  x = np.random.default_rng(2).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  np.testing.assert_allclose(found.model().apply({"params": params}, x),
+                             F.timm_family_forward("deit3", sd, x), atol=ATOL)
+  # checkpoint.load reads the same params.
+  loaded = tree.flatten(checkpoint.load(str(path)))
+  assert all(np.array_equal(loaded[k], v) for k, v in tree.flatten(params).items())
+
+
+@pytest.mark.parametrize("family,why", [
+    ("dinov3", "EVA-style names"), ("clip", "norm_pre: a CLIP tower, GELU or QuickGELU"),
+    ("eva02_ti", "EVA-style names")])
+def test_bare_file_that_leaves_the_model_open_asks_for_the_architecture(tmp_path, family, why):
+  path = tmp_path / "model.safetensors"
+  safetensors.numpy.save_file(F.family_state_dict(family, GRID), str(path))
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=rf"do not determine the model \(.*{why}.*architecture="):
+    timm_model.read_timm(str(path))
+  # Named, it loads.
+  params, found = timm_model.read_timm(str(path), architecture=F.FAMILIES[family][0])
+  assert found.options.rope == F.FAMILIES[family][2].get("rope")
+
+
+def test_unknown_family_names_the_unrecognised_keys(tmp_path):
+  sd = F.family_state_dict("deit", GRID)
+  sd["blocks.0.attn.relative_position_bias_table"] = np.zeros((10, 2), np.float32)
+  sd["rel_pos.weight"] = np.zeros(3, np.float32)
+  folder = hub_folder(tmp_path, "deit", sd)
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"2 tensor\(s\) do not belong.*blocks.0.attn.relative_position_bias"
+                           r"_table \(10, 2\), rel_pos.weight \(3,\)"):
+    timm_model.read_timm(str(folder))
+
+
+def test_unknown_architecture_and_config_mismatch_are_clear(tmp_path):
+  sd = F.family_state_dict("deit", GRID)
+  folder = hub_folder(tmp_path, "deit", sd, model_args={})
+  config = json.loads((folder / "config.json").read_text())
+  config["architecture"] = "convnext_tiny"
+  (folder / "config.json").write_text(json.dumps(config))
+  with pytest.raises(checkpoint.CheckpointError, match="'convnext_tiny' is not one this"):
+    timm_model.read_timm(str(folder))
+  config.update(architecture="deit_tiny_patch16_224", model_args={"embed_dim": 48})
+  (folder / "config.json").write_text(json.dumps(config))
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"model_args.embed_dim=48, the weights have 32"):
+    timm_model.read_timm(str(folder))
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pth", "weights.pt"])
+def test_pytorch_pickles_are_refused_without_unpickling(tmp_path, name):
+  import pickle
+  import zipfile
+
+  path = tmp_path / name
+  if name.endswith(".bin"):  # torch.save's zip layout
+    with zipfile.ZipFile(path, "w") as archive:
+      archive.writestr("archive/data.pkl", pickle.dumps({"w": 1}))
+  else:
+    path.write_bytes(pickle.dumps({"w": 1}, protocol=2))
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"(?s)PyTorch pickle.*runs code.*safetensors.torch.*save_file"):
+    checkpoint.load(str(path))
+  # Detected by content too, whatever the extension.
+  renamed = tmp_path / "renamed.npz"
+  renamed.write_bytes(path.read_bytes())
+  with pytest.raises(checkpoint.CheckpointError, match="PyTorch pickle"):
+    checkpoint.load(str(renamed))

@@ -1,0 +1,253 @@
+"""Which model a timm checkpoint is: its weights, its Hub `config.json`, its architecture.
+
+A timm state dict names most of the architecture (docs/checkpoint_formats.md, 'timm'):
+tokens (`cls_token`, `dist_token`, `reg_token`), norms (`norm_pre`, `norm`, `fc_norm`),
+biases, LayerScale, SwiGLU, MAP head, widths, depth. What it cannot tell comes from the
+architecture name (`config.json`'s `architecture` as timm's `save_for_hf` /
+`push_to_hf_hub` write it, or the caller's `architecture=`) and `model_args`:
+
+  GELU form     erf (timm's nn.GELU), tanh (`act_layer="gelu_tanh"`) or QuickGELU
+                (`*_clip_quickgelu_*`, `act_layer="quick_gelu"`)
+  LayerNorm eps 1e-6, or 1e-5 for CLIP and DINOv3
+  RoPE          EVA-02 (`eva02_*`) or DINOv3 (`*_dinov3*`)
+  pooling       cls token, or average (timm's `global_pool`; EVA-02 and DINOv3 default
+                to "avg")
+  posemb rows   with or without cls/register rows (`no_embed_class`: DeiT III,
+                DINOv2-reg), else guessed from the token count
+
+A bare `.safetensors` loads when its keys leave nothing open (a timm VisionTransformer
+without `norm_pre`, with an absolute position embedding and ViT-style names); EVA-style
+names, a missing position embedding (RoPE) or `norm_pre` (CLIP: GELU or QuickGELU?)
+need the architecture, and the error says so.
+
+    params, found = read_timm("model_dir_or_file")
+    logits = found.model().apply({"params": params}, images)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import numpy as np
+
+from vit_jax.checkpoint import safetensors_io
+from vit_jax.checkpoint.errors import CheckpointError
+from vit_jax.models import options as options_lib
+from vit_jax.models import vit
+
+# timm architecture name pattern -> what the weights cannot say (first match wins).
+# Each family's timm definitions: timm/models/vision_transformer.py, deit.py, eva.py.
+TIMM_FAMILIES: list[tuple[str, dict[str, Any]]] = [
+    (r"^deit3_", dict(layer_scale=1e-6, no_embed_class=True)),
+    (r"^deit_", {}),
+    (r"_dinov3", dict(layer_scale=1e-5, rope="dinov3", layernorm_epsilon=1e-5,
+                      global_pool="avg")),
+    (r"_reg\d+_dinov2", dict(layer_scale=1e-5, no_embed_class=True)),
+    (r"_dinov2", dict(layer_scale=1e-5)),
+    (r"_clip_quickgelu", dict(layernorm_epsilon=1e-5, act_layer="quick_gelu")),
+    (r"_clip_", dict(layernorm_epsilon=1e-5)),
+    (r"^eva02_", dict(rope="eva02", rope_reference_grid=16, global_pool="avg")),
+    (r"_siglip", {}),
+    (r"^vit_", {}),
+]
+_ACTIVATIONS = {  # timm act_layer -> our options
+    "gelu": dict(mlp_activation="gelu", gelu_approximate=False),
+    "gelu_tanh": dict(mlp_activation="gelu", gelu_approximate=True),
+    "quick_gelu": dict(mlp_activation="quick_gelu"),
+}
+_POOLS = {"token": "token", "avg": "gap", "map": "map", "": "unpooled"}
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclasses.dataclass(frozen=True)
+class TimmModel:
+  """The model a timm checkpoint holds.
+
+  Attributes:
+    architecture: the timm architecture name, or None for a bare file.
+    fields: `vit.VisionTransformer` fields (sizes, patch, classifier, posemb, head).
+    options: its EncoderOptions.
+    layout: the timm module family of its names (safetensors_io.TIMM_LAYOUTS), for
+      writing it back.
+    pretrained_cfg: config.json's `pretrained_cfg` (preprocessing), or {}.
+  """
+  architecture: Optional[str]
+  fields: dict[str, Any]
+  options: options_lib.EncoderOptions
+  layout: str
+  pretrained_cfg: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def model(self, **overrides: Any) -> vit.VisionTransformer:
+    """The VisionTransformer (fields or option fields changed by `overrides`)."""
+    option_changes, overrides = options_lib.split_options(overrides)
+    return vit.VisionTransformer(options=self.options.replace(**option_changes),
+                                 **dict(self.fields, **overrides))
+
+
+def _family(architecture: str, path: str) -> dict[str, Any]:
+  name = architecture.split(".")[0]  # "eva02_base_patch14_224.mim_in22k" -> model name
+  for pattern, settings in TIMM_FAMILIES:
+    if re.search(pattern, name):
+      return dict(settings)
+  raise CheckpointError(
+      f"{path}: timm architecture {architecture!r} is not one this project builds; "
+      "supported: timm's vit_*, deit_*, deit3_*, *_dinov2, *_reg4_dinov2, *_dinov3, *_clip_*, "
+      "*_siglip_* and eva02_* models.")
+
+
+def _is_square(n: int) -> bool:
+  return n > 0 and int(round(n ** 0.5)) ** 2 == n
+
+
+def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optional[str] = None,
+             model_args: Optional[Mapping[str, Any]] = None,
+             num_heads: Optional[int] = None) -> TimmModel:
+  """The model of a timm state dict, from its keys and the architecture (see module doc).
+
+  Raises CheckpointError when the keys leave the model open and no architecture is given,
+  or when `model_args` disagree with the weights (naming the field).
+  """
+  model_args = dict(model_args or {})
+  has = lambda k: k in tensors
+  if not has("patch_embed.proj.weight"):
+    raise CheckpointError(f"{path}: not a timm ViT checkpoint: no `patch_embed.proj.weight`; "
+                          f"its keys start {sorted(tensors)[:5]}.")
+  width, _, ph, pw = tensors["patch_embed.proj.weight"].shape
+  depth = len({m.group(1) for k in tensors if (m := re.match(r"blocks\.(\d+)\.", k))})
+  eva_names = any(re.match(r"blocks\.\d+\.(gamma_1|attn\.q_bias|attn\.q_proj\.|mlp\.fc1_g\.)", k)
+                  for k in tensors)
+  if architecture is None:
+    unknown = [why for why, open_ in [
+        ("EVA-style names (gamma_1, q_bias, q_proj, fc1_g): EVA-02 or DINOv3 RoPE settings",
+         eva_names),
+        ("no pos_embed: a RoPE model", not has("pos_embed")),
+        ("norm_pre: a CLIP tower, GELU or QuickGELU", has("norm_pre.weight"))] if open_]
+    if unknown:
+      raise CheckpointError(
+          f"{path}: the weights do not determine the model ({'; '.join(unknown)}). Put the "
+          f"Hub {CONFIG_FILE} beside the file, or pass architecture=<timm name> (e.g. "
+          "'eva02_base_patch14_224', 'vit_base_patch16_dinov3', "
+          "'vit_base_patch16_clip_quickgelu_224').")
+    settings: dict[str, Any] = {}
+  else:
+    settings = _family(architecture, path)
+  settings.update({k: v for k, v in model_args.items()
+                   if k in ("act_layer", "global_pool", "init_values", "no_embed_class")})
+
+  # Fields model_args state that the weights also show must agree with them.
+  for arg, found in (("embed_dim", width), ("depth", depth), ("patch_size", ph)):
+    if arg in model_args and model_args[arg] != found:
+      raise CheckpointError(
+          f"{path}: {CONFIG_FILE} says model_args.{arg}={model_args[arg]}, the weights have "
+          f"{found}: the config belongs to another model (fix or remove {CONFIG_FILE}).")
+  heads = safetensors_io._heads(width, model_args.get("num_heads") or num_heads, path)
+
+  block0 = "blocks.0."
+  if has(block0 + "mlp.fc1_g.weight"):
+    mlp_dim, swiglu = tensors[block0 + "mlp.fc1_g.weight"].shape[0], True
+  elif depth:
+    mlp_dim = tensors[block0 + "mlp.fc2.weight"].shape[1]
+    swiglu = tensors[block0 + "mlp.fc1.weight"].shape[0] == 2 * mlp_dim
+  else:
+    raise CheckpointError(f"{path}: no encoder blocks (`blocks.0.*`).")
+  if has(block0 + "attn.qkv.bias") or has(block0 + "attn.k_proj.bias"):
+    qkv_bias = "qkv"
+  elif has(block0 + "attn.q_bias") or has(block0 + "attn.q_proj.bias"):
+    qkv_bias = "qv"
+  else:
+    qkv_bias = "none"
+
+  class_token = has("cls_token")
+  num_registers = tensors["reg_token"].shape[1] if has("reg_token") else 0
+  distilled = has("dist_token")
+  prefix = int(class_token) + int(distilled) + num_registers
+  if has("attn_pool.latent"):
+    classifier = "map"
+  elif "global_pool" in settings:
+    classifier = _POOLS[settings["global_pool"]]
+  else:
+    classifier = "token" if class_token else "gap"
+  if classifier == "token" and not class_token:
+    classifier = "gap"
+  if has("pos_embed"):
+    tokens = tensors["pos_embed"].shape[1]
+    no_embed_class = settings.get("no_embed_class")
+    if no_embed_class is None:  # a square patch grid tells where the rows are
+      no_embed_class = bool(prefix) and _is_square(tokens) and not _is_square(tokens - prefix)
+  else:
+    no_embed_class = False
+  if has("norm.weight") == has("fc_norm.weight"):
+    raise CheckpointError(f"{path}: expected one final LayerNorm, `norm` or `fc_norm`; found "
+                          f"{'both' if has('norm.weight') else 'neither'}.")
+
+  act = settings.get("act_layer", "gelu")
+  if act not in _ACTIVATIONS and not swiglu:
+    raise CheckpointError(f"{path}: act_layer {act!r} is not one of {sorted(_ACTIVATIONS)}.")
+  has_ls = has(block0 + "ls1.gamma") or has(block0 + "gamma_1")
+  options = options_lib.EncoderOptions(
+      **(_ACTIVATIONS.get(act, {}) if not swiglu else dict(mlp_activation="swiglu")),
+      layernorm_epsilon=settings.get("layernorm_epsilon", 1e-6),
+      layer_scale=(settings.get("init_values") or settings.get("layer_scale") or 1e-5)
+      if has_ls else None,
+      num_registers=num_registers, no_embed_class=no_embed_class, distilled=distilled,
+      class_token=class_token if class_token != (classifier == "token") else None,
+      fc_norm=has("fc_norm.weight"), pre_norm=has("norm_pre.weight"),
+      patch_bias=has("patch_embed.proj.bias"),
+      head_bias=has("head.bias") or not has("head.weight"),
+      mlp_inner_norm=has(block0 + "mlp.norm.weight"), qkv_bias=qkv_bias,
+      qk_norm=has(block0 + "attn.q_norm.weight"), rope=settings.get("rope"),
+      rope_reference_grid=settings.get("rope_reference_grid"))
+  fields = dict(
+      num_classes=tensors["head.weight"].shape[0] if has("head.weight") else None,
+      patch_size=(ph, pw) if ph != pw else ph, hidden_size=width, num_layers=depth,
+      mlp_dim=mlp_dim, num_heads=heads, classifier=classifier,
+      posemb="learn" if has("pos_embed") else "none",
+      representation_size=(tensors["pre_logits.fc.weight"].shape[0]
+                           if has("pre_logits.fc.weight") else None))
+  if eva_names or not has("pos_embed"):
+    layout = "eva_separate_qkv" if has(block0 + "attn.q_proj.weight") else "eva"
+  else:
+    layout = "vit"
+  return TimmModel(architecture, fields, options, layout)
+
+
+def _read_config(path: str) -> Optional[dict[str, Any]]:
+  try:
+    with open(path) as f:
+      config = json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{path}: cannot read it as JSON ({e}); fix or remove it.") from e
+  return config if isinstance(config, dict) and "architecture" in config else None
+
+
+def read_timm(path: str, architecture: Optional[str] = None,
+              num_heads: Optional[int] = None) -> tuple[dict[str, Any], TimmModel]:
+  """Reads a timm checkpoint: a Hub folder (model.safetensors + config.json) or a file.
+
+  A timm `config.json` beside a file is read too (the Hub cache keeps both in one
+  snapshot folder); a caller's `architecture` wins over the config's.
+
+  Returns:
+    (params in the layout of `found.model()`, found: TimmModel).
+  """
+  path = os.fspath(path)
+  weights = os.path.join(path, WEIGHTS_FILE) if os.path.isdir(path) else path
+  if not os.path.exists(weights):
+    raise CheckpointError(f"{path}: no {WEIGHTS_FILE} in this folder (a timm Hub folder has "
+                          f"{WEIGHTS_FILE} and {CONFIG_FILE}).")
+  config_path = os.path.join(os.path.dirname(os.path.abspath(weights)), CONFIG_FILE)
+  config = _read_config(config_path) if os.path.exists(config_path) else None
+  tensors = safetensors_io.read_safetensors(weights)
+  model_args = (config or {}).get("model_args") or {}
+  found = describe(tensors, weights, architecture or (config or {}).get("architecture"),
+                   model_args, num_heads)
+  params = safetensors_io.timm_to_linen(tensors, weights, found.fields["num_heads"])
+  if config:
+    found = dataclasses.replace(found, pretrained_cfg=dict(config.get("pretrained_cfg") or {}))
+  return params, found
