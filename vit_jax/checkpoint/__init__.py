@@ -1,6 +1,8 @@
 """Checkpoints: load the files researchers already have, adapt them, export them.
 
-    params = checkpoint.load("ViT-B_16.npz")            # any supported format
+    pre = checkpoint.load_pretrained("hf-hub:facebook/dinov2-small")   # model + params +
+    out = pre.model.apply({"params": pre.params}, images)              # preprocessing
+    params = checkpoint.load("ViT-B_16.npz")            # params only, any supported format
     params, report = checkpoint.adapt(params, model_init_params)
     checkpoint.save_npz(params, "finetuned.npz")          # released vit_jax layout
     checkpoint.save_safetensors_timm(params, "finetuned.safetensors")
@@ -13,7 +15,9 @@ msgpack files. One concern per module: `formats` (detection, `load`), `npz`,
 `read_timm`), `orbax_io`, `scenic_io`, `adapt`, `inflate` (image ViT -> ViViT),
 `video` (image ViT or video checkpoint -> ViViT), `report` (the per-key report of
 every surgery), `posemb` (position-embedding resize), `patch_resize` (FlexiViT),
-`convert` (`python -m vit_jax.convert`). The file formats, their key names and
+`convert` (`python -m vit_jax.convert`), `pretrained` (`load_pretrained`: the model a
+file holds), `hub` (`hf-hub:` ids), `hf_vision` and `openclip_vision` (transformers and
+OpenCLIP towers in timm's names), `preprocessing` (the input a checkpoint expects). The file formats, their key names and
 shapes: docs/checkpoint_formats.md.
 
 Video models:
@@ -36,6 +40,7 @@ from vit_jax.checkpoint.npz import save_npz
 from vit_jax.checkpoint.orbax_io import resolve_item_dir
 from vit_jax.checkpoint.patch_resize import resize_patch_kernel
 from vit_jax.checkpoint.posemb import resize_posemb
+from vit_jax.checkpoint.pretrained import Pretrained, load_pretrained
 from vit_jax.checkpoint.report import AdaptReport, KeyAction
 from vit_jax.checkpoint.safetensors_io import linen_to_timm, save_safetensors_timm
 from vit_jax.checkpoint.timm_model import TimmModel, read_timm
@@ -46,4 +51,5 @@ __all__ = [
     "inflate_from_image",
     "container", "is_video_params", "linen_to_timm", "load", "load_with_format", "resize_patch_kernel", "resize_posemb",
     "resolve_item_dir", "save_npz", "save_safetensors_timm", "TimmModel", "read_timm",
+    "Pretrained", "load_pretrained",
 ]

@@ -1,0 +1,231 @@
+"""`load_pretrained(path)`: the model a checkpoint holds, its params and its preprocessing.
+
+    pre = checkpoint.load_pretrained("hf-hub:facebook/dinov2-small")
+    features = pre.model.apply({"params": pre.params}, images)   # pooled output [B, D]
+
+Everything comes from the file (and the configs beside it), nothing from the caller:
+
+  source                                  architecture from               preprocessing from
+  timm file / Hub folder                  keys + config.json architecture  pretrained_cfg
+  transformers folder (config.json        model_type, sizes, eps, act     preprocessor_config.json
+    with model_type; hf_vision)
+  OpenCLIP (`visual.*`; openclip_vision)  keys + open_clip_config.json    preprocess_cfg
+  .npz (vit_jax / AugReg / big_vision),   the parameter shapes            the JAX default
+    Orbax workdir
+  hf-hub:ORG/NAME                         its cached snapshot folder, as above
+
+A family default (preprocessing.FAMILY_DEFAULTS) stands in where no config says it. A file
+with a classification head gives a model whose output is that head's logits (a distilled
+DeiT: the mean of both heads); one without gives `num_classes=None` and the family's pooled
+representation (the normed cls token for DINOv2 and CLIP, the MAP head for SigLIP,
+`pre_logits` for a ViT with a pooler).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import numpy as np
+
+from vit_jax.checkpoint import (
+  formats,
+  hf_vision,
+  hub,
+  openclip_vision,
+  safetensors_io,
+  timm_model,
+)
+from vit_jax.checkpoint import preprocessing as prep
+from vit_jax.checkpoint.errors import CheckpointError
+from vit_jax.models import options as options_lib
+from vit_jax.models import vit
+
+HF_PREPROCESSOR = "preprocessor_config.json"
+# The family a timm architecture name belongs to, for its default preprocessing.
+_TIMM_FAMILY = [(r"^deit", "deit"), (r"_dinov3", "dinov3"), (r"_dinov2", "dinov2"),
+                (r"_clip", "clip"), (r"_siglip", "siglip"), (r"^eva02", "eva02"),
+                (r"\.mae", "mae"), (r"", "vit_jax")]
+_HF_FAMILY = {"dinov2": "dinov2", "dinov2_with_registers": "dinov2", "vit_mae": "mae",
+              "deit": "deit", "clip": "clip", "clip_vision_model": "clip", "siglip": "siglip",
+              "siglip_vision_model": "siglip", "vit": "vit_jax"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+  """What `load_pretrained` found.
+
+  Attributes:
+    model: the module (`model.apply({"params": params}, images)`).
+    params: its parameters (numpy, per-layer Linen layout).
+    preprocessing: the input it expects (`preprocessing.data_overrides()` for config.data).
+    format: "timm", "hf:<model_type>", "openclip", or a `formats.FORMATS` name.
+    source: the file the weights came from.
+    left_out: keys of the file that are not part of the vision model (a text tower,
+      MAE's decoder), for the caller to log.
+  """
+  model: vit.VisionTransformer
+  params: dict[str, Any]
+  preprocessing: prep.Preprocessing
+  format: str
+  source: str
+  left_out: tuple[str, ...] = ()
+
+
+def _grid_size(model_fields: Mapping[str, Any], options: options_lib.EncoderOptions,
+               posemb_rows: Optional[int], default: int) -> tuple[int, int]:
+  """Input size in pixels from the position embedding (square grids), else `default`."""
+  patch = model_fields["patch_size"]
+  patch = patch if isinstance(patch, int) else patch[0]
+  if posemb_rows is None:
+    return (default, default)
+  prefix = 0 if options.no_embed_class else options.num_prefix_tokens(model_fields["classifier"])
+  side = int(round((posemb_rows - prefix) ** 0.5))
+  return (side * patch, side * patch)
+
+
+def _timm_family(architecture: Optional[str]) -> str:
+  name = architecture or ""
+  return next(f for pattern, f in _TIMM_FAMILY if re.search(pattern, name))
+
+
+def _from_timm_tensors(tensors: Mapping[str, np.ndarray], source: str, architecture: str,
+                       model_args: Mapping[str, Any], overrides: Mapping[str, Any],
+                       num_heads: Optional[int]) -> tuple[vit.VisionTransformer, dict[str, Any],
+                                                          tuple[int, int]]:
+  found = timm_model.describe(tensors, source, architecture, model_args, num_heads)
+  if overrides:
+    found = dataclasses.replace(found, options=found.options.replace(**overrides))
+  params = safetensors_io.timm_to_linen(tensors, source, found.fields["num_heads"])
+  rows = tensors["pos_embed"].shape[1] if "pos_embed" in tensors else None
+  size = model_args.get("img_size") or 224
+  size = _grid_size(found.fields, found.options, rows, size) if rows else (size, size)
+  return found.model(), params, size
+
+
+def describe_linen(params: Mapping[str, Any], fmt: str) -> vit.VisionTransformer:
+  """The VisionTransformer of per-layer Linen params (npz, Orbax): sizes from the shapes."""
+  try:
+    kernel = params["embedding"]["kernel"]  # [p, p, 3, D]
+    blocks = sorted(int(k.rsplit("_", 1)[1]) for k in params["Transformer"]
+                    if k.startswith("encoderblock_"))
+    block = params["Transformer"][f"encoderblock_{blocks[0]}"]
+    heads = block["MultiHeadDotProductAttention_0"]["query"]["kernel"].shape[1]
+    mlp = block["MlpBlock_0"]["Dense_0"]["kernel"].shape[1]
+  except (KeyError, IndexError) as e:
+    raise CheckpointError(f"a {fmt} checkpoint without the ViT parameter tree this project "
+                          f"builds (missing {e}).") from e
+  if "MAPHead_0" in params:
+    classifier = "map"
+  elif "cls" in params:
+    classifier = "token"
+  else:
+    classifier = "gap"
+  posemb = "learn" if "posembed_input" in params["Transformer"] else "sincos2d"
+  p = kernel.shape[0] if kernel.shape[0] == kernel.shape[1] else tuple(kernel.shape[:2])
+  return vit.VisionTransformer(
+      num_classes=params["head"]["kernel"].shape[-1] if "head" in params else None,
+      patch_size=p, hidden_size=kernel.shape[-1], num_layers=len(blocks), mlp_dim=mlp,
+      num_heads=heads, classifier=classifier, posemb=posemb,
+      representation_size=(params["pre_logits"]["kernel"].shape[-1]
+                           if "pre_logits" in params else None),
+      options=options_lib.EncoderOptions(
+          gelu_approximate=fmt not in ("timm", "hf"), patch_bias="bias" in params["embedding"]))
+
+
+def _linen_pretrained(path: str) -> Pretrained:
+  params, fmt = formats.load_with_format(path)
+  model = describe_linen(params, fmt)
+  posemb = params["Transformer"].get("posembed_input", {}).get("pos_embedding")
+  rows = posemb.shape[1] if posemb is not None else None
+  size = _grid_size(dict(patch_size=model.patch_size, classifier=model.classifier),
+                    model.options, rows, 224)
+  return Pretrained(model, params, prep.family_default("vit_jax", size), fmt, path)
+
+
+def _hf_pretrained(folder: str, weights: str, config: Mapping[str, Any]) -> Pretrained:
+  model_type = config.get("model_type")
+  tensors = safetensors_io.read_safetensors(weights)
+  vision = config.get("vision_config", config)
+  heads = vision.get("num_attention_heads")
+  family = _HF_FAMILY.get(model_type, "vit_jax")
+  pre_cfg = prep.read_json(os.path.join(folder, HF_PREPROCESSOR))
+  if model_type == "vit":  # HF ViT: its own reader (safetensors_io.hf_to_linen)
+    params, fmt = safetensors_io.load_safetensors(weights, heads)
+    model = describe_linen(params, fmt).clone(
+        layernorm_epsilon=vision.get("layer_norm_eps", 1e-12))
+    size = (vision.get("image_size", 224),) * 2
+    left_out: list[str] = []
+  else:
+    timm_sd, arch, args, overrides, left_out = hf_vision.to_timm(config, tensors)
+    model, params, size = _from_timm_tensors(timm_sd, weights, arch, args, overrides, heads)
+    fmt = f"hf:{model_type}"
+  pre = (prep.from_hf_preprocessor(pre_cfg, os.path.join(folder, HF_PREPROCESSOR)) if pre_cfg
+         else prep.family_default(family, size))
+  return Pretrained(model, params, pre, fmt, weights, tuple(left_out))
+
+
+def _openclip_pretrained(weights: str, tensors: Mapping[str, np.ndarray],
+                         config: Optional[Mapping[str, Any]],
+                         architecture: Optional[str]) -> Pretrained:
+  quick_gelu = openclip_vision.quick_gelu_from_config(config)
+  if architecture:
+    quick_gelu = "quickgelu" in architecture
+  timm_sd, arch, args, overrides, left_out = openclip_vision.to_timm(
+      tensors, quick_gelu=quick_gelu, source=weights)
+  model, params, size = _from_timm_tensors(timm_sd, weights, arch, args, overrides, None)
+  pre = (prep.from_openclip_config(config, size) if config
+         else prep.family_default("clip", size))
+  return Pretrained(model, params, pre, "openclip", weights, tuple(left_out))
+
+
+def _timm_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
+  params, found = timm_model.read_timm(path, architecture)
+  weights = os.path.join(path, timm_model.WEIGHTS_FILE) if os.path.isdir(path) else path
+  tensors_posemb = params.get("Transformer", {}).get("posembed_input", {}).get("pos_embedding")
+  rows = tensors_posemb.shape[1] if tensors_posemb is not None else None
+  size = _grid_size(found.fields, found.options, rows, 224)
+  pre = prep.from_timm_config({"pretrained_cfg": found.pretrained_cfg}, weights) \
+      if found.pretrained_cfg else None
+  pre = pre or prep.family_default(_timm_family(found.architecture), size)
+  return Pretrained(found.model(), params, pre, "timm", weights)
+
+
+def load_pretrained(path: str, *, architecture: Optional[str] = None) -> Pretrained:
+  """The model, params and preprocessing of a checkpoint (see the module docstring).
+
+  Args:
+    path: a file, a folder (timm Hub, transformers, OpenCLIP, Orbax workdir), or
+      `hf-hub:ORG/NAME[@REVISION]`.
+    architecture: a timm architecture name, for a bare file whose keys leave the model
+      open (RoPE settings, QuickGELU).
+  """
+  path = os.fspath(path)
+  if hub.is_hub_id(path):
+    path = hub.resolve(path)
+  folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+  config = prep.read_json(os.path.join(folder, timm_model.CONFIG_FILE)) or {}
+  clip_config = prep.read_json(os.path.join(folder, openclip_vision.CONFIG_FILE))
+  if os.path.isdir(path):
+    candidates = [n for n in (timm_model.WEIGHTS_FILE, "open_clip_model.safetensors")
+                  if os.path.exists(os.path.join(path, n))]
+    if not candidates:  # an Orbax workdir, a Scenic folder, or nothing readable
+      return _linen_pretrained(path)
+    weights = os.path.join(path, candidates[0])
+  else:
+    weights = path
+  if formats.container(weights) != "safetensors":  # .npz (and pickles: refused there)
+    return _linen_pretrained(weights)
+  if "model_type" in config and "architecture" not in config:
+    return _hf_pretrained(folder, weights, config)
+  tensors = safetensors_io.read_safetensors(weights)
+  if openclip_vision.is_openclip(tensors):
+    return _openclip_pretrained(weights, tensors, clip_config, architecture)
+  if "patch_embed.proj.weight" not in tensors and any(".embeddings." in f".{k}" for k in tensors):
+    raise CheckpointError(
+        f"{weights}: transformers weights without their config.json (model_type, sizes): "
+        "load the model folder (or hf-hub:ORG/NAME) rather than the file alone.")
+  return _timm_pretrained(weights, architecture)
