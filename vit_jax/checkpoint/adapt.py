@@ -121,15 +121,27 @@ def _target_grid(target_tokens: int, patch_hw: tuple[int, int],
   return new_grid
 
 
-def _adapt_posemb(src: np.ndarray, tgt: Any, *, src_has_cls: bool, tgt_has_cls: bool,
+def posemb_prefix_rows(model: Any) -> int:
+  """Rows of a model's position embedding before the patch grid (cls, dist, registers).
+
+  0 with `no_embed_class` (timm's DeiT III, DINOv2 with registers): only patches get one.
+  """
+  options = model.options
+  if options.no_embed_class:
+    return 0
+  return options.num_prefix_tokens(model.classifier)
+
+
+def _adapt_posemb(src: np.ndarray, tgt: Any, *, src_prefix: int, tgt_prefix: int,
                   tgt_init: Optional[np.ndarray], resize: bool, method: str,
                   source_grid, grid, image_size, patch_hw, report: AdaptReport) -> np.ndarray:
-  """Position embedding [1, N(+1), D] -> the model's token count and cls row."""
+  """Position embedding [1, prefix + N, D] -> the model's token count and prefix rows."""
   src_shape, tgt_shape = tuple(src.shape), tuple(tgt.shape)
   if src.ndim != 3 or src_shape[-1] != tgt_shape[-1]:
     raise _shape_error(POSEMB_KEY, src_shape, tgt_shape)
-  src_grid_tokens = src_shape[1] - src_has_cls
-  tgt_grid_tokens = tgt_shape[1] - tgt_has_cls
+  src_grid_tokens = src_shape[1] - src_prefix
+  tgt_grid_tokens = tgt_shape[1] - tgt_prefix
+  rows = lambda n: "cls row" if n == 1 else f"{n} prefix rows"
   notes = []
   if src_grid_tokens != tgt_grid_tokens:
     if not resize:
@@ -140,22 +152,28 @@ def _adapt_posemb(src: np.ndarray, tgt: Any, *, src_has_cls: bool, tgt_has_cls: 
     new_grid = _target_grid(tgt_grid_tokens, patch_hw, grid, image_size)
     old_grid = (tuple(source_grid) if source_grid else
                 posemb_lib.square_grid(src_grid_tokens, "the checkpoint's pos_embedding"))
-    src = posemb_lib.resize_posemb(src, new_grid, num_prefix_tokens=int(src_has_cls),
+    src = posemb_lib.resize_posemb(src, new_grid, num_prefix_tokens=src_prefix,
                                    old_grid=old_grid, method=method)
     notes.append(f"{method} resize of the {old_grid[0]}x{old_grid[1]} grid to "
-                 f"{new_grid[0]}x{new_grid[1]}" + (", cls row kept" if src_has_cls else ""))
+                 f"{new_grid[0]}x{new_grid[1]}" + (f", {rows(src_prefix)} kept"
+                                                   if src_prefix else ""))
   expected = True
-  if src_has_cls and not tgt_has_cls:
-    src = src[:, 1:]
-    notes.append("dropped the cls row: the model has no cls token")
+  if src_prefix and not tgt_prefix:
+    src = src[:, src_prefix:]
+    notes.append(f"dropped the {rows(src_prefix)}: the model's position embedding has none")
     expected = False
-  elif tgt_has_cls and not src_has_cls:
+  elif tgt_prefix and not src_prefix:
     if tgt_init is None:
-      raise CheckpointError(f"{POSEMB_KEY}: the model needs a cls row the checkpoint lacks; "
-                            "pass concrete init_params to initialise it.")
-    src = np.concatenate([np.asarray(tgt_init)[:, :1].astype(src.dtype), src], axis=1)
-    notes.append("cls row taken from init_params: the checkpoint has no cls token")
+      raise CheckpointError(f"{POSEMB_KEY}: the model needs a {rows(tgt_prefix)} the "
+                            "checkpoint lacks; pass concrete init_params to initialise it.")
+    src = np.concatenate([np.asarray(tgt_init)[:, :tgt_prefix].astype(src.dtype), src], axis=1)
+    notes.append(f"{rows(tgt_prefix)} taken from init_params: the checkpoint has none")
     expected = False
+  elif src_prefix != tgt_prefix:
+    raise CheckpointError(
+        f"{POSEMB_KEY}: the checkpoint's position embedding has {src_prefix} rows before "
+        f"the patches (cls/distillation/register tokens), the model's {tgt_prefix}: build "
+        "the model with the checkpoint's tokens (model_name='from_checkpoint').")
   action = "reshaped" if notes else "copied"
   report.add(POSEMB_KEY, action, src_shape, tgt_shape, "; ".join(notes), expected)
   return src
@@ -197,6 +215,7 @@ def adapt(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
           source_grid: Optional[Sequence[int]] = None, grid: Optional[Sequence[int]] = None,
           image_size: Optional[Sequence[int] | int] = None, resize_patch: bool = False,
           reinit: Sequence[str] = (), strict: bool = False, log: bool = True,
+          posemb_prefix: Optional[tuple[int, int]] = None,
           ) -> tuple[dict[str, Any], AdaptReport]:
   """Fits restored params (from `load`) to a model's params.
 
@@ -221,6 +240,9 @@ def adapt(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
       the head, pre_logits and the posemb/patch resizes asked for) instead of
       re-initialising or ignoring it.
     log: log the report (`AdaptReport.log`).
+    posemb_prefix: (checkpoint's, model's) position-embedding rows before the patch grid
+      (`posemb_prefix_rows(model)`); default: one for a cls token on either side, as in
+      the vit_jax / timm ViTs.
 
   Returns:
     (params, report): params as a nested dict of numpy arrays in the model's
@@ -246,7 +268,7 @@ def adapt(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
   # Before any per-key check: missing blocks must raise, not be re-initialised.
   _check_depth(source, target)
   out: dict[str, np.ndarray] = {}
-  src_has_cls, tgt_has_cls = "cls" in source, "cls" in target
+  src_prefix, tgt_prefix = posemb_prefix or (int("cls" in source), int("cls" in target))
   for key in sorted(target, key=_natural_key):
     tgt = target[key]
     tgt_shape = tuple(tgt.shape)
@@ -265,7 +287,7 @@ def adapt(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
       report.add(key, "reinitialised", None, tgt_shape, note, expected)
     elif key == POSEMB_KEY:
       out[key] = _adapt_posemb(
-          src, tgt, src_has_cls=src_has_cls, tgt_has_cls=tgt_has_cls,
+          src, tgt, src_prefix=src_prefix, tgt_prefix=tgt_prefix,
           tgt_init=None if isinstance(tgt, jax.ShapeDtypeStruct) else tgt,
           resize=resize_posemb, method=posemb_method, source_grid=source_grid, grid=grid,
           image_size=image_size, patch_hw=tuple(target[EMBEDDING_KERNEL].shape[:2]),

@@ -19,6 +19,8 @@ from vit_jax import data
 from vit_jax.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adamw")
+# model_name for "the architecture of init_from.path" (checkpoint.load_pretrained).
+FROM_CHECKPOINT = "from_checkpoint"
 SCHEDULES = ("cosine", "linear", "rsqrt", "constant")
 MODES = ("train", "eval")
 
@@ -70,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from.posemb_method = "bilinear"
   c.init_from.strict = False
   c.init_from.reset_head = False  # start from a zero head even when the class count matches
+  # model_name="from_checkpoint": train, evaluate and predict with the checkpoint's input
+  # normalisation (mean/std or value range) and evaluation crop, at data.image_size.
+  c.init_from.preprocessing = True
   # Video (ViViT) models initialised from an image ViT (vit_jax.checkpoint.inflate); a video
   # checkpoint (this project's or Scenic's) is copied as it is and needs the defaults.
   c.init_from.kernel_init_method = "central_frame"  # tubelet kernel: or "average", "repeat"
@@ -190,8 +195,15 @@ def _check_model_options(config: ml_collections.ConfigDict) -> None:
   from vit_jax.models import registry  # noqa: PLC0415
 
   options = model_options(config.model.to_dict())  # a bad model.remat raises here
+  name = config.model_name
+  if name == FROM_CHECKPOINT:
+    if not config.init_from.path:
+      raise ConfigError(f"Invalid config: model_name={FROM_CHECKPOINT!r} takes the "
+                        "architecture from the checkpoint: set --config.init_from.path="
+                        "FILE_OR_FOLDER (or hf-hub:ORG/NAME).")
+    name = "ViT-Ti_16"  # the options are checked on a stand-in; the file decides the rest
   try:
-    registry.create_model(config.model_name, num_classes=1, **options)
+    registry.create_model(name, num_classes=1, **options)
   except (TypeError, ValueError) as e:
     raise ConfigError(f"Invalid config: model_name={config.model_name!r}, model: {e}") from e
 
@@ -230,10 +242,46 @@ def _video_init_checks(config: ml_collections.ConfigDict) -> list[tuple[bool, st
             for k, choices in keys.items()]
   changed = [k for k in keys if c[k] != default[k]]
   try:
-    is_video = "tubelet_size" in registry.model_kwargs(config.model_name)
+    is_video = (config.model_name != FROM_CHECKPOINT and
+                "tubelet_size" in registry.model_kwargs(config.model_name))
   except ValueError:  # an unknown model name is create_model's error to report
     is_video = True
   checks.append((is_video or not changed,
                  f"init_from.{', init_from.'.join(changed)} only apply to video (ViViT) "
                  f"models, not {config.model_name}"))
   return checks
+
+
+def build_model(config: Any, num_classes: int, pretrained: Any = None):
+  """The module a config (ConfigDict or its config.json dict) describes.
+
+  model_name=FROM_CHECKPOINT: the architecture of `init_from.path` (`pretrained`, a
+  `checkpoint.Pretrained`, when the caller has loaded it already) with a head for
+  `num_classes` and the config's `model` options on top (dropout, stochastic depth,
+  dtype, ...). remat="auto" builds the model without remat (see model_options).
+  """
+  from vit_jax import checkpoint, models  # noqa: PLC0415 (flax stays out of the schema)
+
+  options = model_options(dict(config["model"]))
+  if config["model_name"] != FROM_CHECKPOINT:
+    return models.create_model(config["model_name"], num_classes=num_classes, **options)
+  if pretrained is None:
+    pretrained = checkpoint.load_pretrained(config["init_from"]["path"])
+  return pretrained.model.clone(num_classes=num_classes, **options)
+
+
+def with_pretrained_preprocessing(config: ml_collections.ConfigDict, preprocessing: Any
+                                  ) -> ml_collections.ConfigDict:
+  """A copy of `config` whose data normalisation and eval crop are the checkpoint's.
+
+  data.image_size stays (the position embedding is resized to it); the evaluation resize
+  keeps the checkpoint's crop fraction at that size.
+  """
+  over = preprocessing.data_overrides()
+  config = ml_collections.ConfigDict(config.to_dict())
+  d = config.data
+  d.value_range, d.mean, d.std = over["value_range"], over["mean"], over["std"]
+  shorter = min(data.config.image_size(d))
+  d.resize_small = (None if preprocessing.crop_pct >= 1.0
+                    else int(round(shorter / preprocessing.crop_pct)))
+  return config

@@ -20,6 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from vit_jax import checkpoint, data, models, paths
+from vit_jax.checkpoint.adapt import posemb_prefix_rows
 from vit_jax.checkpoint.orbax_io import CHECKPOINTS_DIR
 from vit_jax.driver import checkpointer, optim, parallel, steps
 from vit_jax.driver import config as config_lib
@@ -78,10 +79,9 @@ class _Preemption:
 REMAT_AUTO_MEMORY_FRACTION = 0.9
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int):
+def build_model(config: ml_collections.ConfigDict, num_classes: int, pretrained=None):
   # remat="auto" starts without remat; compile_train_step switches it on if needed.
-  return models.create_model(config.model_name, num_classes=num_classes,
-                             **config_lib.model_options(config.model.to_dict()))
+  return config_lib.build_model(config, num_classes, pretrained)
 
 
 def device_memory_limit() -> int | None:
@@ -159,6 +159,16 @@ class Setup:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     config_lib.validate(config)
+    # model_name="from_checkpoint": the file gives the architecture (and, with
+    # init_from.preprocessing, the input normalisation); it is read once, here.
+    self.pretrained = None
+    if config.model_name == config_lib.FROM_CHECKPOINT:
+      self.pretrained = checkpoint.load_pretrained(config.init_from.path)
+      logging.info("Model from %s (%s): %s; its preprocessing: %s", config.init_from.path,
+                   self.pretrained.format, self.pretrained.model.__class__.__name__,
+                   self.pretrained.preprocessing)
+      if config.init_from.preprocessing:
+        config = config_lib.with_pretrained_preprocessing(config, self.pretrained.preprocessing)
     self.config = config
     self.workdir = workdir
     self.mesh = parallel.create_mesh(config.mesh.fsdp)
@@ -170,7 +180,7 @@ class Setup:
                          f"multiple of {n} (the batch size is global, over all hosts).")
     self.batch_sharding = parallel.batch_sharding(self.mesh)
     self.info = data.get_info(config.data)
-    self.model = build_model(config, self.info.num_classes)
+    self.model = build_model(config, self.info.num_classes, self.pretrained)
     self.dummy = jnp.zeros((1,) + tuple(self.info.input_shape), jnp.float32)
     self.abstract_params = jax.eval_shape(
         lambda: self.model.init(jax.random.key(0), self.dummy)["params"])
@@ -231,11 +241,17 @@ class Setup:
     if isinstance(self.model, models.VideoTransformer):
       return self._video_pretrained_params(path, reset_head)
     init = self.host_init_params()
-    restored = checkpoint.load(path)
+    same_file = self.pretrained is not None and path == self.config.init_from.path
+    restored = self.pretrained.params if same_file else checkpoint.load(path)
     c = self.config.init_from
+    # The rows before the patch grid: known from both models when the file gave the
+    # architecture; else the vit_jax/timm convention (a cls row with a cls token).
+    prefix = ((posemb_prefix_rows(self.pretrained.model),
+               posemb_prefix_rows(self.model)) if same_file else None)
     params, report = checkpoint.adapt(
         restored, init, resize_posemb=c.resize_posemb, posemb_method=c.posemb_method,
-        strict=c.strict, reinit=("head/",) if reset_head else (), log=False)
+        strict=c.strict, reinit=("head/",) if reset_head else (), log=False,
+        posemb_prefix=prefix)
     logging.info("Initialised from %s:\n%s", path, report)
     return _place(params, self.param_shardings)
 

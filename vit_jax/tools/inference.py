@@ -104,8 +104,8 @@ def load_run(workdir: str) -> TrainedModel:
         "checkpoint file use --checkpoint FILE --model NAME.")
   config, info = saved["config"], saved["data_info"]
   # Inference needs no remat (nothing is kept for a backward pass): "auto" -> off.
-  model = models.create_model(config["model_name"], num_classes=info["num_classes"],
-                              **config_lib.model_options(config.get("model", {})))
+  model = config_lib.build_model(dict(config, model=config.get("model", {})),
+                                 info["num_classes"])
   # The weights the evaluator scores (the EMA when the run kept one).
   params, _ = orbax_io.load_orbax(workdir, entry="eval")
   return TrainedModel(model=model, params=params, class_names=tuple(info["class_names"]),
