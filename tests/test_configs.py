@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import pytest
 from absl import flags
 
-from tests.helpers import CONFIGS, load_config
+from tests.helpers import CONFIGS, REPO, load_config
 from vit_jax import data, models
 from vit_jax.data import config as data_config
 from vit_jax.driver import config as config_lib
@@ -72,6 +72,8 @@ def config_arguments(name: str) -> list[str]:
     return ["", *module._DATASETS, *(f"{d},{s}" for d in module._DATASETS for s in ("B", "L"))]
   if name == "vivit_moving_digits":  # VARIANT[,vit_digits]
     return ["", *(v + o for v in module.VARIANTS for o in ("", ",vit_digits"))]
+  if name == "finetune_pretrained":  # RECIPE
+    return ["", *module.RECIPES]
   raise AssertionError(f"configs/{name}.py takes an argument: list the values its docstring "
                        "names in tests/test_configs.py:config_arguments.")
 
@@ -84,6 +86,8 @@ def expected_model(name: str, arg: str) -> str:
     return "ViT-Nano_2"  # vit_digits_finetune: "the vit_digits model"
   if name == "vit_s16_i1k":
     return "ViT-S_16"
+  if name == "finetune_pretrained":  # the model of init_from.path
+    return config_lib.FROM_CHECKPOINT
   if name == "vivit_paper":  # ViViT-{B,L}/16x2, default L
     size = arg.split(",")[1] if "," in arg else "L"
     return f"ViViT-{size}_16x2"
@@ -94,6 +98,25 @@ def expected_model(name: str, arg: str) -> str:
     patch = "2" if "vit_digits" in arg else "4"
     return f"ViViT-Nano_{patch}x{1 if variant == 'frame_average' else 2}"
   raise AssertionError(f"configs/{name}.py: add the model its docstring names here.")
+
+
+@pytest.fixture(scope="module")
+def pretrained_folder(tmp_path_factory) -> str:
+  """A tiny transformers DINOv2 folder (released names and shapes) for from_checkpoint configs."""
+  import json  # noqa: PLC0415
+
+  import numpy as np  # noqa: PLC0415
+  import safetensors.numpy  # noqa: PLC0415
+
+  with open(os.path.join(REPO, "tests", "checkpoint", "data", "hf_vision_keys.json")) as f:
+    entry = json.load(f)["models"]["dinov2"]
+  folder = tmp_path_factory.mktemp("dinov2")
+  rng = np.random.default_rng(0)
+  safetensors.numpy.save_file({k: rng.normal(size=s).astype(np.float32)
+                               for k, s in entry["keys"].items()},
+                              str(folder / "model.safetensors"))
+  (folder / "config.json").write_text(json.dumps(entry["config"]))
+  return str(folder)
 
 
 CASES = [(name, arg) for name in CONFIG_FILES for arg in config_arguments(name)]
@@ -123,8 +146,11 @@ def test_docstring_states_the_command_and_the_arguments(name):
 
 
 @pytest.mark.parametrize("name,arg", CASES, ids=[_spec(n, a)[8:] for n, a in CASES])
-def test_config_loads_validates_and_builds(name, arg):
+def test_config_loads_validates_and_builds(name, arg, pretrained_folder):
   c = load_config(_spec(name, arg))
+  if c.model_name == config_lib.FROM_CHECKPOINT:  # the user names the file
+    assert not c.init_from.path
+    c.init_from.path = pretrained_folder
   config_lib.validate(c)
   data.validate(c.data)
   assert c.model_name == expected_model(name, arg)
@@ -155,8 +181,13 @@ def test_config_loads_validates_and_builds(name, arg):
 
   tx = optim.create_optimizer(c, params)
   opt_state = jax.eval_shape(tx.init, params)
-  # Per parameter: a momentum (SGD) or first and second moments (AdamW); scalars besides.
+  # Per trained parameter: a momentum (SGD) or first and second moments (AdamW); scalars
+  # besides. Frozen parameters (c.freeze: a linear probe's backbone) have no state.
   moments = {"sgd": 1 if c.optimizer.momentum else 0, "adamw": 2}[c.optimizer.name]
+  if c.freeze:
+    frozen = jax.tree.leaves(optim.frozen_mask(params, tuple(c.freeze)))
+    count = sum(x.size for x, f in zip(jax.tree.leaves(params), frozen, strict=True) if not f)
+    assert count == head["kernel"].size + head["bias"].size  # the probe trains the head alone
   assert sum(x.size for x in jax.tree.leaves(opt_state) if x.ndim) == moments * count
 
 

@@ -60,6 +60,20 @@ def test_layer_decay_scales(scan_layers):
     assert float(scales["Transformer"]["encoderblock_1"]["LayerNorm_0"]["scale"]) == 0.5
 
 
+def test_layer_decay_puts_every_token_and_the_pre_norm_before_the_blocks():
+  # A distilled model with registers and CLIP's pre-norm (DeiT / DINOv2 / CLIP options).
+  model = models.create_model("ViT-Mu_4", num_classes=3, distilled=True, num_registers=2,
+                              pre_norm=True, layer_scale=1e-5)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  scales = optim.layer_decay_scales(params, 0.5)
+  for first in (scales["cls"], scales["dist"], scales["registers"],
+                scales["Transformer"]["pre_norm"]["scale"]):
+    assert float(first) == 0.125
+  assert float(scales["head_dist"]["kernel"]) == 1.0
+  block1 = scales["Transformer"]["encoderblock_1"]
+  assert all(float(x) == 0.5 for x in jax.tree.leaves(block1))  # LayerScale included
+
+
 def test_freeze_by_regex_leaves_those_parameters_unchanged():
   params = _params()
   c = _config(freeze=(r"^embedding/", r"encoderblock_0/"), **{"lr.base": 0.1})

@@ -53,12 +53,17 @@ def weight_decay_mask(params: Any) -> Any:
 
 
 def _layer_index(path: str, depth: int) -> int:
-  """0 for the embeddings, i+1 for encoder block i, depth+1 for everything after."""
+  """0 for what comes before the blocks, i+1 for encoder block i, depth+1 after them.
+
+  Before the blocks (BEiT / timm layer decay): the patch embedding, position embedding,
+  cls, distillation and register tokens, and CLIP's pre-norm.
+  """
   parts = path.split("/")
   for part in parts:
     if m := _BLOCK.match(part):
       return int(m.group(1)) + 1
-  if parts[0] in ("embedding", "cls") or "posembed_input" in parts:
+  if (parts[0] in ("embedding", "cls", "dist", "registers") or "posembed_input" in parts
+      or "pre_norm" in parts):
     return 0
   return depth + 1
 
