@@ -121,13 +121,39 @@ def _target_grid(target_tokens: int, patch_hw: tuple[int, int],
   return new_grid
 
 
-def _adapt_posemb(src: np.ndarray, tgt: Any, *, src_has_cls: bool, tgt_has_cls: bool,
+def posemb_prefix_rows(params: Mapping[str, Any], rows: int) -> int:
+  """How many of the posemb's `rows` belong to prefix tokens (cls, dist, registers).
+
+  All prefix tokens have a row, unless the model adds the embedding to the patches only
+  (`no_embed_class`), which shows as a square row count that the prefix would break
+  (e.g. DeiT III's 196 rows with a cls token); a non-square grid of such a model is
+  read as having prefix rows.
+  """
+  prefix = int("cls" in params) + int("dist" in params)
+  if "registers" in params:
+    prefix += int(np.shape(params["registers"])[1])
+  is_square = lambda n: n > 0 and int(round(n ** 0.5)) ** 2 == n
+  if prefix and is_square(rows) and not is_square(rows - prefix):
+    return 0
+  return prefix
+
+
+def _adapt_posemb(src: np.ndarray, tgt: Any, *, src_has_cls: int, tgt_has_cls: int,
                   tgt_init: Optional[np.ndarray], resize: bool, method: str,
                   source_grid, grid, image_size, patch_hw, report: AdaptReport) -> np.ndarray:
-  """Position embedding [1, N(+1), D] -> the model's token count and cls row."""
+  """Position embedding [1, P + N, D] -> the model's token count and prefix rows.
+
+  `src_has_cls` / `tgt_has_cls`: the number P of prefix rows (posemb_prefix_rows); a
+  single cls row may be dropped or taken from init, other differences raise.
+  """
   src_shape, tgt_shape = tuple(src.shape), tuple(tgt.shape)
   if src.ndim != 3 or src_shape[-1] != tgt_shape[-1]:
     raise _shape_error(POSEMB_KEY, src_shape, tgt_shape)
+  if src_has_cls != tgt_has_cls and max(src_has_cls, tgt_has_cls) > 1:
+    raise CheckpointError(
+        f"{POSEMB_KEY}: the checkpoint's position embedding has {src_has_cls} prefix "
+        f"(cls / distillation / register) rows, the model's {tgt_has_cls}: build the model "
+        "with the checkpoint's tokens (distilled, num_registers, no_embed_class).")
   src_grid_tokens = src_shape[1] - src_has_cls
   tgt_grid_tokens = tgt_shape[1] - tgt_has_cls
   notes = []
@@ -143,7 +169,9 @@ def _adapt_posemb(src: np.ndarray, tgt: Any, *, src_has_cls: bool, tgt_has_cls: 
     src = posemb_lib.resize_posemb(src, new_grid, num_prefix_tokens=int(src_has_cls),
                                    old_grid=old_grid, method=method)
     notes.append(f"{method} resize of the {old_grid[0]}x{old_grid[1]} grid to "
-                 f"{new_grid[0]}x{new_grid[1]}" + (", cls row kept" if src_has_cls else ""))
+                 f"{new_grid[0]}x{new_grid[1]}" + (
+                     f", {src_has_cls} prefix rows kept" if src_has_cls > 1 else
+                     ", cls row kept" if src_has_cls else ""))
   expected = True
   if src_has_cls and not tgt_has_cls:
     src = src[:, 1:]
@@ -246,7 +274,10 @@ def adapt(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
   # Before any per-key check: missing blocks must raise, not be re-initialised.
   _check_depth(source, target)
   out: dict[str, np.ndarray] = {}
-  src_has_cls, tgt_has_cls = "cls" in source, "cls" in target
+  src_has_cls = (posemb_prefix_rows(source, source[POSEMB_KEY].shape[1])
+                 if POSEMB_KEY in source else 0)
+  tgt_has_cls = (posemb_prefix_rows(target, target[POSEMB_KEY].shape[1])
+                 if POSEMB_KEY in target else 0)
   for key in sorted(target, key=_natural_key):
     tgt = target[key]
     tgt_shape = tuple(tgt.shape)
