@@ -186,3 +186,19 @@ def test_width_mismatch_names_the_first_key_and_both_shapes(tmp_path):
                      match=r"First mismatching key: Transformer/encoder_norm/bias: checkpoint "
                            r"\(32,\) vs model \(64,\)"):
     checkpoint.adapt(params, init["params"], log=False)
+
+
+def test_hub_folder_through_load_and_the_convert_command(tmp_path):
+  # checkpoint.load takes the folder (heads from config.json's model_args), and
+  # `python -m vit_jax.convert` writes the timm file back with the same tensors.
+  from vit_jax.checkpoint import convert
+
+  sd = F.family_state_dict("eva02_ti", GRID)
+  folder = hub_folder(tmp_path, "eva02_ti", sd)
+  params, _ = timm_model.read_timm(str(folder))
+  loaded = tree.flatten(checkpoint.load(str(folder)))
+  assert sorted(loaded) == sorted(tree.flatten(params))
+  out = tmp_path / "back.safetensors"
+  assert "(timm)" in convert.convert(str(folder), str(out))
+  back = safetensors.numpy.load_file(str(out))
+  assert sorted(back) == sorted(sd) and all(np.array_equal(back[k], sd[k]) for k in sd)
