@@ -159,3 +159,46 @@ def test_pytorch_pickles_are_refused_without_unpickling(tmp_path, name):
   renamed.write_bytes(path.read_bytes())
   with pytest.raises(checkpoint.CheckpointError, match="PyTorch pickle"):
     checkpoint.load(str(renamed))
+
+
+@pytest.mark.parametrize("family,prefix_rows", [("dinov2_reg4", 0), ("deit_distilled", 2)])
+def test_adapt_resizes_the_posemb_grid_and_keeps_prefix_rows_aside(tmp_path, family,
+                                                                   prefix_rows):
+  # DINOv2-reg: no posemb rows for cls and the 4 registers; DeiT distilled: cls + dist rows.
+  sd = F.family_state_dict(family, (4, 4))
+  params, found = timm_model.read_timm(str(hub_folder(tmp_path, family, sd)))
+  model = found.model()
+  init = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 8, 8, 3))))["params"]
+  fitted, report = checkpoint.adapt(params, init, log=False)
+  posemb = fitted["Transformer"]["posembed_input"]["pos_embedding"]
+  assert posemb.shape == (1, prefix_rows + 4, F.WIDTH)
+  np.testing.assert_array_equal(posemb[:, :prefix_rows], sd["pos_embed"][:, :prefix_rows])
+  assert report.reinitialised == []
+  assert model.apply({"params": fitted}, np.zeros((1, 8, 8, 3), np.float32)).shape == (1, 5)
+
+
+def test_width_mismatch_names_the_first_key_and_both_shapes(tmp_path):
+  sd = F.family_state_dict("deit3", (4, 4))
+  params, found = timm_model.read_timm(str(hub_folder(tmp_path, "deit3", sd)))
+  wider = found.model(hidden_size=64)
+  init = jax.eval_shape(lambda: wider.init(jax.random.key(0), np.zeros((1, 16, 16, 3))))
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"First mismatching key: Transformer/encoder_norm/bias: checkpoint "
+                           r"\(32,\) vs model \(64,\)"):
+    checkpoint.adapt(params, init["params"], log=False)
+
+
+def test_hub_folder_through_load_and_the_convert_command(tmp_path):
+  # checkpoint.load takes the folder (heads from config.json's model_args), and
+  # `python -m vit_jax.convert` writes the timm file back with the same tensors.
+  from vit_jax.checkpoint import convert
+
+  sd = F.family_state_dict("eva02_ti", GRID)
+  folder = hub_folder(tmp_path, "eva02_ti", sd)
+  params, _ = timm_model.read_timm(str(folder))
+  loaded = tree.flatten(checkpoint.load(str(folder)))
+  assert sorted(loaded) == sorted(tree.flatten(params))
+  out = tmp_path / "back.safetensors"
+  assert "(timm)" in convert.convert(str(folder), str(out))
+  back = safetensors.numpy.load_file(str(out))
+  assert sorted(back) == sorted(sd) and all(np.array_equal(back[k], sd[k]) for k in sd)

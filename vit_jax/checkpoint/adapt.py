@@ -121,6 +121,23 @@ def _target_grid(target_tokens: int, patch_hw: tuple[int, int],
   return new_grid
 
 
+def prefix_rows_from_params(params: Mapping[str, Any], rows: int) -> int:
+  """How many of the posemb's `rows` belong to prefix tokens, from the params alone.
+
+  All prefix tokens have a row, unless the model adds the embedding to the patches only
+  (`no_embed_class`), which shows as a square row count that the prefix would break
+  (e.g. DeiT III's 196 rows with a cls token); a non-square grid of such a model is
+  read as having prefix rows.
+  """
+  prefix = int("cls" in params) + int("dist" in params)
+  if "registers" in params:
+    prefix += int(np.shape(params["registers"])[1])
+  is_square = lambda n: n > 0 and int(round(n ** 0.5)) ** 2 == n
+  if prefix and is_square(rows) and not is_square(rows - prefix):
+    return 0
+  return prefix
+
+
 def posemb_prefix_rows(model: Any) -> int:
   """Rows of a model's position embedding before the patch grid (cls, dist, registers).
 
@@ -241,8 +258,8 @@ def adapt(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
       re-initialising or ignoring it.
     log: log the report (`AdaptReport.log`).
     posemb_prefix: (checkpoint's, model's) position-embedding rows before the patch grid
-      (`posemb_prefix_rows(model)`); default: one for a cls token on either side, as in
-      the vit_jax / timm ViTs.
+      (`posemb_prefix_rows(model)`, exact when the models are known); default: read from
+      the tokens each tree holds (`prefix_rows_from_params`).
 
   Returns:
     (params, report): params as a nested dict of numpy arrays in the model's
@@ -268,7 +285,10 @@ def adapt(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
   # Before any per-key check: missing blocks must raise, not be re-initialised.
   _check_depth(source, target)
   out: dict[str, np.ndarray] = {}
-  src_prefix, tgt_prefix = posemb_prefix or (int("cls" in source), int("cls" in target))
+  if posemb_prefix is None:  # from the tokens the params hold (see prefix_rows_from_params)
+    posemb_prefix = tuple(prefix_rows_from_params(tree, tree[POSEMB_KEY].shape[1])
+                          if POSEMB_KEY in tree else 0 for tree in (source, target))
+  src_prefix, tgt_prefix = posemb_prefix
   for key in sorted(target, key=_natural_key):
     tgt = target[key]
     tgt_shape = tuple(tgt.shape)

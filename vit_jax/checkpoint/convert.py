@@ -3,11 +3,11 @@
     python -m vit_jax.convert SRC DST [--format npz|safetensors-timm|orbax] [--num-heads N]
 
 SRC is anything `vit_jax.checkpoint.load` reads (released vit_jax/AugReg or
-big_vision `.npz`, timm or transformers `.safetensors`, an Orbax training
-checkpoint). DST's format defaults from its extension:
+big_vision `.npz`, timm or transformers `.safetensors` or Hub folder, an Orbax
+training checkpoint). DST's format defaults from its extension:
 
   .npz           released vit_jax layout (timm's and vit_jax's loaders read it)
-  .safetensors   timm `VisionTransformer` state dict
+  .safetensors   timm `VisionTransformer` (or `Eva`, for EVA-02 / DINOv3 params) state dict
   --format orbax a standalone Orbax item {"params": ...} (a directory)
 
 Parameters are converted as they are; adapt them to a model with

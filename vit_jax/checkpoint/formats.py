@@ -7,6 +7,8 @@ The format is detected from the file itself (the extension is not trusted); a
                             directory of Scenic `checkpoint_<step>` files (scenic_io)
   zip archive (`PK\\x03\\x04`)  `.npz`: released vit_jax, big_vision or ours (npz)
   8-byte length + JSON      `.safetensors`: timm or transformers ViT (safetensors_io)
+  directory with model.safetensors   a timm / Hugging Face Hub folder (its config.json
+                            is read beside the weights)
   msgpack map               flax msgpack: a Scenic train state, e.g. ViViT (scenic_io)
 
 PyTorch pickles (`.bin`, `.pth`, `.pt`, `.ckpt`; a torch.save zip or a raw pickle) are
@@ -34,6 +36,7 @@ FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "scenic")
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 PICKLE_EXTENSIONS = (".bin", ".pth", ".pt", ".ckpt")
+HUB_WEIGHTS = "model.safetensors"  # the weights of a Hub folder (beside config.json)
 _PICKLE_PROTOCOL = 0x80  # first byte of a pickle of protocol >= 2
 
 
@@ -68,6 +71,8 @@ def container(path: str) -> str:
   if os.path.isdir(path):
     if not orbax_io.is_orbax_item(path) and scenic_io.latest_in_dir(path):
       return "scenic"
+    if not orbax_io.is_orbax_item(path) and os.path.isfile(os.path.join(path, HUB_WEIGHTS)):
+      return "safetensors"  # a timm / Hugging Face Hub folder
     return "orbax"
   if not os.path.exists(path):
     raise CheckpointError(f"{path}: no such file or directory.")
@@ -116,7 +121,15 @@ def load_with_format(path: str, *, num_heads: Optional[int] = None,
   elif kind == "scenic":
     params, fmt = scenic_io.load_scenic(path)
   else:
-    params, fmt = safetensors_io.load_safetensors(path, num_heads)
+    weights = os.path.join(path, HUB_WEIGHTS) if os.path.isdir(path) else path
+    # transformers towers other than ViT (DINOv2, CLIP, SigLIP, ...) and OpenCLIP files
+    # are renamed to timm's names first (pretrained.py; imported here: it imports this).
+    from vit_jax.checkpoint import pretrained  # noqa: PLC0415
+    if pretrained.is_renamed_family(path):
+      pre = pretrained.load_pretrained(path)
+      params, fmt = pre.params, "hf" if pre.format.startswith("hf:") else "timm"
+    else:
+      params, fmt = safetensors_io.load_safetensors(weights, num_heads)
   _check_vit(params, path, fmt, allow_video)
   return params, fmt
 
@@ -166,7 +179,8 @@ def _check_vit(params: dict[str, Any], path: str, fmt: str, allow_video: bool = 
   missing = [name for name, ok in [
       ("embedding/kernel", "kernel" in params.get("embedding", {})),
       ("Transformer/encoderblock_0", "encoderblock_0" in encoder),
-      ("Transformer/encoder_norm", "encoder_norm" in encoder)] if not ok]
+      ("Transformer/encoder_norm (or fc_norm)", "encoder_norm" in encoder or "fc_norm" in params)]
+      if not ok]
   if missing:
     raise CheckpointError(
         f"{path}: read as {fmt!r} but it is not a ViT checkpoint: missing {missing}; "

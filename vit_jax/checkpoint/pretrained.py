@@ -194,6 +194,20 @@ def _timm_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
   return Pretrained(found.model(), params, pre, "timm", weights)
 
 
+def is_renamed_family(path: str) -> bool:
+  """A transformers folder of a non-ViT family, or an OpenCLIP file (read via timm names)."""
+  folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+  config = prep.read_json(os.path.join(folder, timm_model.CONFIG_FILE)) or {}
+  if "architecture" not in config and config.get("model_type") in hf_vision.FAMILIES:
+    return True
+  if os.path.isdir(path):
+    return os.path.exists(os.path.join(path, "open_clip_model.safetensors"))
+  from safetensors import safe_open  # noqa: PLC0415 (the header only, not the tensors)
+
+  with safe_open(path, framework="np") as f:
+    return openclip_vision.is_openclip(dict.fromkeys(f.keys()))
+
+
 def load_pretrained(path: str, *, architecture: Optional[str] = None) -> Pretrained:
   """The model, params and preprocessing of a checkpoint (see the module docstring).
 

@@ -70,15 +70,19 @@ def _heads(width: int, num_heads: Optional[int], path: str) -> int:
 
 
 def _hf_config_heads(path: str) -> Optional[int]:
-  """`num_attention_heads` from a transformers `config.json` beside the weights."""
+  """The head count from a `config.json` beside the weights: transformers'
+  `num_attention_heads` or timm's `model_args.num_heads`."""
   config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
   if not os.path.exists(config):
     return None
   try:
     with open(config) as f:
-      return json.load(f).get("num_attention_heads")
+      config = json.load(f)
   except (OSError, ValueError):
     return None
+  if not isinstance(config, dict):
+    return None
+  return config.get("num_attention_heads") or (config.get("model_args") or {}).get("num_heads")
 
 
 class _Consumer:
@@ -215,7 +219,7 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   """
   get = _Consumer(tensors, path)
   width = tensors["patch_embed.proj.weight"].shape[0]
-  heads = _heads(width, num_heads, path)
+  heads = _heads(width, num_heads or _hf_config_heads(path), path)
   flat: dict[str, np.ndarray] = {}
   flat["embedding/kernel"] = get("patch_embed.proj.weight").transpose(2, 3, 1, 0)
   if "patch_embed.proj.bias" in get:
