@@ -285,7 +285,15 @@ class VisionTransformer(TransformerModel):
     check_token_options(self.options, self.classifier, self.representation_size)
 
   @nn.compact
-  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, images: jax.Array, train: bool = False,
+               features: bool = False) -> jax.Array | dict[str, jax.Array]:
+    """images [B, H, W, C] -> logits [B, num_classes] (pooled [B, D] without a head).
+
+    features=True returns {"pooled": the representation the head reads, [B, D] (after
+    pre_logits when there is one), "patch_tokens": the encoder's output for the patches,
+    cls / distillation / register tokens left out, [B, gh * gw, D]} from one pass, for
+    downstream use (linear probes, dense heads, retrieval).
+    """
     self.check_config()
     if images.ndim != 4:
       raise ValueError(f"Expected images [B, H, W, C], got shape {images.shape}.")
@@ -314,17 +322,21 @@ class VisionTransformer(TransformerModel):
         rope_grid=(gh, gw) if o.rope is not None else None, options=o,
         name="Transformer")(x, deterministic=not train)
 
+    patch_tokens = x[:, o.num_prefix_tokens(self.classifier):]  # [B, P + N, D] -> [B, N, D]
     if o.distilled:
-      return self.distilled_heads(x)
+      out = self.distilled_heads(x, pooled_only=features)
+      return {"pooled": out, "patch_tokens": patch_tokens} if features else out
     map_head = (MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads, options=o)
                 if self.classifier == "map" else None)
     x = pool_tokens(x, self.classifier, o, map_head)
     if o.fc_norm:
       x = layers.layer_norm(o, name="fc_norm")(x)
-    return layers.classifier_head(x, self.representation_size, self.num_classes, o,
-                                  head_name="head", head_bias_init=self.head_bias_init)
+    out = layers.classifier_head(x, self.representation_size,
+                                 None if features else self.num_classes, o,
+                                 head_name="head", head_bias_init=self.head_bias_init)
+    return {"pooled": out, "patch_tokens": patch_tokens} if features else out
 
-  def distilled_heads(self, x: jax.Array) -> jax.Array:
+  def distilled_heads(self, x: jax.Array, pooled_only: bool = False) -> jax.Array:
     """DeiT distilled: mean of `head` on the cls token and `head_dist` on the
     distillation token, [B, P + N, D] -> [B, num_classes] (as timm evaluates it; the
     mean of both tokens when num_classes is None)."""
@@ -333,7 +345,7 @@ class VisionTransformer(TransformerModel):
     if o.fc_norm:
       norm = layers.layer_norm(o, name="fc_norm")
       tokens = tuple(norm(t) for t in tokens)
-    if self.num_classes is None:
+    if self.num_classes is None or pooled_only:
       return ((tokens[0] + tokens[1]) / 2).astype(jnp.float32)
     logits = [layers.classifier_head(t, None, self.num_classes, o, head_name=name,
                                      head_bias_init=self.head_bias_init)
