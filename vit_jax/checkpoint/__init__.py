@@ -6,6 +6,7 @@
     params, report = checkpoint.adapt(params, model_init_params)
     checkpoint.save_npz(params, "finetuned.npz")          # released vit_jax layout
     checkpoint.save_safetensors_timm(params, "finetuned.safetensors")
+    checkpoint.save_hf(params, model, "finetuned_hf/")    # transformers ViT / DINOv2 folder
 
 Formats read (detected from the file): released vit_jax/AugReg `.npz`,
 big_vision `.npz`, this project's params `.npz`, timm and transformers
@@ -35,6 +36,7 @@ from vit_jax.checkpoint.formats import (
     load,
     load_with_format,
 )
+from vit_jax.checkpoint.hf_export import save_hf
 from vit_jax.checkpoint.inflate import inflate_from_image
 from vit_jax.checkpoint.npz import save_npz
 from vit_jax.checkpoint.orbax_io import resolve_item_dir
@@ -51,5 +53,5 @@ __all__ = [
     "inflate_from_image",
     "container", "is_video_params", "linen_to_timm", "load", "load_with_format", "resize_patch_kernel", "resize_posemb",
     "resolve_item_dir", "save_npz", "save_safetensors_timm", "TimmModel", "read_timm",
-    "Pretrained", "load_pretrained",
+    "Pretrained", "load_pretrained", "save_hf",
 ]
