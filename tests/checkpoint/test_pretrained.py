@@ -159,3 +159,11 @@ def test_a_transformers_file_without_its_config_is_refused(tmp_path):
   os.remove(folder / "config.json")
   with pytest.raises(CheckpointError, match=r"transformers weights without their config\.json"):
     checkpoint.load_pretrained(str(folder / "model.safetensors"))
+
+
+def test_a_config_json_of_another_model_names_the_field(tmp_path):
+  folder, config, _ = hf_folder(tmp_path, "dinov2")
+  (folder / "config.json").write_text(json.dumps(dict(config, num_hidden_layers=12)))
+  with pytest.raises(CheckpointError, match=r"config\.json: num_hidden_layers=12, but the "
+                     r"weights have 2"):
+    checkpoint.load_pretrained(str(folder))

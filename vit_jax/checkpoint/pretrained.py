@@ -163,9 +163,20 @@ def _hf_pretrained(folder: str, weights: str, config: Mapping[str, Any]) -> Pret
     timm_sd, arch, args, overrides, left_out = hf_vision.to_timm(config, tensors)
     model, params, size = _from_timm_tensors(timm_sd, weights, arch, args, overrides, heads)
     fmt = f"hf:{model_type}"
+  _check_hf_config(vision, model, os.path.join(folder, timm_model.CONFIG_FILE))
   pre = (prep.from_hf_preprocessor(pre_cfg, os.path.join(folder, HF_PREPROCESSOR)) if pre_cfg
          else prep.family_default(family, size))
   return Pretrained(model, params, pre, fmt, weights, tuple(left_out))
+
+
+def _check_hf_config(vision: Mapping[str, Any], model: vit.VisionTransformer, path: str) -> None:
+  """config.json's sizes must be the weights' (a config of another model is named)."""
+  patch = model.patch_size if isinstance(model.patch_size, int) else model.patch_size[0]
+  for field, found in (("hidden_size", model.hidden_size),
+                       ("num_hidden_layers", model.num_layers), ("patch_size", patch)):
+    if field in vision and vision[field] != found:
+      raise CheckpointError(f"{path}: {field}={vision[field]}, but the weights have {found}: "
+                            "the config.json belongs to another model (fix or replace it).")
 
 
 def _openclip_pretrained(weights: str, tensors: Mapping[str, np.ndarray],
