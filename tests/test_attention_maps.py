@@ -67,6 +67,29 @@ def test_image_maps_shapes_and_mass(classifier, scan):
     np.testing.assert_allclose(maps.pool_heads.sum((2, 3)), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("classifier,tokens", [("token", dict(num_registers=4)),
+                                               ("map", dict(num_registers=4)),
+                                               ("gap", dict(num_registers=2)),
+                                               ("token", dict(distilled=True))])
+def test_prefix_tokens_attend_but_are_not_drawn(classifier, tokens):
+  # DINOv2 with registers, SigLIP-style MAP with registers, DeiT distilled.
+  model = models.create_model("ViT-Mu_2", num_classes=5, classifier=classifier,
+                              layer_scale=1e-5, **tokens)
+  images = jax.random.uniform(jax.random.key(1), (3, 8, 8, 3), minval=-1, maxval=1)
+  params = _perturbed(model.init(jax.random.key(0), images)["params"])
+  maps = attention_maps.compute(model, params, images)
+  assert maps.rollout.shape == (3, 4, 4) and maps.layer_heads.shape == (2, 3, 2, 4, 4)
+  # The pooled query's rollout sums to 1 over all P + 16 tokens; the prefix tokens'
+  # share is left out of the map, so what is drawn sums to less.
+  _, weights = models.attention_weights(model, params, images)
+  prefix = model.options.num_prefix_tokens(classifier)
+  assert attention_maps.encoder_layers(weights, "Transformer").shape[-1] == prefix + 16
+  mass = maps.rollout.sum((1, 2))
+  assert ((mass > 0) & (mass < 1)).all()
+  if classifier == "map":  # the probe attends over the 16 patches only
+    np.testing.assert_allclose(maps.pool_heads.sum((2, 3)), 1.0, atol=1e-5)
+
+
 @pytest.mark.parametrize("variant", ["spatio_temporal", "factorised_encoder", "frame_average",
                                      "factorised_self_attention", "factorised_dot_product"])
 def test_video_maps_for_every_variant(variant):

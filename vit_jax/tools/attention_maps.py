@@ -140,11 +140,24 @@ def _image_maps(model: vit.VisionTransformer, images: jax.Array, logits: jax.Arr
   ph, pw = model.patch_hw
   batch, h, w = images.shape[:3]
   gh, gw = h // ph, w // pw
-  layers = encoder_layers(weights, "Transformer")  # [L, B, H, N, N]
+  layers = encoder_layers(weights, "Transformer")  # [L, B, H, P + N, P + N]
   probe = weights.get("MAPHead_0/MultiHeadDotProductAttention_0")  # [B, H, 1, N]
-  has_cls = model.classifier == "token"
-  query = _query(model.classifier, layers.shape[-1], batch, probe)
-  rolled, raw = _pooled(layers, query, has_cls)
+  # Prefix tokens (cls, distillation, registers) take part in attention but are not
+  # drawn: the maps cover the N patches. The pooled output's query: the cls row, the
+  # mean of the cls and distillation rows (a distilled model averages both heads), the
+  # mean patch row (gap), or the probe's weights over the patches (map).
+  prefix = model.options.num_prefix_tokens(model.classifier)
+  total = layers.shape[-1]
+  if model.options.distilled:
+    query = jnp.zeros((batch, total)).at[:, :2].set(0.5)
+  elif model.classifier == "token":
+    query = _query("token", total, batch)
+  elif model.classifier == "map":
+    query = jnp.zeros((batch, total)).at[:, prefix:].set(jnp.mean(probe[:, :, 0, :], axis=1))
+  else:
+    query = jnp.zeros((batch, total)).at[:, prefix:].set(1.0 / (total - prefix))
+  rolled = jnp.einsum("bi,bij->bj", query, rollout(layers))[:, prefix:]
+  raw = jnp.einsum("bi,lbhij->lbhj", query, layers.astype(jnp.float32))[..., prefix:]
   out = dict(logits=logits, rollout=rolled.reshape(batch, gh, gw),
              layer_heads=raw.reshape(raw.shape[:3] + (gh, gw)), grid=(gh, gw))
   if probe is not None:
