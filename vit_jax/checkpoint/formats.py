@@ -6,8 +6,9 @@ The format is detected from the file itself (the extension is not trusted):
                             directory of Scenic `checkpoint_<step>` files (scenic_io)
   zip archive (`PK\\x03\\x04`)  `.npz`: released vit_jax, big_vision or ours (npz)
   8-byte length + JSON      `.safetensors`: timm or transformers ViT (safetensors_io)
-  directory with model.safetensors   a timm / Hugging Face Hub folder (its config.json
-                            is read beside the weights)
+  directory with model.safetensors   a timm Hub folder (its config.json is read beside
+                            the weights) or a transformers model directory (hf_model:
+                            ViT, DeiT, DINOv2 (+registers), ViTMAE, CLIP, SigLIP)
   msgpack map               flax msgpack: a Scenic train state, e.g. ViViT (scenic_io)
 
 PyTorch pickles (`.bin`, `.pth`, `.pt`, `.ckpt`; a torch.save zip or a raw pickle) are
@@ -27,7 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vit_jax.checkpoint import npz, orbax_io, safetensors_io, scenic_io
+from vit_jax.checkpoint import hf_model, npz, orbax_io, safetensors_io, scenic_io
 from vit_jax.checkpoint.errors import CheckpointError
 
 FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "scenic")
@@ -117,6 +118,8 @@ def load_with_format(path: str, *, num_heads: Optional[int] = None,
     params, fmt = npz.load_npz(path)
   elif kind == "scenic":
     params, fmt = scenic_io.load_scenic(path)
+  elif os.path.isdir(path) and hf_model.is_hf_directory(path):
+    params, fmt = hf_model.read_hf(path)[0], "hf"
   else:
     weights = os.path.join(path, HUB_WEIGHTS) if os.path.isdir(path) else path
     params, fmt = safetensors_io.load_safetensors(weights, num_heads)
