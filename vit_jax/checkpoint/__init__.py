@@ -22,7 +22,7 @@ Video models:
     params, report = checkpoint.adapt_video(params, init, variant=..., token_grid=...)
 """
 
-from vit_jax.checkpoint.adapt import adapt
+from vit_jax.checkpoint.adapt import adapt, posemb_prefix_rows
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.formats import (
     FORMATS,
@@ -45,7 +45,7 @@ from vit_jax.checkpoint.video import adapt_video
 
 __all__ = [
     "FORMATS", "AdaptReport", "CheckpointError", "KeyAction", "adapt", "adapt_video",
-    "inflate_from_image",
+    "inflate_from_image", "posemb_prefix_rows",
     "container", "is_video_params", "linen_to_timm", "load", "load_with_format", "resize_patch_kernel", "resize_posemb",
     "resolve_item_dir", "save_npz", "save_safetensors_timm", "ModelSpec", "read_hf",
     "read_hub_directory", "read_timm",
