@@ -10,7 +10,8 @@ big_vision `.npz`, this project's params `.npz`, timm and transformers
 `.safetensors`, this project's Orbax training checkpoints, Scenic's flax
 msgpack files. One concern per module: `formats` (detection, `load`), `npz`,
 `safetensors_io`, `timm_model` (which model a timm file or Hub folder holds:
-`read_timm`), `hf_model` (transformers model directories: `read_hf`), `model_spec`, `orbax_io`, `scenic_io`, `adapt`, `inflate` (image ViT -> ViViT),
+`read_timm`), `hf_model` (transformers model directories: `read_hf`),
+`openclip_io` (OpenCLIP image towers: `read_openclip`), `model_spec`, `orbax_io`, `scenic_io`, `adapt`, `inflate` (image ViT -> ViViT),
 `video` (image ViT or video checkpoint -> ViViT), `report` (the per-key report of
 every surgery), `posemb` (position-embedding resize), `patch_resize` (FlexiViT),
 `convert` (`python -m vit_jax.convert`). The file formats, their key names and
@@ -35,6 +36,7 @@ from vit_jax.checkpoint.hf_model import read_hf, read_hub_directory
 from vit_jax.checkpoint.inflate import inflate_from_image
 from vit_jax.checkpoint.model_spec import ModelSpec
 from vit_jax.checkpoint.npz import save_npz
+from vit_jax.checkpoint.openclip_io import read_openclip
 from vit_jax.checkpoint.orbax_io import resolve_item_dir
 from vit_jax.checkpoint.patch_resize import resize_patch_kernel
 from vit_jax.checkpoint.posemb import resize_posemb
@@ -47,6 +49,6 @@ __all__ = [
     "FORMATS", "AdaptReport", "CheckpointError", "KeyAction", "adapt", "adapt_video",
     "inflate_from_image", "posemb_prefix_rows",
     "container", "is_video_params", "linen_to_timm", "load", "load_with_format", "resize_patch_kernel", "resize_posemb",
-    "resolve_item_dir", "save_npz", "save_safetensors_timm", "ModelSpec", "read_hf",
+    "resolve_item_dir", "save_npz", "save_safetensors_timm", "ModelSpec", "read_hf", "read_openclip",
     "read_hub_directory", "read_timm",
 ]

@@ -5,7 +5,8 @@ The format is detected from the file itself (the extension is not trusted):
   directory                 Orbax checkpoint of a training run (orbax_io), or a
                             directory of Scenic `checkpoint_<step>` files (scenic_io)
   zip archive (`PK\\x03\\x04`)  `.npz`: released vit_jax, big_vision or ours (npz)
-  8-byte length + JSON      `.safetensors`: timm or transformers ViT (safetensors_io)
+  8-byte length + JSON      `.safetensors`: timm or transformers ViT (safetensors_io), or an
+                            OpenCLIP image tower (`visual.*`, openclip_io)
   directory with model.safetensors   a timm Hub folder (its config.json is read beside
                             the weights) or a transformers model directory (hf_model:
                             ViT, DeiT, DINOv2 (+registers), ViTMAE, CLIP, SigLIP)
@@ -28,10 +29,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vit_jax.checkpoint import hf_model, npz, orbax_io, safetensors_io, scenic_io
+from vit_jax.checkpoint import hf_model, npz, openclip_io, orbax_io, safetensors_io, scenic_io
 from vit_jax.checkpoint.errors import CheckpointError
 
-FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "scenic")
+FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "openclip", "scenic")
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
@@ -122,7 +123,11 @@ def load_with_format(path: str, *, num_heads: Optional[int] = None,
     params, fmt = hf_model.read_hf(path)[0], "hf"
   else:
     weights = os.path.join(path, HUB_WEIGHTS) if os.path.isdir(path) else path
-    params, fmt = safetensors_io.load_safetensors(weights, num_heads)
+    tensors = safetensors_io.read_safetensors(weights)
+    if openclip_io.is_openclip(tensors):
+      params, fmt = openclip_io.openclip_to_linen(tensors, weights, num_heads), "openclip"
+    else:
+      params, fmt = safetensors_io.convert_tensors(tensors, weights, num_heads)
   _check_vit(params, path, fmt, allow_video)
   return params, fmt
 
