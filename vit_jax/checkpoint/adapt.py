@@ -126,8 +126,9 @@ def posemb_prefix_rows(params: Mapping[str, Any], rows: int) -> int:
 
   All prefix tokens have a row, unless the model adds the embedding to the patches only
   (`no_embed_class`), which shows as a square row count that the prefix would break
-  (e.g. DeiT III's 196 rows with a cls token); a non-square grid of such a model is
-  read as having prefix rows.
+  (e.g. DeiT III's 196 rows with a cls token). A non-square grid of such a model, or a
+  square count that stays square without the prefix, is read as having prefix rows:
+  pass the grid (adapt's source_grid, inflate_from_image's image_grid) to settle it.
   """
   prefix = int("cls" in params) + int("dist" in params)
   if "registers" in params:
@@ -274,8 +275,10 @@ def adapt(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
   # Before any per-key check: missing blocks must raise, not be re-initialised.
   _check_depth(source, target)
   out: dict[str, np.ndarray] = {}
-  src_has_cls = (posemb_prefix_rows(source, source[POSEMB_KEY].shape[1])
-                 if POSEMB_KEY in source else 0)
+  # A given source_grid settles how many posemb rows are the prefix tokens'.
+  src_has_cls = (0 if POSEMB_KEY not in source else
+                 source[POSEMB_KEY].shape[1] - source_grid[0] * source_grid[1] if source_grid
+                 else posemb_prefix_rows(source, source[POSEMB_KEY].shape[1]))
   tgt_has_cls = (posemb_prefix_rows(target, target[POSEMB_KEY].shape[1])
                  if POSEMB_KEY in target else 0)
   for key in sorted(target, key=_natural_key):
