@@ -1,146 +1,225 @@
-"""Test helpers: transformers vision towers, written as numpy from the transformers modules.
+"""Test helpers: transformers model directories of the vision families, and their
+forward passes in numpy.
 
-`hf_family_forward` follows `transformers/models/{dinov2,dinov2_with_registers,vit_mae,deit,
-clip,siglip}/modeling_*.py` on a state dict with the names those models save (HF Linear:
-y = x W^T + b; Conv2d on NCHW), in float64. It reads the HF names directly and shares no
-code with vit_jax/checkpoint/hf_vision.py, so a misplaced tensor in the renaming changes
-the output.
+`hf_state_dict` writes the key names and shapes `save_pretrained` writes for each
+model class (transformers' modeling_vit.py, modeling_deit.py, modeling_dinov2.py,
+modeling_dinov2_with_registers.py, modeling_vit_mae.py, modeling_clip.py,
+modeling_siglip.py), at a tiny width with random values; `hf_forward` is each model's
+eval forward in numpy (float64), read from those files: DINOv2-reg adds the posemb to
+[cls, patches] and then inserts the registers, CLIP's post_layernorm normalises the
+pooled cls token, SigLIP's head is MAP attention with a fused in_proj.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.special
-from _ckpt_helpers import _patchify_oihw, _sdpa, _torch_heads, layer_norm
+from _ckpt_helpers import Filler, gelu, layer_norm, softmax
 
-ACTS = {
-    "gelu": lambda x: 0.5 * x * (1 + scipy.special.erf(x / np.sqrt(2))),
-    "gelu_pytorch_tanh": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) *
-                                                        (x + 0.044715 * x ** 3))),
-    "quick_gelu": lambda x: x * scipy.special.expit(1.702 * x),
+WIDTH, DEPTH, HEADS, MLP, PATCH, CLASSES = 32, 2, 2, 64, 4, 5
+EPS = {"vit": 1e-12, "deit": 1e-12, "dinov2": 1e-6, "dinov2_with_registers": 1e-6,
+       "vit_mae": 1e-12, "clip_vision_model": 1e-5, "siglip_vision_model": 1e-6}
+ACT = {"clip_vision_model": "quick_gelu", "siglip_vision_model": "gelu_pytorch_tanh"}
+# case -> (model_type, architecture class, key prefix)
+CASES = {
+    "vit_pooler": ("vit", "ViTModel", ""),
+    "vit_classifier": ("vit", "ViTForImageClassification", "vit."),
+    "deit_distilled": ("deit", "DeiTForImageClassificationWithTeacher", "deit."),
+    "dinov2": ("dinov2", "Dinov2Model", ""),
+    "dinov2_swiglu": ("dinov2", "Dinov2Model", ""),
+    "dinov2_registers": ("dinov2_with_registers", "Dinov2WithRegistersModel", ""),
+    "vit_mae": ("vit_mae", "ViTMAEModel", ""),
+    "clip": ("clip_vision_model", "CLIPVisionModelWithProjection", "vision_model."),
+    "siglip": ("siglip_vision_model", "SiglipVisionModel", ""),
 }
 
 
-def _lin(x, sd, name, bias=True):
-  y = x @ sd[f"{name}.weight"].T
-  return y + sd[f"{name}.bias"] if bias else y
+def config(case, grid):
+  model_type, architecture, _ = CASES[case]
+  out = dict(model_type=model_type, architectures=[architecture], hidden_size=WIDTH,
+             num_hidden_layers=DEPTH, num_attention_heads=HEADS, intermediate_size=MLP,
+             image_size=grid[0] * PATCH, patch_size=PATCH, layer_norm_eps=EPS[model_type],
+             hidden_act=ACT.get(model_type, "gelu"))
+  if model_type.startswith("dinov2"):
+    out.update(mlp_ratio=MLP // WIDTH, layerscale_value=1.0, use_swiglu_ffn=case.endswith("swiglu"))
+  if model_type == "dinov2_with_registers":
+    out["num_register_tokens"] = 4
+  return out
+
+
+def hf_state_dict(case, grid, seed=0):
+  model_type, architecture, p = CASES[case]
+  fill = Filler(seed)
+  lin = lambda name, out, inp, bias=True: {f"{name}.weight": fill(out, inp, scale=inp ** -0.5),
+                                           **({f"{name}.bias": fill(out)} if bias else {})}
+  norm = lambda name, n=WIDTH: {f"{name}.weight": fill(n, around=1.0), f"{name}.bias": fill(n)}
+  n = grid[0] * grid[1]
+  sd = {}
+  if model_type in ("clip_vision_model", "siglip_vision_model"):
+    clip = model_type == "clip_vision_model"
+    e = p + "embeddings."
+    sd[e + "patch_embedding.weight"] = fill(WIDTH, 3, PATCH, PATCH, scale=(3 * PATCH ** 2) ** -0.5)
+    if clip:
+      sd[e + "class_embedding"] = fill(WIDTH, scale=0.5)
+      sd.update(norm(p + "pre_layrnorm"))
+    else:
+      sd[e + "patch_embedding.bias"] = fill(WIDTH)
+    sd[e + "position_embedding.weight"] = fill(n + clip, WIDTH, scale=0.5)
+    for i in range(DEPTH):
+      b = f"{p}encoder.layers.{i}."
+      sd.update(norm(b + "layer_norm1"))
+      sd.update(norm(b + "layer_norm2"))
+      for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        sd.update(lin(b + "self_attn." + proj, WIDTH, WIDTH))
+      sd.update(lin(b + "mlp.fc1", MLP, WIDTH))
+      sd.update(lin(b + "mlp.fc2", WIDTH, MLP))
+    sd.update(norm(p + "post_layernorm"))
+    if clip:
+      sd.update(lin("visual_projection", CLASSES, WIDTH, bias=False))
+    else:
+      sd[p + "head.probe"] = fill(1, 1, WIDTH, scale=0.5)
+      sd[p + "head.attention.in_proj_weight"] = fill(3 * WIDTH, WIDTH, scale=WIDTH ** -0.5)
+      sd[p + "head.attention.in_proj_bias"] = fill(3 * WIDTH)
+      sd.update(lin(p + "head.attention.out_proj", WIDTH, WIDTH))
+      sd.update(norm(p + "head.layernorm"))
+      sd.update(lin(p + "head.mlp.fc1", MLP, WIDTH))
+      sd.update(lin(p + "head.mlp.fc2", WIDTH, MLP))
+    return sd
+  e = p + "embeddings."
+  sd.update(lin(e + "patch_embeddings.projection", WIDTH, 3))
+  sd[e + "patch_embeddings.projection.weight"] = fill(WIDTH, 3, PATCH, PATCH,
+                                                      scale=(3 * PATCH ** 2) ** -0.5)
+  sd[e + "cls_token"] = fill(1, 1, WIDTH, scale=0.5)
+  distilled = model_type == "deit"
+  if distilled:
+    sd[e + "distillation_token"] = fill(1, 1, WIDTH, scale=0.5)
+  if model_type.startswith("dinov2"):
+    sd[e + "mask_token"] = fill(1, WIDTH)
+  if model_type == "dinov2_with_registers":
+    sd[e + "register_tokens"] = fill(1, 4, WIDTH, scale=0.5)
+  sd[e + "position_embeddings"] = fill(1, n + 1 + distilled, WIDTH, scale=0.5)
+  for i in range(DEPTH):
+    b = f"{p}encoder.layer.{i}."
+    for name in ("query", "key", "value"):
+      sd.update(lin(f"{b}attention.attention.{name}", WIDTH, WIDTH))
+    sd.update(lin(b + "attention.output.dense", WIDTH, WIDTH))
+    if model_type.startswith("dinov2"):
+      sd.update(norm(b + "norm1"))
+      sd.update(norm(b + "norm2"))
+      sd[b + "layer_scale1.lambda1"] = fill(WIDTH, around=1.0)
+      sd[b + "layer_scale2.lambda1"] = fill(WIDTH, around=1.0)
+      if case.endswith("swiglu"):  # hidden = (int(MLP * 2 / 3) + 7) // 8 * 8 = 48
+        sd.update(lin(b + "mlp.weights_in", 96, WIDTH))
+        sd.update(lin(b + "mlp.weights_out", WIDTH, 48))
+      else:
+        sd.update(lin(b + "mlp.fc1", MLP, WIDTH))
+        sd.update(lin(b + "mlp.fc2", WIDTH, MLP))
+    else:
+      sd.update(norm(b + "layernorm_before"))
+      sd.update(norm(b + "layernorm_after"))
+      sd.update(lin(b + "intermediate.dense", MLP, WIDTH))
+      sd.update(lin(b + "output.dense", WIDTH, MLP))
+  sd.update(norm(p + "layernorm"))
+  if architecture == "ViTModel":
+    sd.update(lin(p + "pooler.dense", WIDTH, WIDTH))
+  if architecture == "ViTForImageClassification":
+    sd.update(lin("classifier", CLASSES, WIDTH))
+  if distilled:
+    sd.update(lin("cls_classifier", CLASSES, WIDTH))
+    sd.update(lin("distillation_classifier", CLASSES, WIDTH))
+  return sd
+
+
+def _lin(x, sd, name):
+  out = x @ sd[f"{name}.weight"].T
+  return out + sd[f"{name}.bias"] if f"{name}.bias" in sd else out
 
 
 def _ln(x, sd, name, eps):
   return layer_norm(x, sd[f"{name}.weight"], sd[f"{name}.bias"], eps)
 
 
-def _mha(xq, xkv, wq, bq, wk, bk, wv, bv, heads):
-  q = _torch_heads(xq @ wq.T + bq, heads)
-  k = _torch_heads(xkv @ wk.T + bk, heads)
-  v = _torch_heads(xkv @ wv.T + bv, heads)
-  return _sdpa(q, k, v)
+def _mha(xq, xkv, q, k, v, heads):
+  split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(0, 2, 1, 3)
+  q, k, v = split(q), split(k), split(v)
+  out = softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])) @ v
+  return out.transpose(0, 2, 1, 3).reshape(xq.shape[0], xq.shape[1], -1)
 
 
-def _self_attention(x, sd, names, out, heads):
-  (q, k, v) = names
-  y = _mha(x, x, sd[f"{q}.weight"], sd[f"{q}.bias"], sd[f"{k}.weight"], sd[f"{k}.bias"],
-           sd[f"{v}.weight"], sd[f"{v}.bias"], heads)
-  return _lin(y, sd, out)
-
-
-def _vit_layer(x, sd, p, heads, eps, act, dinov2):
-  """ViTLayer / DeiTLayer / ViTMAELayer (layernorm_before/after) or Dinov2Layer."""
-  n1, n2 = ("norm1", "norm2") if dinov2 else ("layernorm_before", "layernorm_after")
-  names = tuple(f"{p}attention.attention.{n}" for n in ("query", "key", "value"))
-  y = _self_attention(_ln(x, sd, p + n1, eps), sd, names, p + "attention.output.dense", heads)
-  if dinov2:
-    y = y * sd[f"{p}layer_scale1.lambda1"]
-  x = x + y
-  h = _ln(x, sd, p + n2, eps)
-  if f"{p}mlp.weights_in.weight" in sd:  # Dinov2SwiGLUFFN
-    x1, x2 = np.split(_lin(h, sd, p + "mlp.weights_in"), 2, axis=-1)
-    y = _lin(scipy.special.expit(x1) * x1 * x2, sd, p + "mlp.weights_out")
-  elif dinov2:
-    y = _lin(ACTS[act](_lin(h, sd, p + "mlp.fc1")), sd, p + "mlp.fc2")
+def hf_forward(case, sd, images):
+  """The model's output: logits, CLIP's image_embeds, or `pooler_output` (ViTMAE: the
+  normed cls token of last_hidden_state)."""
+  model_type, architecture, p = CASES[case]
+  eps, act = EPS[model_type], ACT.get(model_type, "gelu")
+  activation = {"gelu": lambda h: gelu(h, False), "gelu_pytorch_tanh": lambda h: gelu(h, True),
+                "quick_gelu": lambda h: h / (1 + np.exp(-1.702 * h))}[act]
+  x = images.astype(np.float64).transpose(0, 3, 1, 2)  # pixel_values NCHW
+  b, _, h, w = x.shape
+  patches = x.reshape(b, 3, h // PATCH, PATCH, w // PATCH, PATCH)
+  clip_like = model_type in ("clip_vision_model", "siglip_vision_model")
+  conv = p + ("embeddings.patch_embedding" if clip_like else
+              "embeddings.patch_embeddings.projection")
+  tokens = np.einsum("bciyjx,dcyx->bijd", patches, sd[conv + ".weight"]).reshape(b, -1, WIDTH)
+  if conv + ".bias" in sd:
+    tokens = tokens + sd[conv + ".bias"]
+  e = p + "embeddings."
+  if clip_like:
+    if e + "class_embedding" in sd:
+      tokens = np.concatenate([np.broadcast_to(sd[e + "class_embedding"], (b, 1, WIDTH)),
+                               tokens], 1)
+    tokens = tokens + sd[e + "position_embedding.weight"]
+    if p + "pre_layrnorm.weight" in sd:
+      tokens = _ln(tokens, sd, p + "pre_layrnorm", eps)
   else:
-    y = _lin(ACTS[act](_lin(h, sd, p + "intermediate.dense")), sd, p + "output.dense")
-  if dinov2:
-    y = y * sd[f"{p}layer_scale2.lambda1"]
-  return x + y
-
-
-def _clip_layer(x, sd, p, heads, eps, act):
-  names = tuple(f"{p}self_attn.{n}_proj" for n in "qkv")
-  x = x + _self_attention(_ln(x, sd, p + "layer_norm1", eps), sd, names,
-                          p + "self_attn.out_proj", heads)
-  h = _ln(x, sd, p + "layer_norm2", eps)
-  return x + _lin(ACTS[act](_lin(h, sd, p + "mlp.fc1")), sd, p + "mlp.fc2")
-
-
-def _layers(sd, prefix):
-  return sorted({int(k[len(prefix):].split(".")[0]) for k in sd if k.startswith(prefix)})
-
-
-def hf_family_forward(config, sd, images):
-  """The output `load_pretrained` must reproduce: logits with a head, else the pooled vector.
-
-  dinov2(_with_registers): pooler_output (final norm of the cls token); vit_mae: the normed
-  cls token of last_hidden_state; deit (with teacher): (cls_logits + distillation_logits) / 2;
-  clip: image_embeds (projection of the normed cls token); siglip: pooler_output (MAP head).
-  """
-  x = images.astype(np.float64)
-  model_type = config["model_type"]
-  vision = config.get("vision_config", config)
-  heads, eps = vision["num_attention_heads"], vision.get("layer_norm_eps")
-  if model_type in ("dinov2", "dinov2_with_registers", "vit_mae", "deit"):
-    strip = {"vit_mae": "vit.", "deit": "deit."}.get(model_type, "")
-    sd = {k[len(strip):] if k.startswith(strip) else k: v for k, v in sd.items()}
-    tokens = _patchify_oihw(x, sd["embeddings.patch_embeddings.projection.weight"],
-                            sd["embeddings.patch_embeddings.projection.bias"])
-    b = tokens.shape[0]
-    prefix = [np.broadcast_to(sd["embeddings.cls_token"], (b, 1, tokens.shape[-1]))]
-    if "embeddings.distillation_token" in sd:
-      prefix.append(np.broadcast_to(sd["embeddings.distillation_token"], prefix[0].shape))
-    x = np.concatenate([*prefix, tokens], 1) + sd["embeddings.position_embeddings"]
-    if "embeddings.register_tokens" in sd:  # after cls, without position embedding
-      regs = np.broadcast_to(sd["embeddings.register_tokens"],
-                             (b,) + sd["embeddings.register_tokens"].shape[1:])
-      x = np.concatenate([x[:, :1], regs, x[:, 1:]], 1)
-    dinov2 = model_type.startswith("dinov2")
-    act = config.get("hidden_act", "gelu")
-    for i in _layers(sd, "encoder.layer."):
-      x = _vit_layer(x, sd, f"encoder.layer.{i}.", heads, eps, act, dinov2)
-    x = _ln(x, sd, "layernorm", eps)
-    if "cls_classifier.weight" in sd:
-      return (_lin(x[:, 0], sd, "cls_classifier") +
-              _lin(x[:, 1], sd, "distillation_classifier")) / 2
-    return x[:, 0]
-  # CLIPModel / SiglipModel (and v4's vision models) nest the tower under vision_model.;
-  # transformers 5's SiglipVisionModel saves it at the top level.
-  nested = any(k.startswith("vision_model.") for k in sd)
-  sd = {k[len("vision_model."):] if k.startswith("vision_model.") else k: v
-        for k, v in sd.items()
-        if k.startswith("vision_model.") or not nested or k == "visual_projection.weight"}
-  act = vision["hidden_act"]
-  if model_type.startswith("clip"):
-    w = sd["embeddings.patch_embedding.weight"]
-    tokens = _patchify_oihw(x, w, np.zeros(w.shape[0]))  # CLIP: no bias
-    cls = np.broadcast_to(sd["embeddings.class_embedding"], (tokens.shape[0], 1, w.shape[0]))
-    x = np.concatenate([cls, tokens], 1) + sd["embeddings.position_embedding.weight"]
-    x = _ln(x, sd, "pre_layrnorm", eps)
-    for i in _layers(sd, "encoder.layers."):
-      x = _clip_layer(x, sd, f"encoder.layers.{i}.", heads, eps, act)
-    pooled = _ln(x[:, 0], sd, "post_layernorm", eps)
-    return pooled @ sd["visual_projection.weight"].T
-  # siglip
-  x = _patchify_oihw(x, sd["embeddings.patch_embedding.weight"],
-                     sd["embeddings.patch_embedding.bias"])
-  x = x + sd["embeddings.position_embedding.weight"]
-  for i in _layers(sd, "encoder.layers."):
-    x = _clip_layer(x, sd, f"encoder.layers.{i}.", heads, eps, act)
-  x = _ln(x, sd, "post_layernorm", eps)
-  width = x.shape[-1]
-  probe = np.broadcast_to(sd["head.probe"], (x.shape[0], 1, width))
-  w, bias = sd["head.attention.in_proj_weight"], sd["head.attention.in_proj_bias"]
-  y = _mha(probe, x, w[:width], bias[:width], w[width:2 * width], bias[width:2 * width],
-           w[2 * width:], bias[2 * width:], heads)
-  y = _lin(y, sd, "head.attention.out_proj")
-  y = y + _lin(ACTS[act](_lin(_ln(y, sd, "head.layernorm", eps), sd, "head.mlp.fc1")), sd,
-               "head.mlp.fc2")
-  return y[:, 0]
+    prefix = [np.broadcast_to(sd[e + k], (b, 1, WIDTH)) for k in ("cls_token", "distillation_token")
+              if e + k in sd]
+    tokens = np.concatenate(prefix + [tokens], 1) + sd[e + "position_embeddings"]
+    if e + "register_tokens" in sd:  # inserted after the cls token, after the posemb
+      reg = np.broadcast_to(sd[e + "register_tokens"], (b, 4, WIDTH))
+      tokens = np.concatenate([tokens[:, :1], reg, tokens[:, 1:]], 1)
+  for i in range(DEPTH):
+    if clip_like:
+      layer = f"{p}encoder.layers.{i}."
+      y = _ln(tokens, sd, layer + "layer_norm1", eps)
+      att = _mha(y, y, *(_lin(y, sd, f"{layer}self_attn.{s}_proj") for s in "qkv"), HEADS)
+      tokens = tokens + _lin(att, sd, layer + "self_attn.out_proj")
+      y = _ln(tokens, sd, layer + "layer_norm2", eps)
+      tokens = tokens + _lin(activation(_lin(y, sd, layer + "mlp.fc1")), sd, layer + "mlp.fc2")
+      continue
+    layer = f"{p}encoder.layer.{i}."
+    dino = layer + "norm1.weight" in sd
+    y = _ln(tokens, sd, layer + ("norm1" if dino else "layernorm_before"), eps)
+    att = _mha(y, y, *(_lin(y, sd, f"{layer}attention.attention.{s}")
+                       for s in ("query", "key", "value")), HEADS)
+    att = _lin(att, sd, layer + "attention.output.dense")
+    tokens = tokens + (sd[layer + "layer_scale1.lambda1"] * att if dino else att)
+    y = _ln(tokens, sd, layer + ("norm2" if dino else "layernorm_after"), eps)
+    if layer + "mlp.weights_in.weight" in sd:
+      x1, x2 = np.split(_lin(y, sd, layer + "mlp.weights_in"), 2, axis=-1)
+      m = _lin(x1 / (1 + np.exp(-x1)) * x2, sd, layer + "mlp.weights_out")
+    elif dino:
+      m = _lin(activation(_lin(y, sd, layer + "mlp.fc1")), sd, layer + "mlp.fc2")
+    else:
+      m = _lin(activation(_lin(y, sd, layer + "intermediate.dense")), sd, layer + "output.dense")
+    tokens = tokens + (sd[layer + "layer_scale2.lambda1"] * m if dino else m)
+  if clip_like:
+    if p + "head.probe" in sd:  # SigLIP: post_layernorm on every token, then the MAP head
+      tokens = _ln(tokens, sd, p + "post_layernorm", eps)
+      wq, wk, wv = np.split(sd[p + "head.attention.in_proj_weight"], 3)
+      bq, bk, bv = np.split(sd[p + "head.attention.in_proj_bias"], 3)
+      probe = np.broadcast_to(sd[p + "head.probe"], (b, 1, WIDTH))
+      y = _mha(probe, tokens, probe @ wq.T + bq, tokens @ wk.T + bk, tokens @ wv.T + bv, HEADS)
+      y = _lin(y, sd, p + "head.attention.out_proj")
+      y = y + _lin(activation(_lin(_ln(y, sd, p + "head.layernorm", eps), sd, p + "head.mlp.fc1")),
+                   sd, p + "head.mlp.fc2")
+      return y[:, 0]
+    pooled = _ln(tokens[:, 0], sd, p + "post_layernorm", eps)  # CLIP's pooler_output
+    return _lin(pooled, sd, "visual_projection")
+  tokens = _ln(tokens, sd, p + "layernorm", eps)
+  if "cls_classifier.weight" in sd:
+    return (_lin(tokens[:, 0], sd, "cls_classifier") +
+            _lin(tokens[:, 1], sd, "distillation_classifier")) / 2
+  if "classifier.weight" in sd:
+    return _lin(tokens[:, 0], sd, "classifier")
+  if p + "pooler.dense.weight" in sd:
+    return np.tanh(_lin(tokens[:, 0], sd, p + "pooler.dense"))
+  return tokens[:, 0]

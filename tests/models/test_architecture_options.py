@@ -163,3 +163,29 @@ def test_token_and_pooling_combinations_are_checked():
   with pytest.raises(ValueError, match="distilled=True reads the cls and distillation"):
     random_params(models.create_model("ViT-Mu_4", distilled=True, classifier="gap",
                                       class_token=True))
+
+
+@pytest.mark.parametrize("variant", ["frame_average", "spatio_temporal"])
+def test_inflated_family_vit_on_a_static_video_gives_the_image_logits(variant):
+  # A DINOv2-reg / EVA-02-like image model (registers without posemb rows, LayerScale,
+  # RoPE, SwiGLU, GAP + fc_norm) inflated into ViViT: with "average" kernels and one
+  # temporal index, a static video is the image.
+  from vit_jax.checkpoint import inflate_from_image
+  from vit_jax.models import vivit
+
+  kw = dict(FAMILY_OPTIONS, rope_reference_grid=None)
+  image_model = models.create_model("ViT-Mu_4", num_classes=3, **kw)
+  frame = jnp.concatenate([IMAGES[:1], IMAGES[:1, :, :4]], axis=2)  # [1, 16, 16, 3]
+  image_params = random_params(image_model, frame)
+  video = jnp.repeat(frame[:, None], 2, axis=1)  # [1, 2, 16, 16, 3]: t = 1 tubelet
+  video_model = models.create_model("ViViT-Mu_4x2", num_classes=3, variant=variant, **kw)
+  init = jax.eval_shape(video_model.init, jax.random.key(0), video)["params"]
+  init = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), init)
+  params, report = inflate_from_image(image_params, init, variant=variant,
+                                      kernel_init_method="average",
+                                      token_grid=vivit.token_grid(video_model, video.shape))
+  assert not report.reinitialised or all(k.startswith("output_projection")
+                                         for k in report.reinitialised)
+  params = dict(params, output_projection=image_params["head"])
+  np.testing.assert_allclose(run(video_model, params, video), run(image_model, image_params, frame),
+                             atol=2e-5)

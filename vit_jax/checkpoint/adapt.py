@@ -126,8 +126,9 @@ def prefix_rows_from_params(params: Mapping[str, Any], rows: int) -> int:
 
   All prefix tokens have a row, unless the model adds the embedding to the patches only
   (`no_embed_class`), which shows as a square row count that the prefix would break
-  (e.g. DeiT III's 196 rows with a cls token); a non-square grid of such a model is
-  read as having prefix rows.
+  (e.g. DeiT III's 196 rows with a cls token). A non-square grid of such a model, or a
+  square count that stays square without the prefix, is read as having prefix rows:
+  pass the grid (adapt's source_grid, inflate_from_image's image_grid) to settle it.
   """
   prefix = int("cls" in params) + int("dist" in params)
   if "registers" in params:
@@ -286,8 +287,13 @@ def adapt(restored: Mapping[str, Any], init_params: Mapping[str, Any], *,
   _check_depth(source, target)
   out: dict[str, np.ndarray] = {}
   if posemb_prefix is None:  # from the tokens the params hold (see prefix_rows_from_params)
-    posemb_prefix = tuple(prefix_rows_from_params(tree, tree[POSEMB_KEY].shape[1])
-                          if POSEMB_KEY in tree else 0 for tree in (source, target))
+    # A given source_grid settles how many of the checkpoint's rows are prefix rows.
+    src_rows = source[POSEMB_KEY].shape[1] if POSEMB_KEY in source else 0
+    posemb_prefix = (
+        0 if not src_rows else src_rows - source_grid[0] * source_grid[1] if source_grid
+        else prefix_rows_from_params(source, src_rows),
+        prefix_rows_from_params(target, target[POSEMB_KEY].shape[1])
+        if POSEMB_KEY in target else 0)
   src_prefix, tgt_prefix = posemb_prefix
   for key in sorted(target, key=_natural_key):
     tgt = target[key]

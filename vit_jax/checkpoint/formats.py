@@ -6,9 +6,11 @@ The format is detected from the file itself (the extension is not trusted); a
   directory                 Orbax checkpoint of a training run (orbax_io), or a
                             directory of Scenic `checkpoint_<step>` files (scenic_io)
   zip archive (`PK\\x03\\x04`)  `.npz`: released vit_jax, big_vision or ours (npz)
-  8-byte length + JSON      `.safetensors`: timm or transformers ViT (safetensors_io)
-  directory with model.safetensors   a timm / Hugging Face Hub folder (its config.json
-                            is read beside the weights)
+  8-byte length + JSON      `.safetensors`: timm or transformers ViT (safetensors_io), or an
+                            OpenCLIP image tower (`visual.*`, openclip_io)
+  directory with model.safetensors   a timm Hub folder (its config.json is read beside
+                            the weights) or a transformers model directory (hf_model:
+                            ViT, DeiT, DINOv2 (+registers), ViTMAE, CLIP, SigLIP)
   msgpack map               flax msgpack: a Scenic train state, e.g. ViViT (scenic_io)
 
 PyTorch pickles (`.bin`, `.pth`, `.pt`, `.ckpt`; a torch.save zip or a raw pickle) are
@@ -28,15 +30,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vit_jax.checkpoint import hub, npz, orbax_io, safetensors_io, scenic_io
+from vit_jax.checkpoint import hf_model, hub, npz, openclip_io, orbax_io, safetensors_io, scenic_io
 from vit_jax.checkpoint.errors import CheckpointError
 
-FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "scenic")
+FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "openclip", "scenic")
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 PICKLE_EXTENSIONS = (".bin", ".pth", ".pt", ".ckpt")
 HUB_WEIGHTS = "model.safetensors"  # the weights of a Hub folder (beside config.json)
+OPENCLIP_WEIGHTS = "open_clip_model.safetensors"  # ... of an OpenCLIP Hub repository
 _PICKLE_PROTOCOL = 0x80  # first byte of a pickle of protocol >= 2
 
 
@@ -71,8 +74,9 @@ def container(path: str) -> str:
   if os.path.isdir(path):
     if not orbax_io.is_orbax_item(path) and scenic_io.latest_in_dir(path):
       return "scenic"
-    if not orbax_io.is_orbax_item(path) and os.path.isfile(os.path.join(path, HUB_WEIGHTS)):
-      return "safetensors"  # a timm / Hugging Face Hub folder
+    if not orbax_io.is_orbax_item(path) and any(
+        os.path.isfile(os.path.join(path, name)) for name in (HUB_WEIGHTS, OPENCLIP_WEIGHTS)):
+      return "safetensors"  # a timm / Hugging Face / OpenCLIP Hub folder
     return "orbax"
   if not os.path.exists(path):
     raise CheckpointError(f"{path}: no such file or directory.")
@@ -111,8 +115,8 @@ def load_with_format(path: str, *, num_heads: Optional[int] = None,
   the JAX formats (and 'scenic') the tanh approximation.
   """
   path = os.fspath(path)
-  if hub.is_hub_id(path):  # hf-hub:ORG/NAME: the weights of its cached snapshot
-    path = hub.weights_file(hub.resolve(path))
+  if hub.is_hub_id(path):  # hf-hub:ORG/NAME: its cached snapshot folder
+    path = hub.resolve(path)
   kind = container(path)
   if kind == "orbax":
     params, fmt = orbax_io.load_orbax(path)
@@ -120,16 +124,15 @@ def load_with_format(path: str, *, num_heads: Optional[int] = None,
     params, fmt = npz.load_npz(path)
   elif kind == "scenic":
     params, fmt = scenic_io.load_scenic(path)
+  elif os.path.isdir(path) and hf_model.is_hf_directory(path):
+    params, fmt = hf_model.read_hf(path)[0], "hf"
   else:
-    weights = os.path.join(path, HUB_WEIGHTS) if os.path.isdir(path) else path
-    # transformers towers other than ViT (DINOv2, CLIP, SigLIP, ...) and OpenCLIP files
-    # are renamed to timm's names first (pretrained.py; imported here: it imports this).
-    from vit_jax.checkpoint import pretrained  # noqa: PLC0415
-    if pretrained.is_renamed_family(path):
-      pre = pretrained.load_pretrained(path)
-      params, fmt = pre.params, "hf" if pre.format.startswith("hf:") else "timm"
+    weights = hub.weights_file(path) if os.path.isdir(path) else path
+    tensors = safetensors_io.read_safetensors(weights)
+    if openclip_io.is_openclip(tensors):
+      params, fmt = openclip_io.openclip_to_linen(tensors, weights, num_heads), "openclip"
     else:
-      params, fmt = safetensors_io.load_safetensors(weights, num_heads)
+      params, fmt = safetensors_io.convert_tensors(tensors, weights, num_heads)
   _check_vit(params, path, fmt, allow_video)
   return params, fmt
 

@@ -5,7 +5,7 @@
     #               Dinov2WithRegistersModel, or ViTForImageClassification with a head)
 
 The weights go through timm's names (`safetensors_io.linen_to_timm`) and then to the
-names transformers saves (the inverse of `hf_vision` for DINOv2; HF ViT's v4 names,
+names transformers saves (for DINOv2 the names `hf_model.read_hf` reads; HF ViT's v4 names,
 `transformers/models/vit/modeling_vit.py`). A DINOv2 with registers in timm's layout
 (`no_embed_class`: the cls token already holds position row 0) is written with a zero
 cls position row, which transformers adds to the cls token: the same function.

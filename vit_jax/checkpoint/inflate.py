@@ -25,6 +25,7 @@ from absl import logging
 from flax import traverse_util
 
 from vit_jax.checkpoint import posemb as posemb_lib
+from vit_jax.checkpoint.adapt import prefix_rows_from_params
 from vit_jax.checkpoint.report import AdaptReport
 from vit_jax.models import layout
 from vit_jax.models.vivit import VARIANTS
@@ -127,7 +128,15 @@ def init_embedding(s: _Surgery, kernel_init_method: str) -> None:
 
 
 def init_cls(s: _Surgery, key: str) -> None:
-  """A video cls token from the image's `cls` (kept fresh when the image has none)."""
+  """A video cls token from the image's `cls` (kept fresh when the image has none), and
+  the encoder's register tokens (`registers` + the cls key's suffix) from the image's."""
+  suffix = key.removeprefix("cls")
+  registers = "registers" + suffix
+  if registers in s.init:
+    if s.has_image("registers") and s.image["registers"].shape == s.init[registers].shape:
+      s.copy(registers, "registers")
+    else:
+      s.keep(registers, "the image model has no registers of this count")
   if key not in s.init:
     return
   if s.has_image("cls"):
@@ -137,10 +146,24 @@ def init_cls(s: _Surgery, key: str) -> None:
   logging.info("%s: %s", key, s.report[key].action)
 
 
+def _prefix_tokens(params: Mapping[str, Any], suffix: str = "") -> int:
+  """The cls / distillation / register tokens of an encoder (named with `suffix`)."""
+  count = int(f"cls{suffix}" in params) + int(f"dist{suffix}" in params)
+  if f"registers{suffix}" in params:
+    count += int(np.shape(params[f"registers{suffix}"])[1])
+  return count
+
+
 def _image_grid(s: _Surgery, image_grid: Optional[tuple[int, int]]) -> tuple[np.ndarray, Optional[np.ndarray], tuple[int, int]]:
-  """The image posemb split into (grid rows [N, D], cls row [1, D] or None, (gh, gw))."""
+  """The image posemb split into (grid rows [N, D], prefix rows [P, D] or None, (gh, gw)).
+
+  The prefix rows are those of the cls / distillation / register tokens; none with
+  `no_embed_class` (adapt.prefix_rows_from_params).
+  """
   posemb = s.image["Transformer/posembed_input/pos_embedding"][0]
-  cls_row, grid = (posemb[:1], posemb[1:]) if s.has_image("cls") else (None, posemb)
+  prefix = (posemb.shape[0] - image_grid[0] * image_grid[1] if image_grid is not None
+            else prefix_rows_from_params(s.image, posemb.shape[0]))
+  cls_row, grid = (posemb[:prefix], posemb[prefix:]) if prefix else (None, posemb)
   if image_grid is None:
     side = math.isqrt(grid.shape[0])
     if side * side != grid.shape[0]:
@@ -153,18 +176,34 @@ def _image_grid(s: _Surgery, image_grid: Optional[tuple[int, int]]) -> tuple[np.
   return grid, cls_row, tuple(image_grid)
 
 
-def init_posemb(s: _Surgery, key: str, *, temporal: int, has_cls: bool,
+def _video_prefix_rows(rows: int, tokens: int, temporal: int,
+                       grid_hw: Optional[tuple[int, int]], image_hw: tuple[int, int]) -> int:
+  """How many of the video posemb's `rows` belong to its `tokens` prefix tokens: all of
+  them, or none (no_embed_class), whichever fits the token grid."""
+  candidates = [tokens, 0] if tokens else [0]
+  if grid_hw is not None:
+    fits = [c for c in candidates if rows - c == temporal * grid_hw[0] * grid_hw[1]]
+  else:
+    fits = ([c for c in candidates if rows - c == temporal * image_hw[0] * image_hw[1]] or
+            [c for c in candidates if (rows - c) % temporal == 0
+             and math.isqrt((rows - c) // temporal) ** 2 == (rows - c) // temporal])
+  return fits[0] if fits else candidates[0]
+
+
+def init_posemb(s: _Surgery, key: str, *, temporal: int, has_cls: int,
                 grid_hw: Optional[tuple[int, int]],
                 image_grid: Optional[tuple[int, int]]) -> None:
   """Image posemb -> video posemb `key`: grid resized to (gh, gw), tiled `temporal` times.
 
-  The cls row is copied when both models have a cls token; a video cls row without
-  an image one is kept fresh; an image cls row without a video cls token is dropped.
+  `has_cls`: the video encoder's prefix tokens (cls, registers). Their rows are copied
+  when both posembs have the same prefix rows; video prefix rows without image ones
+  are kept fresh; image prefix rows the video posemb lacks are dropped.
   """
   source = "Transformer/posembed_input/pos_embedding"
   grid, image_cls, (igh, igw) = _image_grid(s, image_grid)
   target = s.init[key]
-  num_grid = target.shape[1] - int(has_cls)
+  has_cls = _video_prefix_rows(target.shape[1], int(has_cls), temporal, grid_hw, (igh, igw))
+  num_grid = target.shape[1] - has_cls
   if grid_hw is None:
     if num_grid == temporal * igh * igw:
       grid_hw = (igh, igw)
@@ -191,14 +230,18 @@ def init_posemb(s: _Surgery, key: str, *, temporal: int, has_cls: bool,
   if temporal > 1:
     details.append(f"tiled over {temporal} temporal indices")
   if has_cls:
-    if image_cls is not None:
+    if image_cls is not None and len(image_cls) == has_cls:
       rows = np.concatenate([image_cls, rows])
-      details.append("cls row copied")
+      details.append("cls row copied" if has_cls == 1 else f"{has_cls} prefix rows copied")
     else:
-      rows = np.concatenate([target[0, :1], rows])
-      details.append("cls row kept fresh (the image model has no cls token)")
+      rows = np.concatenate([target[0, :has_cls], rows])
+      details.append("cls row kept fresh (the image model has no cls token)" if has_cls == 1
+                     and image_cls is None else f"{has_cls} prefix rows kept fresh (the image "
+                     "posemb has other prefix rows)")
   elif image_cls is not None:
-    details.append("image cls row dropped (the video model has no cls token)")
+    details.append("image cls row dropped (the video model has no cls token)"
+                   if len(image_cls) == 1 else
+                   f"image prefix rows dropped ({len(image_cls)}: the video posemb has none)")
   action = {(False, False): "copied", (False, True): "tiled", (True, False): "resized",
             (True, True): "resized+tiled"}[(resized, temporal > 1)]
   s.set(key, rows[None], action, f"from {source}: " + ", ".join(details or ["as is"]),
@@ -239,8 +282,14 @@ def init_encoder_blocks(s: _Surgery, encoder: str, *, num_blocks: Optional[int] 
         raise KeyError(f"{dst} needs the image parameter {src}, which is missing; image "
                        f"block keys: {s.under(src_block, 'image')[:8]}...")
       s.copy(dst, src)
-  for leaf in ("scale", "bias"):
-    s.copy(f"{encoder}/encoder_norm/{leaf}", f"Transformer/encoder_norm/{leaf}")
+  for norm in ("encoder_norm", "pre_norm"):
+    for leaf in ("scale", "bias"):
+      if f"{encoder}/{norm}/{leaf}" in s.init:
+        s.copy(f"{encoder}/{norm}/{leaf}", f"Transformer/{norm}/{leaf}")
+  suffix = "" if encoder == "Transformer" else "_" + encoder
+  for leaf in ("scale", "bias"):  # fc_norm (final LayerNorm after pooling)
+    if f"fc_norm{suffix}/{leaf}" in s.init and s.has_image(f"fc_norm/{leaf}"):
+      s.copy(f"fc_norm{suffix}/{leaf}", f"fc_norm/{leaf}")
   logging.info("%s: %d blocks and encoder_norm copied from the image encoder%s", encoder,
                num_blocks, f" (time attention: {time_attention_init})"
                if time_attention_init != "copy" else "")
@@ -347,7 +396,7 @@ def inflate_from_image(
     # The spatial encoder sees one temporal index at a time: its posemb is not tiled.
     init_cls(s, "cls_SpatialTransformer")
     init_posemb(s, "SpatialTransformer/posembed_input/pos_embedding", temporal=1,
-                has_cls="cls_SpatialTransformer" in s.init, grid_hw=grid_hw,
+                has_cls=_prefix_tokens(s.init, "_SpatialTransformer"), grid_hw=grid_hw,
                 image_grid=image_grid)
     init_encoder_blocks(s, "SpatialTransformer")
     if variant == "factorised_encoder":
@@ -360,7 +409,7 @@ def inflate_from_image(
     t = token_grid[0]
     init_cls(s, "cls")
     init_posemb(s, "Transformer/posembed_input/pos_embedding", temporal=t,
-                has_cls="cls" in s.init, grid_hw=grid_hw, image_grid=image_grid)
+                has_cls=_prefix_tokens(s.init), grid_hw=grid_hw, image_grid=image_grid)
     init_encoder_blocks(s, "Transformer", time_attention_init=time_attention_init)
   init_head(s)
 

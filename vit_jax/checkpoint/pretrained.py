@@ -8,8 +8,8 @@ Everything comes from the file (and the configs beside it), nothing from the cal
   source                                  architecture from               preprocessing from
   timm file / Hub folder                  keys + config.json architecture  pretrained_cfg
   transformers folder (config.json        model_type, sizes, eps, act     preprocessor_config.json
-    with model_type; hf_vision)
-  OpenCLIP (`visual.*`; openclip_vision)  keys + open_clip_config.json    preprocess_cfg
+    with model_type; hf_model)
+  OpenCLIP (`visual.*`; openclip_io)      keys + open_clip_config.json    preprocess_cfg
   .npz (vit_jax / AugReg / big_vision),   the parameter shapes            the JAX default
     Orbax workdir
   hf-hub:ORG/NAME                         its cached snapshot folder, as above
@@ -29,16 +29,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Optional
 
-import numpy as np
-
-from vit_jax.checkpoint import (
-  formats,
-  hf_vision,
-  hub,
-  openclip_vision,
-  safetensors_io,
-  timm_model,
-)
+from vit_jax.checkpoint import formats, hf_model, hub, openclip_io, timm_model
 from vit_jax.checkpoint import preprocessing as prep
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.models import options as options_lib
@@ -87,23 +78,22 @@ def _grid_size(model_fields: Mapping[str, Any], options: options_lib.EncoderOpti
   return (side * patch, side * patch)
 
 
+def _posemb_rows(params: Mapping[str, Any]) -> Optional[int]:
+  posemb = params.get("Transformer", {}).get("posembed_input", {}).get("pos_embedding")
+  return None if posemb is None else posemb.shape[1]
+
+
 def _timm_family(architecture: Optional[str]) -> str:
   name = architecture or ""
   return next(f for pattern, f in _TIMM_FAMILY if re.search(pattern, name))
 
 
-def _from_timm_tensors(tensors: Mapping[str, np.ndarray], source: str, architecture: str,
-                       model_args: Mapping[str, Any], overrides: Mapping[str, Any],
-                       num_heads: Optional[int]) -> tuple[vit.VisionTransformer, dict[str, Any],
-                                                          tuple[int, int]]:
-  found = timm_model.describe(tensors, source, architecture, model_args, num_heads)
-  if overrides:
-    found = dataclasses.replace(found, options=found.options.replace(**overrides))
-  params = safetensors_io.timm_to_linen(tensors, source, found.fields["num_heads"])
-  rows = tensors["pos_embed"].shape[1] if "pos_embed" in tensors else None
-  size = model_args.get("img_size") or 224
-  size = _grid_size(found.fields, found.options, rows, size) if rows else (size, size)
-  return found.model(), params, size
+def _left_out(weights: str) -> tuple[str, ...]:
+  """Keys of the file that are not the image model (a text tower, MAE's decoder)."""
+  from safetensors import safe_open  # noqa: PLC0415 (the header only)
+
+  with safe_open(weights, framework="np") as f:
+    return tuple(sorted(k for k in f.keys() if hf_model.NOT_THE_IMAGE_MODEL.match(k)))
 
 
 def describe_linen(params: Mapping[str, Any], fmt: str) -> vit.VisionTransformer:
@@ -146,77 +136,38 @@ def _linen_pretrained(path: str) -> Pretrained:
   return Pretrained(model, params, prep.family_default("vit_jax", size), fmt, path)
 
 
-def _hf_pretrained(folder: str, weights: str, config: Mapping[str, Any]) -> Pretrained:
-  model_type = config.get("model_type")
-  tensors = safetensors_io.read_safetensors(weights)
+def _hf_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:
+  params, spec = hf_model.read_hf(folder)
+  model = spec.model()
   vision = config.get("vision_config", config)
-  heads = vision.get("num_attention_heads")
-  family = _HF_FAMILY.get(model_type, "vit_jax")
+  size = _grid_size(spec.fields, spec.options, _posemb_rows(params),
+                    int(vision.get("image_size", 224)))
   pre_cfg = prep.read_json(os.path.join(folder, HF_PREPROCESSOR))
-  if model_type == "vit":  # HF ViT: its own reader (safetensors_io.hf_to_linen)
-    params, fmt = safetensors_io.load_safetensors(weights, heads)
-    model = describe_linen(params, fmt).clone(
-        layernorm_epsilon=vision.get("layer_norm_eps", 1e-12))
-    size = (vision.get("image_size", 224),) * 2
-    left_out: list[str] = []
-  else:
-    timm_sd, arch, args, overrides, left_out = hf_vision.to_timm(config, tensors)
-    model, params, size = _from_timm_tensors(timm_sd, weights, arch, args, overrides, heads)
-    fmt = f"hf:{model_type}"
-  _check_hf_config(vision, model, os.path.join(folder, timm_model.CONFIG_FILE))
   pre = (prep.from_hf_preprocessor(pre_cfg, os.path.join(folder, HF_PREPROCESSOR)) if pre_cfg
-         else prep.family_default(family, size))
-  return Pretrained(model, params, pre, fmt, weights, tuple(left_out))
+         else prep.family_default(_HF_FAMILY.get(config.get("model_type"), "vit_jax"), size))
+  weights = os.path.join(folder, hf_model.WEIGHTS_FILE)
+  return Pretrained(model, params, pre, f"hf:{config.get('model_type')}", weights,
+                    _left_out(weights))
 
 
-def _check_hf_config(vision: Mapping[str, Any], model: vit.VisionTransformer, path: str) -> None:
-  """config.json's sizes must be the weights' (a config of another model is named)."""
-  patch = model.patch_size if isinstance(model.patch_size, int) else model.patch_size[0]
-  for field, found in (("hidden_size", model.hidden_size),
-                       ("num_hidden_layers", model.num_layers), ("patch_size", patch)):
-    if field in vision and vision[field] != found:
-      raise CheckpointError(f"{path}: {field}={vision[field]}, but the weights have {found}: "
-                            "the config.json belongs to another model (fix or replace it).")
-
-
-def _openclip_pretrained(weights: str, tensors: Mapping[str, np.ndarray],
-                         config: Optional[Mapping[str, Any]],
+def _openclip_pretrained(weights: str, config: Optional[Mapping[str, Any]],
                          architecture: Optional[str]) -> Pretrained:
-  quick_gelu = openclip_vision.quick_gelu_from_config(config)
-  if architecture:
-    quick_gelu = "quickgelu" in architecture
-  timm_sd, arch, args, overrides, left_out = openclip_vision.to_timm(
-      tensors, quick_gelu=quick_gelu, source=weights)
-  model, params, size = _from_timm_tensors(timm_sd, weights, arch, args, overrides, None)
+  quick_gelu = ("quickgelu" in architecture) if architecture else None
+  params, spec = openclip_io.read_openclip(weights, quick_gelu=quick_gelu)
+  size = _grid_size(spec.fields, spec.options, _posemb_rows(params), 224)
   pre = (prep.from_openclip_config(config, size) if config
          else prep.family_default("clip", size))
-  return Pretrained(model, params, pre, "openclip", weights, tuple(left_out))
+  return Pretrained(spec.model(), params, pre, "openclip", weights, _left_out(weights))
 
 
 def _timm_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
   params, found = timm_model.read_timm(path, architecture)
   weights = os.path.join(path, timm_model.WEIGHTS_FILE) if os.path.isdir(path) else path
-  tensors_posemb = params.get("Transformer", {}).get("posembed_input", {}).get("pos_embedding")
-  rows = tensors_posemb.shape[1] if tensors_posemb is not None else None
-  size = _grid_size(found.fields, found.options, rows, 224)
+  size = _grid_size(found.fields, found.options, _posemb_rows(params), 224)
   pre = prep.from_timm_config({"pretrained_cfg": found.pretrained_cfg}, weights) \
       if found.pretrained_cfg else None
   pre = pre or prep.family_default(_timm_family(found.architecture), size)
   return Pretrained(found.model(), params, pre, "timm", weights)
-
-
-def is_renamed_family(path: str) -> bool:
-  """A transformers folder of a non-ViT family, or an OpenCLIP file (read via timm names)."""
-  folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-  config = prep.read_json(os.path.join(folder, timm_model.CONFIG_FILE)) or {}
-  if "architecture" not in config and config.get("model_type") in hf_vision.FAMILIES:
-    return True
-  if os.path.isdir(path):
-    return os.path.exists(os.path.join(path, "open_clip_model.safetensors"))
-  from safetensors import safe_open  # noqa: PLC0415 (the header only, not the tensors)
-
-  with safe_open(path, framework="np") as f:
-    return openclip_vision.is_openclip(dict.fromkeys(f.keys()))
 
 
 def load_pretrained(path: str, *, architecture: Optional[str] = None) -> Pretrained:
@@ -233,7 +184,9 @@ def load_pretrained(path: str, *, architecture: Optional[str] = None) -> Pretrai
     path = hub.resolve(path)
   folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
   config = prep.read_json(os.path.join(folder, timm_model.CONFIG_FILE)) or {}
-  clip_config = prep.read_json(os.path.join(folder, openclip_vision.CONFIG_FILE))
+  clip_config = prep.read_json(os.path.join(folder, openclip_io.CONFIG_FILE))
+  if os.path.isdir(path) and hf_model.is_hf_directory(path):
+    return _hf_pretrained(path, config)
   if os.path.isdir(path):
     candidates = [n for n in (timm_model.WEIGHTS_FILE, "open_clip_model.safetensors")
                   if os.path.exists(os.path.join(path, n))]
@@ -245,11 +198,14 @@ def load_pretrained(path: str, *, architecture: Optional[str] = None) -> Pretrai
   if formats.container(weights) != "safetensors":  # .npz (and pickles: refused there)
     return _linen_pretrained(weights)
   if "model_type" in config and "architecture" not in config:
-    return _hf_pretrained(folder, weights, config)
-  tensors = safetensors_io.read_safetensors(weights)
-  if openclip_vision.is_openclip(tensors):
-    return _openclip_pretrained(weights, tensors, clip_config, architecture)
-  if "patch_embed.proj.weight" not in tensors and any(".embeddings." in f".{k}" for k in tensors):
+    return _hf_pretrained(folder, config)
+  from safetensors import safe_open  # noqa: PLC0415 (the header only)
+
+  with safe_open(weights, framework="np") as f:
+    keys = dict.fromkeys(f.keys())
+  if openclip_io.is_openclip(keys):
+    return _openclip_pretrained(weights, clip_config, architecture)
+  if "patch_embed.proj.weight" not in keys and any(".embeddings." in f".{k}" for k in keys):
     raise CheckpointError(
         f"{weights}: transformers weights without their config.json (model_type, sizes): "
         "load the model folder (or hf-hub:ORG/NAME) rather than the file alone.")

@@ -321,7 +321,12 @@ def hf_to_linen(tensors: Mapping[str, np.ndarray], path: str,
 
 def load_safetensors(path: str, num_heads: Optional[int] = None) -> tuple[dict[str, Any], str]:
   """Reads a timm or transformers ViT `.safetensors`; returns (params, 'timm' | 'hf')."""
-  tensors = read_safetensors(path)
+  return convert_tensors(read_safetensors(path), path, num_heads)
+
+
+def convert_tensors(tensors: Mapping[str, np.ndarray], path: str,
+                    num_heads: Optional[int] = None) -> tuple[dict[str, Any], str]:
+  """A timm or transformers state dict -> (params, 'timm' | 'hf')."""
   fmt = safetensors_format(tensors, path)
   convert = timm_to_linen if fmt == "timm" else hf_to_linen
   return convert(tensors, path, num_heads), fmt

@@ -37,8 +37,8 @@ import numpy as np
 
 from vit_jax.checkpoint import safetensors_io
 from vit_jax.checkpoint.errors import CheckpointError
+from vit_jax.checkpoint.model_spec import ModelSpec
 from vit_jax.models import options as options_lib
-from vit_jax.models import vit
 
 # timm architecture name pattern -> what the weights cannot say (first match wins).
 # Each family's timm definitions: timm/models/vision_transformer.py, deit.py, eva.py.
@@ -65,31 +65,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-@dataclasses.dataclass(frozen=True)
-class TimmModel:
-  """The model a timm checkpoint holds.
-
-  Attributes:
-    architecture: the timm architecture name, or None for a bare file.
-    fields: `vit.VisionTransformer` fields (sizes, patch, classifier, posemb, head).
-    options: its EncoderOptions.
-    layout: the timm module family of its names (safetensors_io.TIMM_LAYOUTS), for
-      writing it back.
-    pretrained_cfg: config.json's `pretrained_cfg` (preprocessing), or {}.
-  """
-  architecture: Optional[str]
-  fields: dict[str, Any]
-  options: options_lib.EncoderOptions
-  layout: str
-  pretrained_cfg: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-  def model(self, **overrides: Any) -> vit.VisionTransformer:
-    """The VisionTransformer (fields or option fields changed by `overrides`)."""
-    option_changes, overrides = options_lib.split_options(overrides)
-    return vit.VisionTransformer(options=self.options.replace(**option_changes),
-                                 **dict(self.fields, **overrides))
-
-
 def _family(architecture: str, path: str) -> dict[str, Any]:
   name = architecture.split(".")[0]  # "eva02_base_patch14_224.mim_in22k" -> model name
   for pattern, settings in TIMM_FAMILIES:
@@ -107,7 +82,7 @@ def _is_square(n: int) -> bool:
 
 def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optional[str] = None,
              model_args: Optional[Mapping[str, Any]] = None,
-             num_heads: Optional[int] = None) -> TimmModel:
+             num_heads: Optional[int] = None) -> ModelSpec:
   """The model of a timm state dict, from its keys and the architecture (see module doc).
 
   Raises CheckpointError when the keys leave the model open and no architecture is given,
@@ -214,7 +189,7 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
     layout = "eva_separate_qkv" if has(block0 + "attn.q_proj.weight") else "eva"
   else:
     layout = "vit"
-  return TimmModel(architecture, fields, options, layout)
+  return ModelSpec(architecture, fields, options, layout)
 
 
 def _read_config(path: str) -> Optional[dict[str, Any]]:
@@ -227,14 +202,14 @@ def _read_config(path: str) -> Optional[dict[str, Any]]:
 
 
 def read_timm(path: str, architecture: Optional[str] = None,
-              num_heads: Optional[int] = None) -> tuple[dict[str, Any], TimmModel]:
+              num_heads: Optional[int] = None) -> tuple[dict[str, Any], ModelSpec]:
   """Reads a timm checkpoint: a Hub folder (model.safetensors + config.json) or a file.
 
   A timm `config.json` beside a file is read too (the Hub cache keeps both in one
   snapshot folder); a caller's `architecture` wins over the config's.
 
   Returns:
-    (params in the layout of `found.model()`, found: TimmModel).
+    (params in the layout of `found.model()`, found: ModelSpec).
   """
   path = os.fspath(path)
   weights = os.path.join(path, WEIGHTS_FILE) if os.path.isdir(path) else path

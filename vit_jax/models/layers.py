@@ -155,6 +155,9 @@ def apply_rope(x: jax.Array, angles: np.ndarray, options: EncoderOptions,
   """
   prefix, patches = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
   reps = patches.shape[1] // angles.shape[0]
+  if reps * angles.shape[0] != patches.shape[1]:
+    raise ValueError(f"RoPE: {patches.shape[1]} patch tokens are not frames of the "
+                     f"{angles.shape[0]}-patch grid the angles were made for.")
   angles = np.tile(angles, (reps, 1))[None, :, None, :]  # [1, N', 1, hd/2]
   sin, cos = (jnp.asarray(f(angles), jnp.float32) for f in (np.sin, np.cos))
   p = patches.astype(jnp.float32)
