@@ -15,9 +15,10 @@ Expected: 83.8% ImageNet validation top-1 for the released ViT-B at 224 px
 (README_revenge.md model zoo; timm's evaluation of `deit3_base_patch16_224.fb_in1k` gives
 83.80; docs/published_results.md), which the README obtains by this pre-training followed
 by 20 epochs of fine-tuning at 224 px (not part of this config). Not run here, and not
-the full recipe: DeiT III trains with the LAMB optimizer, binary cross-entropy and
-LayerScale, none of which this codebase has; this config uses AdamW with softmax
-cross-entropy and plain blocks, so treat the number as the target, not a promise.
+the full recipe: DeiT III trains with the LAMB optimizer and binary cross-entropy, which
+this codebase does not have; this config uses AdamW with softmax cross-entropy (and
+DeiT III's blocks: LayerScale initialised at 1e-6, position embedding on the patches only,
+as timm's `deit3_*`), so treat the number as the target, not a promise.
 Hardware: the README trains ViT-B on one node of 8 GPUs.
 """
 
@@ -34,7 +35,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def get_config() -> ml_collections.ConfigDict:
   config = base_config()
-  config.model_name = "ViT-B_16"
+  config.model_name = "DeiT3-B_16"  # ViT-B/16 with DeiT III's LayerScale and posemb
   config.model.stochastic_depth = 0.2
   config.model.dropout_rate = 0.0
 

@@ -80,7 +80,9 @@ def config_arguments(name: str) -> list[str]:
 
 def expected_model(name: str, arg: str) -> str:
   """The model each config's docstring says it trains."""
-  if name in ("vit_b16_finetune", "vit_b16_i1k_augreg", "deit_b16_i1k", "deit3_b16_i1k"):
+  if name == "deit3_b16_i1k":
+    return "DeiT3-B_16"
+  if name in ("vit_b16_finetune", "vit_b16_i1k_augreg", "deit_b16_i1k"):
     return "ViT-B_16"
   if name in ("vit_digits", "vit_digits_finetune"):
     return "ViT-Nano_2"  # vit_digits_finetune: "the vit_digits model"
