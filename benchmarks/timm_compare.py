@@ -1,6 +1,7 @@
 """Our ViTs against timm's PyTorch ViTs, side by side in one run on this machine.
 
     python benchmarks/timm_compare.py --models ViT-Ti_16,ViT-S_16,ViT-B_16 --batch_size 8
+    python benchmarks/timm_compare.py --models families     # one size of each later family
     # torch/timm in another environment (they are never a dependency of vit_jax):
     python benchmarks/timm_compare.py --torch_python /work/bench-venv/bin/python
 
@@ -31,7 +32,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import timing  # noqa: E402  (benchmarks/timing.py; stdlib only: the torch venv imports it too)
 
 TIMM_NAMES = {"ViT-Ti_16": "vit_tiny_patch16_224", "ViT-S_16": "vit_small_patch16_224",
-              "ViT-B_16": "vit_base_patch16_224", "ViT-L_16": "vit_large_patch16_224"}
+              "ViT-B_16": "vit_base_patch16_224", "ViT-L_16": "vit_large_patch16_224",
+              # One size of each later family (`--models families`): LayerScale, registers,
+              # distillation, pre-norm, MAP, QuickGELU, SwiGLU and RoPE all on the clock.
+              "DeiT-S_16-distilled": "deit_small_distilled_patch16_224",
+              "DeiT3-S_16": "deit3_small_patch16_224",
+              "DINOv2-S_14-reg4": "vit_small_patch14_reg4_dinov2",
+              "DINOv3-S_16": "vit_small_patch16_dinov3",
+              "CLIP-B_16": "vit_base_patch16_clip_quickgelu_224",
+              "SigLIP-B_16": "vit_base_patch16_siglip_224",
+              "MAE-B_16": "vit_base_patch16_224",
+              "EVA02-S_14": "eva02_small_patch14_224"}
+FAMILY_MODELS = ("DeiT-S_16-distilled", "DeiT3-S_16", "DINOv2-S_14-reg4", "DINOv3-S_16",
+                 "CLIP-B_16", "SigLIP-B_16", "MAE-B_16", "EVA02-S_14")
 
 
 def _import_timm():
@@ -147,18 +160,19 @@ def main():
   print(f"{os.cpu_count()} CPUs; batch {args.batch_size}, {args.image_size} px; median of 3 "
         f"runs of {args.steps} steps after >= 4 steps and 10 s of warm-up; every measurement "
         f"in a fresh process; allocator: {allocator}")
-  header = (f"{'model':<9} {'dtype':<8} {'ours train':>10} {'timm train':>10} {'ratio':>6} "
+  header = (f"{'model':<19} {'dtype':<8} {'ours train':>10} {'timm train':>10} {'ratio':>6} "
             f"{'ours infer':>10} {'timm infer':>10} {'ratio':>6}")
   print(f"{header}\n{'-' * len(header)}  (images/s)", flush=True)
   versions = set()
-  for name in args.models.split(","):
+  names = FAMILY_MODELS if args.models == "families" else args.models.split(",")
+  for name in names:
     for dtype in args.dtypes.split(","):
       ours = _worker(args, sys.executable, "jax", name, dtype)
       if isinstance(ours, str):
         raise RuntimeError(f"our side {name} {dtype} {ours}")
       versions.add(f"ours: {ours['version']}")
       theirs = _worker(args, args.torch_python or sys.executable, "torch", name, dtype)
-      row = f"{name:<9} {dtype:<8} {ours['train_img_s']:>10.2f} "
+      row = f"{name:<19} {dtype:<8} {ours['train_img_s']:>10.2f} "
       if isinstance(theirs, str):
         print(f"{row}{'-':>10} {'-':>6} {ours['infer_img_s']:>10.2f}   timm skipped: torch/timm "
               f"{theirs}", flush=True)
