@@ -57,22 +57,32 @@ def eval_image(raw: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
 
 def train_video(video: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any],
                 length: tf.Tensor | None = None) -> tf.Tensor:
-  """Video -> float32 [num_frames, h, w, 3].
+  """Video -> float32 [num_frames, h, w, 3]: `train_clip_indices`, then `train_clip`.
 
   `video` is anything `video_ops.gather_frames` reads; `length` its frame count
   (needed for a file path, else read from the tensor).
+  """
+  n = video_ops.num_available(video) if length is None else length
+  return train_clip(video_ops.gather_frames(video, train_clip_indices(n, seed, c)), seed, c)
 
-  A random clip (random temporal offset), resized so that it covers the crop
-  times a random scale in `scale_jitter`, randomly cropped and flipped; one
-  crop and one flip for all its frames.
+
+def train_clip_indices(length: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """int32 [num_frames]: the frames of a random clip (random temporal offset) of a video."""
+  time_seed = tf.random.experimental.stateless_split(seed, 4)[0]
+  offset = video_ops.random_offset(length, c["num_frames"], c["stride"], time_seed)
+  return video_ops.clip_indices(length, c["num_frames"], c["stride"], offset)
+
+
+def train_clip(frames: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """uint8 [num_frames, H, W, 3] clip -> float32 [num_frames, h, w, 3].
+
+  Resized so that it covers the crop times a random scale in `scale_jitter`,
+  randomly cropped and flipped; one crop and one flip for all its frames.
+  `seed` is the example's seed, as given to `train_clip_indices`.
   """
   size = config_lib.image_size(c)
-  time_seed, scale_seed, crop_seed, flip_seed = tf.unstack(
+  _, scale_seed, crop_seed, flip_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, 4))
-  n = video_ops.num_available(video) if length is None else length
-  offset = video_ops.random_offset(n, c["num_frames"], c["stride"], time_seed)
-  frames = video_ops.gather_frames(
-      video, video_ops.clip_indices(n, c["num_frames"], c["stride"], offset))
   scale = tf.random.stateless_uniform([], scale_seed, *c["scale_jitter"])
   frames = image_ops.random_crop(image_ops.resize_to_cover(frames, size, scale), size, crop_seed)
   if c["flip"]:
@@ -82,20 +92,28 @@ def train_video(video: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any],
 
 def eval_video(video: tf.Tensor, c: Mapping[str, Any],
                length: tf.Tensor | None = None) -> tf.Tensor:
-  """Video (as in `train_video`) -> float32 [V, num_frames, h, w, 3].
+  """Video (as in `train_video`) -> float32 [V, num_frames, h, w, 3]: `eval_clip_indices`,
+  then `eval_clips`."""
+  n = video_ops.num_available(video) if length is None else length
+  return eval_clips(video_ops.gather_frames(video, eval_clip_indices(n, c)), c)
 
-  V = num_test_clips * num_test_crops views, clip-major: evenly spaced clips,
-  each resized so its shorter side is resize_small (default: so it just covers
-  the crop), then the centre crop, or with 3 crops the two ends and the centre
-  of the longer side.
+
+def eval_clip_indices(length: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """int32 [num_test_clips * num_frames]: evenly spaced clips, clip-major."""
+  offsets = video_ops.even_offsets(length, c["num_frames"], c["stride"], c["num_test_clips"])
+  return tf.reshape(tf.map_fn(
+      lambda o: video_ops.clip_indices(length, c["num_frames"], c["stride"], o), offsets), [-1])
+
+
+def eval_clips(frames: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """uint8 [num_test_clips * num_frames, H, W, 3] -> float32 [V, num_frames, h, w, 3].
+
+  V = num_test_clips * num_test_crops views, clip-major: each clip resized so its
+  shorter side is resize_small (default: so it just covers the crop), then the
+  centre crop, or with 3 crops the two ends and the centre of the longer side.
   """
   size = config_lib.image_size(c)
   num_clips, num_crops, num_frames = c["num_test_clips"], c["num_test_crops"], c["num_frames"]
-  n = video_ops.num_available(video) if length is None else length
-  offsets = video_ops.even_offsets(n, num_frames, c["stride"], num_clips)
-  indices = tf.reshape(
-      tf.map_fn(lambda o: video_ops.clip_indices(n, num_frames, c["stride"], o), offsets), [-1])
-  frames = video_ops.gather_frames(video, indices)  # [clips * T, H, W, 3]
   if c["resize_small"]:
     frames = image_ops.resize_small(frames, c["resize_small"])
   else:
