@@ -35,8 +35,9 @@ _EXPORTS = {
     "preprocess_for_eval": "pipeline", "train_iterator": "pipeline",
     "DatasetNotPreparedError": "sources",
 }
-_SUBMODULES = ("builders", "config", "distribute", "folder", "image_ops", "mixing",
-               "pipeline", "preprocess", "sources", "video_ops")
+_SUBMODULES = ("augment", "augment_spec", "builders", "config", "distribute", "folder",
+               "image_ops", "mixing", "pipeline", "preprocess", "randaugment",
+               "randaugment_policy", "sources", "video_ops")
 
 __all__ = sorted(_EXPORTS) + ["builders"]
 

@@ -9,6 +9,7 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from vit_jax.data import augment_spec
 from vit_jax.errors import ConfigError
 
 TRAIN_CROPS = ("inception", "resize", "random_crop")
@@ -39,6 +40,10 @@ def default_config() -> ml_collections.ConfigDict:
     flip: random horizontal flips in training.
     resize_small: evaluation resizes the shorter side to this and takes the central
       image_size crop; None resizes the whole image to image_size.
+    augment: the training augmentation chain after the crop and flip, as
+      "op(args)|op(args)" or a list of such items, e.g. "randaug(2, 10)" or
+      "timm_randaug('rand-m9-mstd0.5-inc1')|random_erasing(0.25)"; "" (default):
+      none. Ops and arguments: vit_jax/data/augment_spec.py, docs/augmentation.md.
     value_range: pixels mapped linearly from [0, 255] to this range; set it to None
       and set mean/std (per channel, in [0, 1] units as timm) to standardise instead.
 
@@ -84,6 +89,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.train_crop = "inception"
   c.inception_area = (0.05, 1.0)
   c.flip = True
+  # A string or a list of strings; a typed field would reject one of the two.
+  c.augment = config_dict.FieldReference("", field_type=object)
   c.resize_small = config_dict.placeholder(int)
   c.value_range = (-1.0, 1.0)
   c.mean = config_dict.placeholder(tuple)
@@ -114,6 +121,7 @@ def validate(data_config: Mapping[str, Any]) -> None:
   image_size(c)
   if c["train_crop"] not in TRAIN_CROPS:
     raise ConfigError(f"train_crop={c['train_crop']!r}; use one of {TRAIN_CROPS}.")
+  augment_spec.parse(c["augment"])
   has_mean_std = c["mean"] is not None or c["std"] is not None
   if has_mean_std and (c["mean"] is None or c["std"] is None):
     raise ConfigError("Set both data.mean and data.std (per-channel, [0, 1] units) or neither.")

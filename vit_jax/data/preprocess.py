@@ -13,8 +13,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from vit_jax.data import augment, augment_spec, image_ops, randaugment, video_ops
 from vit_jax.data import config as config_lib
-from vit_jax.data import image_ops, video_ops
 
 
 def _normalize(image: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
@@ -41,7 +41,70 @@ def train_image(raw: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.Ten
     image = image_ops.resize(image, size)
   if c["flip"]:
     image = image_ops.random_flip(image, flip_seed)
-  return _normalize(image, c)
+  # Folded in rather than split off `seed`, so the crop and flip stay those of a run
+  # without data.augment.
+  ops = augment_spec.parse(c["augment"])
+  augment_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+  image = augment_pixels(image, augment_seed, ops)
+  return augment_normalized(_normalize(image, c), augment_seed, ops)
+
+
+# ----------------------------------------------------------------------------------------
+# data.augment: the chain after crop and flip (vit_jax.data.augment_spec parses it).
+# Each op gets the seed fold_in(seed, its position), so adding an op at the end leaves
+# the draws of the earlier ones unchanged.
+# ----------------------------------------------------------------------------------------
+
+_PIXEL_OPS = {
+    "randaug": lambda x, seed, kw: randaugment.randaugment(
+        x, seed, randaugment.big_vision_policy(kw["num_layers"], kw["magnitude"])),
+    "timm_randaug": lambda x, seed, kw: randaugment.randaugment(
+        x, seed, randaugment.timm_policy(kw["config"], kw["fill"])),
+    "rotate": lambda x, seed, kw: augment.random_rotate(x, kw["max_degrees"], seed, kw["fill"]),
+    "translate": lambda x, seed, kw: augment.random_translate(
+        x, kw["max_fraction"], seed, kw["fill"]),
+    "color_jitter": lambda x, seed, kw: _with_prob(
+        x, seed, kw["prob"], lambda x, s: augment.color_jitter(
+            x, s, kw["brightness"], kw["contrast"], kw["saturation"], kw["hue"])),
+    "three_augment": lambda x, seed, kw: augment.three_augment(x, seed, kw["jitter"]),
+}
+_NORMALIZED_OPS = {
+    "random_erasing": lambda x, seed, kw: augment.random_erasing(x, seed, **kw),
+}
+assert set(_PIXEL_OPS) | set(_NORMALIZED_OPS) == set(augment_spec.OPS)
+assert set(_NORMALIZED_OPS) == set(augment_spec.POST_NORMALIZE)
+
+
+def _with_prob(image, seed, prob, op):
+  if prob >= 1.0:
+    return op(image, seed)
+  apply_seed, op_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  return tf.cond(tf.random.stateless_uniform([], apply_seed) < prob,
+                 lambda: op(image, op_seed), lambda: image)
+
+
+def augment_pixels(image: tf.Tensor, seed: tf.Tensor,
+                   ops: tuple[tuple[str, dict[str, Any]], ...]) -> tf.Tensor:
+  """The pixel ops of a parsed data.augment chain, in order.
+
+  image: float32 or uint8 [H, W, 3] in [0, 255], or a clip [T, H, W, 3], which gets
+  the same draws on every frame; the result has image's shape and dtype.
+  """
+  for position, (name, kwargs) in enumerate(ops):
+    if name in _PIXEL_OPS:
+      image = _PIXEL_OPS[name](image, tf.random.experimental.stateless_fold_in(seed, position),
+                               kwargs)
+  return image
+
+
+def augment_normalized(image: tf.Tensor, seed: tf.Tensor,
+                       ops: tuple[tuple[str, dict[str, Any]], ...]) -> tf.Tensor:
+  """The ops of the chain that act on the normalised float32 image (random_erasing)."""
+  for position, (name, kwargs) in enumerate(ops):
+    if name in _NORMALIZED_OPS:
+      image = _NORMALIZED_OPS[name](image, tf.random.experimental.stateless_fold_in(seed, position),
+                                    kwargs)
+  return image
 
 
 def eval_image(raw: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
