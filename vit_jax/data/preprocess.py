@@ -13,7 +13,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from vit_jax.data import augment, augment_spec, image_ops, randaugment, video_ops
+from vit_jax.data import augment, augment_spec, image_ops, randaugment, video_augment, video_ops
 from vit_jax.data import config as config_lib
 
 
@@ -68,6 +68,11 @@ _PIXEL_OPS = {
             x, s, kw["brightness"], kw["contrast"], kw["saturation"], kw["hue"])),
     "three_augment": lambda x, seed, kw: augment.three_augment(x, seed, kw["jitter"]),
 }
+_PIXEL_OPS.update({  # The video recipes' ops (vit_jax.data.video_augment).
+    "video_randaug": lambda x, seed, kw: randaugment.randaugment(
+        x, seed, randaugment.scenic_video_policy(kw["num_layers"], kw["magnitude"])),
+    "dmvr_color": lambda x, seed, kw: video_augment.dmvr_color(x, seed, **kw),
+})
 _NORMALIZED_OPS = {
     "random_erasing": lambda x, seed, kw: augment.random_erasing(x, seed, **kw),
 }
@@ -140,7 +145,8 @@ def train_clip(frames: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.T
   """uint8 [num_frames, H, W, 3] clip -> float32 [num_frames, h, w, 3].
 
   Resized so that it covers the crop times a random scale in `scale_jitter`,
-  randomly cropped and flipped; one crop and one flip for all its frames.
+  randomly cropped and flipped, then `data.augment`; one crop, one flip and one
+  draw of every augmentation for all its frames.
   `seed` is the example's seed, as given to `train_clip_indices`.
   """
   size = config_lib.image_size(c)
@@ -150,7 +156,11 @@ def train_clip(frames: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.T
   frames = image_ops.random_crop(image_ops.resize_to_cover(frames, size, scale), size, crop_seed)
   if c["flip"]:
     frames = image_ops.random_flip(frames, flip_seed)
-  return _normalize(frames, c)
+  # data.augment on the whole clip: one draw for all its frames (seeded as for images).
+  ops = augment_spec.parse(c["augment"])
+  augment_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+  frames = augment_pixels(frames, augment_seed, ops)
+  return augment_normalized(_normalize(frames, c), augment_seed, ops)
 
 
 def eval_video(video: tf.Tensor, c: Mapping[str, Any],
