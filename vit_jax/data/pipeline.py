@@ -16,8 +16,11 @@ position), the stream started at `start_step=s` yields exactly the batches s,
 s+1, ... of the stream started at 0; resuming costs reading (not decoding) at
 most one epoch of this process's records. TFDS shuffles records when it prepares
 a dataset, so a shuffle buffer on top mixes well; folders shuffle the full file
-list. A file that fails to decode is skipped (logged and counted), which shifts
-the later examples of that stream, so a resumed run is only exact on clean data.
+list. A bad example (a file or frame that fails to decode, a video shorter than
+data.min_frames, a DMVR label outside the classes) is skipped (logged and counted),
+which shifts the later examples of that stream, so a resumed run is only exact on
+clean data. Videos are decoded in two steps: the source's `load` gives the frame
+count, the clip's frame indices are drawn, and `clip_frames` decodes only those.
 
 Evaluation stream (one pass), per process: its share of the split in a fixed
 order, padded with masked zero examples to the number of batches of the largest
