@@ -76,6 +76,15 @@ def test_video_manifest_tsv_with_classes_file(video_folder, tmp_path):
   assert train["image"].shape == (8, 4, 16, 16, 3)
   batches = list(data.eval_iterator(config, global_batch_size=8, sharding=_sharding()))
   np.testing.assert_array_equal(np.asarray(batches[0]["label"])[:4], [1, 1, 0, 0])
+  # Videos shorter than data.min_frames: skipped in training, an error in evaluation.
+  config.min_frames = 10  # The 6-frame videos are too short, the 14-frame ones are not.
+  source = sources.open_source(config)
+  ds = pipeline.train_dataset(config, source, local_batch_size=4, seed=0, start_step=0,
+                              process_index=0, process_count=1)
+  assert next(ds.as_numpy_iterator())["image"].shape == (4, 4, 16, 16, 3)
+  assert folder.skipped_files()[root] >= 2
+  with pytest.raises(data.BadDataError, match=r"0\.mp4: it has 6 frames, fewer than data\.min_frames=10"):
+    list(data.eval_iterator(config, global_batch_size=8, sharding=_sharding()))
 
 
 def test_bad_lines_skipped_in_training_and_an_error_in_eval(image_folder, tmp_path):
@@ -86,13 +95,12 @@ def test_bad_lines_skipped_in_training_and_an_error_in_eval(image_folder, tmp_pa
   _write(os.path.join(root, "train.csv"), lines)
   _write(os.path.join(root, "test.csv"), good)
   _write(os.path.join(root, "classes.txt"), ["circle", "square", "stripes"])
-  path = os.path.join(root, "train.csv")
   config = data.default_config()
   config.update(dataset=f"manifest:{root}", image_size=16, prefetch=1)
-  before = folder.skipped_files().get(path, 0)
+  before = folder.skipped_files().get(root, 0)
   info = data.get_info(config)
   assert info.num_train_examples == 12 and info.class_names == ("circle", "square", "stripes")
-  assert folder.skipped_files()[path] - before >= 4
+  assert folder.skipped_files()[root] - before >= 4
   source = sources.open_source(config)
   ds = pipeline.train_dataset(config, source, local_batch_size=12, seed=0, start_step=0,
                               process_index=0, process_count=1)

@@ -26,7 +26,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -52,11 +52,16 @@ def encode_video(frames: np.ndarray, label: int, label_text: str, filename: str,
   return example.SerializeToString()
 
 
-def write_split(records: Sequence[bytes], root: str, split: str, num_shards: int) -> dmvr.SplitInfo:
-  """Deals serialized records round-robin to `num_shards` shards root/<split>-i-of-n."""
+def write_split(records: Iterable[bytes], root: str, split: str, num_shards: int,
+                num_records: int | None = None) -> dmvr.SplitInfo:
+  """Deals serialized records round-robin to shards root/<split>-i-of-n as they come.
+
+  `num_records` (if known) caps the shards at one per record.
+  """
   import tensorflow as tf
 
-  num_shards = max(1, min(num_shards, len(records)))
+  if num_records is not None:
+    num_shards = max(1, min(num_shards, num_records))
   names = [dmvr.shard_name(split, i, num_shards) for i in range(num_shards)]
   counts = [0] * num_shards
   writers = [tf.io.TFRecordWriter(os.path.join(root, name)) for name in names]
@@ -104,24 +109,27 @@ def write_dataset(dataset: str, out: str, splits: Sequence[str], num_shards: int
   config = config_lib.as_config({"dataset": dataset, "train_split": splits[0],
                                  "skip_bad_examples": False})
   source = sources.open_source(config)
-  if not source.is_video or source._folder is None:
+  if not source.is_video or source.root is None:
     raise DataError(f"{dataset}: dmvr_writer converts folder: or manifest: datasets of videos.")
   os.makedirs(out, exist_ok=True)
   written = {}
   for split in splits:
-    paths, labels = source._folder.files(split)
+    paths, labels = source.files(split)
     order = np.random.default_rng(seed).permutation(len(paths))
-    records = []
-    for n, i in enumerate(order):
-      frames = folder.decode_video_file(paths[i])
-      if resize_small:
-        frames = _resize_small(frames, resize_small)
-      records.append(encode_video(frames, int(labels[i]), source.class_names[labels[i]],
-                                  os.path.relpath(paths[i], source._folder.root), quality))
-      if (n + 1) % 100 == 0:
-        logging.info("%s: %d of %d videos encoded.", split, n + 1, len(paths))
-    written[split] = write_split(records, out, split, num_shards)
-    print(f"{split}: {len(records)} videos -> {len(written[split].shards)} shards in {out}")
+
+    def records(paths=paths, labels=labels, order=order, split=split):
+      # One video in memory at a time: records are written as they are encoded.
+      for n, i in enumerate(order):
+        frames = folder.decode_video_file(paths[i])
+        if resize_small:
+          frames = _resize_small(frames, resize_small)
+        yield encode_video(frames, int(labels[i]), source.class_names[labels[i]],
+                           os.path.relpath(paths[i], source.root), quality)
+        if (n + 1) % 100 == 0:
+          logging.info("%s: %d of %d videos written.", split, n + 1, len(paths))
+
+    written[split] = write_split(records(), out, split, num_shards, len(paths))
+    print(f"{split}: {len(paths)} videos -> {len(written[split].shards)} shards in {out}")
   write_info(out, source.class_names, written)
 
 

@@ -183,7 +183,7 @@ def make_loader(is_video: bool, skip_bad: bool, min_frames: int = 1, root: str |
     def load(path):
       count = count_video_frames(path)
       if count < min_frames:
-        raise DataError(f"it has {count} frames, fewer than data.min_frames={min_frames}")
+        raise _TooShort(f"it has {count} frames, fewer than data.min_frames={min_frames}")
       return np.int32(count)
     empty = np.int32(1)
   else:
@@ -194,13 +194,18 @@ def make_loader(is_video: bool, skip_bad: bool, min_frames: int = 1, root: str |
     try:
       return load(path), np.bool_(True)
     except Exception as e:  # PIL and PyAV raise many types for broken files.
+      problem = (f"{path}: {e}" if isinstance(e, _TooShort)
+                 else f"Could not decode {path}: {e!r}")
       if not skip_bad:
-        raise DataError(f"Could not decode {path}: {e!r}. Fix or delete the file.") from e
-      note_skipped(root or os.path.dirname(os.path.dirname(os.path.dirname(path))),
-                   f"{path}, which does not decode ({e!r})")
+        raise DataError(f"{problem}. Fix or delete the file.") from e
+      note_skipped(root or os.path.dirname(os.path.dirname(os.path.dirname(path))), problem)
       return empty, np.bool_(False)
 
   return fn
+
+
+class _TooShort(DataError):
+  """A video that decodes but has fewer frames than data.min_frames."""
 
 
 def note_skipped(dataset: str, what: str) -> None:
@@ -217,7 +222,7 @@ def read_video_frames(path: bytes, indices: np.ndarray) -> np.ndarray:
 
 
 def skipped_files() -> dict[str, int]:
-  """Examples skipped as bad data in this process: per dataset root (folders), manifest
-  file (manifests) or shard folder (DMVR)."""
+  """Examples skipped as bad data in this process, per dataset root (the folder of a
+  folder:, manifest: or dmvr: dataset)."""
   with _skipped_lock:
     return dict(_skipped)

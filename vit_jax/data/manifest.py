@@ -16,7 +16,7 @@ columns are path and label.
 Bad lines (unparsable, a file that does not exist, a label outside the classes,
 an extension that is neither image nor video) are named by manifest file and
 line number: in the train split they are skipped (logged, counted in
-`folder.skipped_files()` under the manifest path) when data.skip_bad_examples
+`folder.skipped_files()` under the root) when data.skip_bad_examples
 is set; anywhere else they are an error, so evaluation counts every listed
 example. Files that exist but do not decode are handled as in folders.
 """
@@ -114,7 +114,7 @@ class ManifestDataset:
                          "(training skips them in the train split with "
                          "data.skip_bad_examples=True; evaluation never does).")
       for line, problem in bad:
-        folder.note_skipped(path, f"{path}:{line}: {problem}")
+        folder.note_skipped(self.root, f"{path}:{line}: {problem}")
     if not paths:
       raise DataError(f"{path} lists no usable examples.")
     return paths, np.asarray(labels, np.int64)

@@ -131,6 +131,20 @@ class Source:
     ok.set_shape([])
     return {**example, "raw": pixels, "ok": ok}
 
+  @property
+  def root(self) -> str | None:
+    """The folder of a folder:, manifest: or dmvr: dataset (None for TFDS)."""
+    for ds in (self._folder, self._dmvr):
+      if ds is not None:
+        return ds.root
+    return None
+
+  def files(self, split: str) -> tuple[list[str], np.ndarray]:
+    """Paths and int64 labels of a folder: or manifest: split, in listing order."""
+    if self._folder is None:
+      raise DataError(f"{self.name} is not a folder: or manifest: dataset; it lists no files.")
+    return self._folder.files(split)
+
   def clip_frames(self, example: dict[str, tf.Tensor], indices: tf.Tensor, *,
                   skip_bad: bool) -> tuple[tf.Tensor, tf.Tensor]:
     """Frames `indices` (int32 [K]) of a loaded video: (uint8 [K, H, W, 3], ok bool [])."""
