@@ -326,11 +326,11 @@ def random_rotate(image: tf.Tensor, max_degrees, seed: tf.Tensor, fill: Fill = 1
 
 def random_translate(image: tf.Tensor, max_fraction, seed: tf.Tensor,
                      fill: Fill = 128) -> tf.Tensor:
-  """Shift by up to `max_fraction` of the width and height (uniform, whole pixels)."""
+  """Shift by up to `max_fraction` of the width and of the height, each uniform;
+  fractional shifts interpolate bilinearly (as timm's TranslateRel through PIL)."""
   h, w = _hw_float(image)
   u = tf.random.stateless_uniform([2], seed, -1.0, 1.0) * max_fraction
-  dx, dy = tf.round(u[0] * w), tf.round(u[1] * h)
-  return affine(image, (1.0, 0.0, dx, 0.0, 1.0, dy), fill)
+  return affine(image, (1.0, 0.0, u[0] * w, 0.0, 1.0, u[1] * h), fill)
 
 
 def color_jitter(image: tf.Tensor, seed: tf.Tensor, brightness: float = 0.4,

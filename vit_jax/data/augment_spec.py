@@ -87,7 +87,7 @@ def rotate(max_degrees: float = 10, fill: Any = 128) -> dict[str, Any]:
 
 
 def translate(max_fraction: float = 0.1, fill: Any = 128) -> dict[str, Any]:
-  """Shift by up to max_fraction of the width and height (each uniform, whole pixels)."""
+  """Shift by up to max_fraction of the width and height (each uniform, sub-pixel)."""
   _check(isinstance(max_fraction, (int, float)) and 0 <= max_fraction < 1,
          f"max_fraction={max_fraction!r} must be in [0, 1)")
   return {"max_fraction": float(max_fraction), "fill": _fill(fill)}
