@@ -34,7 +34,8 @@ def _config(root, **overrides):
 def dmvr_root(video_folder, tmp_path_factory):
   """video_folder (2 classes x 2 videos of 6 and 14 frames per split) as 3 + 2 shards."""
   root = str(tmp_path_factory.mktemp("dmvr"))
-  dmvr_writer.write_dataset(f"folder:{video_folder}", root, ["train"], num_shards=3)
+  dmvr_writer.main(["--dataset", f"folder:{video_folder}", "--out", root, "--splits", "train",
+                    "--num_shards", "3"])  # The command, as the module docstring gives it.
   dmvr_writer.write_dataset(f"folder:{video_folder}", root, ["test"], num_shards=2)
   return root
 
