@@ -216,6 +216,27 @@ def note_skipped(dataset: str, what: str) -> None:
   logging.warning("Skipping %s; %d examples skipped so far.", what, count)
 
 
+def make_clip_reader(skip_bad: bool, root: str):
+  """A numpy function (path bytes, indices int32 [K]) -> (uint8 [K, H, W, 3], ok).
+
+  A video whose header was fine but whose frames do not decode raises a DataError
+  naming it, or with `skip_bad` is logged, counted under `root` and gives ok=False.
+  """
+
+  def fn(path: bytes, indices: np.ndarray) -> tuple[np.ndarray, np.bool_]:
+    path = path.decode()
+    try:
+      return decode_video_frames(path, indices), np.bool_(True)
+    except Exception as e:  # PyAV raises many types for broken streams.
+      problem = f"Could not decode {path}: {e!r}"
+      if not skip_bad:
+        raise DataError(f"{problem}. Fix or delete the file.") from e
+      note_skipped(root, problem)
+      return np.zeros((len(indices), 1, 1, 3), np.uint8), np.bool_(False)
+
+  return fn
+
+
 def read_video_frames(path: bytes, indices: np.ndarray) -> np.ndarray:
   """tf.numpy_function wrapper of `decode_video_frames`."""
   return decode_video_frames(path.decode(), indices)

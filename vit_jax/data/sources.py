@@ -148,6 +148,13 @@ class Source:
   def clip_frames(self, example: dict[str, tf.Tensor], indices: tf.Tensor, *,
                   skip_bad: bool) -> tuple[tf.Tensor, tf.Tensor]:
     """Frames `indices` (int32 [K]) of a loaded video: (uint8 [K, H, W, 3], ok bool [])."""
+    if self._folder is not None:
+      reader = folder.make_clip_reader(skip_bad, self._folder.root)
+      frames, ok = tf.numpy_function(reader, [example["raw"], indices], [tf.uint8, tf.bool],
+                                     stateful=False)
+      frames.set_shape([None, None, None, 3])
+      ok.set_shape([])
+      return frames, ok
     if self._dmvr is None:
       return video_ops.gather_frames(example["raw"], indices), tf.constant(True)
     decoder = dmvr.make_frame_decoder(skip_bad)
