@@ -10,6 +10,12 @@ PyAV), and those videos as DMVR TFRecords (JPEG frames). Each row runs
 after a warm-up and prints examples per second; the video-augmentation table also
 divides by the visible CPU cores (tf.data uses them all). The
 whole run takes under a minute; numbers scale with the CPU cores tf.data gets.
+
+A second table measures augmentation on one CPU core (tf.data's thread pool and
+intra-op parallelism set to 1, the process's training stream `pipeline.train_dataset`
+as train_iterator builds it): images/s per core at 224 px for the crop alone and with
+each `data.augment` chain, so that a host can be sized (cores = the train step's
+images/s over the per-core rate).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import time
 
 import jax
 import numpy as np
+import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec
 from PIL import Image
 
@@ -30,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import timing  # noqa: E402  (benchmarks/timing.py)
 
 from vit_jax import data  # noqa: E402
-from vit_jax.data import dmvr_writer, sources  # noqa: E402
+from vit_jax.data import dmvr_writer, pipeline, sources  # noqa: E402
 
 
 def _jpeg_folder(root: str, count: int = 64) -> str:
@@ -75,6 +82,25 @@ def _measure(config, batch_size: int, seconds: float) -> float:
   count, start = 0, time.perf_counter()
   while time.perf_counter() - start < seconds:
     jax.block_until_ready(next(iterator))
+    count += batch_size
+  return count / (time.perf_counter() - start)
+
+
+def _measure_one_core(config, batch_size: int, seconds: float) -> float:
+  """Examples/s of this process's training stream with one tf.data thread (no device)."""
+  c = data.config.as_config(config)
+  ds = pipeline.train_dataset(c, sources.open_source(c), local_batch_size=batch_size, seed=0,
+                              start_step=0, process_index=0, process_count=1)
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = 1
+  options.threading.max_intra_op_parallelism = 1
+  options.autotune.enabled = False
+  iterator = ds.with_options(options).as_numpy_iterator()
+  for _ in range(2):
+    next(iterator)
+  count, start = 0, time.perf_counter()
+  while time.perf_counter() - start < seconds:
+    next(iterator)
     count += batch_size
   return count / (time.perf_counter() - start)
 
@@ -144,6 +170,23 @@ def main():
     rate = _measure(c, batch, args.seconds)
     print(f"| {name:34} | {what:42} | {batch:>5} | {rate:7.1f} | {rate / cores:16.2f} |",
           flush=True)
+
+  jpeg = dict(dataset=f"folder:{jpegs}", eval_split="train")
+  chains = [
+      ("inception crop + flip", ""),
+      ("+ randaug(2, 15)", "randaug(2, 15)"),
+      ("+ randaug(2, 15) + random_erasing(0.25)", "randaug(2, 15)|random_erasing(0.25)"),
+      ("+ timm rand-m9-mstd0.5-inc1 + erasing 0.25",
+       "timm_randaug('rand-m9-mstd0.5-inc1')|random_erasing(0.25)"),
+      ("+ three_augment(0.3)", "three_augment(0.3)"),
+  ]
+  print(f"\nOne CPU core, folder of 256x320 JPEGs -> 224 px, batch 32 "
+        f"(load average {os.getloadavg()[0]:.1f})\n")
+  print(f"| {'augmentation':44} | {'images/s per core':>17} |")
+  print(f"|{'-' * 46}|{'-' * 19}|")
+  for what, augment in chains:
+    rate = _measure_one_core(config(**jpeg, augment=augment), 32, args.seconds)
+    print(f"| {what:44} | {rate:17.1f} |", flush=True)
 
 
 if __name__ == "__main__":

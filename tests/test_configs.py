@@ -78,7 +78,7 @@ def config_arguments(name: str) -> list[str]:
 
 def expected_model(name: str, arg: str) -> str:
   """The model each config's docstring says it trains."""
-  if name == "vit_b16_finetune":
+  if name in ("vit_b16_finetune", "vit_b16_i1k_augreg", "deit_b16_i1k", "deit3_b16_i1k"):
     return "ViT-B_16"
   if name in ("vit_digits", "vit_digits_finetune"):
     return "ViT-Nano_2"  # vit_digits_finetune: "the vit_digits model"
@@ -146,7 +146,7 @@ def test_config_loads_validates_and_builds(name, arg):
   head = params["output_projection" if is_video else "head"]
   assert head["bias"].shape == (num_classes,)
 
-  if c.model_name == "ViT-B_16":
+  if c.model_name == "ViT-B_16" and not c.model.representation_size:
     # The published count, with the position embedding of the 384 px grid (24x24 + cls
     # instead of 14x14 + cls) and a head for this dataset's classes.
     tokens = (c.data.image_size // 16) ** 2 + 1

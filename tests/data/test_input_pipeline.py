@@ -207,3 +207,61 @@ def test_cache_does_not_change_the_stream(data_dir):
 def test_unknown_dataset_name(tmp_path):
   with pytest.raises(ValueError, match="Unknown dataset 'no_such_dataset'"):
     data.get_info({"dataset": "no_such_dataset", "data_dir": str(tmp_path)})
+
+
+def _copies(batch, repeats):
+  """[r * m, ...] -> [r, m, ...]: copy j of the step's m examples is rows j*m .. j*m+m-1."""
+  return batch.reshape((repeats, -1) + batch.shape[1:])
+
+
+def test_repeated_augmentation_batch_composition(data_dir):
+  """DeiT's r = 3: each batch is m examples x 3 augmentations, on 1 and on 2 processes."""
+  plain = _digits(data_dir, train_crop="resize", repeated_augment=3)
+  source = sources.open_source(plain)
+  one = _take(plain, source, seed=2, start_step=0, steps=3, local_batch=12)
+  for batch in one:
+    images, labels = _copies(batch["image"], 3), _copies(batch["label"], 3)
+    # Without augmentation the three copies are the same image with the same label ...
+    np.testing.assert_array_equal(images[0], images[1])
+    np.testing.assert_array_equal(images[0], images[2])
+    np.testing.assert_array_equal(labels[0], labels[2])
+    # ... and the m = 4 examples are different images.
+    assert len({im.tobytes() for im in images[0]}) == 4
+  # With augmentation each copy is augmented on its own (same label, other pixels).
+  augmented = _digits(data_dir, train_crop="resize", repeated_augment=3,
+                      augment="rotate(20)|translate(0.2)")
+  batch = _take(augmented, source, seed=2, start_step=0, steps=1, local_batch=12)[0]
+  images = _copies(batch["image"], 3)
+  np.testing.assert_array_equal(_copies(batch["label"], 3)[1], _copies(one[0]["label"], 3)[0])
+  for i in range(4):
+    assert not np.array_equal(images[0, i], images[1, i])
+    assert not np.array_equal(images[1, i], images[2, i])
+  # Resuming at step 2 reads exactly the rest of the stream.
+  resumed = _take(plain, source, seed=2, start_step=2, steps=1, local_batch=12)[0]
+  np.testing.assert_array_equal(resumed["image"], one[2]["image"])
+
+  # Two processes: each batch is its own m = 2 examples x 3, and the processes' examples
+  # are different images (disjoint shares of the split).
+  halves = [_take(plain, source, seed=2, start_step=0, steps=3, local_batch=6, process_index=p,
+                  process_count=2) for p in range(2)]
+  for step in range(3):
+    seen = []
+    for p in range(2):
+      images = _copies(halves[p][step]["image"], 3)
+      np.testing.assert_array_equal(images[0], images[2])
+      seen += [im.tobytes() for im in images[0]]
+    assert len(set(seen)) == 4
+
+  # With data.train_shards=2 the global batch of one process is the two shards' batches,
+  # each composed as above: the same batches as two processes read.
+  sharded = _digits(data_dir, train_crop="resize", repeated_augment=3, train_shards=2,
+                    augment="rotate(20)")
+  batch = next(data.train_iterator(sharded, global_batch_size=12,
+                                   sharding=_sharding(jax.devices()[:2]), seed=2))
+  shards = [_take(sharded, source, seed=2, start_step=0, steps=1, local_batch=6, process_index=p,
+                  process_count=2)[0] for p in range(2)]
+  np.testing.assert_array_equal(np.asarray(batch["image"]),
+                                np.concatenate([s["image"] for s in shards]))
+
+  with pytest.raises(ValueError, match="repeated_augment=3 must divide the batch"):
+    _take(plain, source, seed=2, start_step=0, steps=1, local_batch=8)

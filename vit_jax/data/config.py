@@ -47,6 +47,10 @@ def default_config() -> ml_collections.ConfigDict:
     value_range: pixels mapped linearly from [0, 255] to this range; set it to None
       and set mean/std (per channel, in [0, 1] units as timm) to standardise instead.
 
+    repeated_augment: r > 1: repeated augmentation (DeiT's r = 3): each training batch
+      holds batch / r examples, each r times with independent augmentations (each
+      process's or shard's part of the batch must be divisible by r).
+
   Video (ignored for image datasets):
     num_frames, stride: a clip is num_frames frames taken every `stride` frames;
       training picks a random temporal offset. Videos shorter than
@@ -91,6 +95,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.flip = True
   # A string or a list of strings; a typed field would reject one of the two.
   c.augment = config_dict.FieldReference("", field_type=object)
+  c.repeated_augment = 1
   c.resize_small = config_dict.placeholder(int)
   c.value_range = (-1.0, 1.0)
   c.mean = config_dict.placeholder(tuple)
@@ -132,7 +137,7 @@ def validate(data_config: Mapping[str, Any]) -> None:
     raise ConfigError(f"num_test_crops={c['num_test_crops']}; use 1 (centre) or 3.")
   if c["train_shards"] < 0:
     raise ConfigError(f"data.train_shards={c['train_shards']} must be >= 0 (0: one per process).")
-  for key in ("num_frames", "stride", "num_test_clips", "min_frames"):
+  for key in ("num_frames", "stride", "num_test_clips", "min_frames", "repeated_augment"):
     if c[key] < 1:
       raise ConfigError(f"data.{key}={c[key]} must be >= 1.")
   lo, hi = c["scale_jitter"]

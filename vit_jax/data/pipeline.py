@@ -5,6 +5,9 @@ Training stream (infinite), per process:
   -> epoch e: shuffled with seed (seed, process, e) -> example k of epoch e gets the
      augmentation seed (seed, process, e * n + k)
   -> epochs concatenated -> skip start_step * local_batch examples (resume)
+  -> with data.repeated_augment = r: each step's local_batch / r examples taken r
+     times (copy j's seed: (seed, process, (e * n + k) * r + j)), local_batch / r
+     rows apart; the skip counts examples read, start_step * local_batch / r
   -> decode + augment -> batches of local_batch (drop_remainder: every step is full)
   -> global arrays [global_batch, ...] sharded over the batch dimension.
 With data.train_shards = N the split is cut into N shards instead of one per
@@ -219,7 +222,12 @@ def train_dataset(c, source: sources.Source, *, local_batch_size: int, seed: int
     raw = raw.cache()
   host_seed = _host_seed(seed, process_index)
   buffer = min(c.shuffle_buffer, n)
-  start_epoch, offset = divmod(start_step * local_batch_size, n)
+  repeats = c.repeated_augment
+  if local_batch_size % repeats:
+    raise DataError(f"data.repeated_augment={repeats} must divide the batch of each process "
+                    f"(or of each shard with data.train_shards), {local_batch_size}.")
+  distinct = local_batch_size // repeats  # examples read per step
+  start_epoch, offset = divmod(start_step * distinct, n)
 
   def epoch(e):
     ds = raw
@@ -227,11 +235,15 @@ def train_dataset(c, source: sources.Source, *, local_batch_size: int, seed: int
       ds = ds.shuffle(buffer, seed=host_seed + e, reshuffle_each_iteration=False)
 
     def add_seed(k, ex):
-      return {**ex, "seed": tf.stack([tf.constant(host_seed, tf.int64), e * n + k])}
+      # Copy j of example k gets (e * n + k) * repeats + j (just e * n + k without repeats).
+      return {**ex, "seed": tf.stack([tf.constant(host_seed, tf.int64), (e * n + k) * repeats])}
 
     return ds.enumerate().map(add_seed)
 
   ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch).skip(offset)
+  if repeats > 1:
+    ds = ds.window(distinct, drop_remainder=True).flat_map(
+        lambda window: _repeat_window(window, distinct, repeats))
   shape = _output_shape(c, source.is_video, train=True)
 
   def augment(ex):
@@ -262,6 +274,21 @@ def train_dataset(c, source: sources.Source, *, local_batch_size: int, seed: int
   ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.filter(_is_ok).map(drop_ok)
   return ds.batch(local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _repeat_window(window, distinct: int, repeats: int) -> tf.data.Dataset:
+  """One step's `distinct` examples, `repeats` times over: copy j of all of them, then j + 1.
+
+  The copies of an example sit `distinct` rows apart in the batch, so they land on
+  different devices (as DeiT's sampler puts them on different GPUs) and mixup, which
+  pairs row i with row B-1-i, pairs different images.
+  """
+  examples = tf.data.Dataset.zip(window)
+
+  def copy(i, ex):
+    return {**ex, "seed": ex["seed"] + tf.stack([tf.constant(0, tf.int64), i // distinct])}
+
+  return examples.repeat(repeats).enumerate().map(copy)
 
 
 def _is_ok(ex):
