@@ -6,8 +6,15 @@ The `digits` dataset (scikit-learn's 1,797 handwritten digits; 1,437 train / 360
 test) is prepared on first use into $VIT_JAX_DATA_DIR (default ~/tensorflow_datasets).
 Each 8x8 image becomes 16 patches of 2x2 plus a cls token.
 
-Hardware and result: on a 2-core CPU this takes about 2 minutes and reaches
->= 97% test top-1 (see benchmarks/README.md for the measured wall time and accuracy).
+Augmentation suited to 8x8 digits, through the pipeline's ops (docs/augmentation.md):
+a rotation of up to 8 degrees and a sub-pixel shift of up to half a pixel, on a black
+background (a flip or a crop would make other symbols or cut strokes off). With it the
+run no longer needs label smoothing, which here cost accuracy, and trains 2,000 steps.
+
+Hardware and result: on the shared 2-core CPU this takes 3-4 minutes and, with the
+default seed, gets 357 of the 360 test digits (99.17%, what scikit-learn's SVC gets on
+the same split); other seeds land at 354-357 (benchmarks/README.md has the runs, their
+wall time and the machine's load).
 """
 
 import ml_collections
@@ -27,19 +34,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.image_size = 8
   config.data.train_crop = "resize"  # the digits fill the frame; crops cut strokes off
   config.data.flip = False  # a mirrored digit is another symbol
+  config.data.augment = "rotate(8, fill=0)|translate(0.0625, fill=0)"
   config.data.shuffle_buffer = 2_000
   config.data.cache = True
 
   config.batch_size = 128
   config.eval_batch_size = 128
-  config.total_steps = 1_500
+  config.total_steps = 2_000
   config.optimizer.name = "adamw"
   config.optimizer.weight_decay = 0.05
   config.lr.base = 2e-3
   config.lr.warmup_steps = 100
   config.lr.schedule = "cosine"
   config.grad_clip_norm = 1.0
-  config.label_smoothing = 0.1
 
   config.log_every_steps = 100
   config.eval_every_steps = 500

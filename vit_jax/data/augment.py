@@ -418,16 +418,21 @@ def random_erasing(image: tf.Tensor, seed: tf.Tensor, prob: float = 0.25,
   top = tf.cast(tf.floor(u[first, 2] * tf.cast(h - bh + 1, tf.float32)), tf.int32)
   left = tf.cast(tf.floor(u[first, 3] * tf.cast(w - bw + 1, tf.float32)), tf.int32)
   apply = (tf.random.stateless_uniform([], apply_seed) < prob) & tf.reduce_any(fits)
-  rows = tf.range(h)[:, None]
-  cols = tf.range(w)[None, :]
-  inside = (rows >= top) & (rows < top + bh) & (cols >= left) & (cols < left + bw) & apply
-  if mode == "pixel":
-    values = tf.random.stateless_normal(shape, noise_seed, dtype=image.dtype)
-  elif mode == "rand":
-    values = tf.broadcast_to(tf.random.stateless_normal([shape[-1]], noise_seed,
-                                                        dtype=image.dtype), shape)
-  elif mode == "const":
-    values = tf.zeros_like(image)
-  else:
+  if mode not in ("pixel", "rand", "const"):
     raise ValueError(f"random_erasing mode={mode!r}; use 'pixel', 'rand' or 'const'.")
-  return tf.where(inside[..., None], values, image)
+
+  def erase():
+    rows = tf.range(h)[:, None]
+    cols = tf.range(w)[None, :]
+    inside = (rows >= top) & (rows < top + bh) & (cols >= left) & (cols < left + bw)
+    if mode == "pixel":
+      values = tf.random.stateless_normal(shape, noise_seed, dtype=image.dtype)
+    elif mode == "rand":
+      values = tf.broadcast_to(tf.random.stateless_normal([shape[-1]], noise_seed,
+                                                          dtype=image.dtype), shape)
+    else:
+      values = tf.zeros_like(image)
+    return tf.where(inside[..., None], values, image)
+
+  # Most images are not erased (DeiT: 75%); they skip drawing a full image of noise.
+  return tf.cond(apply, erase, lambda: image)
