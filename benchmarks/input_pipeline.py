@@ -5,9 +5,11 @@
 Builds everything offline in a temporary directory: the bundled `digits` and
 `moving_digits` TFDS datasets (upsampled to 224 px), a folder of 256x320 JPEGs
 (decoded with PIL) and a folder of 240x320 H.264 mp4 videos (decoded with
-PyAV). Each row runs `train_iterator` (decode, augment, batch, transfer to one
-device) for `--seconds` after a warm-up and prints examples per second. The
-whole run takes under a minute; numbers scale with the CPU cores tf.data gets.
+PyAV), and those videos as DMVR TFRecords (JPEG frames). Each row runs
+`train_iterator` (decode, augment, batch, transfer to one device) for `--seconds`
+after a warm-up and prints examples per second; numbers scale with the CPU cores
+tf.data gets. The video table (moving_digits, mp4 and DMVR clips with dmvr_color,
+video_randaug and erasing) measures each row with all cores and on one core.
 
 A second table measures augmentation on one CPU core (tf.data's thread pool and
 intra-op parallelism set to 1, the process's training stream `pipeline.train_dataset`
@@ -35,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import timing  # noqa: E402  (benchmarks/timing.py)
 
 from vit_jax import data  # noqa: E402
-from vit_jax.data import pipeline, sources  # noqa: E402
+from vit_jax.data import dmvr_writer, pipeline, sources  # noqa: E402
 
 
 def _jpeg_folder(root: str, count: int = 64) -> str:
@@ -132,12 +134,43 @@ def main():
       ("folder of 64x240x320 mp4 (PyAV)", "16 frames, stride 2 -> 16x224x224", "clips",
        config(dataset=f"folder:{videos}", num_frames=16, stride=2, eval_split="train"), 8),
   ]
+  # ---- Video augmentation and DMVR records (the ViViT recipes), a table of their own. ----
+  dmvr_root = os.path.join(tmp, "dmvr")
+  dmvr_writer.write_dataset(f"folder:{videos}", dmvr_root, ["train"], num_shards=4)
+  clip = dict(num_frames=16, stride=2, eval_split="train")
+  video_rows = [
+      ("moving_digits (TFDS PNG)", "16x224x224 + dmvr_color(0.8, 0.1)",
+       config(dataset="moving_digits", **dict(clip, stride=1), flip=False,
+              augment="dmvr_color(0.8, 0.1)"), 8),
+      ("moving_digits (TFDS PNG)", "16x224x224 + video_randaug(2, 20)",
+       config(dataset="moving_digits", **dict(clip, stride=1), flip=False,
+              augment="video_randaug(2, 20)"), 8),
+      ("folder of 64x240x320 mp4 (PyAV)", "16x224x224 + video_randaug(2, 20)",
+       config(dataset=f"folder:{videos}", **clip, augment="video_randaug(2, 20)"), 8),
+      ("DMVR TFRecords of the mp4s (JPEG)", "16x224x224, jitter+crop+flip",
+       config(dataset=f"dmvr:{dmvr_root}", **clip), 8),
+      ("DMVR TFRecords of the mp4s (JPEG)", "16x224x224 + video_randaug(2, 20)",
+       config(dataset=f"dmvr:{dmvr_root}", **clip, augment="video_randaug(2, 20)"), 8),
+      ("DMVR TFRecords of the mp4s (JPEG)", "16x224x224 + SSv2 chain (+ erasing 0.25)",
+       config(dataset=f"dmvr:{dmvr_root}", **clip,
+              augment="video_randaug(2, 20)|random_erasing(0.25)"), 8),
+  ]
+
   print(f"\n{jax.devices()[0].platform} device, {os.cpu_count()} CPU cores visible\n")
   print(f"| {'dataset':36} | {'preprocessing':38} | {'batch':>5} | {'per second':>16} |")
   print(f"|{'-' * 38}|{'-' * 40}|{'-' * 7}|{'-' * 18}|")
   for name, what, unit, c, batch in rows:
     rate = _measure(c, batch, args.seconds)
     print(f"| {name:36} | {what:38} | {batch:>5} | {rate:9.1f} {unit:6} |", flush=True)
+
+  print(f"\nVideo: clips/s with all {os.cpu_count()} cores (to the device) and on one core "
+        f"(one tf.data thread), load average {os.getloadavg()[0]:.1f}\n")
+  print(f"| {'video data':34} | {'preprocessing':42} | batch | clips/s | clips/s one core |")
+  print(f"|{'-' * 36}|{'-' * 44}|-------|---------|------------------|")
+  for name, what, c, batch in video_rows:
+    rate = _measure(c, batch, args.seconds)
+    one = _measure_one_core(c, batch, args.seconds)
+    print(f"| {name:34} | {what:42} | {batch:>5} | {rate:7.1f} | {one:16.2f} |", flush=True)
 
   jpeg = dict(dataset=f"folder:{jpegs}", eval_split="train")
   chains = [

@@ -30,8 +30,19 @@ stride 2, no label smoothing; SSv2 35 epochs and Epic-Kitchens 50 epochs, stride
 label smoothing, mixup and stochastic depth. Epochs are converted to steps with the
 train-set sizes Scenic used (set `total_steps` and `lr.warmup_steps` for your copy).
 
-Differences from the paper, stated: no colour augmentation (K400/K600) and no
-RandAugment (SSv2, Epic) in this input pipeline; Epic-Kitchens is trained with one
+Augmentation as Scenic's configs (`data.augment`, one draw per clip for all its frames;
+vit_jax/data/video_augment.py): K400/K600 DMVR's colour augmentation with probability
+0.8 and colour drop 0.1 (`dmvr_color(0.8, 0.1)`); SSv2 RandAugment n=2 m=20, Epic-Kitchens
+n=2 m=15 on Scenic's video op set (`video_randaug(2, 20)` / `(2, 15)`: 11 photometric ops
+and Cutout, no geometric ops; one in 12 layers does nothing), no colour augmentation
+(Scenic's RandAugment takes precedence over it). Data as Scenic reads it: DMVR TFRecords
+(`--config.data.dataset=dmvr:/path` with `--config.data.train_split=<prefix>@<shards>`,
+e.g. something-something-v2-train.rgb.tfrecord@128, indexed once with
+`python -m vit_jax.data.dmvr_writer --index /path`), or a folder or manifest of videos.
+
+Differences from the paper, stated: RandAugment's Equalize, AutoContrast and Contrast
+take their statistics per frame (Scenic's per clip: it reshapes the clip to one tall
+image); Epic-Kitchens is trained with one
 softmax over the action classes of the folder/TFDS labels, while the paper predicts
 verb and noun with two heads and scores action = (verb, noun); scale jitter is
 expressed relative to the crop (Scenic's shorter side 256 * [0.9, 1.33] for a 224 crop
@@ -43,20 +54,25 @@ import ml_collections
 from vit_jax.driver.config import base_config
 
 # name: (train-set size, epochs, lr, stride, crop, eval resize, label smoothing,
-#        mixup alpha, stochastic depth, temporal layers of L) from Scenic's ViViT configs.
+#        mixup alpha, stochastic depth, temporal layers of L, data.augment) from Scenic's
+#        ViViT configs (augmentation_params: do_color_augment / do_rand_augment).
 _DATASETS = {
     "k400": dict(train_size=214_834, epochs=30, lr={"B": 0.05, "L": 0.1},
                  stride=2, crop=224, resize=256, label_smoothing=0.0, mixup=0.0,
-                 stochastic_depth=0.0, temporal_layers_l=24),
+                 stochastic_depth=0.0, temporal_layers_l=24,
+                 augment="dmvr_color(0.8, 0.1)"),
     "k600": dict(train_size=363_213, epochs=30, lr={"B": 0.05, "L": 0.05},
                  stride=2, crop=224, resize=256, label_smoothing=0.0, mixup=0.0,
-                 stochastic_depth=0.0, temporal_layers_l=24),
+                 stochastic_depth=0.0, temporal_layers_l=24,
+                 augment="dmvr_color(0.8, 0.1)"),
     "ssv2": dict(train_size=168_913, epochs=35, lr={"B": 0.4, "L": 0.4},
                  stride=1, crop=256, resize=288, label_smoothing=0.3, mixup=0.3,
-                 stochastic_depth=0.3, temporal_layers_l=4),
+                 stochastic_depth=0.3, temporal_layers_l=4,
+                 augment="video_randaug(2, 20)"),
     "epic": dict(train_size=67_217, epochs=50, lr={"B": 0.5, "L": 0.5},
                  stride=1, crop=224, resize=256, label_smoothing=0.2, mixup=0.1,
-                 stochastic_depth=0.2, temporal_layers_l=4),
+                 stochastic_depth=0.2, temporal_layers_l=4,
+                 augment="video_randaug(2, 15)"),
 }
 _DEFAULT_FOLDERS = {"k400": "data/kinetics400", "k600": "data/kinetics600",
                     "ssv2": "data/something_something_v2", "epic": "data/epic_kitchens"}
@@ -89,6 +105,7 @@ def get_config(arg: str = "k400,L") -> ml_collections.ConfigDict:
   config.data.resize_small = d["resize"]
   config.data.scale_jitter = (round(0.9 * d["resize"] / d["crop"], 3),
                               round(1.33 * d["resize"] / d["crop"], 3))
+  config.data.augment = d["augment"]
   config.data.flip = name != "ssv2"  # SSv2 has left/right classes ("from left to right")
   config.data.num_test_clips = 4
   config.data.num_test_crops = 3

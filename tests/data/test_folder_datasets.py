@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
+from tests.media import write_video
 from vit_jax import data
 from vit_jax.data import folder, pipeline, sources
 
@@ -104,3 +105,29 @@ def test_partial_video_decode(video_folder, name):
   assert folder.count_video_frames(path) == len(full)
   indices = np.array([3, 1, 3, 5])
   np.testing.assert_array_equal(folder.decode_video_frames(path, indices), full[indices])
+
+
+def test_video_whose_frames_do_not_decode(video_folder, tmp_path):
+  """An mp4 whose header counts 14 frames but whose middle is garbage: the count works,
+  the clip's decode fails; training skips it (counted), evaluation names it."""
+  root = str(tmp_path / "bad_videos")
+  shutil.copytree(video_folder, root)
+  for split in ("train", "test"):
+    path = os.path.join(root, split, "left", "2.mp4")
+    write_video(path, np.random.default_rng(0).integers(0, 255, (14, 24, 32, 3), np.uint8))
+    raw = bytearray(open(path, "rb").read())
+    for i in range(len(raw) // 3, 2 * len(raw) // 3):
+      raw[i] = (raw[i] * 7 + 13) % 256
+    with open(path, "wb") as f:
+      f.write(bytes(raw))
+  assert folder.count_video_frames(path) == 14
+  config = _config(root, num_frames=8, stride=1, flip=False)
+  source = sources.open_source(config)
+  before = folder.skipped_files().get(root, 0)
+  ds = pipeline.train_dataset(config, source, local_batch_size=5, seed=0, start_step=0,
+                              process_index=0, process_count=1)
+  batch = next(ds.as_numpy_iterator())  # 4 good videos per epoch, 5 clips: 2 epochs.
+  assert batch["image"].shape == (5, 8, 16, 16, 3)
+  assert folder.skipped_files()[root] - before >= 1
+  with pytest.raises(data.BadDataError, match="Could not decode .*left/2.mp4"):
+    list(data.eval_iterator(config, global_batch_size=8, sharding=_sharding()))

@@ -38,6 +38,8 @@ _EXPORTS = {
 _SUBMODULES = ("augment", "augment_spec", "builders", "config", "distribute", "folder",
                "image_ops", "mixing", "pipeline", "preprocess", "randaugment",
                "randaugment_policy", "sources", "video_ops")
+# Video data as users store it, and the video recipes' augmentation.
+_SUBMODULES += ("dmvr", "dmvr_writer", "manifest", "video_augment")
 
 __all__ = sorted(_EXPORTS) + ["builders"]
 

@@ -120,9 +120,27 @@ def random_erasing(prob: float = 0.25, area: Sequence[float] = (0.02, 1 / 3),
   return {"prob": _prob(prob), "area": area, "aspect": aspect, "mode": mode}
 
 
+# ----------------------------------------------------------------------------------------
+# Video recipes (ViViT / Scenic / DMVR); on a clip every frame gets the same draws.
+# ----------------------------------------------------------------------------------------
+
+
+def video_randaug(num_layers: int = 2, magnitude: float = 20) -> dict[str, Any]:
+  """Scenic's video RandAugment (ViViT SSv2: (2, 20), Epic-Kitchens: (2, 15)): num_layers
+  picks from 11 photometric ops and Cutout, or none, at magnitude (of 10), one draw per clip."""
+  randaug(num_layers, magnitude)
+  return {"num_layers": num_layers, "magnitude": float(magnitude)}
+
+
+def dmvr_color(prob: float = 0.8, drop_prob: float = 0.1) -> dict[str, Any]:
+  """DMVR's colour augmentation (brightness, saturation, contrast, hue) with prob, then
+  grayscale with drop_prob: the ViViT Kinetics recipe (0.8, 0.1)."""
+  return {"prob": _prob(prob), "drop_prob": _prob(drop_prob)}
+
+
 OPS: dict[str, Callable[..., dict[str, Any]]] = {
     f.__name__: f for f in (randaug, timm_randaug, rotate, translate, color_jitter,
-                            three_augment, random_erasing)}
+                            three_augment, random_erasing, video_randaug, dmvr_color)}
 # Ops applied to the normalised image, after every pixel op.
 POST_NORMALIZE = ("random_erasing",)
 

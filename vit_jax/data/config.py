@@ -21,10 +21,16 @@ def default_config() -> ml_collections.ConfigDict:
   Datasets:
     dataset: "digits" | "moving_digits[/tiny]" (bundled, prepared on first use) |
       any TFDS name such as "cifar10", "imagenet2012", "ucf101" (must be prepared) |
-      "folder:/path/to/root" with root/<split>/<class>/<file> (images or videos).
+      "folder:/path/to/root" with root/<split>/<class>/<file> (images or videos) |
+      "manifest:/path/to/root" with root/<split>.csv of path,label lines (images or
+      videos; vit_jax/data/manifest.py) | "dmvr:/path/to/root", DMVR TFRecord shards
+      root/<split>-00000-of-00128 of videos with their dmvr_info.json (vit_jax/data/dmvr.py;
+      written by `python -m vit_jax.data.dmvr_writer`).
     data_dir: TFDS data dir; None -> $VIT_JAX_DATA_DIR or ~/tensorflow_datasets.
-    train_split, eval_split: TFDS split expressions ("train[:90%]"); folder: sub-folder names.
-    image_key, label_key: feature names; None -> the dataset's supervised keys.
+    train_split, eval_split: TFDS split expressions ("train[:90%]"); folder: sub-folder
+      names; manifest: manifest names (train -> train.csv); dmvr: shard prefixes.
+    image_key, label_key: feature names; None -> the dataset's supervised keys (DMVR:
+      "image/encoded" and "clip/label/index").
 
   Images (video frames use the same resizing and value range):
     image_size: int or (height, width) of the model input.
@@ -49,6 +55,8 @@ def default_config() -> ml_collections.ConfigDict:
     num_frames, stride: a clip is num_frames frames taken every `stride` frames;
       training picks a random temporal offset. Videos shorter than
       (num_frames - 1) * stride + 1 frames are padded by looping from the start.
+    min_frames: videos with fewer frames are bad data (skipped in training with
+      skip_bad_examples, an error in evaluation); 1: only empty videos.
     scale_jitter: training resizes the shorter side to image_size * u, u uniform in
       this range, then takes a random crop (same for all frames).
     num_test_clips: evenly spaced clips per video in evaluation.
@@ -66,8 +74,11 @@ def default_config() -> ml_collections.ConfigDict:
       will use (it must divide N, and N must divide the batch size).
     cache: keep this process's encoded examples in memory after the first epoch.
     prefetch: batches transferred to the devices ahead of the training step.
-    skip_bad_examples: training skips (and logs and counts) files that fail to decode;
-      False raises. Evaluation always raises, so that no example is silently missing.
+    skip_bad_examples: training skips (and logs and counts: `vit_jax.data.skipped_files()`)
+      bad examples, each named by file (and manifest line or DMVR record): files or
+      frames that fail to decode, videos shorter than min_frames, labels outside the
+      classes, files a manifest names that do not exist; False raises. Evaluation
+      always raises, so that no example is silently missing.
   """
   c = ml_collections.ConfigDict()
   c.dataset = "digits"
@@ -92,6 +103,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.num_frames = 16
   c.stride = 2
+  c.min_frames = 1
   c.scale_jitter = (1.0, 1.25)
   c.num_test_clips = 1
   c.num_test_crops = 1
@@ -125,7 +137,7 @@ def validate(data_config: Mapping[str, Any]) -> None:
     raise ConfigError(f"num_test_crops={c['num_test_crops']}; use 1 (centre) or 3.")
   if c["train_shards"] < 0:
     raise ConfigError(f"data.train_shards={c['train_shards']} must be >= 0 (0: one per process).")
-  for key in ("num_frames", "stride", "num_test_clips", "repeated_augment"):
+  for key in ("num_frames", "stride", "num_test_clips", "min_frames", "repeated_augment"):
     if c[key] < 1:
       raise ConfigError(f"data.{key}={c[key]} must be >= 1.")
   lo, hi = c["scale_jitter"]

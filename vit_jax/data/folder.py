@@ -169,17 +169,23 @@ def decode_file(path: str) -> np.ndarray:
   return decode_image_file(path)
 
 
-def make_loader(is_video: bool, skip_bad: bool):
+def make_loader(is_video: bool, skip_bad: bool, min_frames: int = 1, root: str | None = None):
   """A numpy function path(bytes) -> (payload, ok) for tf.numpy_function.
 
   Images: payload = uint8 [H, W, 3] pixels. Videos: payload = int32 frame count
   (frames are decoded later, only those a clip uses; see `decode_video_frames`).
-  A file that fails raises a ValueError naming it, or, with `skip_bad`, is
-  logged, counted in `skipped_files()` and returned as ok=False so that the
-  pipeline can filter it out.
+  A file that fails (or a video with fewer than `min_frames` frames) raises a
+  DataError naming it, or, with `skip_bad`, is logged, counted in
+  `skipped_files()` (under `root`, default the folder above the split folder) and
+  returned as ok=False so that the pipeline can filter it out.
   """
   if is_video:
-    load, empty = lambda p: np.int32(count_video_frames(p)), np.int32(1)
+    def load(path):
+      count = count_video_frames(path)
+      if count < min_frames:
+        raise _TooShort(f"it has {count} frames, fewer than data.min_frames={min_frames}")
+      return np.int32(count)
+    empty = np.int32(1)
   else:
     load, empty = decode_image_file, np.zeros((1, 1, 3), np.uint8)
 
@@ -188,14 +194,45 @@ def make_loader(is_video: bool, skip_bad: bool):
     try:
       return load(path), np.bool_(True)
     except Exception as e:  # PIL and PyAV raise many types for broken files.
+      problem = (f"{path}: {e}" if isinstance(e, _TooShort)
+                 else f"Could not decode {path}: {e!r}")
       if not skip_bad:
-        raise DataError(f"Could not decode {path}: {e!r}. Fix or delete the file.") from e
-      with _skipped_lock:
-        _skipped[os.path.dirname(os.path.dirname(os.path.dirname(path)))] += 1
-        count = sum(_skipped.values())
-      logging.warning("Skipping %s, which does not decode (%r); %d files skipped so far.",
-                      path, e, count)
+        raise DataError(f"{problem}. Fix or delete the file.") from e
+      note_skipped(root or os.path.dirname(os.path.dirname(os.path.dirname(path))), problem)
       return empty, np.bool_(False)
+
+  return fn
+
+
+class _TooShort(DataError):
+  """A video that decodes but has fewer frames than data.min_frames."""
+
+
+def note_skipped(dataset: str, what: str) -> None:
+  """Logs and counts one example that training skips; `dataset` is where it is counted."""
+  with _skipped_lock:
+    _skipped[dataset] += 1
+    count = sum(_skipped.values())
+  logging.warning("Skipping %s; %d examples skipped so far.", what, count)
+
+
+def make_clip_reader(skip_bad: bool, root: str):
+  """A numpy function (path bytes, indices int32 [K]) -> (uint8 [K, H, W, 3], ok).
+
+  A video whose header was fine but whose frames do not decode raises a DataError
+  naming it, or with `skip_bad` is logged, counted under `root` and gives ok=False.
+  """
+
+  def fn(path: bytes, indices: np.ndarray) -> tuple[np.ndarray, np.bool_]:
+    path = path.decode()
+    try:
+      return decode_video_frames(path, indices), np.bool_(True)
+    except Exception as e:  # PyAV raises many types for broken streams.
+      problem = f"Could not decode {path}: {e!r}"
+      if not skip_bad:
+        raise DataError(f"{problem}. Fix or delete the file.") from e
+      note_skipped(root, problem)
+      return np.zeros((len(indices), 1, 1, 3), np.uint8), np.bool_(False)
 
   return fn
 
@@ -206,6 +243,7 @@ def read_video_frames(path: bytes, indices: np.ndarray) -> np.ndarray:
 
 
 def skipped_files() -> dict[str, int]:
-  """Files skipped because they did not decode, per dataset root, in this process."""
+  """Examples skipped as bad data in this process, per dataset root (the folder of a
+  folder:, manifest: or dmvr: dataset)."""
   with _skipped_lock:
     return dict(_skipped)

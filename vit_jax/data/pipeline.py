@@ -19,8 +19,11 @@ position), the stream started at `start_step=s` yields exactly the batches s,
 s+1, ... of the stream started at 0; resuming costs reading (not decoding) at
 most one epoch of this process's records. TFDS shuffles records when it prepares
 a dataset, so a shuffle buffer on top mixes well; folders shuffle the full file
-list. A file that fails to decode is skipped (logged and counted), which shifts
-the later examples of that stream, so a resumed run is only exact on clean data.
+list. A bad example (a file or frame that fails to decode, a video shorter than
+data.min_frames, a DMVR label outside the classes) is skipped (logged and counted),
+which shifts the later examples of that stream, so a resumed run is only exact on
+clean data. Videos are decoded in two steps: the source's `load` gives the frame
+count, the clip's frame indices are drawn, and `clip_frames` decodes only those.
 
 Evaluation stream (one pass), per process: its share of the split in a fixed
 order, padded with masked zero examples to the number of batches of the largest
@@ -244,15 +247,26 @@ def train_dataset(c, source: sources.Source, *, local_batch_size: int, seed: int
   shape = _output_shape(c, source.is_video, train=True)
 
   def augment(ex):
-    if source.is_video:
-      return preprocess.train_video(ex["raw"], ex["seed"], c, ex.get("length"))
     return preprocess.train_image(ex["raw"], ex["seed"], c)
+
+  def augment_video(ex):
+    """(clip, ok): a frame that does not decode makes ok False (the clip zeros)."""
+    indices = preprocess.train_clip_indices(ex["length"], ex["seed"], c)
+    frames, ok = source.clip_frames(ex, indices, skip_bad=c.skip_bad_examples)
+    clip = tf.cond(ok, lambda: tf.ensure_shape(preprocess.train_clip(frames, ex["seed"], c), shape),
+                   lambda: tf.zeros(shape, tf.float32))
+    return clip, ok
 
   def process(ex):
     ex = source.load(ex, skip_bad=c.skip_bad_examples)
-    image = tf.cond(ex["ok"], lambda: tf.ensure_shape(augment(ex), shape),
-                    lambda: tf.zeros(shape, tf.float32))
-    return {"image": image, "label": tf.cast(ex["label"], tf.int32), "ok": ex["ok"]}
+    if source.is_video:
+      image, ok = tf.cond(ex["ok"], lambda: augment_video(ex),
+                          lambda: (tf.zeros(shape, tf.float32), tf.constant(False)))
+    else:
+      ok = ex["ok"]
+      image = tf.cond(ok, lambda: tf.ensure_shape(augment(ex), shape),
+                      lambda: tf.zeros(shape, tf.float32))
+    return {"image": image, "label": tf.cast(ex["label"], tf.int32), "ok": ok}
 
   def drop_ok(ex):
     return {"image": ex["image"], "label": ex["label"]}
@@ -298,7 +312,10 @@ def eval_dataset(c, source: sources.Source, *, local_batch_size: int, split: str
     # Evaluation never skips: a missing example would silently change the metric.
     ex = source.load(ex, skip_bad=False)
     if source.is_video:
-      image = preprocess.eval_video(ex["raw"], c, ex.get("length"))
+      # Computing "ok" raised for a bad video (skip_bad=False); the length waits for it.
+      indices = preprocess.eval_clip_indices(tf.where(ex["ok"], ex["length"], 1), c)
+      frames, _ = source.clip_frames(ex, indices, skip_bad=False)
+      image = preprocess.eval_clips(frames, c)
     else:
       image = preprocess.eval_image(ex["raw"], c)
     return {"image": tf.ensure_shape(image, shape),

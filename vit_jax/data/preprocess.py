@@ -13,7 +13,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from vit_jax.data import augment, augment_spec, image_ops, randaugment, video_ops
+from vit_jax.data import augment, augment_spec, image_ops, randaugment, video_augment, video_ops
 from vit_jax.data import config as config_lib
 
 
@@ -68,6 +68,11 @@ _PIXEL_OPS = {
             x, s, kw["brightness"], kw["contrast"], kw["saturation"], kw["hue"])),
     "three_augment": lambda x, seed, kw: augment.three_augment(x, seed, kw["jitter"]),
 }
+_PIXEL_OPS.update({  # The video recipes' ops (vit_jax.data.video_augment).
+    "video_randaug": lambda x, seed, kw: randaugment.randaugment(
+        x, seed, randaugment.scenic_video_policy(kw["num_layers"], kw["magnitude"])),
+    "dmvr_color": lambda x, seed, kw: video_augment.dmvr_color(x, seed, **kw),
+})
 _NORMALIZED_OPS = {
     "random_erasing": lambda x, seed, kw: augment.random_erasing(x, seed, **kw),
 }
@@ -120,45 +125,68 @@ def eval_image(raw: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
 
 def train_video(video: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any],
                 length: tf.Tensor | None = None) -> tf.Tensor:
-  """Video -> float32 [num_frames, h, w, 3].
+  """Video -> float32 [num_frames, h, w, 3]: `train_clip_indices`, then `train_clip`.
 
   `video` is anything `video_ops.gather_frames` reads; `length` its frame count
   (needed for a file path, else read from the tensor).
+  """
+  n = video_ops.num_available(video) if length is None else length
+  return train_clip(video_ops.gather_frames(video, train_clip_indices(n, seed, c)), seed, c)
 
-  A random clip (random temporal offset), resized so that it covers the crop
-  times a random scale in `scale_jitter`, randomly cropped and flipped; one
-  crop and one flip for all its frames.
+
+def train_clip_indices(length: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """int32 [num_frames]: the frames of a random clip (random temporal offset) of a video."""
+  time_seed = tf.random.experimental.stateless_split(seed, 4)[0]
+  offset = video_ops.random_offset(length, c["num_frames"], c["stride"], time_seed)
+  return video_ops.clip_indices(length, c["num_frames"], c["stride"], offset)
+
+
+def train_clip(frames: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """uint8 [num_frames, H, W, 3] clip -> float32 [num_frames, h, w, 3].
+
+  Resized so that it covers the crop times a random scale in `scale_jitter`,
+  randomly cropped and flipped, then `data.augment`; one crop, one flip and one
+  draw of every augmentation for all its frames.
+  `seed` is the example's seed, as given to `train_clip_indices`.
   """
   size = config_lib.image_size(c)
-  time_seed, scale_seed, crop_seed, flip_seed = tf.unstack(
+  _, scale_seed, crop_seed, flip_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, 4))
-  n = video_ops.num_available(video) if length is None else length
-  offset = video_ops.random_offset(n, c["num_frames"], c["stride"], time_seed)
-  frames = video_ops.gather_frames(
-      video, video_ops.clip_indices(n, c["num_frames"], c["stride"], offset))
   scale = tf.random.stateless_uniform([], scale_seed, *c["scale_jitter"])
   frames = image_ops.random_crop(image_ops.resize_to_cover(frames, size, scale), size, crop_seed)
   if c["flip"]:
     frames = image_ops.random_flip(frames, flip_seed)
-  return _normalize(frames, c)
+  # data.augment on the whole clip: one draw for all its frames (seeded as for images).
+  ops = augment_spec.parse(c["augment"])
+  augment_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+  frames = augment_pixels(frames, augment_seed, ops)
+  return augment_normalized(_normalize(frames, c), augment_seed, ops)
 
 
 def eval_video(video: tf.Tensor, c: Mapping[str, Any],
                length: tf.Tensor | None = None) -> tf.Tensor:
-  """Video (as in `train_video`) -> float32 [V, num_frames, h, w, 3].
+  """Video (as in `train_video`) -> float32 [V, num_frames, h, w, 3]: `eval_clip_indices`,
+  then `eval_clips`."""
+  n = video_ops.num_available(video) if length is None else length
+  return eval_clips(video_ops.gather_frames(video, eval_clip_indices(n, c)), c)
 
-  V = num_test_clips * num_test_crops views, clip-major: evenly spaced clips,
-  each resized so its shorter side is resize_small (default: so it just covers
-  the crop), then the centre crop, or with 3 crops the two ends and the centre
-  of the longer side.
+
+def eval_clip_indices(length: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """int32 [num_test_clips * num_frames]: evenly spaced clips, clip-major."""
+  offsets = video_ops.even_offsets(length, c["num_frames"], c["stride"], c["num_test_clips"])
+  return tf.reshape(tf.map_fn(
+      lambda o: video_ops.clip_indices(length, c["num_frames"], c["stride"], o), offsets), [-1])
+
+
+def eval_clips(frames: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """uint8 [num_test_clips * num_frames, H, W, 3] -> float32 [V, num_frames, h, w, 3].
+
+  V = num_test_clips * num_test_crops views, clip-major: each clip resized so its
+  shorter side is resize_small (default: so it just covers the crop), then the
+  centre crop, or with 3 crops the two ends and the centre of the longer side.
   """
   size = config_lib.image_size(c)
   num_clips, num_crops, num_frames = c["num_test_clips"], c["num_test_crops"], c["num_frames"]
-  n = video_ops.num_available(video) if length is None else length
-  offsets = video_ops.even_offsets(n, num_frames, c["stride"], num_clips)
-  indices = tf.reshape(
-      tf.map_fn(lambda o: video_ops.clip_indices(n, num_frames, c["stride"], o), offsets), [-1])
-  frames = video_ops.gather_frames(video, indices)  # [clips * T, H, W, 3]
   if c["resize_small"]:
     frames = image_ops.resize_small(frames, c["resize_small"])
   else:

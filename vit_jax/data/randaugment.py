@@ -35,6 +35,7 @@ MAX_LEVEL = policy_lib.MAX_LEVEL
 Policy = policy_lib.Policy
 big_vision_policy = policy_lib.big_vision_policy
 timm_policy = policy_lib.timm_policy
+scenic_video_policy = policy_lib.scenic_video_policy
 
 
 # ----------------------------------------------------------------------------------------

@@ -94,3 +94,21 @@ def timm_policy(config: str, fill: float | tuple[float, ...] = 128) -> Policy:
       magnitude_std=float("inf") if mstd > 100 else mstd,
       magnitude_max=settings["mmax"] if settings["mmax"] is not None else MAX_LEVEL,
       fill=fill, solarize_add_max=128.0)
+
+
+# Scenic's video RandAugment (scenic/dataset_lib/video_ops.py
+# distort_image_with_randaugment): no Rotate/Shear/Translate, and an op index drawn
+# from len(ops) + 1 values whose last is "no op" (tf.switch_case's default).
+SCENIC_VIDEO_OPS = ("AutoContrast", "Equalize", "Invert", "Posterize", "Solarize", "Color",
+                    "Contrast", "Brightness", "Sharpness", "Cutout", "SolarizeAdd")
+
+
+def scenic_video_policy(num_layers: int = 2, magnitude: float = 20.0) -> Policy:
+  """Scenic's ViViT RandAugment for clips (SSv2: (2, 20); Epic-Kitchens: (2, 15)).
+
+  Scenic draws one of 11 ops or no op uniformly (1 in 12) per layer and applies it at
+  `magnitude`: the same as choosing one of the 11 with probability 11/12. Its big_vision
+  magnitude mappings (Cutout half side 40 px * m / 10, fill 128).
+  """
+  return Policy(ops=SCENIC_VIDEO_OPS, num_layers=num_layers, magnitude=magnitude,
+                prob=len(SCENIC_VIDEO_OPS) / (len(SCENIC_VIDEO_OPS) + 1))

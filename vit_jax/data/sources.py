@@ -1,10 +1,12 @@
-"""Where examples come from: TFDS datasets (catalogue or bundled) and folders.
+"""Where examples come from: TFDS datasets (catalogue or bundled), folders, manifests, DMVR.
 
 A source reads one process's share of a split, in a fixed order, as a
 tf.data.Dataset of {"raw": ..., "label": int64 []} where "raw" is whatever is
 cheapest to carry before shuffling (encoded bytes, frames or a file path), and
 `load` turns "raw" into pixels or encoded bytes that `preprocess` understands,
-plus an "ok" flag for files that failed to decode.
+plus an "ok" flag for examples to skip (files that failed to decode, bad
+records) and, for videos, "length" (frames). `clip_frames` decodes the frames
+of one clip of a video.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
-from vit_jax.data import builders, distribute, folder
+from vit_jax.data import builders, distribute, dmvr, folder, manifest, video_ops
 from vit_jax.data import config as config_lib
 from vit_jax.errors import DataError, UserError
 
@@ -46,10 +48,14 @@ class Source:
   _builder: Any = None
   _image_key: str | None = None
   _label_key: str | None = None
-  _folder: folder.FolderDataset | None = None
+  _folder: folder.FolderDataset | manifest.ManifestDataset | None = None
+  _dmvr: dmvr.DmvrDataset | None = None
+  _min_frames: int = 1
 
   def num_examples(self, split: str, process_index: int = 0, process_count: int = 1) -> int:
     """Examples of `split` that process `process_index` of `process_count` reads."""
+    if self._dmvr is not None:
+      return self._dmvr.num_examples(split, process_index, process_count)
     if self._folder is not None:
       start, end = distribute.host_range(len(self._folder.files(split)[0]), process_index,
                                          process_count)
@@ -65,9 +71,12 @@ class Source:
     Args:
       shuffle_files: folders only: permute the file list (seed 0) before
         splitting it between processes, so that every process sees every class
-        (the listing is sorted by class). TFDS shuffled the records when it
-        prepared the dataset.
+        (the listing is sorted by class). TFDS (and dmvr_writer) shuffled the
+        records when they prepared the dataset.
     """
+    if self._dmvr is not None:
+      # Labels are checked in `load`: a bad record is skipped in training.
+      return self._dmvr.read(split, process_index, process_count)
     if self._folder is not None:
       paths, labels = self._folder.files(split)
       if shuffle_files:
@@ -93,14 +102,24 @@ class Source:
     return ds.map(self._check_label)
 
   def load(self, example: dict[str, tf.Tensor], *, skip_bad: bool) -> dict[str, tf.Tensor]:
-    """Adds "ok" (False: a file to skip) and, for folder videos, "length" (frames).
+    """Adds "ok" (False: an example to skip) and, for videos, "length" (frames).
 
-    Folder images are decoded here ("raw" becomes uint8 [H, W, 3]); folder videos
-    keep their path in "raw" and are decoded later, only the frames a clip uses.
+    Folder images are decoded here ("raw" becomes uint8 [H, W, 3]); videos keep
+    their path or encoded frames in "raw" and are decoded by `clip_frames`.
     """
+    if self._dmvr is not None:
+      checker = dmvr.make_checker(self.num_classes, self._min_frames, skip_bad)
+      length = tf.shape(example["raw"])[0]
+      ok = tf.numpy_function(checker, [example["where"], example["label"], length], tf.bool,
+                             stateful=False)
+      ok.set_shape([])
+      return {**example, "length": length, "ok": ok}
     if self._folder is None:
+      if self.is_video:
+        return {**example, "length": video_ops.num_available(example["raw"]),
+                "ok": tf.constant(True)}
       return {**example, "ok": tf.constant(True)}
-    loader = folder.make_loader(self.is_video, skip_bad)
+    loader = folder.make_loader(self.is_video, skip_bad, self._min_frames, self._folder.root)
     if self.is_video:
       length, ok = tf.numpy_function(loader, [example["raw"]], [tf.int32, tf.bool],
                                      stateful=False)
@@ -111,6 +130,39 @@ class Source:
     pixels.set_shape([None, None, 3])
     ok.set_shape([])
     return {**example, "raw": pixels, "ok": ok}
+
+  @property
+  def root(self) -> str | None:
+    """The folder of a folder:, manifest: or dmvr: dataset (None for TFDS)."""
+    for ds in (self._folder, self._dmvr):
+      if ds is not None:
+        return ds.root
+    return None
+
+  def files(self, split: str) -> tuple[list[str], np.ndarray]:
+    """Paths and int64 labels of a folder: or manifest: split, in listing order."""
+    if self._folder is None:
+      raise DataError(f"{self.name} is not a folder: or manifest: dataset; it lists no files.")
+    return self._folder.files(split)
+
+  def clip_frames(self, example: dict[str, tf.Tensor], indices: tf.Tensor, *,
+                  skip_bad: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """Frames `indices` (int32 [K]) of a loaded video: (uint8 [K, H, W, 3], ok bool [])."""
+    if self._folder is not None:
+      reader = folder.make_clip_reader(skip_bad, self._folder.root)
+      frames, ok = tf.numpy_function(reader, [example["raw"], indices], [tf.uint8, tf.bool],
+                                     stateful=False)
+      frames.set_shape([None, None, None, 3])
+      ok.set_shape([])
+      return frames, ok
+    if self._dmvr is None:
+      return video_ops.gather_frames(example["raw"], indices), tf.constant(True)
+    decoder = dmvr.make_frame_decoder(skip_bad)
+    frames, ok = tf.numpy_function(decoder, [tf.gather(example["raw"], indices), example["where"]],
+                                   [tf.uint8, tf.bool], stateful=False)
+    frames.set_shape([None, None, None, 3])
+    ok.set_shape([])
+    return frames, ok
 
   def _check_label(self, example):
     label = example["label"]
@@ -132,9 +184,21 @@ class Source:
 def open_source(data_config: Mapping[str, Any]) -> Source:
   """The Source for `data_config.dataset`; bundled datasets are prepared on first use."""
   name = data_config["dataset"]
+  min_frames = data_config["min_frames"]
   if name.startswith(FOLDER_PREFIX):
     ds = folder.FolderDataset.open(name[len(FOLDER_PREFIX):], data_config["train_split"])
-    return Source(name, len(ds.class_names), ds.class_names, ds.is_video, _folder=ds)
+    return Source(name, len(ds.class_names), ds.class_names, ds.is_video, _folder=ds,
+                  _min_frames=min_frames)
+  if name.startswith(manifest.PREFIX):
+    ds = manifest.ManifestDataset.open(name[len(manifest.PREFIX):], data_config["train_split"],
+                                       data_config["skip_bad_examples"])
+    return Source(name, len(ds.class_names), ds.class_names, ds.is_video, _folder=ds,
+                  _min_frames=min_frames)
+  if name.startswith(dmvr.PREFIX):
+    ds = dmvr.DmvrDataset.open(name[len(dmvr.PREFIX):], data_config["image_key"],
+                               data_config["label_key"])
+    return Source(name, len(ds.class_names), ds.class_names, True, _dmvr=ds,
+                  _min_frames=min_frames)
   builder = tfds_builder(name, config_lib.resolve_data_dir(data_config))
   features = builder.info.features
   image_key, label_key = data_config["image_key"], data_config["label_key"]
@@ -167,7 +231,7 @@ def tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise DataError(f"Unknown dataset {name!r}: use 'digits', 'moving_digits', a TFDS name "
-                     f"(tfds.list_builders()) or 'folder:/path'. ({e})") from None
+                     f"(tfds.list_builders()), 'folder:/path', 'manifest:/path' or 'dmvr:/path'. ({e})") from None
   if builder.is_prepared():
     return builder
   base = name.split("/")[0].split(":")[0]
