@@ -58,6 +58,7 @@ def test_fine_tunes_the_checkpoints_model_with_its_preprocessing(tmp_path, digit
   assert setup.model.num_classes == 10  # a new head for the dataset's classes
   assert setup.config.data.mean == P.IMAGENET_MEAN and setup.config.data.value_range is None
   assert setup.config.data.resize_small is None  # DINOv2 evaluates uncropped (crop_pct 1)
+  assert setup.config.data.resize_method == "bicubic"  # as its reference preprocessing
   workdir = tmp_path / "run"
   results = train.train_and_evaluate(c, str(workdir))
   assert results["step"] == 6 and 0 <= results["top1"] <= 1

@@ -37,6 +37,24 @@ def test_grey_to_rgb_and_resize_small_central_crop():
   assert out[0, 5, 3, 0] > 0.5 and out[0, 0, 0, 0] == -1.0  # Central crop keeps the centre.
 
 
+def test_bicubic_resize_is_pils_filter_and_stays_in_range():
+  # A checkerboard upsampled: bicubic overshoots at the edges (clipped like PIL's uint8) and
+  # differs from bilinear; its interior stays close to PIL's bicubic on this hard pattern.
+  from PIL import Image  # noqa: PLC0415
+
+  board = (np.indices((8, 8)).sum(0) % 2 * 255).astype(np.uint8)
+  rgb = np.repeat(board[..., None], 3, axis=-1)
+  cubic = data.preprocess_for_eval({"image_size": 32, "resize_method": "bicubic"}, [rgb])[0]
+  linear = data.preprocess_for_eval({"image_size": 32}, [rgb])[0]
+  assert cubic.min() >= -1.0 and cubic.max() <= 1.0
+  assert np.abs(cubic - linear).max() > 0.05
+  pil = np.asarray(Image.fromarray(board).resize((32, 32), Image.BICUBIC), np.float32)
+  ours = (cubic[..., 0] + 1) * 127.5
+  assert np.abs(ours[8:24, 8:24] - pil[8:24, 8:24]).mean() < 12
+  with pytest.raises(ValueError, match=r"resize_method='lanczos'"):
+    data.validate(_config(resize_method="lanczos"))
+
+
 @pytest.mark.parametrize("train_crop", ["inception", "resize", "random_crop"])
 def test_train_crops_shape(train_crop):
   image = tf.constant(np.random.default_rng(0).integers(0, 255, (30, 50, 3), np.uint8))

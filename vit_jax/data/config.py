@@ -44,6 +44,8 @@ def default_config() -> ml_collections.ConfigDict:
       "op(args)|op(args)" or a list of such items, e.g. "randaug(2, 10)" or
       "timm_randaug('rand-m9-mstd0.5-inc1')|random_erasing(0.25)"; "" (default):
       none. Ops and arguments: vit_jax/data/augment_spec.py, docs/augmentation.md.
+    resize_method: "bilinear" (the JAX ViT pipelines) or "bicubic" (timm's and the
+      PyTorch checkpoints'; model_name="from_checkpoint" takes the checkpoint's).
     value_range: pixels mapped linearly from [0, 255] to this range; set it to None
       and set mean/std (per channel, in [0, 1] units as timm) to standardise instead.
 
@@ -97,6 +99,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.augment = config_dict.FieldReference("", field_type=object)
   c.repeated_augment = 1
   c.resize_small = config_dict.placeholder(int)
+  c.resize_method = "bilinear"
   c.value_range = (-1.0, 1.0)
   c.mean = config_dict.placeholder(tuple)
   c.std = config_dict.placeholder(tuple)
@@ -127,6 +130,8 @@ def validate(data_config: Mapping[str, Any]) -> None:
   if c["train_crop"] not in TRAIN_CROPS:
     raise ConfigError(f"train_crop={c['train_crop']!r}; use one of {TRAIN_CROPS}.")
   augment_spec.parse(c["augment"])
+  if c["resize_method"] not in ("bilinear", "bicubic"):
+    raise ConfigError(f"resize_method={c['resize_method']!r}; use 'bilinear' or 'bicubic'.")
   has_mean_std = c["mean"] is not None or c["std"] is not None
   if has_mean_std and (c["mean"] is None or c["std"] is None):
     raise ConfigError("Set both data.mean and data.std (per-channel, [0, 1] units) or neither.")

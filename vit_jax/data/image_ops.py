@@ -72,32 +72,41 @@ def random_crop(image: tf.Tensor, size: tuple[int, int], seed: tf.Tensor) -> tf.
   return crop(image, top, left, size[0], size[1])
 
 
-def resize(image: tf.Tensor, size) -> tf.Tensor:
-  """Bilinear resize to `size` (height, width); float32 output in the input's range."""
-  return tf.image.resize(image, size, method="bilinear")
+RESIZE_METHODS = ("bilinear", "bicubic")
 
 
-def resize_small(image: tf.Tensor, smaller_side) -> tf.Tensor:
+def resize(image: tf.Tensor, size, method: str = "bilinear") -> tf.Tensor:
+  """Resize to `size` (height, width); float32 output in the input's range.
+
+  "bicubic" (the filter timm's and most PyTorch checkpoints were evaluated with) can
+  overshoot, so its output is clipped to [0, 255] as PIL's uint8 output is.
+  """
+  out = tf.image.resize(image, size, method=method)
+  return tf.clip_by_value(out, 0.0, 255.0) if method == "bicubic" else out
+
+
+def resize_small(image: tf.Tensor, smaller_side, method: str = "bilinear") -> tf.Tensor:
   """Resizes so that the shorter side is `smaller_side`, keeping the aspect ratio."""
   h, w = _hw(image)
   scale = tf.cast(smaller_side, tf.float32) / tf.cast(tf.minimum(h, w), tf.float32)
-  return resize_to_scale(image, scale)
+  return resize_to_scale(image, scale, method)
 
 
-def resize_to_cover(image: tf.Tensor, size: tuple[int, int], scale: float | tf.Tensor = 1.0):
+def resize_to_cover(image: tf.Tensor, size: tuple[int, int], scale: float | tf.Tensor = 1.0,
+                    method: str = "bilinear"):
   """Keeps the aspect ratio and makes the image cover `size` * `scale` (for a crop of `size`)."""
   h, w = _hw(image)
   h, w = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
   factor = tf.maximum(size[0] / h, size[1] / w) * scale
-  return resize_to_scale(image, factor)
+  return resize_to_scale(image, factor, method)
 
 
-def resize_to_scale(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+def resize_to_scale(image: tf.Tensor, factor: tf.Tensor, method: str = "bilinear") -> tf.Tensor:
   h, w = _hw(image)
   # ceil keeps the result at least as large as the crop that follows.
   new_h = tf.cast(tf.math.ceil(tf.cast(h, tf.float32) * factor - 1e-3), tf.int32)
   new_w = tf.cast(tf.math.ceil(tf.cast(w, tf.float32) * factor - 1e-3), tf.int32)
-  return resize(image, tf.stack([new_h, new_w]))
+  return resize(image, tf.stack([new_h, new_w]), method)
 
 
 def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -49,7 +49,7 @@ from vit_jax.errors import DataError
 tf.config.set_visible_devices([], "GPU")
 
 _PREPROCESSING_KEYS = ("image_size", "train_crop", "inception_area", "flip", "resize_small",
-                       "value_range", "mean", "std", "num_frames", "stride", "scale_jitter",
+                       "value_range", "mean", "std", "resize_method", "num_frames", "stride", "scale_jitter",
                        "num_test_clips", "num_test_crops")
 
 

@@ -17,6 +17,11 @@ from vit_jax.data import augment, augment_spec, image_ops, randaugment, video_au
 from vit_jax.data import config as config_lib
 
 
+def _method(c: Mapping[str, Any]) -> str:
+  # Runs saved before data.resize_method existed resized bilinearly.
+  return c.get("resize_method", "bilinear")
+
+
 def _normalize(image: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
   return image_ops.normalize(image, c["value_range"], c["mean"], c["std"])
 
@@ -33,12 +38,13 @@ def train_image(raw: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.Ten
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   image = image_ops.decode(raw)
   if c["train_crop"] == "inception":
-    image = image_ops.resize(image_ops.inception_crop(image, crop_seed, c["inception_area"]), size)
+    image = image_ops.resize(image_ops.inception_crop(image, crop_seed, c["inception_area"]), size,
+                             _method(c))
   elif c["train_crop"] == "random_crop":
-    image = image_ops.resize_small(image, _random_crop_source_size(c))
+    image = image_ops.resize_small(image, _random_crop_source_size(c), _method(c))
     image = image_ops.random_crop(image, size, crop_seed)
   else:
-    image = image_ops.resize(image, size)
+    image = image_ops.resize(image, size, _method(c))
   if c["flip"]:
     image = image_ops.random_flip(image, flip_seed)
   # Folded in rather than split off `seed`, so the crop and flip stay those of a run
@@ -117,9 +123,10 @@ def eval_image(raw: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
   size = config_lib.image_size(c)
   image = image_ops.decode(raw)
   if c["resize_small"]:
-    image = image_ops.central_crop(image_ops.resize_small(image, c["resize_small"]), size)
+    image = image_ops.central_crop(image_ops.resize_small(image, c["resize_small"], _method(c)),
+                                   size)
   else:
-    image = image_ops.resize(image, size)
+    image = image_ops.resize(image, size, _method(c))
   return _normalize(image, c)
 
 
@@ -153,7 +160,8 @@ def train_clip(frames: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.T
   _, scale_seed, crop_seed, flip_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, 4))
   scale = tf.random.stateless_uniform([], scale_seed, *c["scale_jitter"])
-  frames = image_ops.random_crop(image_ops.resize_to_cover(frames, size, scale), size, crop_seed)
+  frames = image_ops.random_crop(image_ops.resize_to_cover(frames, size, scale, _method(c)),
+                                 size, crop_seed)
   if c["flip"]:
     frames = image_ops.random_flip(frames, flip_seed)
   # data.augment on the whole clip: one draw for all its frames (seeded as for images).
@@ -188,9 +196,9 @@ def eval_clips(frames: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
   size = config_lib.image_size(c)
   num_clips, num_crops, num_frames = c["num_test_clips"], c["num_test_crops"], c["num_frames"]
   if c["resize_small"]:
-    frames = image_ops.resize_small(frames, c["resize_small"])
+    frames = image_ops.resize_small(frames, c["resize_small"], _method(c))
   else:
-    frames = image_ops.resize_to_cover(frames, size)
+    frames = image_ops.resize_to_cover(frames, size, method=_method(c))
   if num_crops == 1:
     views = [image_ops.central_crop(frames, size)]
   else:

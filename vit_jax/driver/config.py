@@ -281,6 +281,7 @@ def with_pretrained_preprocessing(config: ml_collections.ConfigDict, preprocessi
   config = ml_collections.ConfigDict(config.to_dict())
   d = config.data
   d.value_range, d.mean, d.std = over["value_range"], over["mean"], over["std"]
+  d.resize_method = "bicubic" if preprocessing.interpolation == "bicubic" else "bilinear"
   shorter = min(data.config.image_size(d))
   d.resize_small = (None if preprocessing.crop_pct >= 1.0
                     else int(round(shorter / preprocessing.crop_pct)))
