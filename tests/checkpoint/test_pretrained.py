@@ -165,3 +165,37 @@ def test_a_config_json_of_another_model_names_the_field(tmp_path):
   with pytest.raises(CheckpointError, match=r"config\.json says num_hidden_layers=12, the "
                      r"weights have 2"):
     checkpoint.load_pretrained(str(folder))
+
+
+def test_big_vision_siglip_image_tower_npz(tmp_path):
+  # SigLIP's released .npz: the image tower under params/img/ (MAP head, no cls token,
+  # position embedding without a cls row, scanned blocks) beside a text tower.
+  arrays = H.big_vision_npz_arrays(**H.MU, patch=4, grid=(4, 4), classes=5, pool="map",
+                                   scan=True)
+  on_disk = {"params/img/" + k: v for k, v in arrays.items()}
+  on_disk["params/txt/Embed_0/embedding"] = np.zeros((10, 4), np.float32)
+  path = str(tmp_path / "siglip.npz")
+  np.savez(path, **on_disk)
+  pre = checkpoint.load_pretrained(path)
+  assert pre.model.classifier == "map" and pre.preprocessing.input_size == (16, 16)
+  x = H.images(height=16, width=16)
+  expected = H.jax_style_forward(arrays, x, depth=2, block_names=H.LINEN_BLOCK, scanned=True,
+                                 posemb_before_cls=True, pool="map")
+  np.testing.assert_allclose(output(pre, x), expected, atol=ATOL)
+
+
+def test_hub_ids_load_their_cached_snapshot(tmp_path, monkeypatch):
+  folder, config, state = hf_folder(tmp_path, "dinov2")
+  cache = tmp_path / "hf_cache"
+  commit = "a" * 40
+  snapshot = cache / "models--facebook--dinov2-tiny" / "snapshots" / commit
+  snapshot.mkdir(parents=True)
+  (cache / "models--facebook--dinov2-tiny" / "refs").mkdir()
+  (cache / "models--facebook--dinov2-tiny" / "refs" / "main").write_text(commit)
+  for name in ("config.json", "model.safetensors"):
+    os.symlink(folder / name, snapshot / name)
+  monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  pre = checkpoint.load_pretrained("hf-hub:facebook/dinov2-tiny")
+  x = images_for(config)
+  np.testing.assert_allclose(output(pre, x), hf_family_forward(config, state, x), atol=ATOL)
