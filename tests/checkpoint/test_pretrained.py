@@ -199,3 +199,17 @@ def test_hub_ids_load_their_cached_snapshot(tmp_path, monkeypatch):
   pre = checkpoint.load_pretrained("hf-hub:facebook/dinov2-tiny")
   x = images_for(config)
   np.testing.assert_allclose(output(pre, x), hf_family_forward(config, state, x), atol=ATOL)
+
+
+def test_our_npz_of_a_later_family_asks_for_its_config(tmp_path):
+  import jax  # noqa: PLC0415
+
+  from vit_jax import models  # noqa: PLC0415
+
+  model = models.create_model("ViT-Mu_4", num_classes=5, num_registers=2)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  path = str(tmp_path / "ours.npz")
+  checkpoint.save_npz(params, path)
+  with pytest.raises(CheckpointError, match=r"\['registers'\]: its architecture is not in the "
+                     r"params alone.*load_run"):
+    checkpoint.load_pretrained(path)

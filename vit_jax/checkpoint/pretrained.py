@@ -97,7 +97,19 @@ def _left_out(weights: str) -> tuple[str, ...]:
 
 
 def describe_linen(params: Mapping[str, Any], fmt: str) -> vit.VisionTransformer:
-  """The VisionTransformer of per-layer Linen params (npz, Orbax): sizes from the shapes."""
+  """The VisionTransformer of per-layer Linen params (npz, Orbax): sizes from the shapes.
+
+  This covers the released JAX families (vit_jax / AugReg, big_vision, SigLIP). A run of
+  this project with the later families' options (registers, LayerScale, ...) holds
+  settings the params cannot show (epsilon, RoPE, position rows): load it with its
+  config (`vit_jax.tools.inference.load_run(workdir)`), or export it to timm first.
+  """
+  later = sorted({"registers", "dist", "head_dist", "fc_norm"} & set(params))
+  if later:
+    raise CheckpointError(
+        f"a {fmt} checkpoint with {later}: its architecture is not in the params alone; "
+        "load the run with its config (vit_jax.tools.inference.load_run(workdir)) or export "
+        "it to timm safetensors (python -m vit_jax.convert) and load that.")
   try:
     kernel = params["embedding"]["kernel"]  # [p, p, 3, D]
     blocks = sorted(int(k.rsplit("_", 1)[1]) for k in params["Transformer"]

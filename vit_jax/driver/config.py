@@ -73,7 +73,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from.strict = False
   c.init_from.reset_head = False  # start from a zero head even when the class count matches
   # model_name="from_checkpoint": train, evaluate and predict with the checkpoint's input
-  # normalisation (mean/std or value range) and evaluation crop, at data.image_size.
+  # normalisation (mean/std or value range), evaluation crop and interpolation, at
+  # data.image_size.
   c.init_from.preprocessing = True
   # Video (ViViT) models initialised from an image ViT (vit_jax.checkpoint.inflate); a video
   # checkpoint (this project's or Scenic's) is copied as it is and needs the defaults.

@@ -245,7 +245,7 @@ class Setup:
     restored = self.pretrained.params if same_file else checkpoint.load(path)
     c = self.config.init_from
     # The rows before the patch grid: known from both models when the file gave the
-    # architecture; else the vit_jax/timm convention (a cls row with a cls token).
+    # architecture; else adapt reads them from the tokens each tree holds.
     prefix = ((posemb_prefix_rows(self.pretrained.model),
                posemb_prefix_rows(self.model)) if same_file else None)
     params, report = checkpoint.adapt(
