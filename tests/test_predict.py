@@ -109,3 +109,22 @@ def test_visualize_command_line(digits_run, test_pngs, tmp_path):
   for suffix in ("_rollout.png", "_heads.png"):
     with Image.open(tmp_path / (stem + suffix)) as image:
       assert image.width > 150 and image.height > 150
+
+
+@pytest.mark.parametrize("tokens", [{}, {"num_registers": 2}])
+def test_a_bare_checkpoint_file_gives_its_input_size(tmp_path, tokens):
+  # `predict --checkpoint FILE --model NAME`: the input size comes from the position
+  # embedding, its cls (and register) rows set aside.
+  from vit_jax import checkpoint, models  # noqa: PLC0415
+
+  model = models.create_model("ViT-Mu_4", num_classes=3, **tokens)
+  x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3), minval=-1, maxval=1)
+  params = model.init(jax.random.key(0), x)["params"]
+  params = jax.tree.map(lambda p: p + 0.1, params)  # a head that is not zero
+  path = str(tmp_path / "model.npz")
+  checkpoint.save_npz(params, path)
+  loaded = inference.load_checkpoint(path, "ViT-Mu_4", **tokens)
+  assert loaded.preprocessing["image_size"] == [16, 16]  # 4 x 4 patches of 4 px
+  assert loaded.model.num_classes == 3
+  np.testing.assert_allclose(loaded.model.apply({"params": loaded.params}, x),
+                             model.apply({"params": params}, x), atol=1e-5)

@@ -28,7 +28,7 @@ Video models:
     params, report = checkpoint.adapt_video(params, init, variant=..., token_grid=...)
 """
 
-from vit_jax.checkpoint.adapt import adapt, posemb_prefix_rows
+from vit_jax.checkpoint.adapt import adapt, posemb_prefix_rows, prefix_rows_from_params
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.formats import (
     FORMATS,
@@ -54,7 +54,7 @@ from vit_jax.checkpoint.video import adapt_video
 
 __all__ = [
     "FORMATS", "AdaptReport", "CheckpointError", "KeyAction", "adapt", "adapt_video",
-    "inflate_from_image", "posemb_prefix_rows",
+    "inflate_from_image", "posemb_prefix_rows", "prefix_rows_from_params",
     "container", "is_video_params", "linen_to_timm", "load", "load_with_format", "resize_patch_kernel", "resize_posemb",
     "resolve_item_dir", "save_npz", "save_safetensors_timm", "ModelSpec", "read_hf",
     "read_openclip", "read_hub_directory", "read_timm", "Pretrained", "load_pretrained",

@@ -131,7 +131,7 @@ def load_checkpoint(path: str, model_name: str, *, image_size: Optional[int] = N
   patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
   if image_size is None:
     tokens = params["Transformer"]["posembed_input"]["pos_embedding"].shape[1]
-    has_cls = checkpoint.posemb_prefix_rows(params, tokens)  # cls / dist / register rows
+    has_cls = checkpoint.prefix_rows_from_params(params, tokens)  # cls / dist / register rows
     side = int(round((tokens - has_cls) ** 0.5))
     if side * side != tokens - has_cls:
       raise ConfigError(f"{path}: {tokens} position embeddings do not form a square grid; "
