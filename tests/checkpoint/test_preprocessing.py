@@ -17,7 +17,7 @@ def test_timm_pretrained_cfg():
                                 "config.json (pretrained_cfg)")
   assert pre.data_overrides() == {"image_size": (518, 518), "value_range": None,
                                   "mean": P.IMAGENET_MEAN, "std": P.IMAGENET_STD,
-                                  "resize_small": None}
+                                  "resize_small": None, "resize_method": "bicubic"}
   assert P.from_timm_config({"architecture": "x"}) is None
 
 
@@ -33,7 +33,7 @@ def test_hf_preprocessor_config():
             "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
   over = P.from_hf_preprocessor(siglip).data_overrides()
   assert over == {"image_size": (224, 224), "value_range": (-1.0, 1.0), "mean": None,
-                  "std": None, "resize_small": None}
+                  "std": None, "resize_small": None, "resize_method": "bilinear"}
   # DINOv2's: shorter side 256, centre crop 224 -> crop_pct 0.875 -> resize_small 256.
   dino = {"do_center_crop": True, "crop_size": {"height": 224, "width": 224},
           "size": {"shortest_edge": 256}, "resample": 3}
@@ -48,6 +48,8 @@ def test_overrides_are_a_valid_data_config():
     c.update(P.family_default(family, (224, 224)).data_overrides())
     data_config.validate(c)
   assert P.family_default("deit", (224, 224)).data_overrides()["resize_small"] == 249
+  # Trained at another size, the crop fraction (0.9) is kept.
+  assert P.family_default("deit", (224, 224)).data_overrides((112, 112))["resize_small"] == 124
   with pytest.raises(CheckpointError, match=r"no default preprocessing for family 'resnet'"):
     P.family_default("resnet", (224, 224))
   with pytest.raises(CheckpointError, match=r"mean=\[0.5, 0.5\], expected 3"):

@@ -48,15 +48,22 @@ class Preprocessing:
   crop_pct: float = 0.875
   source: str = ""
 
-  def data_overrides(self) -> dict[str, Any]:
-    """`config.data` keys that reproduce this preprocessing."""
-    out: dict[str, Any] = {"image_size": tuple(self.input_size)}
+  def data_overrides(self, image_size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """`config.data` keys that reproduce this preprocessing.
+
+    `image_size`: the input size to train at instead of the checkpoint's (its crop
+    fraction is kept: resize_small follows the size).
+    """
+    size = tuple(image_size or self.input_size)
+    out: dict[str, Any] = {"image_size": size}
     if self.mean == HALF and self.std == HALF:
       out.update(value_range=(-1.0, 1.0), mean=None, std=None)
     else:
       out.update(value_range=None, mean=tuple(self.mean), std=tuple(self.std))
-    shorter = min(self.input_size)
-    out["resize_small"] = None if self.crop_pct >= 1.0 else int(round(shorter / self.crop_pct))
+    out["resize_small"] = (None if self.crop_pct >= 1.0
+                           else int(round(min(size) / self.crop_pct)))
+    # The pipeline has two filters (data.resize_method); anything but bicubic is bilinear.
+    out["resize_method"] = "bicubic" if self.interpolation == "bicubic" else "bilinear"
     return out
 
 

@@ -200,11 +200,9 @@ def load_pretrained(path: str, *, architecture: Optional[str] = None) -> Pretrai
   if os.path.isdir(path) and hf_model.is_hf_directory(path):
     return _hf_pretrained(path, config)
   if os.path.isdir(path):
-    candidates = [n for n in (timm_model.WEIGHTS_FILE, "open_clip_model.safetensors")
-                  if os.path.exists(os.path.join(path, n))]
-    if not candidates:  # an Orbax workdir, a Scenic folder, or nothing readable
+    if formats.container(path) != "safetensors":  # an Orbax workdir, a Scenic folder
       return _linen_pretrained(path)
-    weights = os.path.join(path, candidates[0])
+    weights = hub.weights_file(path)
   else:
     weights = path
   if formats.container(weights) != "safetensors":  # .npz (and pickles: refused there)

@@ -278,12 +278,8 @@ def with_pretrained_preprocessing(config: ml_collections.ConfigDict, preprocessi
   data.image_size stays (the position embedding is resized to it); the evaluation resize
   keeps the checkpoint's crop fraction at that size.
   """
-  over = preprocessing.data_overrides()
   config = ml_collections.ConfigDict(config.to_dict())
-  d = config.data
-  d.value_range, d.mean, d.std = over["value_range"], over["mean"], over["std"]
-  d.resize_method = "bicubic" if preprocessing.interpolation == "bicubic" else "bilinear"
-  shorter = min(data.config.image_size(d))
-  d.resize_small = (None if preprocessing.crop_pct >= 1.0
-                    else int(round(shorter / preprocessing.crop_pct)))
+  over = preprocessing.data_overrides(data.config.image_size(config.data))
+  del over["image_size"]  # unchanged (the tuple form would not fit an int key)
+  config.data.update(over)
   return config
