@@ -128,7 +128,14 @@ def jax_style_forward(flat, x, *, depth, block_names, scanned=False, posemb_befo
 # ------------------------------------------------------- PyTorch-style (OIHW, (out, in))
 
 def _linear(x, sd, name):
-  return x @ sd[f"{name}.weight"].T + sd[f"{name}.bias"]
+  """A torch Linear from a state dict: x W^T (+ b when the state dict has a bias)."""
+  out = x @ sd[f"{name}.weight"].T
+  return out + sd[f"{name}.bias"] if f"{name}.bias" in sd else out
+
+
+def _layer_norm(x, sd, name, eps):
+  """A torch LayerNorm from a state dict."""
+  return layer_norm(x, sd[f"{name}.weight"], sd[f"{name}.bias"], eps)
 
 
 def _patchify_oihw(x_nhwc, weight, bias):

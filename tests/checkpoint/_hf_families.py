@@ -13,7 +13,9 @@ pooled cls token, SigLIP's head is MAP attention with a fused in_proj.
 from __future__ import annotations
 
 import numpy as np
-from _ckpt_helpers import Filler, gelu, layer_norm, softmax
+from _ckpt_helpers import Filler, gelu, softmax
+from _ckpt_helpers import _layer_norm as _ln
+from _ckpt_helpers import _linear as _lin
 
 WIDTH, DEPTH, HEADS, MLP, PATCH, CLASSES = 32, 2, 2, 64, 4, 5
 EPS = {"vit": 1e-12, "deit": 1e-12, "dinov2": 1e-6, "dinov2_with_registers": 1e-6,
@@ -127,15 +129,6 @@ def hf_state_dict(case, grid, seed=0):
     sd.update(lin("cls_classifier", CLASSES, WIDTH))
     sd.update(lin("distillation_classifier", CLASSES, WIDTH))
   return sd
-
-
-def _lin(x, sd, name):
-  out = x @ sd[f"{name}.weight"].T
-  return out + sd[f"{name}.bias"] if f"{name}.bias" in sd else out
-
-
-def _ln(x, sd, name, eps):
-  return layer_norm(x, sd[f"{name}.weight"], sd[f"{name}.bias"], eps)
 
 
 def _mha(xq, xkv, q, k, v, heads):

@@ -12,7 +12,9 @@ no code with the loader, so a misplaced value changes the output.
 from __future__ import annotations
 
 import numpy as np
-from _ckpt_helpers import Filler, gelu, layer_norm, softmax
+from _ckpt_helpers import Filler, gelu, softmax
+from _ckpt_helpers import _layer_norm as _ln
+from _ckpt_helpers import _linear as _lin
 
 WIDTH, DEPTH, HEADS, MLP, PATCH, CLASSES = 32, 2, 2, 64, 4, 5
 
@@ -110,15 +112,6 @@ def family_state_dict(family, grid, seed=0, classes=CLASSES):
 
 
 # ------------------------------------------------------------------ numpy timm forward
-
-def _lin(x, sd, name):
-  out = x @ sd[f"{name}.weight"].T
-  return out + sd[f"{name}.bias"] if f"{name}.bias" in sd else out
-
-
-def _ln(x, sd, name, eps):
-  return layer_norm(x, sd[f"{name}.weight"], sd[f"{name}.bias"], eps)
-
 
 def _rope_tables(kind, grid, head_dim):
   """timm's (sin, cos) [N, hd]: RotaryEmbeddingCat (EVA-02, in_pixels=False,

@@ -11,23 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.special
-from _ckpt_helpers import _patchify_oihw, _sdpa, _torch_heads, layer_norm
+from _ckpt_helpers import _layer_norm as _ln
+from _ckpt_helpers import _linear as _lin
+from _ckpt_helpers import _patchify_oihw, _sdpa, _torch_heads, gelu
 
 ACTS = {
-    "gelu": lambda x: 0.5 * x * (1 + scipy.special.erf(x / np.sqrt(2))),
-    "gelu_pytorch_tanh": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) *
-                                                        (x + 0.044715 * x ** 3))),
+    "gelu": lambda x: gelu(x, approximate=False),
+    "gelu_pytorch_tanh": lambda x: gelu(x, approximate=True),
     "quick_gelu": lambda x: x * scipy.special.expit(1.702 * x),
 }
-
-
-def _lin(x, sd, name, bias=True):
-  y = x @ sd[f"{name}.weight"].T
-  return y + sd[f"{name}.bias"] if bias else y
-
-
-def _ln(x, sd, name, eps):
-  return layer_norm(x, sd[f"{name}.weight"], sd[f"{name}.bias"], eps)
 
 
 def _mha(xq, xkv, wq, bq, wk, bk, wv, bv, heads):
