@@ -88,12 +88,17 @@ def _timm_family(architecture: Optional[str]) -> str:
   return next(f for pattern, f in _TIMM_FAMILY if re.search(pattern, name))
 
 
-def _left_out(weights: str) -> tuple[str, ...]:
-  """Keys of the file that are not the image model (a text tower, MAE's decoder)."""
-  from safetensors import safe_open  # noqa: PLC0415 (the header only)
+def _header_keys(weights: str) -> dict[str, None]:
+  """The tensor names of a .safetensors file (as mapping keys), from its header alone."""
+  from safetensors import safe_open  # noqa: PLC0415
 
   with safe_open(weights, framework="np") as f:
-    return tuple(sorted(k for k in f.keys() if hf_model.NOT_THE_IMAGE_MODEL.match(k)))
+    return dict.fromkeys(f.keys())
+
+
+def _left_out(keys: Mapping[str, Any]) -> tuple[str, ...]:
+  """Keys of the file that are not the image model (a text tower, MAE's decoder)."""
+  return tuple(sorted(k for k in keys if hf_model.NOT_THE_IMAGE_MODEL.match(k)))
 
 
 def describe_linen(params: Mapping[str, Any], fmt: str) -> vit.VisionTransformer:
@@ -159,17 +164,17 @@ def _hf_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:
          else prep.family_default(_HF_FAMILY.get(config.get("model_type"), "vit_jax"), size))
   weights = os.path.join(folder, hf_model.WEIGHTS_FILE)
   return Pretrained(model, params, pre, f"hf:{config.get('model_type')}", weights,
-                    _left_out(weights))
+                    _left_out(_header_keys(weights)))
 
 
-def _openclip_pretrained(weights: str, config: Optional[Mapping[str, Any]],
+def _openclip_pretrained(weights: str, keys: Mapping[str, Any], config: Optional[Mapping[str, Any]],
                          architecture: Optional[str]) -> Pretrained:
   quick_gelu = ("quickgelu" in architecture) if architecture else None
   params, spec = openclip_io.read_openclip(weights, quick_gelu=quick_gelu)
   size = _grid_size(spec.fields, spec.options, _posemb_rows(params), 224)
   pre = (prep.from_openclip_config(config, size) if config
          else prep.family_default("clip", size))
-  return Pretrained(spec.model(), params, pre, "openclip", weights, _left_out(weights))
+  return Pretrained(spec.model(), params, pre, "openclip", weights, _left_out(keys))
 
 
 def _timm_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
@@ -209,12 +214,9 @@ def load_pretrained(path: str, *, architecture: Optional[str] = None) -> Pretrai
     return _linen_pretrained(weights)
   if "model_type" in config and "architecture" not in config:
     return _hf_pretrained(folder, config)
-  from safetensors import safe_open  # noqa: PLC0415 (the header only)
-
-  with safe_open(weights, framework="np") as f:
-    keys = dict.fromkeys(f.keys())
+  keys = _header_keys(weights)
   if openclip_io.is_openclip(keys):
-    return _openclip_pretrained(weights, clip_config, architecture)
+    return _openclip_pretrained(weights, keys, clip_config, architecture)
   if "patch_embed.proj.weight" not in keys and any(".embeddings." in f".{k}" for k in keys):
     raise CheckpointError(
         f"{weights}: transformers weights without their config.json (model_type, sizes): "
