@@ -108,9 +108,7 @@ def _measure_one_core(config, batch_size: int, seconds: float) -> float:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per row")
-  timing.add_host_memory_flag(parser)
   args = parser.parse_args()
-  timing.apply_host_memory_flag(args)
   tmp = tempfile.mkdtemp(prefix="vit_jax_bench_")
   setup = time.perf_counter()
   for name in ("digits", "moving_digits"):

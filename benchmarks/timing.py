@@ -5,17 +5,18 @@ WARMUP calls and WARMUP_SECONDS), then the median over REPEATS timed runs of `st
 size: until then XLA:CPU's (and torch's) buffers land on fresh pages, which the kernel
 must fault in and zero, and a ViT-Ti/16 train step measured 1.5x slower. The minor page
 faults per timed call are returned too, so a table can show whether that happened.
+
+The scripts that import vit_jax get its host allocator setting (vit_jax/host_memory.py);
+`VIT_JAX_REUSE_HOST_MEMORY=0 python benchmarks/...` measures glibc's defaults instead.
+This module imports nothing of vit_jax, so that timm_compare's torch side keeps glibc's.
 """
 
 from __future__ import annotations
 
-import argparse
 import resource
 import statistics
 import time
 from collections.abc import Callable
-
-from vit_jax.driver import host_memory  # stdlib only, like this module
 
 WARMUP = 4
 WARMUP_SECONDS = 10.0
@@ -48,15 +49,3 @@ def seconds_per_call(call: Callable[[], object], wait: Callable[[object], object
     wait(out)
     times.append((time.perf_counter() - start) / steps)
   return statistics.median(times), (_minor_faults() - faults) / (repeats * steps)
-
-
-def add_host_memory_flag(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--reuse_host_memory", type=int, default=1,
-                      help="1: keep freed host memory mapped (vit_jax/driver/host_memory.py), as "
-                      "vit_jax.main does; 0: glibc's defaults")
-
-
-def apply_host_memory_flag(args: argparse.Namespace) -> None:
-  """Call before JAX (or torch) starts its threads: they take their malloc arenas then."""
-  if args.reuse_host_memory:
-    host_memory.reuse_freed_memory()

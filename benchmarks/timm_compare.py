@@ -43,6 +43,7 @@ TIMM_NAMES = {"ViT-Ti_16": "vit_tiny_patch16_224", "ViT-S_16": "vit_small_patch1
               "SigLIP-B_16": "vit_base_patch16_siglip_224",
               "MAE-B_16": "vit_base_patch16_224",
               "EVA02-S_14": "eva02_small_patch14_224"}
+MATMUL_N = 2048  # the float32 matmul that measures the machine's rate ("peak")
 FAMILY_MODELS = ("DeiT-S_16-distilled", "DeiT3-S_16", "DINOv2-S_14-reg4", "DINOv3-S_16",
                  "CLIP-B_16", "SigLIP-B_16", "MAE-B_16", "EVA02-S_14")
 
@@ -78,16 +79,20 @@ def _import_timm():
   return timm
 
 
-def torch_bench(name: str, dtype: str, batch: int, image: int, steps: int) -> dict:
+def torch_bench(args) -> dict:
+  """timm written as its users write it: create_model, AdamW, eager PyTorch."""
   import torch  # noqa: PLC0415
   timm = _import_timm()
   torch.manual_seed(0)
   device = "cuda" if torch.cuda.is_available() else "cpu"  # the device kind ours runs on
-  model = timm.create_model(TIMM_NAMES[name], num_classes=1000, img_size=image).to(device)
-  images = torch.empty(batch, 3, image, image, device=device).uniform_(-1, 1)
-  labels = torch.arange(batch, device=device) % 1000
-  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+  model = timm.create_model(TIMM_NAMES[args.models], num_classes=1000,
+                            img_size=args.image_size).to(device)
+  shape = (3, args.image_size, args.image_size)
+  images = torch.empty(args.batch_size, *shape, device=device).uniform_(-1, 1)
+  infer_images = torch.empty(args.infer_batch_size, *shape, device=device).uniform_(-1, 1)
+  labels = torch.arange(args.batch_size, device=device) % 1000
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtypes == "bfloat16")
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
   def train_step():
@@ -99,27 +104,103 @@ def torch_bench(name: str, dtype: str, batch: int, image: int, steps: int) -> di
 
   def infer():
     with torch.inference_mode(), autocast:
-      model(images)
+      model(infer_images)
 
   def seconds(fn):  # timed as ours (benchmarks/timing.py)
-    return timing.seconds_per_call(fn, lambda _: sync(), steps)
+    return timing.seconds_per_call(fn, lambda _: sync(), args.steps)
 
   model.train()
   train_s, train_faults = seconds(train_step)
   model.eval()
   infer_s, _ = seconds(infer)
-  return {"train_img_s": batch / train_s, "infer_img_s": batch / infer_s,
-          "train_faults": train_faults,
+  a = torch.randn(MATMUL_N, MATMUL_N, device=device)
+  matmul_s, _ = seconds(lambda: a @ a)
+  return {"train_img_s": args.batch_size / train_s,
+          "infer_img_s": args.infer_batch_size / infer_s, "train_faults": train_faults,
+          "matmul_flops": 2 * MATMUL_N ** 3 / matmul_s,
           "threads": torch.get_num_threads(), "version": f"{device}, torch {torch.__version__}, "
           f"timm {timm.__version__}"}
 
 
+def jax_library_bench(args) -> dict:
+  """Ours written as a library user writes it: no driver, nothing but this code.
+
+  create_model, model.init / model.apply, optax.adamw and jax.jit; whatever `import
+  vit_jax` sets up for the process is all the user gets.
+  """
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+  import optax  # noqa: PLC0415
+
+  from vit_jax import models  # noqa: PLC0415
+  rand = np.random.RandomState(0)
+  shape = (args.image_size, args.image_size, 3)
+  images = rand.uniform(-1, 1, (args.batch_size, *shape)).astype(np.float32)
+  infer_images = rand.uniform(-1, 1, (args.infer_batch_size, *shape)).astype(np.float32)
+  labels = np.arange(args.batch_size) % 1000
+  model = models.create_model(args.models, num_classes=1000, dtype=jnp.dtype(args.dtypes),
+                              gelu_approximate=False)
+  params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
+  tx = optax.adamw(1e-3)
+
+  def loss_fn(params, x, y, rng):
+    logits = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  @jax.jit
+  def train_step(params, opt_state, x, y, rng):
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, rng)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  infer = jax.jit(lambda params, x: model.apply({"params": params}, x))
+  state = [params, tx.init(params)]
+  rng = jax.random.key(1)
+
+  def step():
+    state[0], state[1], loss = train_step(state[0], state[1], images, labels, rng)
+    return loss
+
+  train_s, train_faults = timing.seconds_per_call(step, jax.block_until_ready, args.steps)
+  infer_s, _ = timing.seconds_per_call(lambda: infer(state[0], infer_images),
+                                       jax.block_until_ready, args.steps)
+  a = jnp.asarray(rand.standard_normal((MATMUL_N, MATMUL_N)).astype(np.float32))
+  matmul = jax.jit(lambda a: a @ a)
+  matmul_s, _ = timing.seconds_per_call(lambda: matmul(a), jax.block_until_ready, args.steps)
+  flops = _flops(train_step.lower(*state, images, labels, rng))
+  return {"train_img_s": args.batch_size / train_s,
+          "infer_img_s": args.infer_batch_size / infer_s, "train_faults": train_faults,
+          "train_flops": flops, "matmul_flops": 2 * MATMUL_N ** 3 / matmul_s,
+          "version": f"jax {jax.__version__} on {jax.local_device_count()} x "
+          f"{jax.local_devices()[0].device_kind}"}
+
+
+def _flops(lowered) -> float:
+  cost = lowered.compile().cost_analysis()
+  return float(((cost[0] if isinstance(cost, list) else cost) or {}).get("flops", "nan"))
+
+
+def jax_driver_bench(args) -> dict:
+  """Ours as `python -m vit_jax.main` runs it: the driver's AdamW train step, its allocator."""
+  import jax  # noqa: PLC0415
+  from train_throughput import bench  # noqa: PLC0415
+
+  result = bench(args.models, "plain", args.dtypes, None, args.batch_size, args.image_size,
+                 args.steps, optimizer="adamw", gelu_approximate=False)
+  result["version"] = f"jax {jax.__version__}"
+  return result
+
+
+WORKERS = {"torch": torch_bench, "jax_library": jax_library_bench, "jax_driver": jax_driver_bench}
+
+
 def _worker(args, python: str, role: str, name: str, dtype: str) -> dict | str:
   """One measurement in a fresh process of `python` (a JSON line), or why it failed."""
-  cmd = [python, os.path.abspath(__file__), f"--{role}_worker", "--models", name,
-         "--dtypes", dtype, "--batch_size", str(args.batch_size), "--image_size",
-         str(args.image_size), "--steps", str(args.steps), "--reuse_host_memory",
-         str(args.reuse_host_memory)]
+  cmd = [python, os.path.abspath(__file__), "--worker", role, "--models", name,
+         "--dtypes", dtype, "--batch_size", str(args.batch_size), "--infer_batch_size",
+         str(args.infer_batch_size), "--image_size", str(args.image_size), "--steps",
+         str(args.steps), "--timm_reuse_host_memory", str(args.timm_reuse_host_memory)]
   proc = subprocess.run(cmd, capture_output=True, text=True)
   if proc.returncode:
     last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -127,62 +208,65 @@ def _worker(args, python: str, role: str, name: str, dtype: str) -> dict | str:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def jax_bench(name: str, dtype: str, batch: int, image: int, steps: int) -> dict:
-  import jax  # noqa: PLC0415
-  from train_throughput import bench  # noqa: PLC0415
-  result = bench(name, "plain", dtype, None, batch, image, steps, gelu_approximate=False)
-  result["version"] = (f"jax {jax.__version__} on {jax.local_device_count()} x "
-                       f"{jax.local_devices()[0].device_kind}")
-  return result
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--models", default="ViT-Ti_16,ViT-S_16,ViT-B_16")
   parser.add_argument("--dtypes", default="float32")
-  parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--batch_size", type=int, default=8, help="training batch")
+  parser.add_argument("--infer_batch_size", type=int, default=32)
   parser.add_argument("--image_size", type=int, default=224)
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--torch_python", default="",
                       help="interpreter with torch and timm (default: this one)")
-  parser.add_argument("--torch_worker", action="store_true", help=argparse.SUPPRESS)
-  parser.add_argument("--jax_worker", action="store_true", help=argparse.SUPPRESS)
-  timing.add_host_memory_flag(parser)  # passed on to both sides
+  parser.add_argument("--timm_reuse_host_memory", type=int, default=0,
+                      help="1: give timm's process the allocator settings of "
+                      "vit_jax/host_memory.py too; 0 (default): glibc's, as timm runs")
+  parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
   args = parser.parse_args()
-  timing.apply_host_memory_flag(args)
-  if args.torch_worker or args.jax_worker:  # one measurement, as a JSON line
-    worker = torch_bench if args.torch_worker else jax_bench  # never both frameworks
-    print(json.dumps(worker(args.models, args.dtypes, args.batch_size, args.image_size,
-                            args.steps)))
+  if args.worker:  # one measurement, as a JSON line; never both frameworks in one process
+    if args.worker == "torch" and args.timm_reuse_host_memory:
+      os.environ["VIT_JAX_REUSE_HOST_MEMORY"] = "1"  # before torch starts its threads
+      import vit_jax  # noqa: F401, PLC0415  (its __init__ sets the allocator; stdlib only)
+    print(json.dumps(WORKERS[args.worker](args)))
     return
 
-  allocator = "reuse freed memory" if args.reuse_host_memory else "glibc defaults"
-  print(f"{os.cpu_count()} CPUs; batch {args.batch_size}, {args.image_size} px; median of 3 "
-        f"runs of {args.steps} steps after >= 4 steps and 10 s of warm-up; every measurement "
-        f"in a fresh process; allocator: {allocator}")
-  header = (f"{'model':<19} {'dtype':<8} {'ours train':>10} {'timm train':>10} {'ratio':>6} "
-            f"{'ours infer':>10} {'timm infer':>10} {'ratio':>6}")
-  print(f"{header}\n{'-' * len(header)}  (images/s)", flush=True)
+  timm_alloc = "reuse freed memory" if args.timm_reuse_host_memory else "glibc defaults"
+  print(f"{os.cpu_count()} CPUs; train batch {args.batch_size}, inference batch "
+        f"{args.infer_batch_size}, {args.image_size} px, AdamW; median of {timing.REPEATS} runs "
+        f"of {args.steps} steps after >= {timing.WARMUP} steps and {timing.WARMUP_SECONDS:.0f} s "
+        f"of warm-up; every measurement in a fresh process; timm's allocator: {timm_alloc}")
+  header = (f"{'model':<19} {'dtype':<8} {'lib train':>9} {'drv train':>9} {'timm train':>10} "
+            f"{'lib/timm':>8} {'drv/timm':>8} {'lib infer':>9} {'timm infer':>10} "
+            f"{'lib/timm':>8} {'peak lib':>8} {'peak timm':>9}")
+  print(f"{header}\n{'-' * len(header)}  (images/s; peak: train FLOP/s over the float32 "
+        "matmul rate measured in the same process)", flush=True)
   versions = set()
   names = FAMILY_MODELS if args.models == "families" else args.models.split(",")
   for name in names:
     for dtype in args.dtypes.split(","):
-      ours = _worker(args, sys.executable, "jax", name, dtype)
-      if isinstance(ours, str):
-        raise RuntimeError(f"our side {name} {dtype} {ours}")
-      versions.add(f"ours: {ours['version']}")
+      lib = _worker(args, sys.executable, "jax_library", name, dtype)
+      drv = _worker(args, sys.executable, "jax_driver", name, dtype)
+      for side, result in (("library", lib), ("driver", drv)):
+        if isinstance(result, str):
+          raise RuntimeError(f"our {side} side {name} {dtype} {result}")
+      versions.add(f"ours: {lib['version']}")
       theirs = _worker(args, args.torch_python or sys.executable, "torch", name, dtype)
-      row = f"{name:<19} {dtype:<8} {ours['train_img_s']:>10.2f} "
+      row = (f"{name:<19} {dtype:<8} {lib['train_img_s']:>9.2f} {drv['train_img_s']:>9.2f} ")
+      share = lambda r: (lib["train_flops"] / args.batch_size * r["train_img_s"]
+                         / max(lib["matmul_flops"], r.get("matmul_flops", 0)))
       if isinstance(theirs, str):
-        print(f"{row}{'-':>10} {'-':>6} {ours['infer_img_s']:>10.2f}   timm skipped: torch/timm "
-              f"{theirs}", flush=True)
+        print(f"{row}{'-':>10} {'-':>8} {'-':>8} {lib['infer_img_s']:>9.2f} {'-':>10} {'-':>8} "
+              f"{share(lib):>8.0%}   timm skipped: torch/timm {theirs}", flush=True)
         continue
       versions.add(f"timm: {theirs['version']}, {theirs['threads']} threads")
-      print(f"{row}{theirs['train_img_s']:>10.2f} "
-            f"{ours['train_img_s'] / theirs['train_img_s']:>6.2f} {ours['infer_img_s']:>10.2f} "
-            f"{theirs['infer_img_s']:>10.2f} {ours['infer_img_s'] / theirs['infer_img_s']:>6.2f}"
-            f"   page faults per train step: ours {ours['train_faults']:.0f}, "
-            f"timm {theirs['train_faults']:.0f}", flush=True)
+      versions.add(f"float32 matmul {MATMUL_N}^3: jax {lib['matmul_flops'] / 1e9:.0f} GFLOP/s, "
+                   f"torch {theirs['matmul_flops'] / 1e9:.0f} GFLOP/s")
+      t_train, t_infer = theirs["train_img_s"], theirs["infer_img_s"]
+      print(f"{row}{t_train:>10.2f} {lib['train_img_s'] / t_train:>8.2f} "
+            f"{drv['train_img_s'] / t_train:>8.2f} {lib['infer_img_s']:>9.2f} {t_infer:>10.2f} "
+            f"{lib['infer_img_s'] / t_infer:>8.2f} {share(lib):>8.0%} {share(theirs):>9.0%}"
+            f"   page faults per train step: lib {lib['train_faults']:.0f}, "
+            f"driver {drv['train_faults']:.0f}, timm {theirs['train_faults']:.0f}", flush=True)
   for v in sorted(versions):
     print(v)
 

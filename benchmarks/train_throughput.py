@@ -69,7 +69,7 @@ def _seconds_per_call(fn, *args, steps_: int) -> tuple[float, float]:
 
 
 def _setup(name: str, variant: str, dtype: str, attention: str | None, batch: int, image: int,
-           **model_options):
+           optimizer: str = "sgd", **model_options):
   """(model, jitted train step, state, batch) with the batch split over the local devices."""
   model = models.create_model(name, num_classes=1000, dtype=jnp.dtype(dtype),
                               attention_implementation=attention, **VARIANTS[variant],
@@ -82,7 +82,7 @@ def _setup(name: str, variant: str, dtype: str, attention: str | None, batch: in
   params = jax.jit(lambda: model.init(jax.random.key(0), images[:1])["params"],
                    out_shardings=NamedSharding(mesh, P()))()
   c = config_lib.base_config()
-  c.optimizer.name = "sgd"
+  c.optimizer.name = optimizer
   tx = optim.create_optimizer(c, params)
   state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            opt_state=tx.init(params), rng=jax.random.key_data(jax.random.key(1)))
@@ -103,10 +103,11 @@ def model_flops(name: str, dtype: str, attention: str | None, batch: int, image:
 
 
 def bench(name: str, variant: str, dtype: str, attention: str | None, batch: int, image: int,
-          steps_: int, **model_options) -> dict:
-  """One table row; `model_options` go to create_model (e.g. gelu_approximate=False)."""
+          steps_: int, optimizer: str = "sgd", **model_options) -> dict:
+  """One table row; `optimizer` is the driver's (config.optimizer.name), `model_options`
+  go to create_model (e.g. gelu_approximate=False)."""
   model, train_fn, state, batch_ = _setup(name, variant, dtype, attention, batch, image,
-                                          **model_options)
+                                          optimizer, **model_options)
   start = time.perf_counter()
   compiled = train_fn.lower(state, batch_).compile()
   compile_s = time.perf_counter() - start
@@ -147,9 +148,7 @@ def main():
   parser.add_argument("--batch_size", type=int, default=8)
   parser.add_argument("--image_size", type=int, default=224)
   parser.add_argument("--steps", type=int, default=3)
-  timing.add_host_memory_flag(parser)
   args = parser.parse_args()
-  timing.apply_host_memory_flag(args)
   device = jax.local_devices()[0]
   print(f"devices: {jax.local_device_count()} x {device.device_kind} ({device.platform}); "
         f"bf16 peak {peak_flops(device) or 'unknown'}; jax {jax.__version__}")

@@ -9,7 +9,6 @@
   progress     the progress bar, or plain lines in a log
   parallel     the device mesh, sharding rules, jax.distributed
   writer       metrics.jsonl and TensorBoard
-  host_memory  the host allocator setting that keeps XLA:CPU steps fault-free
   main         the command line
 
 Nothing here is imported eagerly, so `vit_jax.driver.steps` (used by benchmarks and

@@ -35,7 +35,8 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from vit_jax import errors  # noqa: E402
-from vit_jax.driver import cluster, host_memory, train  # noqa: E402
+from vit_jax import host_memory  # noqa: E402
+from vit_jax.driver import cluster, train  # noqa: E402
 from vit_jax.driver import config as config_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARGS]).",
@@ -50,10 +51,6 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _CACHE = flags.DEFINE_string(
     "compilation_cache", os.path.expanduser("~/.cache/vit_jax/xla"),
     "Persistent XLA compilation cache directory ('' disables).")
-_REUSE_HOST_MEMORY = flags.DEFINE_bool(
-    "reuse_host_memory", True, "Keep freed host memory mapped for reuse (glibc only), so "
-    "that XLA:CPU's per-step buffers are not mapped and zeroed again on every step; the "
-    "process then keeps its peak heap size. See vit_jax/driver/host_memory.py.")
 
 
 _VERBOSE = flags.DEFINE_bool(
@@ -82,9 +79,8 @@ def main(argv):
 
 def _main() -> dict:
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  # Before JAX starts its CPU client: its threads take their malloc arenas then.
-  if _REUSE_HOST_MEMORY.value and not host_memory.reuse_freed_memory():
-    logging.info("--reuse_host_memory: not glibc, left the allocator as it is.")
+  # `import vit_jax` set the host allocator before JAX started (vit_jax/host_memory.py).
+  logging.info("Host memory reuse (%s): %s", host_memory.ENV, host_memory.state)
   config = _CONFIG.value
   # Fail on a bad config before anything starts or compiles.
   config_lib.validate(config)
