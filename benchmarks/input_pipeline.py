@@ -34,7 +34,6 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import timing  # noqa: E402  (benchmarks/timing.py)
 
 from vit_jax import data  # noqa: E402
 from vit_jax.data import dmvr_writer, pipeline, sources  # noqa: E402

@@ -252,7 +252,7 @@ def main():
       versions.add(f"ours: {lib['version']}")
       theirs = _worker(args, args.torch_python or sys.executable, "torch", name, dtype)
       row = (f"{name:<19} {dtype:<8} {lib['train_img_s']:>9.2f} {drv['train_img_s']:>9.2f} ")
-      share = lambda r: (lib["train_flops"] / args.batch_size * r["train_img_s"]
+      share = lambda r, lib=lib: (lib["train_flops"] / args.batch_size * r["train_img_s"]
                          / max(lib["matmul_flops"], r.get("matmul_flops", 0)))
       if isinstance(theirs, str):
         print(f"{row}{'-':>10} {'-':>8} {'-':>8} {lib['infer_img_s']:>9.2f} {'-':>10} {'-':>8} "

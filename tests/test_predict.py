@@ -128,3 +128,26 @@ def test_a_bare_checkpoint_file_gives_its_input_size(tmp_path, tokens):
   assert loaded.model.num_classes == 3
   np.testing.assert_allclose(loaded.model.apply({"params": loaded.params}, x),
                              model.apply({"params": params}, x), atol=1e-5)
+
+
+def test_logits_of_any_count_run_one_compiled_shape(monkeypatch):
+  """100 inputs at batch_size 64 run as 2 x 50 (one shape, one compilation), not 64 + 36;
+  padding never reaches the result."""
+  from vit_jax import models  # noqa: PLC0415
+  model = models.create_model("ViT-Mu_4", num_classes=3)
+  x = np.random.RandomState(0).uniform(-1, 1, (100, 16, 16, 3)).astype(np.float32)
+  params = model.init(jax.random.key(0), x[:1])["params"]
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape),
+                        params)
+  trained = inference.TrainedModel(model=model, params=params, class_names=("a", "b", "c"),
+                                   preprocessing={}, is_video=False, model_name="ViT-Mu_4")
+  shapes = []
+  jitted = inference._jitted_apply(model)
+  monkeypatch.setattr(inference, "_jitted_apply", lambda m: lambda p, b: (
+      shapes.append(b.shape[0]), jitted(p, b))[1])
+  for count, batch_size, expected in [(100, 64, [50, 50]), (7, 64, [7]), (10, 4, [4, 4, 4])]:
+    shapes.clear()
+    got = trained.logits(x[:count], batch_size)
+    assert shapes == expected
+    want = np.concatenate([model.apply({"params": params}, x[i:i + 1]) for i in range(count)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -34,8 +34,11 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vit_jax import errors  # noqa: E402
-from vit_jax import host_memory  # noqa: E402
+from vit_jax import (  # noqa: E402
+  compilation_cache,
+  errors,
+  host_memory,  # noqa: E402
+)
 from vit_jax.driver import cluster, train  # noqa: E402
 from vit_jax.driver import config as config_lib  # noqa: E402
 
@@ -48,9 +51,8 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", "", "--mode=eval: a checkpoint f
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
-_CACHE = flags.DEFINE_string(
-    "compilation_cache", os.path.expanduser("~/.cache/vit_jax/xla"),
-    "Persistent XLA compilation cache directory ('' disables).")
+_CACHE = flags.DEFINE_string("compilation_cache", compilation_cache.DEFAULT_DIR,
+                             compilation_cache.HELP)
 
 
 _VERBOSE = flags.DEFINE_bool(
@@ -84,9 +86,7 @@ def _main() -> dict:
   config = _CONFIG.value
   # Fail on a bad config before anything starts or compiles.
   config_lib.validate(config)
-  if _CACHE.value:
-    jax.config.update("jax_compilation_cache_dir", _CACHE.value)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  compilation_cache.use(_CACHE.value)
   cluster.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   cluster.check_platform()
   import tensorflow as tf  # noqa: PLC0415

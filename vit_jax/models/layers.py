@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.linen.dtypes import promote_dtype
 
 from vit_jax.models.options import EncoderOptions, OptionsClone
 
@@ -28,6 +29,60 @@ LAYERNORM_EPSILON = 1e-6
 # cos is in [-1, 1], so without the temperature the softmax could not become peaked.
 COSINE_INIT_TEMPERATURE = 10.0
 COSINE_MAX_TEMPERATURE = 100.0
+
+
+def accumulates_in_float32(dtype: Any) -> bool:
+  """Whether matmuls of this compute dtype are written with a float32 result.
+
+  XLA:CPU multiplies bfloat16 operands into a float32 result with its AMX / avx512_bf16
+  kernels (1.2-1.5 TFLOP/s on a 2-core Sapphire Rapids VM), but into a bfloat16 result
+  at ~220 GFLOP/s, slower than float32's ~290 (benchmarks/README.md, 'bfloat16'). So on
+  the CPU a low-precision model accumulates in float32 and rounds once afterwards; GPU and
+  TPU matmuls accumulate in float32 anyway, and there the program is left as it was.
+  """
+  return (dtype is not None and jnp.dtype(dtype).itemsize < 4
+          and jax.default_backend() == "cpu")
+
+
+def matmul(a: jax.Array, b: jax.Array, result_dtype: Any = None) -> jax.Array:
+  """a @ b, accumulated in float32 for low-precision operands on the CPU
+  (`accumulates_in_float32`), returned in `result_dtype` (default: the operands')."""
+  dtype = jnp.result_type(a, b)
+  if not accumulates_in_float32(dtype):
+    return (a @ b).astype(result_dtype or dtype)
+  return jnp.matmul(a, b, preferred_element_type=jnp.float32).astype(result_dtype or dtype)
+
+
+class Float32Accumulation:
+  """A Flax `dot_general_cls`: lax.dot_general into float32, rounded to the operands' dtype."""
+
+  def __call__(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision,
+                              preferred_element_type=jnp.float32)
+    return out.astype(preferred_element_type or jnp.result_type(lhs, rhs))
+
+
+class Float32AccumulationConv:
+  """A Flax `conv_general_dilated_cls`, as Float32Accumulation for convolutions."""
+
+  def __call__(self, lhs, rhs, *args, preferred_element_type=None, **kwargs):
+    out = jax.lax.conv_general_dilated(lhs, rhs, *args, preferred_element_type=jnp.float32,
+                                       **kwargs)
+    return out.astype(preferred_element_type or jnp.result_type(lhs, rhs))
+
+
+def linear_kwargs(options: EncoderOptions) -> dict[str, Any]:
+  """dtype, param_dtype and the matmul of every Dense / DenseGeneral of a model."""
+  extra = ({"dot_general_cls": Float32Accumulation}
+           if accumulates_in_float32(options.dtype) else {})
+  return dict(dtype=options.dtype, param_dtype=options.param_dtype, **extra)
+
+
+def conv_kwargs(options: EncoderOptions) -> dict[str, Any]:
+  """linear_kwargs for the patch and tubelet embeddings' nn.Conv."""
+  extra = ({"conv_general_dilated_cls": Float32AccumulationConv}
+           if accumulates_in_float32(options.dtype) else {})
+  return dict(dtype=options.dtype, param_dtype=options.param_dtype, **extra)
 
 
 def pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -82,8 +137,7 @@ class MlpBlock(OptionsClone, nn.Module):
     o = self.options
     out_dim = self.out_dim or x.shape[-1]
     dense = lambda features, name=None: nn.Dense(
-        features, dtype=o.dtype, param_dtype=o.param_dtype,
-        kernel_init=KERNEL_INIT, bias_init=BIAS_INIT, name=name)
+        features, kernel_init=KERNEL_INIT, bias_init=BIAS_INIT, name=name, **linear_kwargs(o))
     if o.mlp_activation == "swiglu":
       x = nn.silu(dense(self.mlp_dim, name="gate")(x)) * dense(self.mlp_dim, name="up")(x)
     else:
@@ -191,6 +245,31 @@ class DropPath(nn.Module):
     return jnp.where(keep, x / keep_prob.astype(x.dtype), jnp.zeros_like(x))
 
 
+class QKVParams(nn.Module):
+  """The kernel [D, H, hd] and bias [H, hd] (None without) of one attention projection.
+
+  Made exactly as nn.DenseGeneral(features=(H, hd)) makes them: the same names, shapes
+  and initialisers (the kernel drawn as a flat [D, H*hd] Xavier-uniform matrix), and the
+  same random streams, as those follow the module path and parameter names only. So
+  `project_qkv` can multiply the three at once with the parameter tree, and the values
+  `init` draws, of three separate DenseGenerals.
+  """
+  features: tuple[int, int]
+  use_bias: bool
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[jax.Array, Optional[jax.Array]]:
+    flat = int(np.prod(self.features))
+    kernel = self.param(
+        "kernel", lambda rng, shape, dtype: jnp.reshape(
+            KERNEL_INIT(rng, (in_features, flat), dtype), shape),
+        (in_features, *self.features), self.param_dtype)
+    if not self.use_bias:
+      return kernel, None
+    return kernel, self.param("bias", nn.initializers.zeros, self.features, self.param_dtype)
+
+
 class MultiHeadDotProductAttention(OptionsClone, nn.Module):
   """Multi-head attention with the released checkpoints' parameter layout.
 
@@ -294,16 +373,46 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
       query, key, scale = self._dot_inputs(query, key, params)
     # Head-major [B, h, L, hd] operands: XLA:CPU runs these batched matmuls ~1.5x faster
     # than the same contraction written on [B, L, h, hd] (benchmarks/README.md, attention).
-    return heads_first(query * jnp.asarray(scale, query.dtype)) @ jnp.swapaxes(
-        heads_first(key), -1, -2)
+    # Float32 logits (the softmax takes them so anyway): see accumulates_in_float32.
+    return matmul(heads_first(query * jnp.asarray(scale, query.dtype)),
+                  jnp.swapaxes(heads_first(key), -1, -2), jnp.float32)
+
+  def use_bias(self, name: str) -> bool:
+    """Whether the `name` projection (query, key or value) has a bias (options.qkv_bias)."""
+    return {"qkv": True, "qv": name != "key", "none": False}[self.options.qkv_bias]
 
   def project(self, name: str, x: jax.Array, head_dim: int) -> jax.Array:
     """The `name` projection (query, key or value): [..., D] -> [..., H, hd]."""
-    use_bias = {"qkv": True, "qv": name != "key", "none": False}[self.options.qkv_bias]
     return nn.DenseGeneral(
-        features=(self.num_heads, head_dim), axis=-1, dtype=self.options.dtype,
-        param_dtype=self.options.param_dtype, kernel_init=KERNEL_INIT,
-        bias_init=nn.initializers.zeros, use_bias=use_bias, name=name)(x)
+        features=(self.num_heads, head_dim), axis=-1, kernel_init=KERNEL_INIT,
+        bias_init=nn.initializers.zeros, use_bias=self.use_bias(name), name=name,
+        **linear_kwargs(self.options))(x)
+
+  def project_qkv(self, x: jax.Array, head_dim: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """query, key and value of self-attention: [..., D] -> 3 x [..., H, hd].
+
+    One [D, 3, H, hd] matmul instead of three [D, H, hd] ones (on a 2-core CPU the fused
+    ViT-Ti/16 train step is ~N% faster: benchmarks/README.md); the parameters stay the
+    three `query`, `key` and `value` DenseGenerals' (QKVParams), stacked at trace time,
+    so the gradient lands in the same leaves and checkpoints are unchanged.
+    """
+    width = x.shape[-1]
+    made = [QKVParams((self.num_heads, head_dim), self.use_bias(name),
+                      self.options.param_dtype, name=name)(width)
+            for name in ("query", "key", "value")]
+    kernel = jnp.stack([k for k, _ in made], axis=1)  # [D, 3, H, hd]
+    biases = [b for _, b in made]
+    bias = None
+    if any(b is not None for b in biases):  # a missing bias (qkv_bias="qv") adds zeros
+      bias = jnp.stack([jnp.zeros((self.num_heads, head_dim), kernel.dtype) if b is None
+                        else b for b in biases])  # [3, H, hd]
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.options.dtype)
+    dot = (Float32Accumulation() if accumulates_in_float32(self.options.dtype)
+           else jax.lax.dot_general)
+    qkv = dot(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))  # [..., 3, H, hd]
+    if bias is not None:
+      qkv = qkv + bias
+    return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
 
   def position_queries_keys(self, query: jax.Array, key: jax.Array,
                             head_dim: int) -> tuple[jax.Array, jax.Array]:
@@ -347,14 +456,14 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
     if o.sow_attention_weights:
       self.sow("intermediates", weights_name, weights)
     weights = nn.Dropout(rate=o.attention_dropout_rate)(weights, deterministic=deterministic)
-    out = weights.astype(value.dtype) @ heads_first(value)  # [B, h, Lq, hd]
+    out = matmul(weights.astype(value.dtype), heads_first(value))  # [B, h, Lq, hd]
     return jnp.swapaxes(out, 1, 2)
 
   def project_out(self, x: jax.Array, width: int) -> jax.Array:
     """[..., H, hd] -> [..., width]."""
     return nn.DenseGeneral(
-        features=width, axis=(-2, -1), dtype=self.options.dtype,
-        param_dtype=self.options.param_dtype, kernel_init=self.out_kernel_init, bias_init=nn.initializers.zeros, name="out")(x)
+        features=width, axis=(-2, -1), kernel_init=self.out_kernel_init,
+        bias_init=nn.initializers.zeros, name="out", **linear_kwargs(self.options))(x)
 
   @nn.compact
   def __call__(self, inputs_q: jax.Array, inputs_kv: Optional[jax.Array] = None,
@@ -364,9 +473,12 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
       inputs_kv = inputs_q
     width = inputs_q.shape[-1]
     head_dim = self.head_dim(width)
-    query = self.project("query", inputs_q, head_dim)  # [B, Lq, H, hd]
-    key = self.project("key", inputs_kv, head_dim)  # [B, Lk, H, hd]
-    value = self.project("value", inputs_kv, head_dim)  # [B, Lk, H, hd]
+    if inputs_kv is inputs_q:  # self-attention: one matmul
+      query, key, value = self.project_qkv(inputs_q, head_dim)  # 3 x [B, L, H, hd]
+    else:
+      query = self.project("query", inputs_q, head_dim)  # [B, Lq, H, hd]
+      key = self.project("key", inputs_kv, head_dim)  # [B, Lk, H, hd]
+      value = self.project("value", inputs_kv, head_dim)  # [B, Lk, H, hd]
     if self.options.qk_norm or self.options.rope is not None:
       query, key = self.position_queries_keys(query, key, head_dim)
     out = self.attend(query, key, value, deterministic,
@@ -438,11 +550,10 @@ def classifier_head(x: jax.Array, representation_size: Optional[int],
   `__call__`: the Dense layers become its children `pre_logits` and `head_name`.
   """
   if representation_size is not None:
-    x = nn.Dense(representation_size, dtype=options.dtype, param_dtype=options.param_dtype,
-                 name="pre_logits")(x)
+    x = nn.Dense(representation_size, name="pre_logits", **linear_kwargs(options))(x)
     x = jnp.tanh(x)
   if num_classes is not None:
-    x = nn.Dense(num_classes, dtype=options.dtype, param_dtype=options.param_dtype,
-                 kernel_init=nn.initializers.zeros, use_bias=options.head_bias,
-                 bias_init=nn.initializers.constant(head_bias_init), name=head_name)(x)
+    x = nn.Dense(num_classes, kernel_init=nn.initializers.zeros, use_bias=options.head_bias,
+                 bias_init=nn.initializers.constant(head_bias_init), name=head_name,
+                 **linear_kwargs(options))(x)
   return x.astype(jnp.float32)

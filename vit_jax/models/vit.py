@@ -306,8 +306,8 @@ class VisionTransformer(TransformerModel):
 
     o = self.options
     x = nn.Conv(self.hidden_size, (ph, pw), strides=(ph, pw), padding="VALID",
-                dtype=o.dtype, param_dtype=o.param_dtype, use_bias=o.patch_bias,
-                name="embedding")(images.astype(o.dtype))
+                use_bias=o.patch_bias, name="embedding", **layers.conv_kwargs(o))(
+                    images.astype(o.dtype))
     batch, gh, gw, width = x.shape
     x = jnp.reshape(x, (batch, gh * gw, width))  # [B, gh, gw, D] -> [B, N, D]
 

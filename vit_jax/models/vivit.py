@@ -91,7 +91,7 @@ class FactorisedDotProductAttention(layers.MultiHeadDotProductAttention):
     head_dim = self.head_dim(width)
     half = self.num_heads // 2
     t = self.temporal_grid
-    qkv = [self.project(name, inputs_q, head_dim) for name in ("query", "key", "value")]
+    qkv = self.project_qkv(inputs_q, head_dim)
     score = self.score_params(head_dim)  # heads on axis 0: [:half] time, [half:] space
     # [B, t*n, H, hd] -> [B, t, n, H, hd]
     qkv = [_time_major(a, t)[0] for a in qkv]
@@ -329,8 +329,8 @@ class VideoTransformer(vit.TransformerModel):
     o = self.options
     video = video.astype(o.dtype)
     conv = lambda kernel: nn.Conv(
-        self.hidden_size, kernel, strides=kernel, padding="VALID", dtype=o.dtype,
-        param_dtype=o.param_dtype, use_bias=o.patch_bias, name="embedding")
+        self.hidden_size, kernel, strides=kernel, padding="VALID", use_bias=o.patch_bias,
+        name="embedding", **layers.conv_kwargs(o))
     if self.embedding == "tubelet":
       return conv((self.tubelet_size, ph, pw))(video)
     # [B, T, H, W, C] -> [B*T, H, W, C]

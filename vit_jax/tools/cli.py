@@ -14,7 +14,7 @@ from typing import Any
 
 from absl import app, flags, logging
 
-from vit_jax import errors
+from vit_jax import compilation_cache, errors
 
 
 def define_flags(image_size_help: str) -> None:
@@ -25,6 +25,7 @@ def define_flags(image_size_help: str) -> None:
   flags.DEFINE_multi_string("input", None, "Image/video files or folders (repeatable; several "
                             "paths may follow one --input).")
   flags.DEFINE_bool("verbose", False, "Show the traceback of errors vit_jax reports on purpose.")
+  flags.DEFINE_string("compilation_cache", compilation_cache.DEFAULT_DIR, compilation_cache.HELP)
 
 
 def run_on_inputs(program: str, argv: list[str],
@@ -43,6 +44,7 @@ def run_on_inputs(program: str, argv: list[str],
   if not inputs:
     raise app.UsageError("Pass --input PATH [PATH ...].")
   failed: list[tuple[str, str]] = []
+  compilation_cache.use(f.compilation_cache)
   with errors.reported(program, f.verbose):
     trained = inference.load(f.workdir, f.checkpoint, f.model, f.image_size)
     return fn(trained, inputs, failed), failed
