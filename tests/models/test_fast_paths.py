@@ -120,3 +120,36 @@ def test_float32_programs_are_left_as_they_are():
   assert layers.accumulates_in_float32(jnp.bfloat16)
   assert layers.linear_kwargs(EncoderOptions()) == {"dtype": jnp.float32,
                                                     "param_dtype": jnp.float32}
+
+
+@pytest.mark.parametrize("lhs_shape,rhs_shape,dimension_numbers", [
+    ((2, 5, 6), (6, 7), (((2,), (0,)), ((), ()))),  # Dense
+    ((2, 5, 3, 4), (3, 4, 6), (((2, 3), (0, 1)), ((), ()))),  # the attention's `out`
+    ((2, 5, 6), (6, 3, 2, 4), (((2,), (0,)), ((), ()))),  # fused q/k/v
+    ((2, 3, 5, 4), (2, 3, 4, 6), (((3,), (2,)), ((0, 1), (0, 1)))),  # weights @ v
+    ((2, 3, 5, 4), (2, 3, 6, 4), (((3,), (3,)), ((0, 1), (0, 1)))),  # q @ k^T
+])
+def test_the_float32_accumulated_dot_has_the_gradient_of_dot_general(lhs_shape, rhs_shape,
+                                                                    dimension_numbers):
+  lhs = jax.random.normal(jax.random.key(0), lhs_shape)
+  rhs = jax.random.normal(jax.random.key(1), rhs_shape)
+  ours = lambda a, b: layers.dot_accumulated_in_float32(a, b, dimension_numbers, jnp.float32)
+  plain = lambda a, b: jax.lax.dot_general(a, b, dimension_numbers)
+  np.testing.assert_allclose(ours(lhs, rhs), plain(lhs, rhs), rtol=1e-6, atol=1e-6)
+  loss = lambda f: lambda a, b: jnp.sum(jnp.sin(f(a, b)))
+  for got, want in zip(jax.grad(loss(ours), (0, 1))(lhs, rhs),
+                       jax.grad(loss(plain), (0, 1))(lhs, rhs)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_training_multiplies_bfloat16_into_float32_in_the_backward_pass_too():
+  model = models.create_model("ViT-Mu_4", num_classes=5, dtype=jnp.bfloat16)
+  x = jnp.zeros((2, 16, 16, 3))
+  params = model.init(jax.random.key(0), x)["params"]
+  grad = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, x)))
+  dots = _dots(jax.make_jaxpr(grad)(params).jaxpr)
+  # forward (one per matmul) and two per matmul backward, all of them bf16 x bf16 -> f32
+  assert len(dots) > 3 * 5
+  for eqn in dots:
+    assert [v.aval.dtype for v in eqn.invars] == [jnp.bfloat16] * 2, eqn
+    assert eqn.outvars[0].aval.dtype == jnp.float32, eqn
