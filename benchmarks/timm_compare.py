@@ -6,12 +6,22 @@
     python benchmarks/timm_compare.py --torch_python /work/bench-venv/bin/python
 
 For each size (224 px, patch 16, 1000 classes, float32 unless --dtypes says otherwise) it
-measures a training step (forward, backward, SGD-momentum update) and inference
-(forward without gradients) of our model (jax.jit, plain layers, exact-erf GELU as timm)
-and of timm's (`vit_tiny_patch16_224`, ...; eager PyTorch, its default), one after the
-other, and prints images/s and the ratio ours / timm (> 1: we are faster). timm runs on
-CUDA when torch sees a GPU, else on the CPU; bfloat16 runs timm under torch.autocast. Without torch and timm importable (here or through
---torch_python) the timm side is skipped with a message.
+measures a training step (forward, backward, AdamW update; batch --batch_size) and
+inference (forward without gradients; batch --infer_batch_size) three ways:
+
+  lib    ours through the library API only (create_model, model.apply, optax.adamw,
+         jax.jit), with whatever `import vit_jax` sets up: what a notebook gets;
+  drv    ours through the driver's train step (`steps.make_train_step`), as
+         `python -m vit_jax.main` trains;
+  timm   `vit_tiny_patch16_224`, ...: create_model, torch.optim.AdamW, eager PyTorch,
+         glibc's allocator (--timm_reuse_host_memory 1 gives it ours).
+
+Exact-erf GELU on both sides, as timm. It prints images/s, the ratios ours / timm (> 1:
+we are faster) and each train step's share of the machine's float32 matmul rate ("peak":
+the better of jax's and torch's 2048^3 matmul, measured in the same processes). timm runs
+on CUDA when torch sees a GPU, else on the CPU; bfloat16 runs timm under torch.autocast.
+Without torch and timm importable (here or through --torch_python) the timm side is
+skipped with a message.
 
 Every measurement runs in a fresh subprocess of this script (`--jax_worker`, `--torch_worker`),
 so that the two frameworks never share a process, their thread pools do not compete (each

@@ -4,7 +4,8 @@ A GPU box that only benchmarks or serves a model often has no TensorFlow (it onl
 the input pipeline). A child process whose import system refuses `tensorflow` and
 `tensorflow_datasets` (and their submodules) as if they were not installed imports
 those modules, runs a real computation through each, and runs
-benchmarks/train_throughput.py; at the end neither package may have been imported.
+benchmarks/train_throughput.py and timm_compare.py's JAX workers; at the end neither
+package may have been imported.
 """
 
 import subprocess
@@ -86,6 +87,16 @@ BENCHMARK = textwrap.dedent("""
     sys.argv = ["benchmarks/train_throughput.py", "--models", "ViT-Mu_2", "--batch_size", "2",
                 "--image_size", "8", "--steps", "1"]
     runpy.run_path("benchmarks/train_throughput.py", run_name="__main__")
+
+    # timm_compare's two JAX measurements (library API, driver step), as its workers run them.
+    import argparse, timm_compare
+    timm_compare.MATMUL_N = 64
+    args = argparse.Namespace(models="ViT-Mu_2", dtypes="float32", batch_size=2,
+                              infer_batch_size=3, image_size=8, steps=1)
+    lib, drv = timm_compare.jax_library_bench(args), timm_compare.jax_driver_bench(args)
+    assert lib["train_img_s"] > 0 and lib["infer_img_s"] > 0 and lib["train_flops"] > 0, lib
+    assert drv["train_img_s"] > 0, drv
+    print("timm_compare jax workers", round(lib["train_img_s"]), round(drv["train_img_s"]))
 """)
 
 CHECK = textwrap.dedent("""
