@@ -34,11 +34,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vit_jax import (  # noqa: E402
-  compilation_cache,
-  errors,
-  host_memory,  # noqa: E402
-)
+from vit_jax import compilation_cache, errors, host_memory  # noqa: E402
 from vit_jax.driver import cluster, train  # noqa: E402
 from vit_jax.driver import config as config_lib  # noqa: E402
 

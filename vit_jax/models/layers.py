@@ -37,9 +37,10 @@ def accumulates_in_float32(dtype: Any) -> bool:
 
   XLA:CPU multiplies bfloat16 operands into a float32 result with its AMX / avx512_bf16
   kernels (1.2-1.5 TFLOP/s on a 2-core Sapphire Rapids VM), but into a bfloat16 result
-  at ~220 GFLOP/s, slower than float32's ~290 (benchmarks/README.md, 'bfloat16'). So on
-  the CPU a low-precision model accumulates in float32 and rounds once afterwards; GPU and
-  TPU matmuls accumulate in float32 anyway, and there the program is left as it was.
+  at ~220 GFLOP/s, slower than float32's ~290 (benchmarks/README.md, 'Library API,
+  driver and timm'). So on the CPU a low-precision model accumulates in float32 and
+  rounds once afterwards; GPU and TPU matmuls accumulate in float32 anyway, and there the
+  program is left as it was.
   """
   return (dtype is not None and jnp.dtype(dtype).itemsize < 4
           and jax.default_backend() == "cpu")
@@ -451,10 +452,12 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
   def project_qkv(self, x: jax.Array, head_dim: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """query, key and value of self-attention: [..., D] -> 3 x [..., H, hd].
 
-    One [D, 3, H, hd] matmul instead of three [D, H, hd] ones (on a 2-core CPU the fused
-    ViT-Ti/16 train step is ~N% faster: benchmarks/README.md); the parameters stay the
-    three `query`, `key` and `value` DenseGenerals' (QKVParams), stacked at trace time,
-    so the gradient lands in the same leaves and checkpoints are unchanged.
+    One [D, 3, H, hd] matmul instead of three [D, H, hd] ones: one GEMM launch and one
+    read of x on every backend (on a 2-core CPU the ViT-Ti/16 train step measured the
+    same either way: benchmarks/README.md, 'Library API, driver and timm'). The
+    parameters stay the three `query`, `key` and `value` DenseGenerals' (QKVParams),
+    stacked at trace time, so the gradient lands in the same leaves and checkpoints are
+    unchanged.
     """
     width = x.shape[-1]
     made = [QKVParams((self.num_heads, head_dim), self.use_bias(name),
