@@ -39,7 +39,7 @@ def _faults_per_call(**env: str) -> list[int]:
 @pytest.mark.skipif(host_memory._glibc() is None, reason="the settings exist in glibc only")
 def test_importing_vit_jax_makes_freed_buffers_reused_instead_of_faulted_in_again():
   default = _faults_per_call(VIT_JAX_REUSE_HOST_MEMORY="0")[4:]
-  reuse = _faults_per_call()[4:]  # unset: auto, and JAX_PLATFORMS=cpu
+  reuse = _faults_per_call(VIT_JAX_REUSE_HOST_MEMORY="auto")[4:]  # with JAX_PLATFORMS=cpu
   # glibc's defaults: every call maps the 64 MiB buffer afresh (16k pages of 4 KiB).
   assert min(default) > 10_000, default
   # Reused: once the first calls have grown the heap, calls touch no new page. Now and
@@ -96,6 +96,8 @@ def test_a_bad_value_names_the_variable_and_its_values(no_settings, monkeypatch)
 
 
 def test_plugin_discovery_sees_this_machine_has_none():
-  # The test machines have CPU-only jaxlib: no plugin, so the suite itself runs with reuse.
+  # The test machines have CPU-only jaxlib: no plugin (auto turns reuse on here), and the
+  # suite itself runs with glibc's allocator (tests/conftest.py).
   assert host_memory._accelerator_plugins() == []
-  assert host_memory.state in ("on", "not glibc")
+  assert host_memory.computes_on_cpu()
+  assert host_memory.state == "off"

@@ -12,9 +12,12 @@ use mmap and never to trim the heap: freed buffers stay mapped and the next call
 them (0 page faults per step once warm; the ViT-Ti/16 step goes from ~560 to ~450 ms).
 Now and then a call's buffer is allocated before the previous call's is freed and the heap
 grows by one more buffer; that stops after a few (a 64 MiB temporary: the resident size
-rose from 403 to 531 MiB over the first 50 calls, then not at all in 250 more). The cost
-is that the process keeps its peak heap size, as PyTorch's and JAX's GPU caching
-allocators do.
+rose from 403 to 531 MiB over the first 50 calls, then not at all in 250 more). The costs:
+the process keeps its peak heap size, as PyTorch's and JAX's GPU caching allocators do,
+and XLA's compiler threads share one arena, which made compiling that train step ~25%
+slower (3.3-3.6 s -> 4.3 s at 112 px; `benchmarks/train_throughput.py`, compile s).
+Training and scoring folders win (a 100-image `predict`: 21.7 -> 20.5 s); a job that is
+mostly compilation, such as the test suite, is better off with 0.
 
 Who gets it: `import vit_jax` (any of its modules) calls `configure()`, so a library user's
 jitted steps, `predict`, `visualize`, notebooks and `python -m vit_jax.main` all run the
