@@ -178,17 +178,13 @@ def jax_library_bench(args) -> dict:
   a = jnp.asarray(rand.standard_normal((MATMUL_N, MATMUL_N)).astype(np.float32))
   matmul = jax.jit(lambda a: a @ a)
   matmul_s, _ = timing.seconds_per_call(lambda: matmul(a), jax.block_until_ready, args.steps)
-  flops = _flops(train_step.lower(*state, images, labels, rng))
+  from train_throughput import _cost  # noqa: PLC0415  (XLA's cost analysis, as that table)
+  flops = _cost(train_step.lower(*state, images, labels, rng).compile()).get("flops", float("nan"))
   return {"train_img_s": args.batch_size / train_s,
           "infer_img_s": args.infer_batch_size / infer_s, "train_faults": train_faults,
           "train_flops": flops, "matmul_flops": 2 * MATMUL_N ** 3 / matmul_s,
           "version": f"jax {jax.__version__} on {jax.local_device_count()} x "
           f"{jax.local_devices()[0].device_kind}"}
-
-
-def _flops(lowered) -> float:
-  cost = lowered.compile().cost_analysis()
-  return float(((cost[0] if isinstance(cost, list) else cost) or {}).get("flops", "nan"))
 
 
 def jax_driver_bench(args) -> dict:
