@@ -38,6 +38,15 @@ class MissingFileError(UserError, FileNotFoundError):
   """A file or folder the user named does not exist."""
 
 
+class CheckpointError(UserError, ValueError):
+  """A checkpoint cannot be read or does not fit the target model.
+
+  The message names the file or key at fault, what was expected, and the fix. Defined
+  here rather than in `vit_jax.checkpoint` because `vit_jax.models.positions` raises it
+  for position embeddings that fit no grid, and models import nothing from checkpoint.
+  """
+
+
 VERBOSE_ENV = "VIT_JAX_VERBOSE"
 
 

@@ -28,7 +28,7 @@ Video models:
     params, report = checkpoint.adapt_video(params, init, variant=..., token_grid=...)
 """
 
-from vit_jax.checkpoint.adapt import adapt, posemb_prefix_rows, prefix_rows_from_params
+from vit_jax.checkpoint.adapt import adapt
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.formats import (
     FORMATS,
@@ -51,6 +51,7 @@ from vit_jax.checkpoint.report import AdaptReport, KeyAction
 from vit_jax.checkpoint.safetensors_io import linen_to_timm, save_safetensors_timm
 from vit_jax.checkpoint.timm_model import read_timm
 from vit_jax.checkpoint.video import adapt_video
+from vit_jax.models.positions import posemb_prefix_rows, prefix_rows_from_params
 
 __all__ = [
     "FORMATS", "AdaptReport", "CheckpointError", "KeyAction", "adapt", "adapt_video",

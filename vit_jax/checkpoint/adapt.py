@@ -28,7 +28,8 @@ from vit_jax.checkpoint import posemb as posemb_lib
 from vit_jax.checkpoint import tree as tree_lib
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.report import AdaptReport, KeyAction
-from vit_jax.models import layout
+from vit_jax.models import layout, positions
+from vit_jax.models.positions import prefix_rows_from_params
 
 POSEMB_KEY = "Transformer/posembed_input/pos_embedding"
 EMBEDDING_KERNEL = "embedding/kernel"
@@ -104,52 +105,6 @@ def _shape_error(key: str, source: tuple, target: tuple, hint: str = "") -> Chec
       f"{source} vs model {target}. {hint}")
 
 
-def _target_grid(target_tokens: int, patch_hw: tuple[int, int],
-                 grid: Optional[Sequence[int]], image_size: Optional[Sequence[int]]
-                 ) -> tuple[int, int]:
-  if grid is not None:
-    new_grid = (int(grid[0]), int(grid[1]))
-  elif image_size is not None:
-    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    new_grid = (h // patch_hw[0], w // patch_hw[1])
-  else:
-    return posemb_lib.square_grid(target_tokens, "the model's pos_embedding")
-  if new_grid[0] * new_grid[1] != target_tokens:
-    raise CheckpointError(
-        f"The model's pos_embedding has {target_tokens} grid tokens, but the given "
-        f"grid/image_size means a {new_grid[0]}x{new_grid[1]} grid.")
-  return new_grid
-
-
-def prefix_rows_from_params(params: Mapping[str, Any], rows: int) -> int:
-  """How many of the posemb's `rows` belong to prefix tokens, from the params alone.
-
-  All prefix tokens have a row, unless the model adds the embedding to the patches only
-  (`no_embed_class`), which shows as a square row count that the prefix would break
-  (e.g. DeiT III's 196 rows with a cls token). A non-square grid of such a model, or a
-  square count that stays square without the prefix, is read as having prefix rows:
-  pass the grid (adapt's source_grid, inflate_from_image's image_grid) to settle it.
-  """
-  prefix = int("cls" in params) + int("dist" in params)
-  if "registers" in params:
-    prefix += int(np.shape(params["registers"])[1])
-  is_square = lambda n: n > 0 and int(round(n ** 0.5)) ** 2 == n
-  if prefix and is_square(rows) and not is_square(rows - prefix):
-    return 0
-  return prefix
-
-
-def posemb_prefix_rows(model: Any) -> int:
-  """Rows of a model's position embedding before the patch grid (cls, dist, registers).
-
-  0 with `no_embed_class` (timm's DeiT III, DINOv2 with registers): only patches get one.
-  """
-  options = model.options
-  if options.no_embed_class:
-    return 0
-  return options.num_prefix_tokens(model.classifier)
-
-
 def _adapt_posemb(src: np.ndarray, tgt: Any, *, src_prefix: int, tgt_prefix: int,
                   tgt_init: Optional[np.ndarray], resize: bool, method: str,
                   source_grid, grid, image_size, patch_hw, report: AdaptReport) -> np.ndarray:
@@ -167,9 +122,9 @@ def _adapt_posemb(src: np.ndarray, tgt: Any, *, src_prefix: int, tgt_prefix: int
           f"{POSEMB_KEY}: the checkpoint has {src_shape[1]} tokens, the model needs "
           f"{tgt_shape[1]}: pass resize_posemb=True or build the model for the "
           "checkpoint's image size.")
-    new_grid = _target_grid(tgt_grid_tokens, patch_hw, grid, image_size)
+    new_grid = positions.target_grid(tgt_grid_tokens, patch_hw, grid, image_size)
     old_grid = (tuple(source_grid) if source_grid else
-                posemb_lib.square_grid(src_grid_tokens, "the checkpoint's pos_embedding"))
+                positions.square_grid(src_grid_tokens, "the checkpoint's pos_embedding"))
     src = posemb_lib.resize_posemb(src, new_grid, num_prefix_tokens=src_prefix,
                                    old_grid=old_grid, method=method)
     notes.append(f"{method} resize of the {old_grid[0]}x{old_grid[1]} grid to "

@@ -25,9 +25,9 @@ from absl import logging
 from flax import traverse_util
 
 from vit_jax.checkpoint import posemb as posemb_lib
-from vit_jax.checkpoint.adapt import prefix_rows_from_params
 from vit_jax.checkpoint.report import AdaptReport
 from vit_jax.models import layout
+from vit_jax.models.positions import prefix_rows_from_params
 from vit_jax.models.vivit import VARIANTS
 
 # What the inflation does with a key; "ignored": an image parameter that initialises nothing.

@@ -12,7 +12,6 @@ flattened back. Both methods map the corner tokens onto the corner tokens
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
@@ -20,19 +19,9 @@ import scipy.ndimage
 from scipy.interpolate import make_interp_spline
 
 from vit_jax.checkpoint.errors import CheckpointError
+from vit_jax.models.positions import square_grid
 
 METHODS = ("bilinear", "bicubic")
-
-
-def square_grid(num_tokens: int, what: str = "pos_embedding") -> tuple[int, int]:
-  """The (g, g) grid of `num_tokens`, or an error asking for the grid when not square."""
-  side = math.isqrt(num_tokens)
-  if side * side != num_tokens:
-    raise CheckpointError(
-        f"{what} has {num_tokens} grid tokens, which is not a square grid: pass the grid "
-        "explicitly (adapt(..., source_grid=(gh, gw)) for the checkpoint, grid=(gh, gw) or "
-        "image_size=(H, W) for the model).")
-  return side, side
 
 
 def _cubic_along(values: np.ndarray, new_size: int, axis: int) -> np.ndarray:

@@ -20,7 +20,6 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from vit_jax import checkpoint, data, models, paths
-from vit_jax.checkpoint.adapt import posemb_prefix_rows
 from vit_jax.checkpoint.orbax_io import CHECKPOINTS_DIR
 from vit_jax.driver import checkpointer, optim, parallel, steps
 from vit_jax.driver import config as config_lib
@@ -29,6 +28,7 @@ from vit_jax.driver.progress import Progress
 from vit_jax.driver.writer import MetricWriter, write_json_atomic
 from vit_jax.errors import ConfigError, UserError, WorkdirError
 from vit_jax.models import vivit
+from vit_jax.models.positions import posemb_prefix_rows
 
 
 class NonFiniteLossError(UserError, FloatingPointError):

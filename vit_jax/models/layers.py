@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.dtypes import promote_dtype
 
+from vit_jax.models import positions
 from vit_jax.models.options import EncoderOptions, OptionsClone
 
 Initializer = Callable[..., jax.Array]
@@ -24,7 +25,6 @@ Initializer = Callable[..., jax.Array]
 # Reference initialisers (docs/conventions.md, 'Numerics and initialisation').
 KERNEL_INIT = nn.initializers.xavier_uniform()
 BIAS_INIT = nn.initializers.normal(stddev=1e-6)
-LAYERNORM_EPSILON = 1e-6
 
 # Cosine attention's temperature starts at 10 and is capped at 100 (Swin V2's choices):
 # cos is in [-1, 1], so without the temperature the softmax could not become peaked.
@@ -222,43 +222,6 @@ class LayerScale(nn.Module):
     scale = self.param("scale", nn.initializers.constant(self.init_value), (x.shape[-1],),
                        self.param_dtype)
     return x * scale.astype(x.dtype)
-
-
-def rope_angles(options: EncoderOptions, grid: tuple[int, int], head_dim: int) -> np.ndarray:
-  """Rotation angles [gh*gw, hd/2] of the patches of a (gh, gw) grid (row-major).
-
-  The first hd/4 angles follow the row, the last hd/4 the column, each with hd/4
-  frequencies (docs/conventions.md, 'Rotary position embeddings'):
-    eva02   position p (the index, or index / g * rope_reference_grid) times
-            1 / base^(j / (hd/4)), j < hd/4                        (timm RotaryEmbeddingCat)
-    dinov3  2 pi c / base^(2j / (hd/2)), c = 2 (index + 0.5) / g - 1 in (-1, 1)
-                                                                   (timm RotaryEmbeddingDinoV3)
-  Computed in float32 as timm does.
-  """
-  if head_dim % 4:
-    raise ValueError(f"2-D rotary embeddings need head_dim % 4 == 0, got {head_dim}.")
-  quarter = head_dim // 4
-  base = np.float32(options.rope_base)
-  coords = []
-  for size in grid:
-    if options.rope == "eva02":
-      c = np.arange(size, dtype=np.float32)
-      if options.rope_reference_grid is not None:
-        c = c / np.float32(size) * np.float32(options.rope_reference_grid)
-    else:
-      c = np.float32(2.0) * (np.arange(size, dtype=np.float32) + np.float32(0.5)) / np.float32(
-          size) - np.float32(1.0)
-    coords.append(c)
-  rows, cols = np.meshgrid(coords[0], coords[1], indexing="ij")
-  positions = np.stack([rows.reshape(-1), cols.reshape(-1)], axis=-1)  # [N, 2]
-  j = np.arange(quarter, dtype=np.float32)
-  if options.rope == "eva02":
-    freqs = np.float32(1.0) / base ** (j / np.float32(quarter))
-    angles = positions[:, :, None] * freqs  # [N, 2, hd/4]
-  else:
-    periods = base ** (np.float32(2.0) * j / np.float32(head_dim // 2))
-    angles = np.float32(2 * np.pi) * positions[:, :, None] / periods
-  return angles.reshape(len(positions), 2 * quarter).astype(np.float32)
 
 
 def apply_rope(x: jax.Array, angles: np.ndarray, options: EncoderOptions,
@@ -488,7 +451,7 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
       if self.rope_grid is None:
         raise ValueError("rope needs the patch grid: this attention layer was built without "
                          "rope_grid (the model must pass it).")
-      angles = rope_angles(o, self.rope_grid, head_dim)
+      angles = positions.rope_angles(o, self.rope_grid, head_dim)
       query = apply_rope(query, angles, o, self.num_prefix_tokens)
       key = apply_rope(key, angles, o, self.num_prefix_tokens)
     return query, key

@@ -30,29 +30,16 @@ from typing import Any, Optional, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vit_jax.models import layers
 from vit_jax.models.options import EncoderOptions, OptionsClone
+from vit_jax.models.positions import sincos2d_posemb
 
 Dtype = Any
 
 CLASSIFIERS = ("token", "gap", "map", "unpooled")
 # "none": no absolute position embedding (DINOv3, which has only RoPE).
 POSEMB_TYPES = ("learn", "sincos2d", "none")
-
-
-def sincos2d_posemb(grid_h: int, grid_w: int, width: int,
-                    temperature: float = 10_000.0) -> np.ndarray:
-  """Fixed 2-D sin-cos position embedding (MoCo v3 / big_vision), [1, gh*gw, D]."""
-  if width % 4:
-    raise ValueError(f"sincos2d position embeddings need width % 4 == 0, got {width}.")
-  y, x = np.mgrid[:grid_h, :grid_w]
-  omega = 1.0 / temperature ** (np.arange(width // 4) / (width // 4 - 1 or 1))
-  y = np.einsum("n,d->nd", y.reshape(-1), omega)
-  x = np.einsum("n,d->nd", x.reshape(-1), omega)
-  pe = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
-  return pe[None].astype(np.float32)
 
 
 class AddPositionEmbs(nn.Module):

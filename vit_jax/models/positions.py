@@ -1,0 +1,230 @@
+"""Token positions: prefix rows, patch grids, fixed tables, rotary angles, in-graph resize.
+
+Every question of the form "where is this token?" has its answer here, for the models
+and for the checkpoint code that fits position embeddings to them:
+
+  posemb_prefix_rows      rows of a learned position embedding before the patch grid
+                          (cls, distillation, registers; 0 with `no_embed_class`)
+  prefix_rows_from_params the same, read from a parameter tree alone
+  square_grid /           the (gh, gw) patch grid of a row count, and the input size
+  grid_from_rows /        in pixels it stands for (patch (h, w), so non-square patches
+  input_size_from_rows    give the right size)
+  target_grid             the grid of a model given explicitly, from an image size, or
+                          from its position embedding's row count
+  sincos2d_posemb         the fixed 2-D sin-cos table (MoCo v3 / big_vision)
+  rope_coordinates /      rotary angles from per-token (row, col) coordinates, so square
+  rope_angles_at /        and non-square grids, video frames and packed sequences of
+  rope_angles             several images share one formula
+  resize_posemb_grid      a learned grid resized inside the jitted graph (any input size)
+
+Token order everywhere: [cls, dist, registers, patches], patches row-major (the width
+runs fastest, as the patch embedding flattens [B, gh, gw, D]).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax.errors import CheckpointError
+from vit_jax.models.options import EncoderOptions
+
+Array = Union[np.ndarray, jax.Array]
+
+
+# ---------------------------------------------------------------------------
+# Prefix rows and patch grids of a learned position embedding.
+# ---------------------------------------------------------------------------
+
+def posemb_prefix_rows(model: Any) -> int:
+  """Rows of a model's position embedding before the patch grid (cls, dist, registers).
+
+  `model`: a ViT or ViViT module (its `options` and `classifier`). 0 with
+  `no_embed_class` (timm's DeiT III, DINOv2 with registers): only the patches get a row.
+  """
+  options: EncoderOptions = model.options
+  return 0 if options.no_embed_class else options.num_prefix_tokens(model.classifier)
+
+
+def is_square(n: int) -> bool:
+  return n > 0 and math.isqrt(n) ** 2 == n
+
+
+def prefix_rows_from_params(params: Mapping[str, Any], rows: int) -> int:
+  """How many of a position embedding's `rows` belong to prefix tokens, from the params.
+
+  All prefix tokens have a row, unless the model adds the embedding to the patches only
+  (`no_embed_class`), which shows as a square row count that the prefix would break
+  (e.g. DeiT III's 196 rows with a cls token). A non-square grid of such a model, or a
+  square count that stays square without the prefix, is read as having prefix rows:
+  pass the grid (adapt's source_grid, inflate_from_image's image_grid) to settle it.
+  """
+  prefix = int("cls" in params) + int("dist" in params)
+  if "registers" in params:
+    prefix += int(np.shape(params["registers"])[1])
+  if prefix and is_square(rows) and not is_square(rows - prefix):
+    return 0
+  return prefix
+
+
+def square_grid(num_tokens: int, what: str = "pos_embedding") -> tuple[int, int]:
+  """The (g, g) grid of `num_tokens` grid tokens, or an error asking for the grid."""
+  if not is_square(num_tokens):
+    raise CheckpointError(
+        f"{what} has {num_tokens} grid tokens, which is not a square grid: pass the grid "
+        "explicitly (adapt(..., source_grid=(gh, gw)) for the checkpoint, grid=(gh, gw) or "
+        "image_size=(H, W) for the model).")
+  side = math.isqrt(num_tokens)
+  return side, side
+
+
+def grid_from_rows(rows: int, prefix_rows: int, what: str = "pos_embedding"
+                   ) -> tuple[int, int]:
+  """The square patch grid of a position embedding of `rows` rows, `prefix_rows` first."""
+  if rows < prefix_rows:
+    raise CheckpointError(f"{what} has {rows} rows, fewer than its {prefix_rows} prefix rows "
+                          "(cls / distillation / register tokens).")
+  return square_grid(rows - prefix_rows, what)
+
+
+def input_size_from_rows(rows: int, prefix_rows: int, patch_size: Union[int, Sequence[int]],
+                         what: str = "pos_embedding") -> tuple[int, int]:
+  """The input (H, W) in pixels that a position embedding of `rows` rows was made for."""
+  ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+  gh, gw = grid_from_rows(rows, prefix_rows, what)
+  return gh * ph, gw * pw
+
+
+def target_grid(grid_tokens: int, patch_hw: tuple[int, int],
+                grid: Optional[Sequence[int]] = None,
+                image_size: Union[int, Sequence[int], None] = None,
+                what: str = "the model's pos_embedding") -> tuple[int, int]:
+  """The (gh, gw) of `grid_tokens` patch rows: `grid`, else `image_size` // patch, else
+  the square grid; an error when the given grid or size does not have that many."""
+  if grid is not None:
+    new_grid = (int(grid[0]), int(grid[1]))
+  elif image_size is not None:
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    new_grid = (int(h) // patch_hw[0], int(w) // patch_hw[1])
+  else:
+    return square_grid(grid_tokens, what)
+  if new_grid[0] * new_grid[1] != grid_tokens:
+    raise CheckpointError(
+        f"{what} has {grid_tokens} grid tokens, but the given grid/image_size means a "
+        f"{new_grid[0]}x{new_grid[1]} grid.")
+  return new_grid
+
+
+# ---------------------------------------------------------------------------
+# Fixed tables.
+# ---------------------------------------------------------------------------
+
+def sincos2d_posemb(grid_h: int, grid_w: int, width: int,
+                    temperature: float = 10_000.0) -> np.ndarray:
+  """Fixed 2-D sin-cos position embedding (MoCo v3 / big_vision), [1, gh*gw, D]."""
+  if width % 4:
+    raise ValueError(f"sincos2d position embeddings need width % 4 == 0, got {width}.")
+  y, x = np.mgrid[:grid_h, :grid_w]
+  omega = 1.0 / temperature ** (np.arange(width // 4) / (width // 4 - 1 or 1))
+  y = np.einsum("n,d->nd", y.reshape(-1), omega)
+  x = np.einsum("n,d->nd", x.reshape(-1), omega)
+  pe = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
+  return pe[None].astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Rotary position embeddings from per-token coordinates.
+# ---------------------------------------------------------------------------
+
+def grid_indices(grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """Row and column index [gh*gw] of each patch of a (gh, gw) grid, row-major."""
+  rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
+  return rows.reshape(-1), cols.reshape(-1)
+
+
+def rope_coordinates(options: EncoderOptions, row: Array, col: Array, grid_h: Array,
+                     grid_w: Array) -> Array:
+  """Per-token RoPE positions [..., 2] (row, col) of patches at (row, col) in their grid.
+
+  Elementwise over any shape (a grid, a packed sequence whose tokens come from grids of
+  different sizes), on numpy or jax arrays, in float32 as timm computes them
+  (docs/conventions.md, 'Rotary position embeddings'):
+    eva02   the index, or index / g * rope_reference_grid        (timm RotaryEmbeddingCat)
+    dinov3  2 (index + 0.5) / g - 1, in (-1, 1)                  (timm RotaryEmbeddingDinoV3)
+  """
+  f32 = np.float32
+  out = []
+  for index, size in ((row, grid_h), (col, grid_w)):
+    c = index.astype(f32)
+    size = size.astype(f32) if hasattr(size, "astype") else f32(size)
+    if options.rope == "eva02":
+      if options.rope_reference_grid is not None:
+        c = c / size * f32(options.rope_reference_grid)
+    elif options.rope == "dinov3":
+      c = f32(2.0) * (c + f32(0.5)) / size - f32(1.0)
+    else:
+      raise ValueError(f"rope_coordinates of rope={options.rope!r}.")
+    out.append(c)
+  stack = jnp.stack if isinstance(out[0], jax.Array) else np.stack
+  return stack(out, axis=-1)
+
+
+def rope_angles_at(options: EncoderOptions, positions: Array, head_dim: int) -> Array:
+  """Rotation angles [..., hd/2] of tokens at `positions` [..., 2] (rope_coordinates).
+
+  The first hd/4 angles follow the row, the last hd/4 the column, each with hd/4
+  frequencies:
+    eva02   p / base^(j / (hd/4)), j < hd/4
+    dinov3  2 pi p / base^(2j / (hd/2))
+  """
+  if head_dim % 4:
+    raise ValueError(f"2-D rotary embeddings need head_dim % 4 == 0, got {head_dim}.")
+  quarter = head_dim // 4
+  base = np.float32(options.rope_base)
+  j = np.arange(quarter, dtype=np.float32)
+  if options.rope == "eva02":
+    freqs = np.float32(1.0) / base ** (j / np.float32(quarter))
+    angles = positions[..., None] * freqs  # [..., 2, hd/4]
+  else:
+    periods = base ** (np.float32(2.0) * j / np.float32(head_dim // 2))
+    angles = np.float32(2 * np.pi) * positions[..., None] / periods
+  return angles.reshape(*positions.shape[:-1], 2 * quarter).astype(np.float32)
+
+
+def rope_angles(options: EncoderOptions, grid: tuple[int, int], head_dim: int) -> np.ndarray:
+  """Rotation angles [gh*gw, hd/2] of the patches of a (gh, gw) grid (row-major)."""
+  row, col = grid_indices(grid)
+  positions = rope_coordinates(options, row, col, np.int64(grid[0]), np.int64(grid[1]))
+  return rope_angles_at(options, positions, head_dim)
+
+
+# ---------------------------------------------------------------------------
+# Learned grids at another input size, inside the graph.
+# ---------------------------------------------------------------------------
+
+def resize_posemb_grid(posemb: jax.Array, old_grid: tuple[int, int],
+                       new_grid: tuple[int, int], method: str = "bilinear",
+                       antialias: bool = True) -> jax.Array:
+  """[..., gh*gw, D] -> [..., gh'*gw', D], resized with `jax.image.resize`.
+
+  Half-pixel centres (torch's `align_corners=False`) and, when shrinking, an
+  antialiasing filter scaled to the output (torch's `antialias=True`): the resize timm's
+  NaFlexViT and SigLIP 2 apply to their learned grid for each input size. The offline
+  resize of a checkpoint (`vit_jax.checkpoint.posemb`) keeps the aligned-corner spline
+  of the original vit_jax instead. Computed in float32, returned in posemb's dtype.
+  """
+  gh, gw = old_grid
+  if posemb.shape[-2] != gh * gw:
+    raise ValueError(f"posemb has {posemb.shape[-2]} grid rows, old_grid {old_grid} needs "
+                     f"{gh * gw}.")
+  if tuple(new_grid) == tuple(old_grid):
+    return posemb
+  lead, width = posemb.shape[:-2], posemb.shape[-1]
+  grid = posemb.reshape(*lead, gh, gw, width).astype(jnp.float32)  # [..., gh, gw, D]
+  out = jax.image.resize(grid, (*lead, *new_grid, width), method=method, antialias=antialias)
+  return out.reshape(*lead, new_grid[0] * new_grid[1], width).astype(posemb.dtype)
