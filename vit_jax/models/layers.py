@@ -174,6 +174,24 @@ def heads_first(x: jax.Array) -> jax.Array:
   return jnp.swapaxes(x, 1, 2)
 
 
+def attention_mask(token_mask: jax.Array) -> jax.Array:
+  """Token ids [B, L] -> self-attention mask [B, 1, L, L] (True: the query may attend).
+
+  0 marks padding; tokens with the same non-zero id attend to each other, so a boolean
+  mask pads a sequence and ids 1, 2, ... pack several images into one sequence without
+  attention crossing between them. A padding query attends to nothing real: its row is
+  all False (the softmax then spreads evenly, keeping it finite); its output is garbage
+  that nothing downstream may read (pool_tokens and MAPHead leave padding out).
+  """
+  ids = token_mask.astype(jnp.int32)
+  return ((ids[:, :, None] == ids[:, None, :]) & (ids[:, None, :] != 0))[:, None]
+
+
+def key_mask(token_mask: jax.Array) -> jax.Array:
+  """Token ids [B, L] -> [B, 1, 1, L]: every query attends to the non-padding tokens."""
+  return (token_mask != 0)[:, None, None, :]
+
+
 class MlpBlock(OptionsClone, nn.Module):
   """Transformer MLP: Dense -> GELU -> Dropout -> Dense -> Dropout.
 
@@ -458,11 +476,14 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
 
   def attend(self, query: jax.Array, key: jax.Array, value: jax.Array,
              deterministic: bool, weights_name: str = "attention_weights",
-             score_params: Optional[dict[str, jax.Array]] = None) -> jax.Array:
+             score_params: Optional[dict[str, jax.Array]] = None,
+             mask: Optional[jax.Array] = None) -> jax.Array:
     """Attention of [B, Lq, h, hd] over [B, Lk, h, hd] -> [B, Lq, h, hd].
 
     Sown weights ([B, h, Lq, Lk]) are stored as `weights_name`. `score_params`:
     the `score_params()` of the h heads attending here (none for the default).
+    `mask`: boolean, broadcastable to [B, h, Lq, Lk] (attention_mask, key_mask); a
+    masked key gets exactly zero weight on every path.
     """
     o = self.options
     params = score_params or {}
@@ -471,12 +492,17 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
     fused = (not (o.sow_attention_weights or use_dropout) and o.attention_score != "additive"
              and not (implementation is None and jax.default_backend() == "cpu"))
     if fused:
+      # Without a mask the call is exactly the unmasked program's (fingerprints).
+      masked = {} if mask is None else {"mask": mask}
       if o.attention_score == "scaled_dot":
-        return jax.nn.dot_product_attention(query, key, value, implementation=implementation)
+        return jax.nn.dot_product_attention(query, key, value, implementation=implementation,
+                                            **masked)
       query, key, scale = self._dot_inputs(query, key, params)
       return jax.nn.dot_product_attention(
-          query, key, value, scale=scale, implementation=implementation)
+          query, key, value, scale=scale, implementation=implementation, **masked)
     logits = self._logits(query, key, params)
+    if mask is not None:  # float32 logits: exp(min - max) is exactly 0
+      logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
     # Softmax in float32 even under bf16: logits of long sequences overflow.
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     if o.sow_attention_weights:
@@ -493,8 +519,11 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
 
   @nn.compact
   def __call__(self, inputs_q: jax.Array, inputs_kv: Optional[jax.Array] = None,
-               deterministic: bool = True) -> jax.Array:
-    """inputs_q [B, Lq, D], inputs_kv [B, Lk, D] (defaults to inputs_q) -> [B, Lq, D]."""
+               deterministic: bool = True, mask: Optional[jax.Array] = None) -> jax.Array:
+    """inputs_q [B, Lq, D], inputs_kv [B, Lk, D] (defaults to inputs_q) -> [B, Lq, D].
+
+    `mask`: boolean, broadcastable to [B, 1, Lq, Lk] (attention_mask / key_mask).
+    """
     if inputs_kv is None:
       inputs_kv = inputs_q
     width = inputs_q.shape[-1]
@@ -508,7 +537,7 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
     if self.options.qk_norm or self.options.rope is not None:
       query, key = self.position_queries_keys(query, key, head_dim)
     out = self.attend(query, key, value, deterministic,
-                      score_params=self.score_params(head_dim))
+                      score_params=self.score_params(head_dim), mask=mask)
     return self.project_out(out, width)
 
 
@@ -553,10 +582,12 @@ class Encoder1DBlock(OptionsClone, nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, stochastic_depth: Union[float, jax.Array] = 0.0,
-               deterministic: bool = True) -> tuple[jax.Array, None]:
-    """[B, L, D] -> ([B, L, D], None)."""
+               deterministic: bool = True, mask: Optional[jax.Array] = None
+               ) -> tuple[jax.Array, None]:
+    """[B, L, D] -> ([B, L, D], None); `mask` [B, 1, L, L] from attention_mask."""
     y = self.norm()(x)
-    y = self.attention()(y, deterministic=deterministic)
+    masked = {} if mask is None else {"mask": mask}
+    y = self.attention()(y, deterministic=deterministic, **masked)
     x = self.residual(x, y, stochastic_depth, deterministic)
 
     y = self.norm()(x)

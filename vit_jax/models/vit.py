@@ -92,8 +92,17 @@ class Encoder(OptionsClone, nn.Module):
         rope_grid=self.rope_grid, options=self.options)
 
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               token_mask: Optional[jax.Array] = None) -> jax.Array:
+    """[B, L, D] -> [B, L, D].
+
+    `token_mask` [B, L] (layers.attention_mask): 0 marks padding, which no real token
+    attends to, so the real tokens' outputs are those of the sequence without the
+    padding; equal non-zero ids form the images of a packed sequence. None compiles
+    to the unmasked program.
+    """
     o = self.options
+    mask = None if token_mask is None else layers.attention_mask(token_mask)  # [B, 1, L, L]
     if self.add_position_embedding:
       if o.no_embed_class and self.num_prefix_tokens:
         prefix, patches = x[:, :self.num_prefix_tokens], x[:, self.num_prefix_tokens:]
@@ -117,6 +126,9 @@ class Encoder(OptionsClone, nn.Module):
           static_argnums=(2, 3) if rates_are_static else (3,),
           policy=o.remat_policy_fn)
 
+    # The mask rides as a 4th argument only when there is one: the unmasked call (and so
+    # its compiled program) is the one the blocks had before masks existed.
+    masked = () if mask is None else (mask,)
     if o.scan_layers:
       if rates_are_static:
         rate_arg, rate_axis = 0.0, nn.broadcast
@@ -126,13 +138,13 @@ class Encoder(OptionsClone, nn.Module):
           block_cls,
           variable_axes={"params": 0, "intermediates": 0},
           split_rngs={"params": True, "dropout": True},
-          in_axes=(rate_axis, nn.broadcast),
+          in_axes=(rate_axis, nn.broadcast) + (nn.broadcast,) * len(masked),
           length=self.num_layers)(name="encoderblock", **block_kwargs)(
-              x, rate_arg, deterministic)
+              x, rate_arg, deterministic, *masked)
     else:
       for i in range(self.num_layers):
         x, _ = block_cls(name=f"encoderblock_{i}", **block_kwargs)(
-            x, rates[i], deterministic)
+            x, rates[i], deterministic, *masked)
     if o.fc_norm:
       return x
     return layers.layer_norm(o, name="encoder_norm")(x)
@@ -152,7 +164,8 @@ class MAPHead(OptionsClone, nn.Module):
   options: EncoderOptions = EncoderOptions()
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, token_mask: Optional[jax.Array] = None) -> jax.Array:
+    """[B, L, D] -> [B, D]; `token_mask` [B, L]: the probe leaves the 0 (padding) out."""
     o = self.options.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
                              attention_score="scaled_dot")
     if o.qkv_bias != "qkv" or o.qk_norm or o.rope is not None or o.mlp_inner_norm or (
@@ -164,7 +177,9 @@ class MAPHead(OptionsClone, nn.Module):
     probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, width),
                        o.param_dtype)
     probe = jnp.tile(probe.astype(x.dtype), [batch, 1, 1])  # [B, 1, D]
-    x = layers.MultiHeadDotProductAttention(num_heads=self.num_heads, options=o)(probe, x)
+    masked = {} if token_mask is None else {"mask": layers.key_mask(token_mask)}
+    x = layers.MultiHeadDotProductAttention(num_heads=self.num_heads, options=o)(
+        probe, x, **masked)
     y = layers.layer_norm(o)(x)
     x = x + layers.MlpBlock(mlp_dim=self.mlp_dim, options=o)(y)
     return x[:, 0]
@@ -208,20 +223,26 @@ def add_prefix_tokens(module: nn.Module, x: jax.Array, classifier: str,
 
 
 def pool_tokens(x: jax.Array, classifier: str, options: EncoderOptions,
-                map_head: Optional[nn.Module] = None) -> jax.Array:
+                map_head: Optional[nn.Module] = None,
+                token_mask: Optional[jax.Array] = None) -> jax.Array:
   """Encoder output [B, P + N, D] -> [B, D] ([B, P + N, D] for "unpooled").
 
   "token" takes the cls token; "gap" and "map" pool the N patch tokens only (the
-  cls / distillation / register tokens are left out, as timm does).
+  cls / distillation / register tokens are left out, as timm does), and with
+  `token_mask` [B, P + N] only those that are not padding (0).
   """
   prefix = options.num_prefix_tokens(classifier)
   if classifier == "token":
     return x[:, 0]
   patches = x[:, prefix:] if prefix else x
+  patch_mask = None if token_mask is None else token_mask[:, prefix:]  # [B, N]
   if classifier == "gap":
-    return jnp.mean(patches, axis=1)
+    if patch_mask is None:
+      return jnp.mean(patches, axis=1)
+    weights = (patch_mask != 0).astype(patches.dtype)[..., None]  # [B, N, 1]
+    return jnp.sum(patches * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1)
   if classifier == "map":
-    return map_head(patches)
+    return map_head(patches) if patch_mask is None else map_head(patches, patch_mask)
   return x
 
 

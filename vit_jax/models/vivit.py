@@ -63,6 +63,12 @@ def _time_major(x: jax.Array, temporal_grid: int) -> tuple[jax.Array, int]:
   return x.reshape((batch, temporal_grid, n) + x.shape[2:]), n
 
 
+def _refuse_mask(mask: Optional[jax.Array], variant: str) -> None:
+  if mask is not None:
+    raise ValueError(f"A token mask is not supported by the {variant!r} variant's blocks; "
+                     "the spatio_temporal and factorised_encoder variants take one.")
+
+
 class FactorisedDotProductAttention(layers.MultiHeadDotProductAttention):
   """Model 4's attention: half of the heads attend over time, half over space.
 
@@ -77,8 +83,9 @@ class FactorisedDotProductAttention(layers.MultiHeadDotProductAttention):
 
   @nn.compact
   def __call__(self, inputs_q: jax.Array, inputs_kv: Optional[jax.Array] = None,
-               deterministic: bool = True) -> jax.Array:
+               deterministic: bool = True, mask: Optional[jax.Array] = None) -> jax.Array:
     """[B, t*n, D] -> [B, t*n, D]."""
+    _refuse_mask(mask, "factorised_dot_product")
     if inputs_kv is not None:
       raise ValueError("Factorised dot-product attention is self-attention only.")
     if self.num_heads % 2:
@@ -174,8 +181,10 @@ class FactorisedSelfAttentionBlock(layers.Encoder1DBlock):
 
   @nn.compact
   def __call__(self, x: jax.Array, stochastic_depth: Union[float, jax.Array] = 0.0,
-               deterministic: bool = True) -> tuple[jax.Array, None]:
+               deterministic: bool = True, mask: Optional[jax.Array] = None
+               ) -> tuple[jax.Array, None]:
     """[B, t*n, D] -> ([B, t*n, D], None)."""
+    _refuse_mask(mask, "factorised_self_attention")
     if self.attention_order not in ATTENTION_ORDERS:
       raise ValueError(f"Unknown attention_order {self.attention_order!r}; "
                        f"choose one of {ATTENTION_ORDERS}.")
