@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from vit_jax import models
-from vit_jax.models import layers
+from vit_jax.models import layers, numerics
 from vit_jax.models.options import EncoderOptions
 
 
@@ -115,10 +115,10 @@ def test_bfloat16_on_the_cpu_accumulates_every_matmul_in_float32():
 
 
 def test_float32_programs_are_left_as_they_are():
-  assert not layers.accumulates_in_float32(jnp.float32)
-  assert not layers.accumulates_in_float32(None)
-  assert layers.accumulates_in_float32(jnp.bfloat16)
-  assert layers.linear_kwargs(EncoderOptions()) == {"dtype": jnp.float32,
+  assert not numerics.accumulates_in_float32(jnp.float32)
+  assert not numerics.accumulates_in_float32(None)
+  assert numerics.accumulates_in_float32(jnp.bfloat16)
+  assert numerics.linear_kwargs(EncoderOptions()) == {"dtype": jnp.float32,
                                                     "param_dtype": jnp.float32}
 
 
@@ -133,7 +133,7 @@ def test_the_float32_accumulated_dot_has_the_gradient_of_dot_general(lhs_shape, 
                                                                     dimension_numbers):
   lhs = jax.random.normal(jax.random.key(0), lhs_shape)
   rhs = jax.random.normal(jax.random.key(1), rhs_shape)
-  ours = lambda a, b: layers.dot_accumulated_in_float32(a, b, dimension_numbers, jnp.float32)
+  ours = lambda a, b: numerics.dot_accumulated_in_float32(a, b, dimension_numbers, jnp.float32)
   plain = lambda a, b: jax.lax.dot_general(a, b, dimension_numbers)
   np.testing.assert_allclose(ours(lhs, rhs), plain(lhs, rhs), rtol=1e-6, atol=1e-6)
   loss = lambda f: lambda a, b: jnp.sum(jnp.sin(f(a, b)))

@@ -1,6 +1,6 @@
 """Flax modules (no I/O). Build models with `create_model(name, num_classes=...)`."""
 
-from vit_jax.models.attention import attention_weights, stack_encoder_weights
+from vit_jax.models.inspection import attention_weights, stack_encoder_weights
 from vit_jax.models.layout import is_stacked, stack_layers, unstack_layers
 from vit_jax.models.options import EncoderOptions
 from vit_jax.models.registry import (

@@ -1,13 +1,14 @@
 """Transformer building blocks shared by ViT and ViViT.
 
 Class names matter: Linen names sub-modules `<ClassName>_<index>`, and the released
-checkpoints (docs/checkpoint_formats.md, 'ViT: vit_jax / AugReg .npz') expect `MultiHeadDotProductAttention_0`,
-`MlpBlock_0` and `LayerNorm_{0,1}` inside each encoder block.
+checkpoints (docs/checkpoint_formats.md, 'ViT: vit_jax / AugReg .npz') expect
+`MultiHeadDotProductAttention_0`, `MlpBlock_0` and `LayerNorm_{0,1}` inside each encoder
+block. Token positions (RoPE angles, grids) live in `positions`, the CPU matmul numerics
+in `numerics`.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.dtypes import promote_dtype
 
-from vit_jax.models import positions
+from vit_jax.models import numerics, positions
 from vit_jax.models.options import EncoderOptions, OptionsClone
 
 Initializer = Callable[..., jax.Array]
@@ -30,120 +31,6 @@ BIAS_INIT = nn.initializers.normal(stddev=1e-6)
 # cos is in [-1, 1], so without the temperature the softmax could not become peaked.
 COSINE_INIT_TEMPERATURE = 10.0
 COSINE_MAX_TEMPERATURE = 100.0
-
-
-def accumulates_in_float32(dtype: Any) -> bool:
-  """Whether matmuls of this compute dtype are written with a float32 result.
-
-  XLA:CPU multiplies bfloat16 operands into a float32 result with its AMX / avx512_bf16
-  kernels (1.2-1.5 TFLOP/s on a 2-core Sapphire Rapids VM), but into a bfloat16 result
-  at ~220 GFLOP/s, slower than float32's ~290 (benchmarks/README.md, 'Library API,
-  driver and timm'). So on the CPU a low-precision model accumulates in float32 and
-  rounds once afterwards; GPU and TPU matmuls accumulate in float32 anyway, and there the
-  program is left as it was.
-  """
-  return (dtype is not None and jnp.dtype(dtype).itemsize < 4
-          and jax.default_backend() == "cpu")
-
-
-def _einsum_subscripts(dimension_numbers, lhs_ndim: int, rhs_ndim: int) -> tuple[str, str, str]:
-  """lax.dot_general's dimension numbers as einsum subscripts (lhs, rhs, out)."""
-  (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
-  letters = iter("abcdefghijklmnopqrstuvwxyz")
-  lhs, rhs = [""] * lhs_ndim, [""] * rhs_ndim
-  for a, b in [*zip(lhs_batch, rhs_batch), *zip(lhs_contract, rhs_contract)]:
-    lhs[a] = rhs[b] = next(letters)
-  lhs = [c or next(letters) for c in lhs]
-  rhs = [c or next(letters) for c in rhs]
-  # dot_general's output: batch dims, then lhs's free dims, then rhs's.
-  out = ([lhs[a] for a in lhs_batch]
-         + [c for i, c in enumerate(lhs) if i not in (*lhs_batch, *lhs_contract)]
-         + [c for i, c in enumerate(rhs) if i not in (*rhs_batch, *rhs_contract)])
-  return "".join(lhs), "".join(rhs), "".join(out)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def dot_accumulated_in_float32(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any,
-                               out_dtype: Any) -> jax.Array:
-  """lax.dot_general summed in float32 and rounded once to `out_dtype`.
-
-  The backward pass multiplies the same way (low-precision cotangent and operands into a
-  float32 result): JAX's own transpose of a float32-result dot would multiply the float32
-  cotangent with a bfloat16 operand, which XLA:CPU runs as a float32 matmul.
-  """
-  return jax.lax.dot_general(lhs, rhs, dimension_numbers,
-                             preferred_element_type=jnp.float32).astype(out_dtype)
-
-
-def _dot_accumulated_fwd(lhs, rhs, dimension_numbers, out_dtype):
-  return dot_accumulated_in_float32(lhs, rhs, dimension_numbers, out_dtype), (lhs, rhs)
-
-
-def _dot_accumulated_bwd(dimension_numbers, out_dtype, residuals, g):
-  lhs, rhs = residuals
-  sub_l, sub_r, sub_o = _einsum_subscripts(dimension_numbers, lhs.ndim, rhs.ndim)
-  g = g.astype(jnp.result_type(lhs, rhs))
-  f32 = jnp.float32
-  return (jnp.einsum(f"{sub_o},{sub_r}->{sub_l}", g, rhs, preferred_element_type=f32
-                     ).astype(lhs.dtype),
-          jnp.einsum(f"{sub_l},{sub_o}->{sub_r}", lhs, g, preferred_element_type=f32
-                     ).astype(rhs.dtype))
-
-
-dot_accumulated_in_float32.defvjp(_dot_accumulated_fwd, _dot_accumulated_bwd)
-
-
-def matmul(a: jax.Array, b: jax.Array, result_dtype: Any = None,
-           transpose_b: bool = False) -> jax.Array:
-  """a @ b (a @ b^T with `transpose_b`) over equal leading (batch) dims.
-
-  Accumulated in float32 for low-precision operands on the CPU (`accumulates_in_float32`);
-  returned in `result_dtype` (default: the operands').
-  """
-  dtype = jnp.result_type(a, b)
-  if not accumulates_in_float32(dtype):
-    return (a @ (jnp.swapaxes(b, -1, -2) if transpose_b else b)).astype(result_dtype or dtype)
-  batch = tuple(range(a.ndim - 2))
-  # a @ b^T contracts the last dims of both: XLA:CPU runs that bfloat16 batched matmul
-  # 1.6-2.9x faster than the same product with b transposed first.
-  contract = (a.ndim - 1,), (b.ndim - 1 if transpose_b else b.ndim - 2,)
-  return dot_accumulated_in_float32(a, b, (contract, (batch, batch)),
-                                    jnp.dtype(result_dtype or dtype))
-
-
-class Float32Accumulation:
-  """A Flax `dot_general_cls`: `dot_accumulated_in_float32`, in the operands' dtype.
-
-  (`precision` is not passed on: it is for TPUs and GPUs, and this runs on the CPU only.)
-  """
-
-  def __call__(self, lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-    del precision
-    return dot_accumulated_in_float32(
-        lhs, rhs, dimension_numbers, jnp.dtype(preferred_element_type or jnp.result_type(lhs, rhs)))
-
-
-class Float32AccumulationConv:
-  """A Flax `conv_general_dilated_cls`, as Float32Accumulation for convolutions."""
-
-  def __call__(self, lhs, rhs, *args, preferred_element_type=None, **kwargs):
-    out = jax.lax.conv_general_dilated(lhs, rhs, *args, preferred_element_type=jnp.float32,
-                                       **kwargs)
-    return out.astype(preferred_element_type or jnp.result_type(lhs, rhs))
-
-
-def linear_kwargs(options: EncoderOptions) -> dict[str, Any]:
-  """dtype, param_dtype and the matmul of every Dense / DenseGeneral of a model."""
-  extra = ({"dot_general_cls": Float32Accumulation}
-           if accumulates_in_float32(options.dtype) else {})
-  return dict(dtype=options.dtype, param_dtype=options.param_dtype, **extra)
-
-
-def conv_kwargs(options: EncoderOptions) -> dict[str, Any]:
-  """linear_kwargs for the patch and tubelet embeddings' nn.Conv."""
-  extra = ({"conv_general_dilated_cls": Float32AccumulationConv}
-           if accumulates_in_float32(options.dtype) else {})
-  return dict(dtype=options.dtype, param_dtype=options.param_dtype, **extra)
 
 
 def pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -216,7 +103,8 @@ class MlpBlock(OptionsClone, nn.Module):
     o = self.options
     out_dim = self.out_dim or x.shape[-1]
     dense = lambda features, name=None: nn.Dense(
-        features, kernel_init=KERNEL_INIT, bias_init=BIAS_INIT, name=name, **linear_kwargs(o))
+        features, kernel_init=KERNEL_INIT, bias_init=BIAS_INIT, name=name,
+        **numerics.linear_kwargs(o))
     if o.mlp_activation == "swiglu":
       x = nn.silu(dense(self.mlp_dim, name="gate")(x)) * dense(self.mlp_dim, name="up")(x)
     else:
@@ -416,8 +304,8 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
     # Head-major [B, h, L, hd] operands: XLA:CPU runs these batched matmuls ~1.5x faster
     # than the same contraction written on [B, L, h, hd] (benchmarks/README.md, attention).
     # Float32 logits (the softmax takes them so anyway): see accumulates_in_float32.
-    return matmul(heads_first(query * jnp.asarray(scale, query.dtype)), heads_first(key),
-                  jnp.float32, transpose_b=True)
+    return numerics.matmul(heads_first(query * jnp.asarray(scale, query.dtype)),
+                           heads_first(key), jnp.float32, transpose_b=True)
 
   def use_bias(self, name: str) -> bool:
     """Whether the `name` projection (query, key or value) has a bias (options.qkv_bias)."""
@@ -428,7 +316,7 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
     return nn.DenseGeneral(
         features=(self.num_heads, head_dim), axis=-1, kernel_init=KERNEL_INIT,
         bias_init=nn.initializers.zeros, use_bias=self.use_bias(name), name=name,
-        **linear_kwargs(self.options))(x)
+        **numerics.linear_kwargs(self.options))(x)
 
   def project_qkv(self, x: jax.Array, head_dim: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """query, key and value of self-attention: [..., D] -> 3 x [..., H, hd].
@@ -451,7 +339,7 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
       bias = jnp.stack([jnp.zeros((self.num_heads, head_dim), kernel.dtype) if b is None
                         else b for b in biases])  # [3, H, hd]
     x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.options.dtype)
-    dot = (Float32Accumulation() if accumulates_in_float32(self.options.dtype)
+    dot = (numerics.Float32Accumulation() if numerics.accumulates_in_float32(self.options.dtype)
            else jax.lax.dot_general)
     qkv = dot(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))  # [..., 3, H, hd]
     if bias is not None:
@@ -508,14 +396,14 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
     if o.sow_attention_weights:
       self.sow("intermediates", weights_name, weights)
     weights = nn.Dropout(rate=o.attention_dropout_rate)(weights, deterministic=deterministic)
-    out = matmul(weights.astype(value.dtype), heads_first(value))  # [B, h, Lq, hd]
+    out = numerics.matmul(weights.astype(value.dtype), heads_first(value))  # [B, h, Lq, hd]
     return jnp.swapaxes(out, 1, 2)
 
   def project_out(self, x: jax.Array, width: int) -> jax.Array:
     """[..., H, hd] -> [..., width]."""
     return nn.DenseGeneral(
         features=width, axis=(-2, -1), kernel_init=self.out_kernel_init,
-        bias_init=nn.initializers.zeros, name="out", **linear_kwargs(self.options))(x)
+        bias_init=nn.initializers.zeros, name="out", **numerics.linear_kwargs(self.options))(x)
 
   @nn.compact
   def __call__(self, inputs_q: jax.Array, inputs_kv: Optional[jax.Array] = None,
@@ -607,10 +495,10 @@ def classifier_head(x: jax.Array, representation_size: Optional[int],
   `__call__`: the Dense layers become its children `pre_logits` and `head_name`.
   """
   if representation_size is not None:
-    x = nn.Dense(representation_size, name="pre_logits", **linear_kwargs(options))(x)
+    x = nn.Dense(representation_size, name="pre_logits", **numerics.linear_kwargs(options))(x)
     x = jnp.tanh(x)
   if num_classes is not None:
     x = nn.Dense(num_classes, kernel_init=nn.initializers.zeros, use_bias=options.head_bias,
                  bias_init=nn.initializers.constant(head_bias_init), name=head_name,
-                 **linear_kwargs(options))(x)
+                 **numerics.linear_kwargs(options))(x)
   return x.astype(jnp.float32)

@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models import layers
+from vit_jax.models import layers, numerics
 from vit_jax.models.options import EncoderOptions, OptionsClone
 from vit_jax.models.positions import sincos2d_posemb
 
@@ -314,7 +314,7 @@ class VisionTransformer(TransformerModel):
 
     o = self.options
     x = nn.Conv(self.hidden_size, (ph, pw), strides=(ph, pw), padding="VALID",
-                use_bias=o.patch_bias, name="embedding", **layers.conv_kwargs(o))(
+                use_bias=o.patch_bias, name="embedding", **numerics.conv_kwargs(o))(
                     images.astype(o.dtype))
     batch, gh, gw, width = x.shape
     x = jnp.reshape(x, (batch, gh * gw, width))  # [B, gh, gw, D] -> [B, N, D]

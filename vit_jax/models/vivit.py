@@ -38,7 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models import layers, vit
+from vit_jax.models import layers, numerics, vit
 
 VARIANTS = ("spatio_temporal", "factorised_encoder", "frame_average",
             "factorised_self_attention", "factorised_dot_product")
@@ -339,7 +339,7 @@ class VideoTransformer(vit.TransformerModel):
     video = video.astype(o.dtype)
     conv = lambda kernel: nn.Conv(
         self.hidden_size, kernel, strides=kernel, padding="VALID", use_bias=o.patch_bias,
-        name="embedding", **layers.conv_kwargs(o))
+        name="embedding", **numerics.conv_kwargs(o))
     if self.embedding == "tubelet":
       return conv((self.tubelet_size, ph, pw))(video)
     # [B, T, H, W, C] -> [B*T, H, W, C]
