@@ -4,7 +4,8 @@ The parameter tree is that of the released vit_jax checkpoints in Linen naming
 (docs/checkpoint_formats.md, 'ViT: vit_jax / AugReg .npz'):
 
   embedding/{kernel [p, p, 3, D], bias}        strided conv patch embedding
-  cls [1, 1, D]                                 only with classifier="token"
+  cls [1, 1, D]                                 with a cls token (classifier="token",
+                                                or options.class_token=True)
   Transformer/posembed_input/pos_embedding      [1, N(+1), D], added after cls
   Transformer/encoderblock_{i}/...              or Transformer/encoderblock/... [L, ...]
   Transformer/encoder_norm/{scale, bias}
