@@ -226,7 +226,7 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
   Architecture options: `qkv_bias` drops the key's (or every) projection bias, `qk_norm`
   adds LayerNorms `query_norm` / `key_norm` [hd] on queries and keys, `rope` rotates the
   queries and keys of the patch tokens (those after the first `num_prefix_tokens`) by
-  their position on `rope_grid` (gh, gw); all act on q and k before `attend`, so the
+  their position on `patch_grid` (gh, gw); all act on q and k before `attend`, so the
   fused path stays available.
 
   The options read here: attention_dropout_rate, attention_implementation,
@@ -237,7 +237,7 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
   # Zeros make the layer start as "no attention" (ViViT's temporal attention).
   out_kernel_init: Initializer = KERNEL_INIT
   num_prefix_tokens: int = 0
-  rope_grid: Optional[tuple[int, int]] = None
+  patch_grid: Optional[tuple[int, int]] = None
   options: EncoderOptions = EncoderOptions()
 
   def head_dim(self, width: int) -> int:
@@ -354,10 +354,10 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
       query = layer_norm(o, name="query_norm")(query)
       key = layer_norm(o, name="key_norm")(key)
     if o.rope is not None:
-      if self.rope_grid is None:
+      if self.patch_grid is None:
         raise ValueError("rope needs the patch grid: this attention layer was built without "
-                         "rope_grid (the model must pass it).")
-      angles = positions.rope_angles(o, self.rope_grid, head_dim)
+                         "patch_grid (the model must pass it).")
+      angles = positions.rope_angles(o, self.patch_grid, head_dim)
       query = apply_rope(query, angles, o, self.num_prefix_tokens)
       key = apply_rope(key, angles, o, self.num_prefix_tokens)
     return query, key
@@ -434,7 +434,7 @@ class Encoder1DBlock(OptionsClone, nn.Module):
 
   Parameters (Linen naming): LayerNorm_0, MultiHeadDotProductAttention_0,
   LayerNorm_1, MlpBlock_0; with `options.layer_scale` also LayerScale_0 (attention
-  branch) and LayerScale_1 (MLP branch). `num_prefix_tokens` and `rope_grid` go to the
+  branch) and LayerScale_1 (MLP branch). `num_prefix_tokens` and `patch_grid` go to the
   attention (RoPE). The call signature `(x, stochastic_depth, deterministic)
   -> (x, None)` lets the same class run under a Python loop and under `nn.scan`;
   `stochastic_depth` is this block's rate (the encoder spreads `options.stochastic_depth`
@@ -443,12 +443,12 @@ class Encoder1DBlock(OptionsClone, nn.Module):
   mlp_dim: int
   num_heads: int
   num_prefix_tokens: int = 0
-  rope_grid: Optional[tuple[int, int]] = None
+  patch_grid: Optional[tuple[int, int]] = None
   options: EncoderOptions = EncoderOptions()
 
   def attention(self, **overrides: Any) -> nn.Module:
     """The block's self-attention; ViViT's factorised dot-product block swaps it."""
-    kwargs = dict(num_prefix_tokens=self.num_prefix_tokens, rope_grid=self.rope_grid)
+    kwargs = dict(num_prefix_tokens=self.num_prefix_tokens, patch_grid=self.patch_grid)
     return MultiHeadDotProductAttention(num_heads=self.num_heads, options=self.options,
                                         **dict(kwargs, **overrides))
 

@@ -36,6 +36,13 @@ QKV_BIASES = ("qkv", "qv", "none")
 # 'Rotary position embeddings', gives both frequency conventions.
 ROPE_VARIANTS = (None, "eva02", "dinov3")
 ROPE_DEFAULT_TEMPERATURE = {"eva02": 10_000.0, "dinov3": 100.0}
+# How a learned position embedding follows an input of another size (`posemb_resize`),
+# inside the graph, as torch's F.interpolate(align_corners=False) resizes it:
+#   None                 the grid is fixed (another size is an error: resize the checkpoint)
+#   "bicubic"            timm's ViT with dynamic_img_size (resample_abs_pos_embed)
+#   "bilinear_antialias" SigLIP 2 NaFlex, timm NaFlexViT
+#   "bilinear", "bicubic_antialias"
+POSEMB_RESIZE = (None, "bicubic", "bilinear", "bilinear_antialias", "bicubic_antialias")
 
 # Attention score functions (`attention_score`), for ablations:
 #   scaled_dot  q.k / sqrt(hd)                  (Vaswani et al.; the default, no parameters)
@@ -108,6 +115,9 @@ class EncoderOptions:
     rope_temperature: frequency base; None: the variant's (ROPE_DEFAULT_TEMPERATURE).
     rope_reference_grid: EVA-02 only: patch positions are scaled so that the grid
       spans this many positions per side (timm `ref_feat_shape`); None: indices.
+    posemb_resize: one of POSEMB_RESIZE: a learned position embedding made for one
+      input size is resized in the graph to the patch grid of the input, so one set of
+      parameters serves any H x W divisible by the patch (positions.resize_posemb_grid).
   """
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
@@ -138,6 +148,7 @@ class EncoderOptions:
   rope: Optional[str] = None
   rope_temperature: Optional[float] = None
   rope_reference_grid: Optional[int] = None
+  posemb_resize: Optional[str] = None
 
   def __post_init__(self):
     if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
@@ -155,7 +166,8 @@ class EncoderOptions:
         raise ValueError(f"{name} must be in [0, 1), got {value}.")
     for name, value, choices in [("mlp_activation", self.mlp_activation, MLP_ACTIVATIONS),
                                  ("qkv_bias", self.qkv_bias, QKV_BIASES),
-                                 ("rope", self.rope, ROPE_VARIANTS)]:
+                                 ("rope", self.rope, ROPE_VARIANTS),
+                                 ("posemb_resize", self.posemb_resize, POSEMB_RESIZE)]:
       if value not in choices:
         raise ValueError(f"Unknown {name} {value!r}; choose one of {choices}.")
     if not self.layernorm_epsilon > 0:

@@ -207,16 +207,67 @@ def rope_angles(options: EncoderOptions, grid: tuple[int, int], head_dim: int) -
 # Learned grids at another input size, inside the graph.
 # ---------------------------------------------------------------------------
 
-def resize_posemb_grid(posemb: jax.Array, old_grid: tuple[int, int],
-                       new_grid: tuple[int, int], method: str = "bilinear",
-                       antialias: bool = True) -> jax.Array:
-  """[..., gh*gw, D] -> [..., gh'*gw', D], resized with `jax.image.resize`.
+def _cubic(x: np.ndarray, a: float) -> np.ndarray:
+  """Keys' cubic convolution kernel with parameter `a`."""
+  x = np.abs(x)
+  near = ((a + 2) * x - (a + 3)) * x * x + 1
+  far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+  return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
 
-  Half-pixel centres (torch's `align_corners=False`) and, when shrinking, an
-  antialiasing filter scaled to the output (torch's `antialias=True`): the resize timm's
-  NaFlexViT and SigLIP 2 apply to their learned grid for each input size. The offline
-  resize of a checkpoint (`vit_jax.checkpoint.posemb`) keeps the aligned-corner spline
-  of the original vit_jax instead. Computed in float32, returned in posemb's dtype.
+
+def interpolation_matrix(in_size: int, out_size: int, method: str = "bilinear",
+                         antialias: bool = False) -> np.ndarray:
+  """[out, in] weights of torch's `F.interpolate(..., align_corners=False)` along one axis.
+
+  method "bilinear" or "bicubic". Without antialias: half-pixel source positions
+  (i + 0.5) * in / out - 0.5, clamped to 0 for bilinear, cubic taps with a = -0.75
+  and border indices clamped (torch's upsample_bicubic2d). With antialias (torch's
+  `_upsample_*_aa`, PIL's filters): a triangle or a = -0.5 cubic filter, stretched by
+  in / out when shrinking, taps outside the input dropped and the rest renormalised.
+  Float64.
+  """
+  scale = in_size / out_size
+  out = np.zeros((out_size, in_size))
+  i = np.arange(out_size)
+  if antialias:
+    support = (1.0 if method == "bilinear" else 2.0) * max(scale, 1.0)
+    inv = 1.0 / max(scale, 1.0)
+    center = scale * (i + 0.5)
+    lo = np.maximum(np.trunc(center - support + 0.5), 0).astype(int)
+    hi = np.minimum(np.trunc(center + support + 0.5), in_size).astype(int)
+    for row in range(out_size):
+      taps = np.arange(lo[row], hi[row])
+      x = (taps - center[row] + 0.5) * inv
+      w = np.maximum(0.0, 1.0 - np.abs(x)) if method == "bilinear" else _cubic(x, -0.5)
+      out[row, taps] = w / w.sum()
+    return out
+  src = (i + 0.5) * scale - 0.5
+  if method == "bilinear":
+    src = np.maximum(src, 0.0)
+    i0 = np.floor(src).astype(int)
+    frac = src - i0
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    np.add.at(out, (i, i0), 1.0 - frac)
+    np.add.at(out, (i, i1), frac)
+    return out
+  i0 = np.floor(src).astype(int)
+  frac = src - i0
+  for k in range(-1, 3):
+    np.add.at(out, (i, np.clip(i0 + k, 0, in_size - 1)), _cubic(k - frac, -0.75))
+  return out
+
+
+def resize_posemb_grid(posemb: jax.Array, old_grid: tuple[int, int],
+                       new_grid: tuple[int, int], method: str = "bilinear_antialias"
+                       ) -> jax.Array:
+  """[..., gh*gw, D] -> [..., gh'*gw', D], resized inside the graph.
+
+  `method`: one of options.POSEMB_RESIZE (not None): torch's F.interpolate with
+  align_corners=False, the resize timm (`resample_abs_pos_embed`, NaFlexViT) and
+  transformers' SigLIP 2 apply to their learned grid for each input size, as two
+  [out, in] matrices (interpolation_matrix) applied in float32. The offline resize of
+  a checkpoint (`vit_jax.checkpoint.posemb`) keeps the aligned-corner spline of the
+  original vit_jax instead.
   """
   gh, gw = old_grid
   if posemb.shape[-2] != gh * gw:
@@ -224,7 +275,11 @@ def resize_posemb_grid(posemb: jax.Array, old_grid: tuple[int, int],
                      f"{gh * gw}.")
   if tuple(new_grid) == tuple(old_grid):
     return posemb
+  kind, _, aa = method.partition("_")
+  rows, cols = (jnp.asarray(interpolation_matrix(n, m, kind, bool(aa)), jnp.float32)
+                for n, m in zip(old_grid, new_grid))
   lead, width = posemb.shape[:-2], posemb.shape[-1]
   grid = posemb.reshape(*lead, gh, gw, width).astype(jnp.float32)  # [..., gh, gw, D]
-  out = jax.image.resize(grid, (*lead, *new_grid, width), method=method, antialias=antialias)
+  out = jnp.einsum("ph,qw,...hwd->...pqd", rows, cols, grid,
+                   precision=jax.lax.Precision.HIGHEST)  # [..., gh', gw', D]
   return out.reshape(*lead, new_grid[0] * new_grid[1], width).astype(posemb.dtype)

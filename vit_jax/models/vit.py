@@ -25,6 +25,7 @@ or only the patches with `no_embed_class`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Optional, Union
 
@@ -32,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models import layers, numerics
+from vit_jax.models import layers, numerics, positions
 from vit_jax.models.options import EncoderOptions, OptionsClone
 from vit_jax.models.positions import sincos2d_posemb
 
@@ -44,22 +45,40 @@ POSEMB_TYPES = ("learn", "sincos2d", "none")
 
 
 class AddPositionEmbs(nn.Module):
-  """Adds a learned position embedding `pos_embedding` [1, L, D] to [B, L, D]."""
+  """Adds a learned position embedding `pos_embedding` [1, L, D] to [B, L, D].
+
+  With `resize` (options.POSEMB_RESIZE) an input of another length is served too: the
+  stored rows after the first `num_prefix_rows` form a square grid, which is resized in
+  the graph to the input's patch `grid` (gh, gw) (positions.resize_posemb_grid).
+  """
   param_dtype: Dtype = jnp.float32
+  resize: Optional[str] = None
+  num_prefix_rows: int = 0
+  grid: Optional[tuple[int, int]] = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     # Checked before self.param, whose own shape error does not say what to do.
-    if self.has_variable("params", "pos_embedding"):
-      stored = self.get_variable("params", "pos_embedding").shape
-      if tuple(stored[1:]) != tuple(x.shape[1:]):
-        raise ValueError(
-            f"pos_embedding has {stored[1]} tokens of width {stored[2]}, the input gives "
-            f"{x.shape[1]} tokens of width {x.shape[2]}: resize the position embeddings "
-            "with vit_jax.checkpoint.adapt(...) or feed the image size the parameters "
-            "were made for.")
-    posemb = self.param("pos_embedding", nn.initializers.normal(stddev=0.02),
-                        (1,) + x.shape[1:], self.param_dtype)
+    stored = (self.get_variable("params", "pos_embedding").shape
+              if self.has_variable("params", "pos_embedding") else (1,) + x.shape[1:])
+    if stored[2] != x.shape[2] or (stored[1] != x.shape[1] and self.resize is None):
+      raise ValueError(
+          f"pos_embedding has {stored[1]} tokens of width {stored[2]}, the input gives "
+          f"{x.shape[1]} tokens of width {x.shape[2]}: resize the position embeddings "
+          "with vit_jax.checkpoint.adapt(...), feed the image size the parameters "
+          "were made for, or build the model with posemb_resize (e.g. 'bicubic').")
+    posemb = self.param("pos_embedding", nn.initializers.normal(stddev=0.02), stored,
+                        self.param_dtype)
+    if stored[1] != x.shape[1]:
+      if self.grid is None or self.grid[0] * self.grid[1] + self.num_prefix_rows != x.shape[1]:
+        raise ValueError(f"posemb_resize needs the input's patch grid: {x.shape[1]} tokens "
+                         f"are not {self.num_prefix_rows} prefix rows and a grid "
+                         f"{self.grid} (video position embeddings are not resized here).")
+      old_grid = positions.grid_from_rows(stored[1], self.num_prefix_rows)
+      prefix = posemb[:, :self.num_prefix_rows]
+      grid = positions.resize_posemb_grid(posemb[:, self.num_prefix_rows:], old_grid,
+                                          self.grid, self.resize)
+      posemb = jnp.concatenate([prefix, grid], axis=1)
     return x + posemb.astype(x.dtype)
 
 
@@ -68,8 +87,9 @@ class Encoder(OptionsClone, nn.Module):
 
   [B, L, D] -> [B, L, D], L = num_prefix_tokens + patch tokens. With
   `options.no_embed_class` the position embedding covers only the tokens after the
-  first `num_prefix_tokens`; `rope_grid` (gh, gw) is the patch grid the blocks' RoPE
-  rotates by. With `options.fc_norm` the final LayerNorm is left to the model (after
+  first `num_prefix_tokens`; `patch_grid` (gh, gw) is the grid of the patch tokens, which
+  the blocks' RoPE rotates by and `options.posemb_resize` resizes the position embedding
+  to. With `options.fc_norm` the final LayerNorm is left to the model (after
   pooling). With `options.scan_layers` the blocks run under `nn.scan`
   and their parameters are stacked on a leading axis under `encoderblock`;
   otherwise they live under `encoderblock_{i}`. `vit_jax.models.layout`
@@ -80,7 +100,7 @@ class Encoder(OptionsClone, nn.Module):
   num_heads: int
   add_position_embedding: bool = True
   num_prefix_tokens: int = 0
-  rope_grid: Optional[tuple[int, int]] = None
+  patch_grid: Optional[tuple[int, int]] = None
   options: EncoderOptions = EncoderOptions()
 
   def block(self) -> tuple[type[nn.Module], dict[str, Any]]:
@@ -90,7 +110,7 @@ class Encoder(OptionsClone, nn.Module):
     """
     return layers.Encoder1DBlock, dict(
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, num_prefix_tokens=self.num_prefix_tokens,
-        rope_grid=self.rope_grid, options=self.options)
+        patch_grid=self.patch_grid, options=self.options)
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True,
@@ -105,12 +125,14 @@ class Encoder(OptionsClone, nn.Module):
     o = self.options
     mask = None if token_mask is None else layers.attention_mask(token_mask)  # [B, 1, L, L]
     if self.add_position_embedding:
+      add = functools.partial(AddPositionEmbs, param_dtype=o.param_dtype,
+                              resize=o.posemb_resize, grid=self.patch_grid,
+                              name="posembed_input")
       if o.no_embed_class and self.num_prefix_tokens:
         prefix, patches = x[:, :self.num_prefix_tokens], x[:, self.num_prefix_tokens:]
-        patches = AddPositionEmbs(param_dtype=o.param_dtype, name="posembed_input")(patches)
-        x = jnp.concatenate([prefix, patches], axis=1)
+        x = jnp.concatenate([prefix, add()(patches)], axis=1)
       else:
-        x = AddPositionEmbs(param_dtype=o.param_dtype, name="posembed_input")(x)
+        x = add(num_prefix_rows=self.num_prefix_tokens)(x)
     x = nn.Dropout(rate=o.dropout_rate)(x, deterministic=deterministic)
     if o.pre_norm:
       x = layers.layer_norm(o, name="pre_norm")(x)
@@ -328,7 +350,7 @@ class VisionTransformer(TransformerModel):
         num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
         add_position_embedding=self.posemb == "learn",
         num_prefix_tokens=o.num_prefix_tokens(self.classifier),
-        rope_grid=(gh, gw) if o.rope is not None else None, options=o,
+        patch_grid=(gh, gw), options=o,
         name="Transformer")(x, deterministic=not train)
 
     patch_tokens = x[:, o.num_prefix_tokens(self.classifier):]  # [B, P + N, D] -> [B, N, D]

@@ -347,21 +347,21 @@ class VideoTransformer(vit.TransformerModel):
     return x.reshape((batch, frames) + x.shape[1:])  # -> [B, T, gh, gw, D]
 
   def encode(self, x: jax.Array, name: str, cls_name: str, num_layers: int, mlp_dim: int,
-             num_heads: int, train: bool, rope_grid: Optional[tuple[int, int]] = None,
+             num_heads: int, train: bool, patch_grid: Optional[tuple[int, int]] = None,
              **encoder_kwargs: Any) -> jax.Array:
     """cls / registers, VideoEncoder `name`, pooling (fc_norm): [B, L, D] -> [B, D].
 
-    `rope_grid`: the spatial grid of the tokens (time-major frames of it) when the
+    `patch_grid`: the spatial grid of the tokens (time-major frames of it) when the
     encoder rotates by position; None: an encoder without RoPE.
     """
-    o = self.options if rope_grid is not None or self.options.rope is None else (
+    o = self.options if patch_grid is not None or self.options.rope is None else (
         self.options.replace(rope=None, rope_temperature=None, rope_reference_grid=None))
     suffix = cls_name.removeprefix("cls")
     classifier = self.classifier_in_use
     x = vit.add_prefix_tokens(self, x, classifier, names=(
         cls_name, "dist" + suffix, "registers" + suffix))  # [B, P + L, D]
     x = VideoEncoder(num_layers=num_layers, mlp_dim=mlp_dim, num_heads=num_heads,
-                     num_prefix_tokens=o.num_prefix_tokens(classifier), rope_grid=rope_grid,
+                     num_prefix_tokens=o.num_prefix_tokens(classifier), patch_grid=patch_grid,
                      options=o, name=name, **encoder_kwargs)(x, deterministic=not train)
     x = vit.pool_tokens(x, classifier, o)
     if o.fc_norm:
@@ -379,7 +379,7 @@ class VideoTransformer(vit.TransformerModel):
       x = x.reshape(batch * t, gh * gw, width)  # [B, t, gh, gw, D] -> [B*t, n, D]
       x = self.encode(x, "SpatialTransformer", "cls_SpatialTransformer",
                       self.num_layers, self.mlp_dim, self.num_heads, train,
-                      rope_grid=(gh, gw) if self.options.rope is not None else None)
+                      patch_grid=(gh, gw) if self.options.rope is not None else None)
       x = x.reshape(batch, t, width)  # [B*t, D] -> [B, t, D]
       if self.variant == "factorised_encoder":
         x = self.encode(
@@ -393,7 +393,7 @@ class VideoTransformer(vit.TransformerModel):
       x = x.reshape(batch, t * gh * gw, width)  # [B, t, gh, gw, D] -> [B, t*n, D]
       x = self.encode(x, "Transformer", "cls", self.num_layers, self.mlp_dim,
                       self.num_heads, train,
-                      rope_grid=(gh, gw) if self.options.rope is not None else None,
+                      patch_grid=(gh, gw) if self.options.rope is not None else None,
                       variant=self.variant, temporal_grid=t,
                       attention_order=self.attention_order or ATTENTION_ORDERS[0],
                       zero_init_time_attention=self.zero_init_time_attention)
