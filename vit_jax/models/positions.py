@@ -257,6 +257,64 @@ def interpolation_matrix(in_size: int, out_size: int, method: str = "bilinear",
   return out
 
 
+def interpolation_weights(index: jax.Array, out_size: jax.Array, in_size: int,
+                          method: str = "bilinear", antialias: bool = False) -> jax.Array:
+  """Row `index` of interpolation_matrix(in_size, out_size, ...) for traced sizes: [..., in].
+
+  `index` and `out_size` are integer arrays of one shape (e.g. every token of a packed
+  sequence with its image's grid size), `in_size` the stored grid's side. Float32, the
+  same weights as interpolation_matrix to float32 rounding.
+  """
+  f32 = jnp.float32
+  i = jnp.asarray(index).astype(f32)[..., None]
+  scale = f32(in_size) / jnp.asarray(out_size).astype(f32)[..., None]
+  taps = jnp.arange(in_size, dtype=f32)
+  if antialias:
+    stretch = jnp.maximum(scale, 1.0)
+    support = (1.0 if method == "bilinear" else 2.0) * stretch
+    center = scale * (i + 0.5)
+    lo = jnp.maximum(jnp.trunc(center - support + 0.5), 0.0)
+    hi = jnp.minimum(jnp.trunc(center + support + 0.5), f32(in_size))
+    x = (taps - center + 0.5) / stretch
+    w = (jnp.maximum(0.0, 1.0 - jnp.abs(x)) if method == "bilinear"
+         else jnp.asarray(_cubic_jnp(x, -0.5)))
+    w = jnp.where((taps >= lo) & (taps < hi), w, 0.0)
+    return w / jnp.sum(w, axis=-1, keepdims=True)
+  src = (i + 0.5) * scale - 0.5
+  one_hot = lambda k: (taps == k).astype(f32)
+  if method == "bilinear":
+    src = jnp.maximum(src, 0.0)
+    i0 = jnp.floor(src)
+    frac = src - i0
+    return one_hot(i0) * (1.0 - frac) + one_hot(jnp.minimum(i0 + 1, in_size - 1)) * frac
+  i0 = jnp.floor(src)
+  frac = src - i0
+  return sum(one_hot(jnp.clip(i0 + k, 0, in_size - 1)) * _cubic_jnp(k - frac, -0.75)
+             for k in range(-1, 3))
+
+
+def _cubic_jnp(x: jax.Array, a: float) -> jax.Array:
+  x = jnp.abs(x)
+  near = ((a + 2) * x - (a + 3)) * x * x + 1
+  far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+  return jnp.where(x <= 1, near, jnp.where(x < 2, far, 0.0))
+
+
+def posemb_at(grid: jax.Array, coords: jax.Array, grids: jax.Array, method: str) -> jax.Array:
+  """Each token's position embedding, interpolated from a learned grid for its image's size.
+
+  grid [GH, GW, D] (the stored one); coords [..., 2] (row, col) and grids [..., 2]
+  (gh, gw) per token -> [..., D]: the row of `resize_posemb_grid(grid, (gh, gw))` at
+  (row, col), computed per token, so images of different sizes in one packed sequence
+  each get their own resize (`method`: options.POSEMB_RESIZE).
+  """
+  kind, _, aa = method.partition("_")
+  rows = interpolation_weights(coords[..., 0], grids[..., 0], grid.shape[0], kind, bool(aa))
+  cols = interpolation_weights(coords[..., 1], grids[..., 1], grid.shape[1], kind, bool(aa))
+  return jnp.einsum("...h,...w,hwd->...d", rows, cols, grid.astype(jnp.float32),
+                    precision=jax.lax.Precision.HIGHEST)
+
+
 def resize_posemb_grid(posemb: jax.Array, old_grid: tuple[int, int],
                        new_grid: tuple[int, int], method: str = "bilinear_antialias"
                        ) -> jax.Array:

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax.models import layers, numerics, positions
+from vit_jax.models import packed as packed_lib
 from vit_jax.models.options import EncoderOptions, OptionsClone
 from vit_jax.models.positions import sincos2d_posemb
 
@@ -57,7 +58,12 @@ class AddPositionEmbs(nn.Module):
   grid: Optional[tuple[int, int]] = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array,
+               token_positions: Optional[tuple[jax.Array, jax.Array]] = None) -> jax.Array:
+    """[B, L, D] -> [B, L, D]. `token_positions` (coords, grids), each [B, L, 2]: a packed
+    sequence (models.packed), each token taking the row of its own image's resized grid."""
+    if token_positions is not None:
+      return x + self.packed_posemb(x, *token_positions)
     # Checked before self.param, whose own shape error does not say what to do.
     stored = (self.get_variable("params", "pos_embedding").shape
               if self.has_variable("params", "pos_embedding") else (1,) + x.shape[1:])
@@ -80,6 +86,20 @@ class AddPositionEmbs(nn.Module):
                                           self.grid, self.resize)
       posemb = jnp.concatenate([prefix, grid], axis=1)
     return x + posemb.astype(x.dtype)
+
+  def packed_posemb(self, x: jax.Array, coords: jax.Array, grids: jax.Array) -> jax.Array:
+    """[B, L, D] of a packed sequence's position embeddings (positions.posemb_at)."""
+    if not self.has_variable("params", "pos_embedding"):
+      raise ValueError("A packed batch does not say the size of the learned position "
+                       "embedding: initialise the model with images of its size, then apply "
+                       "it to packed batches.")
+    if self.resize is None or self.num_prefix_rows:
+      raise ValueError("Packed sequences need posemb_resize (each image's grid is resized "
+                       "from the stored one) and no position rows for prefix tokens.")
+    posemb = self.get_variable("params", "pos_embedding")  # [1, GH * GW, D]
+    gh, gw = positions.grid_from_rows(posemb.shape[1], 0)
+    table = posemb[0].reshape(gh, gw, posemb.shape[-1])  # [GH, GW, D]
+    return positions.posemb_at(table, coords, grids, self.resize).astype(x.dtype)
 
 
 class Encoder(OptionsClone, nn.Module):
@@ -114,13 +134,15 @@ class Encoder(OptionsClone, nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True,
-               token_mask: Optional[jax.Array] = None) -> jax.Array:
+               token_mask: Optional[jax.Array] = None,
+               token_positions: Optional[tuple[jax.Array, jax.Array]] = None) -> jax.Array:
     """[B, L, D] -> [B, L, D].
 
     `token_mask` [B, L] (layers.attention_mask): 0 marks padding, which no real token
     attends to, so the real tokens' outputs are those of the sequence without the
     padding; equal non-zero ids form the images of a packed sequence. None compiles
-    to the unmasked program.
+    to the unmasked program. `token_positions` (coords, grids) [B, L, 2] each: the
+    patch positions of a packed sequence (AddPositionEmbs).
     """
     o = self.options
     mask = None if token_mask is None else layers.attention_mask(token_mask)  # [B, 1, L, L]
@@ -131,6 +153,8 @@ class Encoder(OptionsClone, nn.Module):
       if o.no_embed_class and self.num_prefix_tokens:
         prefix, patches = x[:, :self.num_prefix_tokens], x[:, self.num_prefix_tokens:]
         x = jnp.concatenate([prefix, add()(patches)], axis=1)
+      elif token_positions is not None:
+        x = add(num_prefix_rows=self.num_prefix_tokens)(x, token_positions)
       else:
         x = add(num_prefix_rows=self.num_prefix_tokens)(x)
     x = nn.Dropout(rate=o.dropout_rate)(x, deterministic=deterministic)
@@ -187,8 +211,13 @@ class MAPHead(OptionsClone, nn.Module):
   options: EncoderOptions = EncoderOptions()
 
   @nn.compact
-  def __call__(self, x: jax.Array, token_mask: Optional[jax.Array] = None) -> jax.Array:
-    """[B, L, D] -> [B, D]; `token_mask` [B, L]: the probe leaves the 0 (padding) out."""
+  def __call__(self, x: jax.Array, token_mask: Optional[jax.Array] = None,
+               max_images: Optional[int] = None) -> jax.Array:
+    """[B, L, D] -> [B, D]; `token_mask` [B, L]: the probe leaves the 0 (padding) out.
+
+    With `max_images` M, the probe pools each image k = 1..M of a packed row
+    (`token_mask` holds the image ids) on its own: [B, L, D] -> [B, M, D].
+    """
     o = self.options.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
                              attention_score="scaled_dot")
     if o.qkv_bias != "qkv" or o.qk_norm or o.rope is not None or o.mlp_inner_norm or (
@@ -199,13 +228,17 @@ class MAPHead(OptionsClone, nn.Module):
     batch, _, width = x.shape
     probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, width),
                        o.param_dtype)
-    probe = jnp.tile(probe.astype(x.dtype), [batch, 1, 1])  # [B, 1, D]
-    masked = {} if token_mask is None else {"mask": layers.key_mask(token_mask)}
+    queries = max_images or 1
+    probe = jnp.tile(probe.astype(x.dtype), [batch, queries, 1])  # [B, M, D]
+    if max_images:  # query k attends to image k + 1's tokens: [B, 1, M, L]
+      masked = {"mask": token_mask[:, None, None, :] == jnp.arange(1, queries + 1)[:, None]}
+    else:
+      masked = {} if token_mask is None else {"mask": layers.key_mask(token_mask)}
     x = layers.MultiHeadDotProductAttention(num_heads=self.num_heads, options=o)(
         probe, x, **masked)
     y = layers.layer_norm(o)(x)
     x = x + layers.MlpBlock(mlp_dim=self.mlp_dim, options=o)(y)
-    return x[:, 0]
+    return x if max_images else x[:, 0]
 
 
 def check_token_options(options: EncoderOptions, classifier: str,
@@ -269,6 +302,25 @@ def pool_tokens(x: jax.Array, classifier: str, options: EncoderOptions,
   return x
 
 
+def pool_images(x: jax.Array, image_ids: jax.Array, max_images: int, classifier: str,
+                map_head: Optional[nn.Module] = None) -> jax.Array:
+  """Packed encoder output [B, L, D] -> one pooled vector per image, [B, M, D].
+
+  Image k (ids 1..M) of row b lands at [b, k - 1]; a slot without an image is zeros.
+  "gap" averages each image's tokens, "map" runs the probe once per image.
+  """
+  slots = image_ids[:, :, None] == jnp.arange(1, max_images + 1)  # [B, L, M]
+  counts = jnp.sum(slots, axis=1)[..., None]  # [B, M, 1]
+  if classifier == "gap":
+    pooled = jnp.einsum("blm,bld->bmd", slots.astype(x.dtype), x) / jnp.maximum(counts, 1)
+  elif classifier == "map":
+    pooled = map_head(x, image_ids, max_images)
+  else:
+    raise ValueError(f"Packed sequences pool each image with classifier 'gap' or 'map', "
+                     f"not {classifier!r} (a cls token per image is not supported).")
+  return jnp.where(counts > 0, pooled, 0)
+
+
 class TransformerModel(OptionsClone, nn.Module):
   """The fields ViT and ViViT share: the registered size, the patch, the head, options.
 
@@ -326,6 +378,8 @@ class VisionTransformer(TransformerModel):
     downstream use (linear probes, dense heads, retrieval).
     """
     self.check_config()
+    if isinstance(images, packed_lib.PackedPatches):
+      return self.packed(images, train, features)
     if images.ndim != 4:
       raise ValueError(f"Expected images [B, H, W, C], got shape {images.shape}.")
     ph, pw = self.patch_hw
@@ -366,6 +420,49 @@ class VisionTransformer(TransformerModel):
                                  None if features else self.num_classes, o,
                                  head_name="head", head_bias_init=self.head_bias_init)
     return {"pooled": out, "patch_tokens": patch_tokens} if features else out
+
+  def packed(self, batch: packed_lib.PackedPatches, train: bool,
+             features: bool) -> jax.Array | dict[str, jax.Array]:
+    """A packed batch (models.packed) -> logits [B, M, num_classes] (pooled [B, M, D]).
+
+    The same parameters as for images: each patch goes through the patch embedding
+    alone, the position embedding is each image's own resize of the stored grid, the
+    encoder masks attention to each image and pooling ("gap" or "map") is per image. So
+    each image's output equals running it alone at its size (tests/models/test_packed.py).
+    """
+    o = self.options
+    if o.num_prefix_tokens(self.classifier) or o.rope is not None or self.posemb != "learn":
+      raise ValueError(
+          "Packed sequences are supported for models with a learned position embedding, no "
+          "cls / distillation / register tokens and no RoPE (SigLIP 2 NaFlex, NaViT); this "
+          f"model has classifier={self.classifier!r}, posemb={self.posemb!r}, "
+          f"rope={o.rope!r}, {o.num_prefix_tokens(self.classifier)} prefix tokens.")
+    ph, pw = self.patch_hw
+    b, length, dim = batch.patches.shape
+    channels = dim // (ph * pw)
+    if channels * ph * pw != dim:
+      raise ValueError(f"Packed patches of {dim} values are not {ph}x{pw} patches.")
+    pixels = jnp.reshape(batch.patches, (b * length, ph, pw, channels))  # one patch each
+    x = nn.Conv(self.hidden_size, (ph, pw), strides=(ph, pw), padding="VALID",
+                use_bias=o.patch_bias, name="embedding", **numerics.conv_kwargs(o))(
+                    pixels.astype(o.dtype))
+    x = jnp.reshape(x, (b, length, self.hidden_size))  # [B*L, 1, 1, D] -> [B, L, D]
+    ids = batch.image_ids
+    x = Encoder(num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+                options=o, name="Transformer")(
+                    x, deterministic=not train, token_mask=ids,
+                    token_positions=(batch.coords, batch.grids))
+    map_head = (MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads, options=o)
+                if self.classifier == "map" else None)
+    pooled = pool_images(x, ids, batch.max_images, self.classifier, map_head)  # [B, M, D]
+    if o.fc_norm:
+      pooled = layers.layer_norm(o, name="fc_norm")(pooled)
+    out = layers.classifier_head(pooled, self.representation_size,
+                                 None if features else self.num_classes, o,
+                                 head_name="head", head_bias_init=self.head_bias_init)
+    present = jnp.any(ids[:, :, None] == jnp.arange(1, batch.max_images + 1), axis=1)
+    out = jnp.where(present[..., None], out, 0)  # slots without an image: zeros
+    return {"pooled": out, "patch_tokens": x} if features else out
 
   def distilled_heads(self, x: jax.Array, pooled_only: bool = False) -> jax.Array:
     """DeiT distilled: mean of `head` on the cls token and `head_dist` on the

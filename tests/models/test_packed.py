@@ -1,0 +1,75 @@
+"""Packed sequences (NaViT / NaFlex): each image's result equals running it alone.
+
+Images of four sizes and aspect ratios are packed greedily into rows of 32 patches with
+padding; the model (learned position embedding with posemb_resize, gap or MAP pooling)
+gives, for each image, the logits and pooled features of that image run alone at its own
+size (1e-5), and padding changes nothing.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_jax.models import create_model, positions
+from vit_jax.models.packed import pack_images, patchify
+
+PATCH = (4, 4)
+SIZES = [(8, 12), (16, 8), (12, 20), (20, 20), (4, 4)]  # grids 2x3, 4x2, 3x5, 5x5, 1x1
+
+
+def _images():
+  rng = np.random.default_rng(0)
+  return [rng.uniform(-1, 1, (h, w, 3)).astype(np.float32) for h, w in SIZES]
+
+
+@pytest.mark.parametrize("classifier,resize", [("gap", "bilinear_antialias"),
+                                               ("map", "bicubic")])
+def test_each_packed_image_equals_its_run_alone(classifier, resize):
+  model = create_model("ViT-Mu_4", num_classes=5, classifier=classifier, posemb_resize=resize)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(1), p.shape),
+                        params)  # a non-zero head
+  images = _images()
+  packed, slots = pack_images(images, PATCH, seq_len=32, max_images=3)
+  assert packed.patches.shape[0] < len(images)  # some rows hold several images
+  assert (packed.image_ids == 0).any()  # and there is padding
+  logits = model.apply({"params": params}, packed)
+  feats = model.apply({"params": params}, packed, features=True)["pooled"]
+  assert logits.shape == (packed.patches.shape[0], 3, 5)
+  for image, slot in zip(images, slots):
+    alone = model.apply({"params": params}, image[None])
+    alone_feats = model.apply({"params": params}, image[None], features=True)["pooled"]
+    np.testing.assert_allclose(logits[slot], alone[0], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(feats[slot], alone_feats[0], atol=1e-5, rtol=1e-5)
+  used = {slot for slot in slots}
+  for b in range(logits.shape[0]):
+    for k in range(3):
+      if (b, k) not in used:
+        np.testing.assert_array_equal(logits[b, k], 0)
+
+
+def test_in_graph_weights_equal_the_interpolation_matrices():
+  for method in ("bilinear", "bicubic"):
+    for antialias in (False, True):
+      for g, n in [(7, 3), (7, 12), (5, 5), (4, 1), (6, 11)]:
+        rows = positions.interpolation_weights(jnp.arange(n), jnp.full((n,), n), g, method,
+                                               antialias)
+        np.testing.assert_allclose(
+            rows, positions.interpolation_matrix(g, n, method, antialias), atol=2e-6,
+            err_msg=f"{method} antialias={antialias} {g}->{n}")
+
+
+def test_patchify_and_packing_refusals():
+  image = np.arange(8 * 12 * 3, dtype=np.float32).reshape(8, 12, 3)
+  tokens = patchify(image, PATCH)
+  np.testing.assert_array_equal(tokens[4], image[4:8, 4:8].reshape(-1))  # row 1, col 1 of 2x3
+  with pytest.raises(ValueError, match="more than the sequence length"):
+    pack_images([np.zeros((20, 20, 3))], PATCH, seq_len=16, max_images=2)
+  with pytest.raises(ValueError, match="whole number of 4x4 patches"):
+    patchify(np.zeros((3, 8, 3)), PATCH)
+  model = create_model("ViT-Mu_4", num_classes=5, posemb_resize="bicubic")  # cls token
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  packed, _ = pack_images(_images()[:2], PATCH, seq_len=32, max_images=2)
+  with pytest.raises(ValueError, match="prefix tokens"):
+    model.apply({"params": params}, packed)
