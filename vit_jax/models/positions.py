@@ -207,12 +207,12 @@ def rope_angles(options: EncoderOptions, grid: tuple[int, int], head_dim: int) -
 # Learned grids at another input size, inside the graph.
 # ---------------------------------------------------------------------------
 
-def _cubic(x: np.ndarray, a: float) -> np.ndarray:
-  """Keys' cubic convolution kernel with parameter `a`."""
-  x = np.abs(x)
+def _cubic(x: Array, a: float, xp: Any = np) -> Array:
+  """Keys' cubic convolution kernel with parameter `a` (xp: numpy, or jax.numpy in graph)."""
+  x = xp.abs(x)
   near = ((a + 2) * x - (a + 3)) * x * x + 1
   far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-  return np.where(x <= 1, near, np.where(x < 2, far, 0.0))
+  return xp.where(x <= 1, near, xp.where(x < 2, far, 0.0))
 
 
 def interpolation_matrix(in_size: int, out_size: int, method: str = "bilinear",
@@ -277,7 +277,7 @@ def interpolation_weights(index: jax.Array, out_size: jax.Array, in_size: int,
     hi = jnp.minimum(jnp.trunc(center + support + 0.5), f32(in_size))
     x = (taps - center + 0.5) / stretch
     w = (jnp.maximum(0.0, 1.0 - jnp.abs(x)) if method == "bilinear"
-         else jnp.asarray(_cubic_jnp(x, -0.5)))
+         else _cubic(x, -0.5, jnp))
     w = jnp.where((taps >= lo) & (taps < hi), w, 0.0)
     return w / jnp.sum(w, axis=-1, keepdims=True)
   src = (i + 0.5) * scale - 0.5
@@ -289,15 +289,8 @@ def interpolation_weights(index: jax.Array, out_size: jax.Array, in_size: int,
     return one_hot(i0) * (1.0 - frac) + one_hot(jnp.minimum(i0 + 1, in_size - 1)) * frac
   i0 = jnp.floor(src)
   frac = src - i0
-  return sum(one_hot(jnp.clip(i0 + k, 0, in_size - 1)) * _cubic_jnp(k - frac, -0.75)
+  return sum(one_hot(jnp.clip(i0 + k, 0, in_size - 1)) * _cubic(k - frac, -0.75, jnp)
              for k in range(-1, 3))
-
-
-def _cubic_jnp(x: jax.Array, a: float) -> jax.Array:
-  x = jnp.abs(x)
-  near = ((a + 2) * x - (a + 3)) * x * x + 1
-  far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-  return jnp.where(x <= 1, near, jnp.where(x < 2, far, 0.0))
 
 
 def posemb_at(grid: jax.Array, coords: jax.Array, grids: jax.Array, method: str) -> jax.Array:
