@@ -1,0 +1,160 @@
+"""benchmarks/gpu_check.py, the one-call GPU check, kept from rotting between GPU loans.
+
+Its --dry-run runs every row at tiny sizes on the CPU, as the lent GPU machine would run
+them: TensorFlow, TensorFlow Datasets and ml_collections are absent there (a child
+process's import system refuses them here, and records every attempt), and so are torch
+and timm here (their rows must say they were skipped, not fail). It then checks that a
+batch over the memory limit is refused and the next smaller one measured. The other tests
+check the rest of what a GPU run leans on when something goes wrong: a row over its time
+budget is stopped and recorded while the files stay readable, a spent budget skips rows,
+and bad arguments are refused before anything is written.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.helpers import REPO, subprocess_env
+
+SCRIPT = os.path.join(REPO, "benchmarks", "gpu_check.py")
+GPU_ONLY = {"cudnn_vs_xla", "vit_b16_attn_cudnn"}
+TIMM = {"timm_b16_eager", "timm_b16_compile"}
+
+# sitecustomize runs at the start of every Python process that has this folder on its
+# PYTHONPATH: the check and each of its workers.
+BLOCKER = textwrap.dedent("""
+    import importlib.abc
+    import os
+    import sys
+
+    BLOCKED = ("tensorflow", "tensorflow_datasets", "ml_collections", "torch", "timm")
+
+    class Absent(importlib.abc.MetaPathFinder):
+      def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+          with open(os.environ["GPU_CHECK_TEST_IMPORTS"], "a") as f:
+            f.write(name + "\\n")
+          raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+
+    sys.meta_path.insert(0, Absent())
+""")
+
+
+def _run(tmp_path, *args, blocked=False):
+  env = subprocess_env(devices=None)
+  if blocked:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", REPO)])
+    env["GPU_CHECK_TEST_IMPORTS"] = str(tmp_path / "imports.txt")
+  return subprocess.run([sys.executable, SCRIPT, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_dry_run_runs_every_row_without_tensorflow_or_ml_collections(tmp_path):
+  out = tmp_path / "out"
+  proc = _run(tmp_path, "--dry-run", "--out", str(out), blocked=True)
+  assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+  attempts = (tmp_path / "imports.txt").read_text().split() if (
+      tmp_path / "imports.txt").exists() else []
+  assert not [m for m in attempts if m.partition(".")[0] not in ("torch", "timm")], attempts
+
+  report = json.loads((out / "gpu_check.json").read_text())
+  rows = {r["row"]: r for r in report["rows"]}
+  assert list(rows)[:3] == ["env", "matmul_bf16", "golden_fp32"] and len(rows) == 16
+  for name, r in rows.items():
+    if name in GPU_ONLY:
+      assert r["status"] == "skipped" and "needs a GPU" in r["note"], r
+    elif name in TIMM:
+      assert r["status"] == "skipped" and "torch/timm not importable" in r["note"], r
+    else:
+      assert r["status"] == "ok", r
+  assert rows["env"]["platform"] == "cpu" and rows["env"]["spec_bf16_flops"] is None
+  assert rows["matmul_bf16"]["matmul_flops"] > 1e8
+  # Correctness on this device: the golden models against their stored outputs, bf16
+  # within the tests' tolerance.
+  checks = [c for r in rows.values() for c in r.get("checks", [])]
+  assert checks and all(c["pass"] for c in checks), checks
+  assert rows["golden_fp32"]["checks"][0]["error"] < 1e-4
+
+  train = [n for n, r in rows.items() if "train_flops" in r]
+  assert train == ["vit_b16_attn_none", "vit_b16_attn_xla", "vit_b16_scan_remat", "vit_s16",
+                   "vit_l16", "dinov2_l14_518", "vivit_b16x2_st", "vivit_b16x2_fe"]
+  for name in train:
+    r = rows[name]
+    assert r["batch"] == 8 and r["train_img_s"] > 0 and r["compile_s"] > 0, r
+    assert r["train_flops"] > 0 and r["peak_gib"] > 0 and r["mfu_matmul"] > 0, r
+    assert r["mfu_spec"] is None  # a CPU has no bf16 spec peak
+    assert (r.get("infer_img_s", 0) > 0) == (name != "vit_b16_scan_remat"), r
+  # Model FLOPs come from the unrolled program: scan + remat does not change them.
+  assert rows["vit_b16_scan_remat"]["train_flops"] == rows["vit_b16_attn_none"]["train_flops"]
+  assert rows["vivit_b16x2_st"]["frames"] == 4
+
+  table = (out / "gpu_check.md").read_text()
+  assert "| row | model |" in table and "| correctness check |" in table
+  for name in [*train, *GPU_ONLY - {"cudnn_vs_xla"}, *TIMM]:
+    assert f"| {name} |" in table, name
+  for check in checks:
+    assert f"| {check['check']} | {check['error']:.2e} |" in table, check
+  assert "gpu_check: 12 ok, 4 skipped, 0 failed or timed out" in proc.stdout
+
+  # A batch whose XLA peak memory is over --max_gib is refused and the next one measured.
+  limit = 0.99 * rows["vit_b16_attn_none"]["peak_gib"]
+  proc = _run(tmp_path, "--dry-run", "--out", str(tmp_path / "small"), "--rows",
+              "vit_b16_attn_none", "--max_gib", str(limit))
+  assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+  (r,) = json.loads((tmp_path / "small" / "gpu_check.json").read_text())["rows"]
+  assert r["status"] == "ok" and r["batch"] == 4 and 0 < r["peak_gib"] < limit, r
+  assert [b.split(":")[0] for b in r["refused_batches"]] == ["8"], r
+  assert "RESOURCE_EXHAUSTED: XLA's peak" in r["refused_batches"][0]
+  assert "refused batches 8" in (tmp_path / "small" / "gpu_check.md").read_text()
+
+
+def test_a_row_over_its_budget_is_stopped_and_recorded(tmp_path):
+  # 2% of the golden row's 60 s: its worker cannot even import jax and compile in 1.2 s.
+  out = tmp_path / "out"
+  proc = _run(tmp_path, "--dry-run", "--out", str(out), "--rows", "golden_fp32",
+              "--budget_scale", "0.02")
+  assert proc.returncode == 1, proc.stdout + proc.stderr
+  rows = json.loads((out / "gpu_check.json").read_text())["rows"]
+  assert [(r["row"], r["status"]) for r in rows] == [("golden_fp32", "timed out")], rows
+  assert "over its 1 s budget" in rows[0]["error"]
+  assert "| golden_fp32 | - | - | timed out: over its 1 s budget |" in (
+      out / "gpu_check.md").read_text()
+
+
+def test_a_spent_budget_skips_the_rows_without_starting_a_worker(tmp_path):
+  out = tmp_path / "out"
+  proc = _run(tmp_path, "--out", str(out), "--budget_s", "0", "--rows", "env,vit_s16")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  rows = json.loads((out / "gpu_check.json").read_text())["rows"]
+  assert [r["status"] for r in rows] == ["skipped", "skipped"]
+  assert "budget was spent" in rows[1]["note"]
+  assert not (out / "gpu_check.log").read_text()  # no worker wrote anything
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--rows", "vit_b16,env"], "unknown row(s) vit_b16: choose from env, matmul_bf16"),
+    (["--budget_s", "-1"], "--budget_s and --max_gib must be >= 0"),
+])
+def test_bad_arguments_are_refused_before_anything_is_written(tmp_path, args, message):
+  out = tmp_path / "out"
+  proc = _run(tmp_path, "--out", str(out), *args)
+  assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not out.exists()
+
+
+def test_out_must_be_a_folder(tmp_path):
+  target = tmp_path / "file.md"
+  target.write_text("kept")
+  proc = _run(tmp_path, "--out", str(target))
+  assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr, proc.stderr
+  assert target.read_text() == "kept"
