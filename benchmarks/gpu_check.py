@@ -57,6 +57,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -215,7 +216,16 @@ def row_env(row: Row, ctx: _Ctx) -> dict:
   import optax  # noqa: PLC0415
   device = jax.local_devices()[0]
   stats = device.memory_stats() or {}
+  # The clocks and power at the start: an MFU far below the others' may be a throttled card.
+  try:
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,"
+                          "clocks.max.sm,power.draw,power.limit,temperature.gpu",
+                          "--format=csv,noheader"], capture_output=True, text=True,
+                         timeout=20).stdout.strip() or None
+  except (OSError, subprocess.SubprocessError):
+    smi = None
   return {"status": "ok", "platform": device.platform, "device_kind": device.device_kind,
+          "nvidia_smi": smi,
           "device_count": jax.local_device_count(),
           "memory_gib": stats.get("bytes_limit", 0) / 2**30 or None,
           "spec_bf16_flops": peak_flops(device.device_kind),
@@ -541,6 +551,7 @@ def worker_main(args) -> None:
     try:
       result = RUNNERS[row.kind](row, ctx)
     except Exception as e:  # noqa: BLE001  (recorded; the next row runs)
+      traceback.print_exc()  # to gpu_check.log
       result = {"status": "failed", "error": _short(e)}
     result["wall_s"] = time.perf_counter() - start
     ctx.results[row_id] = result
@@ -630,6 +641,8 @@ def render_markdown(check: Check) -> str:
       f"TFLOP/s; measured bf16 matmul "
       f"{rows.get('matmul_bf16', {}).get('n', '?')}^3: "
       f"{_fmt(_div(report['matmul_bf16_flops'], 1e12))} TFLOP/s",
+      f"- nvidia-smi at the start (name, driver, SM clock, max SM clock, power, limit, "
+      f"temperature): {env.get('nvidia_smi') or '-'}",
       f"- wall {report['elapsed_s']:.0f} s of a {report['budget_s']:.0f} s budget",
       "",
       "| row | model | input | batch | attention | compile s | train img/s | infer img/s "
@@ -654,6 +667,14 @@ def render_markdown(check: Check) -> str:
         f"| {_fmt(r.get('gflops_img'))} | {_fmt(r.get('train_tflops'))} "
         f"| {_fmt(_pct(r.get('mfu_spec')))} | {_fmt(_pct(r.get('mfu_matmul')))} "
         f"| {_fmt(r.get('peak_gib'), '.2f')} | {_status(r)} |")
+  ours = rows.get("vit_b16_attn_none", {})
+  if ours.get("train_img_s"):
+    verdict = [f"ViT-B/16 (attention None) trains at {ours['train_img_s']:.0f} images/s, "
+               f"MFU {_fmt(_pct(ours.get('mfu_spec')), '.1f')}% of the spec sheet (goal: >= 50%)"]
+    for name in ("timm_b16_eager", "timm_b16_compile"):
+      if rows.get(name, {}).get("train_img_s"):
+        verdict.append(f"{ours['train_img_s'] / rows[name]['train_img_s']:.2f}x {name}")
+    lines += ["", "; ".join(verdict) + "."]
   lines += ["", "| correctness check | error | tolerance | pass |", "|---|---:|---:|---|"]
   for r in report["rows"]:
     for c in r.get("checks", []):
