@@ -10,6 +10,7 @@ budget is stopped and recorded while the files stay readable, a spent budget ski
 and bad arguments are refused before anything is written.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -158,3 +159,25 @@ def test_out_must_be_a_folder(tmp_path):
   proc = _run(tmp_path, "--out", str(target))
   assert proc.returncode == 2 and "is a file, not a folder" in proc.stderr, proc.stderr
   assert target.read_text() == "kept"
+
+
+def test_a_row_with_the_same_program_copies_the_numbers_instead_of_measuring(tmp_path):
+  """jax <= 0.11 maps attention None to "xla" on GPUs: the xla row is then the None row's
+  program, and is not compiled and timed twice. Here: the None row against itself."""
+  sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+  import gpu_check  # noqa: PLC0415
+
+  row = dataclasses.replace(gpu_check.dry_sizes(gpu_check.ROWS_BY_ID["vit_b16_attn_none"]),
+                            batches=(4,), infer=False)
+  args = gpu_check.parse_args(["--dry-run", "--out", str(tmp_path)])
+  first = gpu_check.row_train(row, gpu_check._Ctx(args, {}))
+  assert first["status"] == "ok" and len(first["program"]) == 16, first
+  again = dataclasses.replace(row, id="again", same_program_as="vit_b16_attn_none")
+  second = gpu_check.row_train(again, gpu_check._Ctx(args, {"vit_b16_attn_none": first}))
+  assert second["note"].startswith("the same program as vit_b16_attn_none"), second
+  for key in ("batch", "program", "compile_s", "train_img_s", "peak_gib", "train_flops"):
+    assert second[key] == first[key], key
+  # Another program (here: another batch) is measured.
+  other = gpu_check.row_train(dataclasses.replace(again, batches=(2,)),
+                              gpu_check._Ctx(args, {"vit_b16_attn_none": first}))
+  assert "note" not in other and other["program"] != first["program"], other
