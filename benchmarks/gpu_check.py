@@ -48,6 +48,7 @@ import dataclasses
 import functools
 import gc
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -208,6 +209,18 @@ class _Ctx:
     self.row_id = ""
 
 
+def _test_module(name: str):
+  """tests/models/NAME.py, loaded from its file: a `tests` package installed on the machine
+  (some distributions ship one) would shadow this repository's namespace package."""
+  if name not in sys.modules:
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(REPO, "tests", "models", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before running it: dataclasses and pickling look it up
+    spec.loader.exec_module(module)
+  return sys.modules[name]
+
+
 def _jax():
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
@@ -230,7 +243,7 @@ def row_env(row: Row, ctx: _Ctx) -> dict:
   except (OSError, subprocess.SubprocessError):
     smi = None
   return {"status": "ok", "platform": device.platform, "device_kind": device.device_kind,
-          "nvidia_smi": smi,
+          "nvidia_smi": smi, "xla_flags": os.environ.get("XLA_FLAGS", ""),
           "device_count": jax.local_device_count(),
           "memory_gib": stats.get("bytes_limit", 0) / 2**30 or None,
           "spec_bf16_flops": peak_flops(device.device_kind),
@@ -252,7 +265,7 @@ def row_matmul(row: Row, ctx: _Ctx) -> dict:
 def row_golden(row: Row, ctx: _Ctx) -> dict:
   """The golden test's five models, their parameters, logits and attention weights."""
   jax, _, np = _jax()
-  from tests.models import test_attention_score as golden_test  # noqa: PLC0415
+  golden_test = _test_module("test_attention_score")
   golden = np.load(golden_test.GOLDEN)
   golden_models = golden_test._golden_models()
   # The dry run keeps the code path and drops repetitions: one model, one precision (the
@@ -284,7 +297,7 @@ def row_golden(row: Row, ctx: _Ctx) -> dict:
 def row_bf16(row: Row, ctx: _Ctx) -> dict:
   """The tests' bf16-vs-f32 pairs: ViT-Nano/4 at 32 px, ViViT-Mu/4x2 per variant."""
   jax, jnp, np = _jax()
-  from tests.models import test_vit, test_vivit  # noqa: PLC0415
+  test_vit, test_vivit = _test_module("test_vit"), _test_module("test_vivit")
   from vit_jax import models  # noqa: PLC0415
   checks = []
   f32 = models.create_model("ViT-Nano_4", num_classes=10)
