@@ -606,6 +606,7 @@ class Check:
   def __init__(self, args, rows: list[Row]):
     self.args, self.rows = args, rows
     self.results: dict[str, dict] = {}
+    self.worker: subprocess.Popen | None = None  # the one running now
     self.start = time.perf_counter()
     self.log = open(os.path.join(args.out, "gpu_check.log"), "a")  # noqa: SIM115
 
@@ -799,7 +800,7 @@ def run(check: Check) -> None:
       if row.worker != pending[0].worker:
         break
       group.append(row)
-    proc = _start_worker(check, group[0].worker, [r.id for r in group])
+    proc = check.worker = _start_worker(check, group[0].worker, [r.id for r in group])
     lines = _lines(proc)
     # The worker's start-up (imports, the device) counts towards its first row.
     current, deadline = group[0], time.perf_counter() + _allowance(check, group[0])
@@ -895,6 +896,21 @@ def main(argv=None) -> int:
   wanted = set(args.rows.split(",")) - {""}
   check = Check(args, [r for r in ROWS if not wanted or r.id in wanted])
   check.write()
+
+  def stopped(signum, frame):
+    # `timeout` (the device call's backstop) signals this process only: the worker has a
+    # session of its own and would run on, holding the GPU.
+    if check.worker is not None and check.worker.poll() is None:
+      _stop(check.worker)
+    for row in check.rows:
+      check.results.setdefault(row.id, {"status": "stopped", "error": f"signal {signum} "
+                                        "stopped the check before this row finished"})
+    check.write()
+    print(f"gpu_check: stopped by signal {signum}; {args.out}/gpu_check.md has the rows "
+          "finished so far", flush=True)
+    sys.exit(128 + signum)
+
+  signal.signal(signal.SIGTERM, stopped)
   run(check)
   check.write()
   print("\n" + render_markdown(check), flush=True)

@@ -13,9 +13,11 @@ and bad arguments are refused before anything is written.
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -181,3 +183,36 @@ def test_a_row_with_the_same_program_copies_the_numbers_instead_of_measuring(tmp
   other = gpu_check.row_train(dataclasses.replace(again, batches=(2,)),
                               gpu_check._Ctx(args, {"vit_b16_attn_none": first}))
   assert "note" not in other and other["program"] != first["program"], other
+
+
+def _workers_writing_to(out) -> list[str]:
+  """Pids of live processes whose command line names `out` (the check's workers)."""
+  pids = []
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read().decode(errors="replace")
+    except OSError:
+      continue
+    if "--worker" in cmdline and str(out) in cmdline:
+      pids.append(pid)
+  return pids
+
+
+def test_sigterm_stops_the_worker_and_keeps_the_files(tmp_path):
+  """The device call's `timeout` signals the check only; its worker has its own session."""
+  out = tmp_path / "out"
+  proc = subprocess.Popen([sys.executable, SCRIPT, "--dry-run", "--out", str(out), "--rows",
+                           "golden_fp32"], cwd=REPO, env=subprocess_env(devices=None),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 60
+  while not _workers_writing_to(out) and time.monotonic() < deadline:
+    time.sleep(0.05)
+  assert _workers_writing_to(out), "no worker started"
+  proc.send_signal(signal.SIGTERM)
+  stdout, _ = proc.communicate(timeout=60)
+  assert proc.returncode == 128 + signal.SIGTERM, stdout
+  assert "stopped by signal 15" in stdout
+  assert not _workers_writing_to(out)
+  (row,) = json.loads((out / "gpu_check.json").read_text())["rows"]
+  assert row["status"] in ("stopped", "ok"), row  # ok: it finished before the signal
