@@ -606,7 +606,7 @@ class Check:
   def __init__(self, args, rows: list[Row]):
     self.args, self.rows = args, rows
     self.results: dict[str, dict] = {}
-    self.worker: subprocess.Popen | None = None  # the one running now
+    self.signal = 0  # SIGTERM's number once it arrived: run() stops
     self.start = time.perf_counter()
     self.log = open(os.path.join(args.out, "gpu_check.log"), "a")  # noqa: SIM115
 
@@ -784,6 +784,10 @@ def _stop(proc: subprocess.Popen) -> None:
   proc.wait()
 
 
+class Stopped(Exception):
+  """SIGTERM arrived; the worker is stopped."""
+
+
 def run(check: Check) -> None:
   """Runs the rows, one worker per run of consecutive rows of one framework; a worker
   stopped at a row's budget is replaced by a fresh one for the rows after it."""
@@ -800,14 +804,19 @@ def run(check: Check) -> None:
       if row.worker != pending[0].worker:
         break
       group.append(row)
-    proc = check.worker = _start_worker(check, group[0].worker, [r.id for r in group])
+    proc = _start_worker(check, group[0].worker, [r.id for r in group])
     lines = _lines(proc)
     # The worker's start-up (imports, the device) counts towards its first row.
     current, deadline = group[0], time.perf_counter() + _allowance(check, group[0])
     while True:
+      if check.signal:  # here, where the worker of the moment is known (not in the handler)
+        _stop(proc)
+        raise Stopped
       try:
-        line = lines.get(timeout=max(0.0, deadline - time.perf_counter()))
+        line = lines.get(timeout=min(0.5, max(0.0, deadline - time.perf_counter())))
       except queue.Empty:
+        if time.perf_counter() < deadline:
+          continue
         _stop(proc)
         if current is not None:
           why = ("the check's budget was spent" if check.remaining() <= 0 else
@@ -897,21 +906,22 @@ def main(argv=None) -> int:
   check = Check(args, [r for r in ROWS if not wanted or r.id in wanted])
   check.write()
 
-  def stopped(signum, frame):
+  def stop(signum, frame):
     # `timeout` (the device call's backstop) signals this process only: the worker has a
-    # session of its own and would run on, holding the GPU.
-    if check.worker is not None and check.worker.poll() is None:
-      _stop(check.worker)
+    # session of its own and would run on, holding the GPU; run() stops it.
+    check.signal = signum
+
+  signal.signal(signal.SIGTERM, stop)
+  try:
+    run(check)
+  except Stopped:
     for row in check.rows:
-      check.results.setdefault(row.id, {"status": "stopped", "error": f"signal {signum} "
+      check.results.setdefault(row.id, {"status": "stopped", "error": f"signal {check.signal} "
                                         "stopped the check before this row finished"})
     check.write()
-    print(f"gpu_check: stopped by signal {signum}; {args.out}/gpu_check.md has the rows "
+    print(f"gpu_check: stopped by signal {check.signal}; {args.out}/gpu_check.md has the rows "
           "finished so far", flush=True)
-    sys.exit(128 + signum)
-
-  signal.signal(signal.SIGTERM, stopped)
-  run(check)
+    return 128 + check.signal
   check.write()
   print("\n" + render_markdown(check), flush=True)
   statuses = [check.results.get(r.id, {}).get("status") for r in check.rows]
