@@ -679,7 +679,7 @@ def render_markdown(check: Check) -> str:
       f"- bf16 dense peak, spec sheet: {_fmt(_div(report['spec_bf16_flops'], 1e12), '.0f')} "
       f"TFLOP/s; measured bf16 matmul "
       f"{rows.get('matmul_bf16', {}).get('n', '?')}^3: "
-      f"{_fmt(_div(report['matmul_bf16_flops'], 1e12))} TFLOP/s",
+      f"{_fmt(_div(report['matmul_bf16_flops'], 1e12), '.3g')} TFLOP/s",
       f"- nvidia-smi at the start (name, driver, SM clock, max SM clock, power, limit, "
       f"temperature): {env.get('nvidia_smi') or '-'}",
       f"- wall {report['elapsed_s']:.0f} s of a {report['budget_s']:.0f} s budget",
@@ -708,8 +708,10 @@ def render_markdown(check: Check) -> str:
         f"| {_fmt(r.get('peak_gib'), '.2f')} | {_status(r)} |")
   ours = rows.get("vit_b16_attn_none", {})
   if ours.get("train_img_s"):
-    verdict = [f"ViT-B/16 (attention None) trains at {ours['train_img_s']:.0f} images/s, "
-               f"MFU {_fmt(_pct(ours.get('mfu_spec')), '.1f')}% of the spec sheet (goal: >= 50%)"]
+    mfu = ours.get("mfu_spec")
+    verdict = [f"ViT-B/16 (attention None) trains at {ours['train_img_s']:.0f} images/s, " + (
+        f"MFU {100 * mfu:.1f}% of the spec sheet" if mfu else "MFU unknown (no spec entry)")
+        + " (goal: >= 50%)"]
     for name in ("timm_b16_eager", "timm_b16_compile"):
       if rows.get(name, {}).get("train_img_s"):
         verdict.append(f"{ours['train_img_s'] / rows[name]['train_img_s']:.2f}x {name}")
