@@ -430,6 +430,18 @@ def _model_flops(row: Row, ctx: _Ctx, batch: int) -> float:
   return xla_cost(step.lower(params, jax.eval_shape(tx.init, params), x, y)).get("flops", math.nan)
 
 
+def _copy_if_same_program(row: Row, ctx: _Ctx, program: str, batch: int) -> dict | None:
+  """The numbers of row.same_program_as if it ran this program at this batch, else None."""
+  same = ctx.results.get(row.same_program_as, {}) if row.same_program_as else {}
+  if same.get("program") != program or same.get("batch") != batch:
+    return None
+  return {**{k: same[k] for k in ("batch", "compile_s", "peak_gib", "train_step_s",
+                                  "train_img_s", "loss", "infer_img_s", "train_flops")
+             if k in same},
+          "program": program,
+          "note": f"the same program as {row.same_program_as}: its numbers, not measured again"}
+
+
 def _measure_train(row: Row, ctx: _Ctx, batch: int, limit_bytes: float | None) -> dict:
   jax, _, _ = _jax()
   model = _model(row, ctx)
@@ -440,13 +452,9 @@ def _measure_train(row: Row, ctx: _Ctx, batch: int, limit_bytes: float | None) -
   start = time.perf_counter()
   lowered = step.lower(params, opt_state, x, y)
   program = hashlib.sha256(lowered.as_text().encode()).hexdigest()[:16]
-  same = ctx.results.get(row.same_program_as, {}) if row.same_program_as else {}
-  if same.get("program") == program and same.get("batch") == batch:
-    return {**{k: same[k] for k in ("batch", "compile_s", "peak_gib", "train_step_s",
-                                    "train_img_s", "loss", "infer_img_s", "train_flops")
-               if k in same},
-            "program": program, "note": f"the same program as {row.same_program_as}: its "
-            "numbers, not measured again"}
+  copied = _copy_if_same_program(row, ctx, program, batch)
+  if copied:
+    return copied
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
