@@ -617,6 +617,7 @@ class Check:
     self.results: dict[str, dict] = {}
     self.signal = 0  # SIGTERM's number once it arrived: run() stops
     self.start = time.perf_counter()
+    self.started_utc = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     self.log = open(os.path.join(args.out, "gpu_check.log"), "a")  # noqa: SIM115
 
   def elapsed(self) -> float:
@@ -661,7 +662,8 @@ class Check:
         r["mfu_spec"] = flops / r["train_step_s"] / spec if spec else None
         r["mfu_matmul"] = flops / r["train_step_s"] / matmul if matmul else None
       rows.append(r)
-    return {"dry_run": self.args.dry_run, "budget_s": self.args.budget_s,
+    return {"started": self.started_utc, "argv": sys.argv[1:],
+            "dry_run": self.args.dry_run, "budget_s": self.args.budget_s,
             "elapsed_s": self.elapsed(), "spec_bf16_flops": spec, "matmul_bf16_flops": matmul,
             "rows": rows}
 
@@ -691,7 +693,8 @@ def render_markdown(check: Check) -> str:
       f"{_fmt(_div(report['matmul_bf16_flops'], 1e12), '.3g')} TFLOP/s",
       f"- nvidia-smi at the start (name, driver, SM clock, max SM clock, power, limit, "
       f"temperature): {env.get('nvidia_smi') or '-'}",
-      f"- wall {report['elapsed_s']:.0f} s of a {report['budget_s']:.0f} s budget",
+      f"- started {report['started']}; wall {report['elapsed_s']:.0f} s of a "
+      f"{report['budget_s']:.0f} s budget",
       "",
       "| row | model | input | batch | attention | compile s | train img/s | infer img/s "
       "| train GFLOPs/img | TFLOP/s | MFU (spec) | MFU (matmul) | peak GiB | status |",
