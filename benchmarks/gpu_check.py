@@ -47,6 +47,7 @@ import argparse
 import dataclasses
 import functools
 import gc
+import gzip
 import hashlib
 import importlib.util
 import json
@@ -124,6 +125,7 @@ class Row:
   # A row whose numbers this row copies when its program is the same (hash of the lowered
   # train step) at the same batch: jax <= 0.11 maps attention None to "xla" on GPUs.
   same_program_as: str = ""
+  save_hlo: bool = False  # write the compiled train step's HLO to --out (hlo_ROW.txt.gz)
 
   @property
   def worker(self) -> str:
@@ -136,13 +138,13 @@ ROWS = (
     # The headline first (ViT-B/16 and timm beside it), so that a short run still has it.
     Row("env", "env", 60),
     Row("matmul_bf16", "matmul", 30),
-    Row("vit_b16_attn_none", "train", 120, **B16),
+    Row("vit_b16_attn_none", "train", 120, save_hlo=True, **B16),
     Row("timm_b16_eager", "timm", 90, model="vit_base_patch16_224", batches=(512, 256, 128),
         same_batch_as="vit_b16_attn_none"),
     Row("golden_fp32", "golden", 90),
     Row("bf16_logits", "bf16", 90),
     Row("cudnn_vs_xla", "cudnn_vs_xla", 75, model="ViT-B_16", batches=(8,)),
-    Row("vit_b16_attn_cudnn", "train", 100, attention="cudnn", **B16),
+    Row("vit_b16_attn_cudnn", "train", 100, attention="cudnn", save_hlo=True, **B16),
     Row("vit_b16_attn_xla", "train", 100, attention="xla", same_program_as="vit_b16_attn_none",
         **B16),
     # At the None row's batch (the largest that fitted). Inference is measured on the
@@ -206,6 +208,7 @@ class _Ctx:
     self.max_gib = args.max_gib
     # Each timed run lasts this long (3 runs after a warm-up one): ~2 s a measurement.
     self.min_run_s = 0.0 if args.dry_run else 0.5
+    self.out = args.out
     self.results = results
     self.row_id = ""
 
@@ -430,6 +433,17 @@ def _model_flops(row: Row, ctx: _Ctx, batch: int) -> float:
   return xla_cost(step.lower(params, jax.eval_shape(tx.init, params), x, y)).get("flops", math.nan)
 
 
+def _save_hlo(compiled, path: str) -> None:
+  """The optimised HLO of a compiled step, for reading offline (fusions, transposes,
+  f32 upcasts around attention) without spending device time on it."""
+  try:
+    text = compiled.as_text()
+  except NotImplementedError:
+    return
+  with gzip.open(path, "wt") as f:
+    f.write(text)
+
+
 def _copy_if_same_program(row: Row, ctx: _Ctx, program: str, batch: int) -> dict | None:
   """The numbers of row.same_program_as if it ran this program at this batch, else None."""
   same = ctx.results.get(row.same_program_as, {}) if row.same_program_as else {}
@@ -462,6 +476,8 @@ def _measure_train(row: Row, ctx: _Ctx, batch: int, limit_bytes: float | None) -
   if limit_bytes and peak > limit_bytes:
     raise MemoryError(f"RESOURCE_EXHAUSTED: XLA's peak {peak / 2**30:.2f} GiB > the limit "
                       f"{limit_bytes / 2**30:.2f} GiB")
+  if row.save_hlo:
+    _save_hlo(compiled, os.path.join(ctx.out, f"hlo_{ctx.row_id}.txt.gz"))
   # Kept if the row then runs out of time: what compiling took is worth knowing.
   _emit({"event": "partial", "row": ctx.row_id, "batch": batch, "compile_s": compile_s,
          "peak_gib": peak / 2**30})

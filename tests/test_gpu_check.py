@@ -11,6 +11,7 @@ and bad arguments are refused before anything is written.
 """
 
 import dataclasses
+import gzip
 import json
 import os
 import signal
@@ -99,6 +100,12 @@ def test_dry_run_runs_every_row_without_tensorflow_or_ml_collections(tmp_path):
   # Model FLOPs come from the unrolled program: scan + remat does not change them.
   assert rows["vit_b16_scan_remat"]["train_flops"] == rows["vit_b16_attn_none"]["train_flops"]
   assert rows["vivit_b16x2_st"]["frames"] == 4
+
+  # The optimised HLO of the headline step, for reading offline (the cuDNN row's: GPU only).
+  with gzip.open(out / "hlo_vit_b16_attn_none.txt.gz", "rt") as f:
+    assert f.read().startswith("HloModule jit_step")
+  assert sorted(os.listdir(out)) == ["gpu_check.json", "gpu_check.log", "gpu_check.md",
+                                     "hlo_vit_b16_attn_none.txt.gz"]  # <= 8: the call's limit
 
   table = (out / "gpu_check.md").read_text()
   assert "| row | model |" in table and "| correctness check |" in table
