@@ -58,6 +58,8 @@ import queue
 import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 import traceback
@@ -444,6 +446,30 @@ def _save_hlo(compiled, path: str) -> None:
     f.write(text)
 
 
+def _save_profile(call, path: str, steps: int = 3, max_mib: int = 15) -> str:
+  """A jax.profiler trace of `steps` calls, as one .tar.gz (the call returns at most 16 MiB
+  a file, two folders deep: the trace's own folders are deeper). Returns what happened."""
+  jax, _, _ = _jax()
+  with tempfile.TemporaryDirectory() as tmp:
+    try:
+      jax.profiler.start_trace(tmp)
+      try:
+        for _ in range(steps):
+          out = call()
+        jax.block_until_ready(out)
+      finally:
+        jax.profiler.stop_trace()
+    except Exception as e:  # noqa: BLE001  (the profiler is an extra: the row stands)
+      return f"no profile: {_short(e)[:200]}"
+    with tarfile.open(path, "w:gz") as tar:
+      tar.add(tmp, arcname="profile")
+  mib = os.path.getsize(path) / 2**20
+  if mib > max_mib:
+    os.remove(path)
+    return f"no profile: {mib:.0f} MiB, over the {max_mib} MiB a returned file may have"
+  return f"{os.path.basename(path)} ({steps} steps, {mib:.1f} MiB)"
+
+
 def _copy_if_same_program(row: Row, ctx: _Ctx, program: str, batch: int) -> dict | None:
   """The numbers of row.same_program_as if it ran this program at this batch, else None."""
   same = ctx.results.get(row.same_program_as, {}) if row.same_program_as else {}
@@ -492,6 +518,8 @@ def _measure_train(row: Row, ctx: _Ctx, batch: int, limit_bytes: float | None) -
             "peak_gib": peak / 2**30,
             "train_step_s": train_s, "train_img_s": batch / train_s,
             "loss": float(call())}
+  if row.save_hlo:
+    result["profile"] = _save_profile(call, os.path.join(ctx.out, f"profile_{ctx.row_id}.tar.gz"))
   if row.infer:
     infer = jax.jit(lambda p, x: model.apply({"params": p}, x))
     start = time.perf_counter()

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 
@@ -101,11 +102,16 @@ def test_dry_run_runs_every_row_without_tensorflow_or_ml_collections(tmp_path):
   assert rows["vit_b16_scan_remat"]["train_flops"] == rows["vit_b16_attn_none"]["train_flops"]
   assert rows["vivit_b16x2_st"]["frames"] == 4
 
-  # The optimised HLO of the headline step, for reading offline (the cuDNN row's: GPU only).
+  # The optimised HLO of the headline step, for reading offline (the cuDNN row's: GPU only),
   with gzip.open(out / "hlo_vit_b16_attn_none.txt.gz", "rt") as f:
     assert f.read().startswith("HloModule jit_step")
-  assert sorted(os.listdir(out)) == ["gpu_check.json", "gpu_check.log", "gpu_check.md",
-                                     "hlo_vit_b16_attn_none.txt.gz"]  # <= 8: the call's limit
+  # ... and a profile of 3 of its steps, one file (the call returns files 2 folders deep).
+  with tarfile.open(out / "profile_vit_b16_attn_none.tar.gz") as tar:
+    assert any(name.endswith(".xplane.pb") for name in tar.getnames()), tar.getnames()
+  assert rows["vit_b16_attn_none"]["profile"].startswith("profile_vit_b16_attn_none.tar.gz")
+  assert sorted(os.listdir(out)) == [  # <= 8: the call's limit
+      "gpu_check.json", "gpu_check.log", "gpu_check.md", "hlo_vit_b16_attn_none.txt.gz",
+      "profile_vit_b16_attn_none.tar.gz"]
 
   table = (out / "gpu_check.md").read_text()
   assert "| row | model |" in table and "| correctness check |" in table
