@@ -213,6 +213,7 @@ class _Ctx:
     self.out = args.out
     self.results = results
     self.row_id = ""
+    self.step = None  # the last measured train step (a zero-argument call)
 
 
 def _test_module(name: str):
@@ -518,8 +519,7 @@ def _measure_train(row: Row, ctx: _Ctx, batch: int, limit_bytes: float | None) -
             "peak_gib": peak / 2**30,
             "train_step_s": train_s, "train_img_s": batch / train_s,
             "loss": float(call())}
-  if row.save_hlo:
-    result["profile"] = _save_profile(call, os.path.join(ctx.out, f"profile_{ctx.row_id}.tar.gz"))
+  ctx.step = call  # for the profile, taken once the row's numbers are safe (row_train)
   if row.infer:
     infer = jax.jit(lambda p, x: model.apply({"params": p}, x))
     start = time.perf_counter()
@@ -550,9 +550,16 @@ def row_train(row: Row, ctx: _Ctx) -> dict:
       refused.append(f"{batch}: {_short(e)[:160]}")
       continue
     flops = result.pop("train_flops", None) or _model_flops(row, ctx, batch)
-    return {"status": "ok", "model": row.model, "image": row.image, "frames": row.frames,
-            "attention": row.attention or "None", "options": dict(row.options),
-            "train_flops": flops, "refused_batches": refused, **result}
+    result = {"status": "ok", "model": row.model, "image": row.image, "frames": row.frames,
+              "attention": row.attention or "None", "options": dict(row.options),
+              "train_flops": flops, "refused_batches": refused, **result}
+    if row.save_hlo and ctx.step is not None:
+      # The numbers first: if the profiler hangs or takes the worker down, they stand.
+      _emit({"event": "partial", "row": ctx.row_id, **result})
+      result["profile"] = _save_profile(ctx.step, os.path.join(ctx.out,
+                                                               f"profile_{ctx.row_id}.tar.gz"))
+    ctx.step = None
+    return result
   return {"status": "failed", "model": row.model, "error": "no batch fits: " + "; ".join(refused)}
 
 
@@ -879,16 +886,15 @@ def run(check: Check) -> None:
         if current is not None:
           why = ("the check's budget was spent" if check.remaining() <= 0 else
                  f"over its {current.budget_s * check.args.budget_scale:.0f} s budget")
-          check.record(current.id, {**partial.get(current.id, {}), "status": "timed out",
-                                    "error": why})
+          check.record(current.id, _unfinished(partial.get(current.id, {}), "timed out", why))
           pending.remove(current)
         break
       if line is None:  # the worker has exited
         rc = proc.wait()
         if current is not None:
-          check.record(current.id, {**partial.get(current.id, {}), "status": "failed",
-                                    "error": f"the worker exited with status {rc}: "
-                                    f"{_log_tail(check)}"})
+          check.record(current.id, _unfinished(
+              partial.get(current.id, {}), "failed",
+              f"the worker exited with status {rc}: {_log_tail(check)}"))
           pending.remove(current)
         break
       if not line.startswith(MARK):
@@ -909,6 +915,14 @@ def run(check: Check) -> None:
         current, deadline = None, time.perf_counter() + 60
     if proc.poll() is None:
       _stop(proc)
+
+
+def _unfinished(partial: dict, status: str, why: str) -> dict:
+  """The record of a row whose worker was stopped or died: what it reported before that.
+  A row that had all its numbers (the profile came after them) stays ok, with a note."""
+  if partial.get("status") == "ok":
+    return {**partial, "note": f"{status} after its numbers ({why}): no profile"}
+  return {**partial, "status": status, "error": why}
 
 
 def _log_tail(check: Check) -> str:

@@ -232,3 +232,16 @@ def test_sigterm_stops_the_worker_and_keeps_the_files(tmp_path):
   assert not _workers_writing_to(out)
   (row,) = json.loads((out / "gpu_check.json").read_text())["rows"]
   assert row["status"] in ("stopped", "ok"), row  # ok: it finished before the signal
+
+
+def test_a_row_stopped_after_its_numbers_keeps_them_and_one_stopped_before_keeps_its_compile():
+  sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+  import gpu_check  # noqa: PLC0415
+
+  # The profile comes after a row's numbers; the worker stopped during it.
+  done = gpu_check._unfinished({"status": "ok", "train_img_s": 5.0}, "timed out", "over 9 s")
+  assert done == {"status": "ok", "train_img_s": 5.0,
+                  "note": "timed out after its numbers (over 9 s): no profile"}
+  # Stopped while timing: the compilation's report stays.
+  cut = gpu_check._unfinished({"batch": 512, "compile_s": 40.0}, "timed out", "over 9 s")
+  assert cut == {"batch": 512, "compile_s": 40.0, "status": "timed out", "error": "over 9 s"}
