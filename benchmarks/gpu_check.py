@@ -4,8 +4,10 @@
     python benchmarks/gpu_check.py --dry-run --out /tmp/check    # every row, tiny, on the CPU
 
 Writes `gpu_check.md` (tables) and `gpu_check.json` (every number) to --out, rewritten
-after each row, so a run cut short still leaves the rows it finished. The rows, in the
-order they run (the most wanted first, so a short budget drops the least wanted):
+after each row, so a run cut short still leaves the rows it finished; `gpu_check.log` (the
+workers' stderr); for the ViT-B/16 None and cuDNN rows the optimised HLO of the train step
+(`hlo_ROW.txt.gz`) and a jax.profiler trace of 3 steps (`profile_ROW.tar.gz`). The rows,
+in the order they run (the most wanted first, so a short budget drops the least wanted):
 
   env, matmul_bf16    the device, the versions, and the bf16 matmul rate measured here
                       (8192^3): the second denominator of MFU, next to the spec sheet's.
