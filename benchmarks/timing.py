@@ -28,15 +28,21 @@ def _minor_faults() -> int:
 
 
 def seconds_per_call(call: Callable[[], object], wait: Callable[[object], object], steps: int,
-                     repeats: int = REPEATS) -> tuple[float, float]:
+                     repeats: int = REPEATS, warmup: int | None = None,
+                     warmup_seconds: float | None = None) -> tuple[float, float]:
   """(median seconds per call, minor page faults per timed call).
 
-  `call()` runs one step and returns what `wait` blocks on (the last result).
+  `call()` runs one step and returns what `wait` blocks on (the last result). `warmup`
+  and `warmup_seconds` shorten the warm-up where no host heap has to settle (a GPU's
+  buffers live on the device: benchmarks/gpu_check.py); None reads WARMUP and
+  WARMUP_SECONDS when called, so a caller may set those module-wide.
   """
+  warmup = WARMUP if warmup is None else warmup
+  warmup_seconds = WARMUP_SECONDS if warmup_seconds is None else warmup_seconds
   # Warm up in the pattern that is timed (runs of `steps` calls without waiting between
   # them): with several calls in flight the heap needs room for several calls' buffers.
   start, calls = time.perf_counter(), 0
-  while calls < WARMUP or time.perf_counter() - start < WARMUP_SECONDS:
+  while calls < warmup or time.perf_counter() - start < warmup_seconds:
     for _ in range(steps):
       out = call()
     wait(out)

@@ -178,8 +178,8 @@ def jax_library_bench(args) -> dict:
   a = jnp.asarray(rand.standard_normal((MATMUL_N, MATMUL_N)).astype(np.float32))
   matmul = jax.jit(lambda a: a @ a)
   matmul_s, _ = timing.seconds_per_call(lambda: matmul(a), jax.block_until_ready, args.steps)
-  from train_throughput import _cost  # noqa: PLC0415  (XLA's cost analysis, as that table)
-  flops = _cost(train_step.lower(*state, images, labels, rng).compile()).get("flops", float("nan"))
+  from gpu_check import xla_cost  # noqa: PLC0415  (XLA's cost analysis, as every table)
+  flops = xla_cost(train_step.lower(*state, images, labels, rng).compile()).get("flops", float("nan"))
   return {"train_img_s": args.batch_size / train_s,
           "infer_img_s": args.infer_batch_size / infer_s, "train_faults": train_faults,
           "train_flops": flops, "matmul_flops": 2 * MATMUL_N ** 3 / matmul_s,

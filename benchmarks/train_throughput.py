@@ -26,6 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import gpu_check  # noqa: E402  (benchmarks/gpu_check.py: the bf16 peak table, cost analysis)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -44,23 +45,11 @@ VARIANTS = {
     "scan_remat": {"scan_layers": True, "remat": True},
 }
 
-# Dense bf16 peak FLOP/s per device, by a substring of jax's device_kind (first match).
-PEAK_BF16 = (
-    ("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("GH200", 989e12),
-    ("B200", 2250e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12),
-    ("A10G", 70e12), ("V100", 125e12), ("TPU v6", 918e12), ("TPU v5p", 459e12),
-    ("TPU v5", 197e12), ("TPU v4", 275e12), ("TPU v3", 123e12),
-)
-
-
 def peak_flops(device) -> float | None:
-  kind = getattr(device, "device_kind", "")
-  return next((peak for name, peak in PEAK_BF16 if name in kind), None)
+  return gpu_check.peak_flops(getattr(device, "device_kind", ""))
 
 
-def _cost(compiled) -> dict:
-  cost = compiled.cost_analysis()
-  return (cost[0] if isinstance(cost, list) else cost) or {}
+_cost = gpu_check.xla_cost
 
 
 def _seconds_per_call(fn, *args, steps_: int) -> tuple[float, float]:
