@@ -18,6 +18,7 @@ import collections
 import dataclasses
 import os
 import threading
+from typing import NoReturn
 
 import numpy as np
 from absl import logging
@@ -29,6 +30,25 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v")
 
 _skipped = collections.Counter()
 _skipped_lock = threading.Lock()
+_raised: list[str] = []  # DataErrors raised inside tf.numpy_function, first first
+
+
+def raise_bad(message: str, cause: BaseException | None = None) -> NoReturn:
+  """Raises DataError(message) from a numpy function of the input pipeline, remembered.
+
+  TensorFlow turns an exception inside `tf.numpy_function` into its own error carrying the
+  function's autograph traceback; the pipeline reports this message instead
+  (`raised_error`).
+  """
+  with _skipped_lock:
+    _raised.append(message)
+  raise DataError(message) from cause
+
+
+def raised_error() -> str | None:
+  """The first message `raise_bad` raised in this process, or None."""
+  with _skipped_lock:
+    return _raised[0] if _raised else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +217,7 @@ def make_loader(is_video: bool, skip_bad: bool, min_frames: int = 1, root: str |
       problem = (f"{path}: {e}" if isinstance(e, _TooShort)
                  else f"Could not decode {path}: {e!r}")
       if not skip_bad:
-        raise DataError(f"{problem}. Fix or delete the file.") from e
+        raise_bad(f"{problem}. Fix or delete the file.", e)
       note_skipped(root or os.path.dirname(os.path.dirname(os.path.dirname(path))), problem)
       return empty, np.bool_(False)
 
@@ -230,7 +250,7 @@ def make_clip_reader(skip_bad: bool, root: str):
     except Exception as e:  # PyAV raises many types for broken streams.
       problem = f"Could not decode {path}: {e!r}"
       if not skip_bad:
-        raise DataError(f"{problem}. Fix or delete the file.") from e
+        raise_bad(f"{problem}. Fix or delete the file.", e)
       note_skipped(root, problem)
       return np.zeros((len(indices), 1, 1, 3), np.uint8), np.bool_(False)
 

@@ -132,6 +132,11 @@ class Source:
     return {**example, "raw": pixels, "ok": ok}
 
   @property
+  def dmvr(self) -> dmvr.DmvrDataset | None:
+    """The DMVR shards of a dmvr: dataset (None otherwise)."""
+    return self._dmvr
+
+  @property
   def root(self) -> str | None:
     """The folder of a folder:, manifest: or dmvr: dataset (None for TFDS)."""
     for ds in (self._folder, self._dmvr):

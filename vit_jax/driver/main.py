@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 # TensorFlow only feeds data; keep it off accelerators and quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -57,6 +58,7 @@ _VERBOSE = flags.DEFINE_bool(
 
 PROGRAM = "vit_jax.main"
 EXIT_PREEMPTED = 75
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's status for a job stopped by Ctrl-C
 
 
 class _QuietOrbax(logging_std.Filter):
@@ -69,10 +71,31 @@ class _QuietOrbax(logging_std.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  with errors.reported(PROGRAM, _VERBOSE.value):
-    result = _main()
+  try:
+    with errors.reported(PROGRAM, _VERBOSE.value):
+      result = _main()
+  except SystemExit as e:  # a reported error (errors.reported printed it and set the cause)
+    _fail(e.code if isinstance(e.code, int) else 1,
+          f"{type(e.__context__).__name__}: {e.__context__}" if e.__context__ else "see its log")
+  except KeyboardInterrupt:  # Ctrl-C before the training loop, which handles it itself
+    sys.stderr.write(f"{PROGRAM}: interrupted before training started; nothing was saved.\n")
+    _fail(EXIT_INTERRUPTED, "interrupted")
+  except BaseException as e:  # a bug: keep its traceback
+    traceback.print_exc()
+    _fail(1, f"{type(e).__name__}: {e}")
   if result.get("preempted"):
-    sys.exit(EXIT_PREEMPTED)
+    sys.exit(EXIT_INTERRUPTED if result["preempted"] == "SIGINT" else EXIT_PREEMPTED)
+
+
+def _fail(status: int, message: str) -> None:
+  """Ends a failed run: the other processes are told, then this one exits at once.
+
+  Cleanup has already happened (train.py closes the checkpointer in `finally`, so pending
+  saves are complete). errors.exit_now says why the exit cannot go through the
+  interpreter's shutdown.
+  """
+  cluster.announce_failure(message if status == 1 else f"stopped with status {status}")
+  errors.exit_now(status)
 
 
 def _main() -> dict:
