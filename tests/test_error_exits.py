@@ -76,7 +76,7 @@ def _damaged_copy(dmvr_root, tmp_path, shard):
   return root
 
 
-def _run(workdir, *flags, config=VIDEO_CONFIG, devices=1, **env):
+def _run(workdir, *flags, config=VIDEO_CONFIG, devices=8, **env):
   start = time.monotonic()
   proc = subprocess.run(main_command(workdir, *flags, config=config), cwd=REPO,
                         env=subprocess_env(devices, **env), capture_output=True, text=True,
