@@ -12,6 +12,7 @@ of one clip of a video.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -234,9 +235,15 @@ def tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   """
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise DataError(f"Unknown dataset {name!r}: use 'digits', 'moving_digits', a TFDS name "
-                     f"(tfds.list_builders()), 'folder:/path', 'manifest:/path' or 'dmvr:/path'. ({e})") from None
+  except tfds.core.registered.DatasetNotFoundError:
+    # TFDS's own message lists all of its ~450 names; the close ones are what helps.
+    base = name.split("/")[0].split(":")[0]
+    close = difflib.get_close_matches(base, sorted(set(tfds.list_builders()) | set(builders.BUNDLED)),
+                                      n=4, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise DataError(f"Unknown dataset {name!r}.{hint} Use 'digits', 'moving_digits', a TFDS name "
+                     "(tfds.list_builders()), 'folder:/path', 'manifest:/path' or "
+                     "'dmvr:/path'.") from None
   if builder.is_prepared():
     return builder
   base = name.split("/")[0].split(":")[0]
