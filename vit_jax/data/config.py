@@ -81,6 +81,10 @@ def default_config() -> ml_collections.ConfigDict:
       frames that fail to decode, videos shorter than min_frames, labels outside the
       classes, files a manifest names that do not exist; False raises. Evaluation
       always raises, so that no example is silently missing.
+    max_bad_fraction: manifest lines that are bad (a missing file, a label that is not a
+      class, ...), checked when the dataset is opened: up to this fraction of the train
+      split's lines are left out (reported once and counted), more is an error naming the
+      first few. 0 (default): any bad line is an error. Evaluation splits must be clean.
   """
   c = ml_collections.ConfigDict()
   c.dataset = "digits"
@@ -116,6 +120,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.cache = False
   c.prefetch = 2
   c.skip_bad_examples = True
+  c.max_bad_fraction = 0.0
   return c
 
 
@@ -145,6 +150,8 @@ def validate(data_config: Mapping[str, Any]) -> None:
   for key in ("num_frames", "stride", "num_test_clips", "min_frames", "repeated_augment"):
     if c[key] < 1:
       raise ConfigError(f"data.{key}={c[key]} must be >= 1.")
+  if not 0 <= c["max_bad_fraction"] < 1:
+    raise ConfigError(f"data.max_bad_fraction={c['max_bad_fraction']} must be in [0, 1).")
   lo, hi = c["scale_jitter"]
   if not 1.0 <= lo <= hi:
     raise ConfigError(f"scale_jitter={c['scale_jitter']} must satisfy 1 <= low <= high "

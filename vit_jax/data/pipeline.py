@@ -89,9 +89,16 @@ class DatasetInfo:
 
 
 def get_info(data_config: Mapping[str, Any]) -> DatasetInfo:
-  """Metadata of `data_config.dataset` (prepares bundled datasets on first use)."""
+  """Metadata of `data_config.dataset` (prepares bundled datasets on first use).
+
+  Also checks every file of a folder: or manifest: dataset's eval_split (headers, frame
+  counts; sources.Source.check_files), so that a bad evaluation file stops the run at
+  start-up rather than at its first evaluation.
+  """
   c = config_lib.as_config(data_config)
   source = _open(c)
+  # Found now, not at the first evaluation after hours of training.
+  source.check_files(c.eval_split)
   h, w = config_lib.image_size(c)
   views = c.num_test_clips * c.num_test_crops if source.is_video else 1
   return DatasetInfo(
@@ -348,7 +355,7 @@ def _numpy_batches(ds: tf.data.Dataset, what: str,
     except StopIteration:
       return
     except tf.errors.OpError as e:
-      message = folder.raised_error() or (diagnose and diagnose()) or dmvr.tf_error_text(e.message)
+      message = folder.raised_error(e.message) or (diagnose and diagnose()) or dmvr.tf_error_text(e.message)
       raise BadDataError(f"Reading {what} failed: {message}") from None
     yield batch
 
