@@ -183,5 +183,61 @@ def test_ctrl_c_saves_like_sigterm_and_the_run_resumes(tmp_path, digits_data_dir
   assert f"starting at step {max(saved)}." in resumed.stderr
 
 
+def _bad_inputs(tmp_path):
+  """(name, flags, workdir, fragments of the message) of a new user's bad inputs."""
+  bad_config = tmp_path / "bad_config.py"
+  bad_config.write_text("import ml_collections\n\ndef get_config()\n  return None\n")
+  from safetensors.numpy import save_file  # noqa: PLC0415
+
+  truncated = tmp_path / "model.safetensors"
+  save_file({"cls": np.zeros((1, 1, 32), np.float32), "pos": np.zeros((1, 17, 32), np.float32)},
+            str(truncated))
+  truncated.write_bytes(truncated.read_bytes()[:-50])
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  tiny = "tests/tiny_digits_config.py"
+  return [
+      ("syntax", ["--config", str(bad_config)], tmp_path / "w1",
+       [f"config file {bad_config} line 3: expected ':'", "def get_config()"]),
+      ("no config", ["--config", "configs/vit_digitz.py"], tmp_path / "w2",
+       ["config file configs/vit_digitz.py does not exist. configs holds: ", "vit_digits.py"]),
+      ("steps", ["--config", tiny, "--config.total_steps=-5"], tmp_path / "w3",
+       ["total_steps must be positive."]),
+      ("patch", ["--config", tiny, "--config.data.image_size=9"], tmp_path / "w4",
+       ["data.image_size=9 is not divisible by the patch size 2x2 of ViT-Mu_2: pass "
+        "--config.data.image_size=8"]),
+      ("dataset", ["--config", tiny, "--config.data.dataset=digit"], tmp_path / "w5",
+       ["Unknown dataset 'digit'. Did you mean 'digits'?"]),
+      ("workdir", ["--config", tiny], a_file, [f"--workdir {a_file} is a file"]),
+      ("missing init", ["--config", tiny, f"--config.init_from.path={tmp_path}/nope.npz"],
+       tmp_path / "w7", [f"{tmp_path}/nope.npz"]),
+      ("truncated init", ["--config", tiny, f"--config.init_from.path={truncated}"],
+       tmp_path / "w8", ["CheckpointError", f"{truncated}", "truncated or corrupt"]),
+  ]
+
+
+def test_bad_inputs_get_one_message_within_seconds_and_leave_nothing(tmp_path, digits_data_dir):
+  cases = _bad_inputs(tmp_path)
+  start = time.monotonic()
+  # All at once: each is seconds of start-up; together they fit the suite's budget.
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "vit_jax.main", *flags, "--workdir", str(workdir),
+       "--compilation_cache="], cwd=REPO, env=subprocess_env(1, digits_data_dir),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for _, flags, workdir, _ in cases]
+  outputs = [p.communicate(timeout=DEADLINE_S)[1] for p in procs]
+  seconds = time.monotonic() - start
+  for (name, _, workdir, fragments), proc, stderr in zip(cases, procs, outputs):
+    assert proc.returncode == 1, (name, stderr[-3000:])
+    assert "Traceback" not in stderr, (name, stderr[-3000:])
+    message = stderr[stderr.index("vit_jax.main: error: "):]
+    assert len(message.splitlines()) <= 8, (name, message)
+    for fragment in fragments:
+      assert fragment in message, (name, message)
+    if name != "workdir":
+      assert not workdir.exists(), (name, sorted(os.listdir(workdir)))
+  assert seconds < PROMPT_S, f"{seconds:.0f} s for {len(cases)} runs in parallel"
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__, "-x", "-q"]))
