@@ -239,5 +239,19 @@ def test_bad_inputs_get_one_message_within_seconds_and_leave_nothing(tmp_path, d
   assert seconds < PROMPT_S, f"{seconds:.0f} s for {len(cases)} runs in parallel"
 
 
+def test_help_lists_each_commands_flags():
+  expected = {"main": ["--config:", "--workdir:", "--mode:", "--checkpoint:", "--[no]verbose:"],
+              "predict": ["--workdir:", "--checkpoint:", "--model:", "--input:"],
+              "visualize": ["--workdir:", "--input:", "--out:"]}
+  procs = {name: subprocess.Popen([sys.executable, "-m", f"vit_jax.{name}", "--help"], cwd=REPO,
+                                  env=subprocess_env(1), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for name in expected}
+  for name, proc in procs.items():
+    out = proc.communicate(timeout=DEADLINE_S)[0]
+    assert proc.returncode == 0, out[-2000:]
+    for flag in expected[name]:
+      assert f"  {flag}" in out, (name, out[-3000:])
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__, "-x", "-q"]))

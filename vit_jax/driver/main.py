@@ -40,6 +40,7 @@ from vit_jax.data import config as data_config  # noqa: E402
 from vit_jax.driver import cluster, train  # noqa: E402
 from vit_jax.driver import config as config_lib  # noqa: E402
 from vit_jax.driver import workdir as workdir_lib  # noqa: E402
+from vit_jax.tools import cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARGS]).",
                                           lock_config=True)
@@ -205,6 +206,7 @@ def _config_file_error(argv: list[str], spec: str, error: BaseException) -> None
 def run() -> None:
   """`python -m vit_jax.main` (vit_jax/main.py) lands here."""
   flags.mark_flags_as_required(["config", "workdir"])
+  cli.list_in_help(__name__)
   app.run(main, flags_parser=_parse_flags)
 
 
