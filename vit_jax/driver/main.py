@@ -17,7 +17,15 @@ Exit status (what launch scripts and schedulers act on):
       NaN loss, missing accelerator), or an unexpected exception (traceback);
   75  stopped early after SIGTERM, with a complete checkpoint of the step it reached:
       run the same command again to resume (EX_TEMPFAIL, "try again later"; the
-      Slurm script requeues the job on it).
+      Slurm script requeues the job on it);
+  130 stopped by Ctrl-C (SIGINT), the same way: checkpoint saved, run again to resume.
+      A second Ctrl-C exits at once (the checkpoints already written stay).
+
+A failed run exits at once after its cleanup (pending checkpoint saves are completed
+first), never waiting on input-pipeline threads (errors.exit_now says why). In a
+multi-process job the failing process tells the others, which exit with status 1 within
+about a second (vit_jax/driver/cluster.py); a process that died without a word is noticed
+at jax.distributed's heartbeat timeout (VIT_JAX_HEARTBEAT_TIMEOUT, 100 s).
 """
 
 from __future__ import annotations
