@@ -77,10 +77,10 @@ def default_config() -> ml_collections.ConfigDict:
     cache: keep this process's encoded examples in memory after the first epoch.
     prefetch: batches transferred to the devices ahead of the training step.
     skip_bad_examples: training skips (and logs and counts: `vit_jax.data.skipped_files()`)
-      bad examples, each named by file (and manifest line or DMVR record): files or
-      frames that fail to decode, videos shorter than min_frames, labels outside the
-      classes, files a manifest names that do not exist; False raises. Evaluation
-      always raises, so that no example is silently missing.
+      bad examples, each named by file (or DMVR record): files or frames that fail to
+      decode, videos shorter than min_frames, labels outside the classes; False raises
+      (and allows no bad manifest line). Evaluation always raises, so that no example is
+      silently missing.
     max_bad_fraction: manifest lines that are bad (a missing file, a label that is not a
       class, ...), checked when the dataset is opened: up to this fraction of the train
       split's lines are left out (reported once and counted), more is an error naming the
