@@ -213,6 +213,10 @@ def _bad_inputs(tmp_path):
        tmp_path / "w7", [f"{tmp_path}/nope.npz"]),
       ("truncated init", ["--config", tiny, f"--config.init_from.path={truncated}"],
        tmp_path / "w8", ["CheckpointError", f"{truncated}", "truncated or corrupt"]),
+      # The README's fine-tuning path: the file also gives the architecture.
+      ("truncated pretrained", ["--config", "configs/finetune_pretrained.py:probe",
+                                f"--config.init_from.path={truncated}"],
+       tmp_path / "w9", ["CheckpointError", f"{truncated}", "truncated or corrupt"]),
   ]
 
 

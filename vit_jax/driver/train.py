@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import safetensors
 from absl import logging
 from jax.experimental import multihost_utils
 
@@ -179,22 +180,18 @@ def read_checkpoint(reader, path: str, **kwargs):
   """`reader(path, **kwargs)` (a vit_jax.checkpoint reader), with a damaged file reported.
 
   The readers raise CheckpointError for what they recognise; a file damaged in a way
-  they do not (a truncated .safetensors header, a cut-off zip) raises the library's own
-  error, which becomes a CheckpointError naming the file, as `convert` and
-  `--checkpoint` report it.
+  they do not (a truncated .safetensors header through `load_pretrained`, a cut-off zip)
+  raises the library's own error, which becomes a CheckpointError naming the file, as
+  `convert` and `--checkpoint` report it.
   """
   try:
     return reader(path, **kwargs)
   except errors.UserError:
     raise
-  except (OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as e:
+  except (safetensors.SafetensorError, OSError, EOFError, zipfile.BadZipFile,
+          json.JSONDecodeError, UnicodeDecodeError) as e:
     raise CheckpointError(f"{path}: cannot read it ({type(e).__name__}: {e}). The file is "
-                          "truncated or corrupt (download or copy it again).") from e
-  except Exception as e:
-    if type(e).__name__ != "SafetensorError":  # safetensors' Rust error has no Python base
-      raise
-    raise CheckpointError(f"{path}: cannot read it as a .safetensors file ({e}). The file is "
-                          "truncated or corrupt (download or copy it again).") from e
+                          "unreadable, truncated or corrupt: copy or download it again.") from e
 
 
 class Setup:
