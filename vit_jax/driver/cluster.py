@@ -198,6 +198,7 @@ def check_platform(required: str | None = None) -> None:
 _FAILED = "vit_jax/failed/"
 _SEEN = "vit_jax/failure_seen/"
 WATCH_INTERVAL_S = 1.0
+SERVICE_HOST_GRACE_S = 3.0
 
 
 def _client():
@@ -223,6 +224,8 @@ def announce_failure(message: str, wait_s: float = 10.0) -> None:
     while (time.monotonic() < deadline
            and len(client.key_value_dir_get(_SEEN)) < jax.process_count() - 1):
       time.sleep(0.1)
+    if jax.process_index() == 0:
+      time.sleep(SERVICE_HOST_GRACE_S)  # the others exit first (see watch_peers)
   except Exception:  # noqa: BLE001 (the job is ending anyway; any failure here is moot)
     pass
 
@@ -252,6 +255,10 @@ def watch_peers(program: str = "vit_jax.main") -> None:
       client.key_value_set(f"{_SEEN}{me}", "1")
     except Exception:  # noqa: BLE001
       pass
+    if me == 0:
+      # Process 0 hosts the coordination service: a client that sees it vanish aborts
+      # (SIGABRT, status -6), so it leaves last, after the failed process has exited.
+      time.sleep(SERVICE_HOST_GRACE_S)
     errors.exit_now(1)
 
   threading.Thread(target=watch, name="vit_jax-watch-peers", daemon=True).start()
