@@ -12,7 +12,7 @@ import os
 import pytest
 
 from tests.helpers import tiny_config
-from vit_jax.driver import train
+from vit_jax.driver import checkpointer, train
 from vit_jax.errors import WorkdirError
 
 pytestmark = pytest.mark.slow  # trains a tiny run in-process (~20-40 s with its fixture)
@@ -45,17 +45,19 @@ def _files(directory):
                 for root, _, names in os.walk(directory) for f in names)
 
 
-@pytest.mark.parametrize("damage", ["largest_file", "metadata"])
-def test_a_damaged_latest_step_falls_back_to_the_newest_intact_one(trained, tmp_path, damage,
-                                                                   caplog):
-  config, source = trained
-  workdir = _copy(source, tmp_path / "run")
-  step_dir = workdir / "checkpoints" / "12"
+def _damage(step_dir, damage):
   if damage == "largest_file":
     os.remove(_largest_file(step_dir))
   else:
     for name in ("_METADATA", "manifest.ocdbt"):
       os.remove(step_dir / "state" / name)
+
+
+def test_a_damaged_latest_step_falls_back_to_the_newest_intact_one(trained, tmp_path, caplog):
+  config, source = trained
+  workdir = _copy(source, tmp_path / "run")
+  step_dir = workdir / "checkpoints" / "12"
+  _damage(step_dir, "largest_file")
   kept = _files(step_dir)
   config = config.copy_and_resolve_references()
   config.total_steps = 14
@@ -69,6 +71,22 @@ def test_a_damaged_latest_step_falls_back_to_the_newest_intact_one(trained, tmp_
   assert _files(workdir / "checkpoints" / "12.damaged") == kept
   # Training wrote step 12 again and went on (checkpoint.keep=2 then dropped step 6).
   assert sorted(os.listdir(workdir / "checkpoints")) == ["12", "12.damaged", "14"]
+
+
+def test_lost_metadata_falls_back_too(trained, tmp_path):
+  # Without _METADATA and manifest.ocdbt Orbax used to report a misleading tree-structure
+  # error about opt_state; the restore falls back instead.
+  config, source = trained
+  workdir = _copy(source, tmp_path / "run")
+  _damage(workdir / "checkpoints" / "12", "metadata")
+  setup = train.Setup(config, str(workdir))
+  ckpt = checkpointer.Checkpointer(str(workdir))
+  try:
+    state = ckpt.restore_intact(setup.restore_target)
+  finally:
+    ckpt.close()
+  assert int(state.step) == 6
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["12.damaged", "6"]
 
 
 def test_evaluation_names_the_step_it_scores_and_refuses_when_nothing_restores(
