@@ -13,9 +13,11 @@ ValueError (or FloatingPointError, RuntimeError) keep working.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -80,3 +82,23 @@ def reported(program: str, verbose: bool = False) -> Iterator[None]:
     sys.stderr.write(format_error(program, e))
     sys.stderr.flush()
     raise SystemExit(1) from None
+
+
+def exit_now(status: int) -> NoReturn:
+  """Flushes the logs and the standard streams, then ends the process at once with `status`.
+
+  The last step of a command that failed, after its own cleanup (pending checkpoints
+  written, metrics flushed). Why not `sys.exit`: interpreter shutdown destroys the input
+  pipeline's tf.data iterators, and the destructor of one whose parallel map has a
+  `tf.numpy_function` (a file decoder, a record check) in flight waits for that call
+  while holding the GIL the call needs, so the process never exits: seen after a
+  corrupted TFRecord, an undecodable evaluation file and a too-short video. A failed job
+  that hangs burns its allocation and is never requeued.
+  """
+  for handler in logging.getLogger().handlers:
+    with contextlib.suppress(Exception):
+      handler.flush()
+  for stream in (sys.stdout, sys.stderr):
+    with contextlib.suppress(Exception):
+      stream.flush()
+  os._exit(status)

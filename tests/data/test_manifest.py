@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import jax
 import numpy as np
@@ -11,6 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vit_jax import data
 from vit_jax.data import folder, pipeline, sources
+from vit_jax.errors import DataError
 
 
 def _sharding(num_devices=8):
@@ -87,7 +89,8 @@ def test_video_manifest_tsv_with_classes_file(video_folder, tmp_path):
     list(data.eval_iterator(config, global_batch_size=8, sharding=_sharding()))
 
 
-def test_bad_lines_skipped_in_training_and_an_error_in_eval(image_folder, tmp_path):
+def test_bad_lines_refused_or_left_out_once_by_fraction_and_an_error_in_eval(image_folder,
+                                                                               tmp_path):
   root = str(tmp_path)
   good = [f"{os.path.join(image_folder, p)},{n}" for p, n in _files(image_folder, "train")]
   lines = good[:6] + ["only-a-path.png", f"{image_folder}/missing.png,circle",
@@ -97,26 +100,43 @@ def test_bad_lines_skipped_in_training_and_an_error_in_eval(image_folder, tmp_pa
   _write(os.path.join(root, "classes.txt"), ["circle", "square", "stripes"])
   config = data.default_config()
   config.update(dataset=f"manifest:{root}", image_size=16, prefetch=1)
+  train = os.path.join(root, "train.csv")
+  # By default (data.max_bad_fraction=0) any bad line is refused when the dataset opens,
+  # with the counts and the fraction that would allow them.
+  with pytest.raises(DataError, match=(
+      rf"{train} has 4 bad lines of 16 \(25\.0%; data\.max_bad_fraction=0\.0\):\n"
+      rf"  {train}:7: expected path,label(.|\n)*--config\.data\.max_bad_fraction=0\.25 ")):
+    data.get_info(config)
+  config.max_bad_fraction = 0.2
+  with pytest.raises(DataError, match=r"4 bad lines of 16 \(25\.0%; data\.max_bad_fraction=0\.2\)"):
+    data.get_info(config)
+  # Allowed: left out and counted once per process, however often the dataset is opened.
+  config.max_bad_fraction = 0.25
   before = folder.skipped_files().get(root, 0)
   info = data.get_info(config)
+  data.get_info(config)
   assert info.num_train_examples == 12 and info.class_names == ("circle", "square", "stripes")
-  assert folder.skipped_files()[root] - before >= 4
+  assert folder.skipped_files()[root] - before == 4
   source = sources.open_source(config)
   ds = pipeline.train_dataset(config, source, local_batch_size=12, seed=0, start_step=0,
                               process_index=0, process_count=1)
   assert next(ds.as_numpy_iterator())["image"].shape == (12, 16, 16, 3)
   test = os.path.join(root, "test.csv")
   _write(test, lines)  # Found when the run starts (get_info counts the eval split).
-  expected = (f"{test} has 4 bad lines:\n  {test}:7: expected path,label, got 'only-a-path.png'\n"
+  expected = (f"{test} has 4 bad lines of 16 (25.0%; data.max_bad_fraction=0.0):\n"
+              f"  {test}:7: expected path,label, got 'only-a-path.png'\n"
               f"  {test}:8: {image_folder}/missing.png does not exist\n"
               f"  {test}:9: label 'dog' is not one of the 3 classes\n"
               f"  {test}:10: '{image_folder}/notes.txt' does not end with one of")
-  with pytest.raises(ValueError, match=expected.replace(".", r"\.")):
+  with pytest.raises(ValueError, match=re.escape(expected)):
     data.get_info(config)
-  with pytest.raises(ValueError, match=expected.replace(".", r"\.")):
+  with pytest.raises(ValueError, match=re.escape(expected)):
     list(data.eval_iterator(config, global_batch_size=8, sharding=_sharding()))
+  _write(test, good)
+  # Without skipping, training refuses any bad line whatever the fraction allows.
   config.skip_bad_examples = False
-  with pytest.raises(ValueError, match="train.csv has 4 bad lines"):
+  with pytest.raises(ValueError, match=r"train.csv has 4 bad lines of 16 \(25\.0%; "
+                     r"data\.max_bad_fraction=0\.0\)"):
     data.get_info(config)
   with pytest.raises(ValueError, match="no split 'val': no val.csv"):
     data.get_info(dict(config, eval_split="val", skip_bad_examples=True))

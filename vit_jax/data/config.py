@@ -10,7 +10,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from vit_jax.data import augment_spec
-from vit_jax.errors import ConfigError
+from vit_jax.errors import ConfigError, MissingFileError
 
 TRAIN_CROPS = ("inception", "resize", "random_crop")
 
@@ -77,10 +77,14 @@ def default_config() -> ml_collections.ConfigDict:
     cache: keep this process's encoded examples in memory after the first epoch.
     prefetch: batches transferred to the devices ahead of the training step.
     skip_bad_examples: training skips (and logs and counts: `vit_jax.data.skipped_files()`)
-      bad examples, each named by file (and manifest line or DMVR record): files or
-      frames that fail to decode, videos shorter than min_frames, labels outside the
-      classes, files a manifest names that do not exist; False raises. Evaluation
-      always raises, so that no example is silently missing.
+      bad examples, each named by file (or DMVR record): files or frames that fail to
+      decode, videos shorter than min_frames, labels outside the classes; False raises
+      (and allows no bad manifest line). Evaluation always raises, so that no example is
+      silently missing.
+    max_bad_fraction: manifest lines that are bad (a missing file, a label that is not a
+      class, ...), checked when the dataset is opened: up to this fraction of the train
+      split's lines are left out (reported once and counted), more is an error naming the
+      first few. 0 (default): any bad line is an error. Evaluation splits must be clean.
   """
   c = ml_collections.ConfigDict()
   c.dataset = "digits"
@@ -116,6 +120,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.cache = False
   c.prefetch = 2
   c.skip_bad_examples = True
+  c.max_bad_fraction = 0.0
   return c
 
 
@@ -145,6 +150,8 @@ def validate(data_config: Mapping[str, Any]) -> None:
   for key in ("num_frames", "stride", "num_test_clips", "min_frames", "repeated_augment"):
     if c[key] < 1:
       raise ConfigError(f"data.{key}={c[key]} must be >= 1.")
+  if not 0 <= c["max_bad_fraction"] < 1:
+    raise ConfigError(f"data.max_bad_fraction={c['max_bad_fraction']} must be in [0, 1).")
   lo, hi = c["scale_jitter"]
   if not 1.0 <= lo <= hi:
     raise ConfigError(f"scale_jitter={c['scale_jitter']} must satisfy 1 <= low <= high "
@@ -179,3 +186,22 @@ def as_config(data_config: Mapping[str, Any] | None) -> ml_collections.ConfigDic
       config[key] = tuple(value) if isinstance(value, list) else value
   validate(config)
   return config
+
+
+# Datasets that are a local folder: the prefix of config.data.dataset.
+FOLDER_DATASETS = ("folder:", "manifest:", "dmvr:")
+
+
+def check_paths(data_config: Mapping[str, Any]) -> None:
+  """Raises MissingFileError when a folder:, manifest: or dmvr: dataset's folder is missing.
+
+  Needs no TensorFlow: a command checks it before its slow imports, so a typo in a path
+  costs a second, not the start-up of the whole pipeline. The sources check the contents.
+  """
+  name = data_config["dataset"]
+  for prefix in FOLDER_DATASETS:
+    if name.startswith(prefix):
+      root = os.path.expanduser(name[len(prefix):])
+      if "://" not in root and not os.path.isdir(root):
+        raise MissingFileError(f"data.dataset={name!r}: {root} is not a folder (it does not "
+                               "exist). Check the path.")

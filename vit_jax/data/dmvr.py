@@ -135,6 +135,20 @@ class DmvrDataset:
       {"raw": string [N] (JPEG frames), "label": int64 [] (-1 when the record has
        not exactly one), "where": string [] ("<shard path> record <i>")}.
     """
+    paths, firsts, counts = self._pieces(split, process_index, process_count)
+
+    def records(path, first, count):
+      ds = tf.data.TFRecordDataset(path).skip(first).take(count).enumerate(first)
+      return ds.map(lambda i, r: (tf.strings.join([path, " record ", tf.strings.as_string(i)]), r))
+
+    pieces = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(paths, tf.string), tf.constant(firsts, tf.int64),
+         tf.constant(counts, tf.int64)))
+    return pieces.flat_map(records).map(self._parse)
+
+  def _pieces(self, split: str, process_index: int, process_count: int
+              ) -> tuple[list[str], list[int], list[int]]:
+    """This process's (shard path, first record, record count) pieces of `split`."""
     info = self.split(split)
     start, end = distribute.host_range(sum(info.num_examples), process_index, process_count)
     paths, firsts, counts = [], [], []
@@ -146,15 +160,27 @@ class DmvrDataset:
         firsts.append(lo)
         counts.append(hi - lo)
       offset += count
+    return paths, firsts, counts
 
-    def records(path, first, count):
-      ds = tf.data.TFRecordDataset(path).skip(first).take(count).enumerate(first)
-      return ds.map(lambda i, r: (tf.strings.join([path, " record ", tf.strings.as_string(i)]), r))
+  def find_damaged_record(self, split: str, process_index: int = 0,
+                          process_count: int = 1) -> str | None:
+    """"<shard path> record <i>: <TensorFlow's message>" of the first record of this
+    process's share that TFRecord framing or checksums reject, or None.
 
-    pieces = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(paths, tf.string), tf.constant(firsts, tf.int64),
-         tf.constant(counts, tf.int64)))
-    return pieces.flat_map(records).map(self._parse)
+    tf.data reports a corrupted record by byte offset only ("corrupted record at 13432"),
+    without the file; this reads this process's shards one by one to name it (once,
+    when a run has already failed).
+    """
+    for path, first, count in zip(*self._pieces(split, process_index, process_count)):
+      good = 0  # records read before the damaged one
+      try:
+        for _ in tf.data.TFRecordDataset(path).take(first + count):
+          good += 1
+      except tf.errors.OpError as e:
+        return (f"{path} record {good}: {tf_error_text(e.message)}. The shard is damaged: "
+                "copy it again, or remove it and index the rest: python -m "
+                f"vit_jax.data.dmvr_writer --index {self.root}")
+    return None
 
   def _parse(self, where, serialized):
     context, sequence = tf.io.parse_single_sequence_example(
@@ -163,6 +189,13 @@ class DmvrDataset:
     labels = context[self.label_key].values
     label = tf.cond(tf.size(labels) == 1, lambda: labels[0], lambda: tf.constant(-1, tf.int64))
     return {"raw": sequence[self.frames_key], "label": label, "where": where}
+
+
+def tf_error_text(message: str) -> str:
+  """TensorFlow's error without its op wrapper: "{{function_node ...}} corrupted record at
+  12 [Op:IteratorGetNext] name:" -> "corrupted record at 12"."""
+  line = re.sub(r"\{\{[^}]*\}\}", "", message.strip().splitlines()[0])
+  return re.sub(r"\s*\[Op:[^\]]*\].*$", "", line).strip()
 
 
 def make_checker(num_classes: int, min_frames: int, skip_bad: bool):
@@ -217,6 +250,6 @@ def make_frame_decoder(skip_bad: bool):
 
 def _bad(where: str, problem: str, skip_bad: bool) -> bool:
   if not skip_bad:
-    raise DataError(f"{where} {problem}. Fix or remove the record.")
+    folder.raise_bad(f"{where} {problem}. Fix or remove the record.")
   folder.note_skipped(os.path.dirname(where.rsplit(" record ", 1)[0]), f"{where} {problem}")
   return False

@@ -13,12 +13,14 @@ and lines starting with '#' are ignored; a first line `path,label` (any order,
 more columns allowed) is a header naming the columns, else the first two
 columns are path and label.
 
-Bad lines (unparsable, a file that does not exist, a label outside the classes,
-an extension that is neither image nor video) are named by manifest file and
-line number: in the train split they are skipped (logged, counted in
-`folder.skipped_files()` under the root) when data.skip_bad_examples
-is set; anywhere else they are an error, so evaluation counts every listed
-example. Files that exist but do not decode are handled as in folders.
+A manifest is an index, so every line is checked once, when a split is first listed
+(at start-up): unparsable, a file that does not exist, a label outside the classes,
+an extension that is neither image nor video. Bad lines are named by manifest file
+and line number (the first few) and counted. In the train split up to
+`data.max_bad_fraction` of the lines (default 0) may be bad: they are reported once,
+counted in `folder.skipped_files()` under the root, and left out; more is an error.
+Any bad line in another split is an error, so evaluation counts every listed example.
+Files that exist but do not decode are handled as in folders.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import threading
 
 import numpy as np
+from absl import logging
 
 from vit_jax.data import folder
 from vit_jax.errors import DataError, MissingFileError
@@ -35,6 +39,10 @@ from vit_jax.errors import DataError, MissingFileError
 PREFIX = "manifest:"
 CLASSES_FILE = "classes.txt"
 _SHOWN = 5  # Bad lines quoted in an error message.
+# (manifest file, mtime, size, dataset) -> (paths, labels): each manifest is checked and its
+# bad lines reported once per process.
+_listed: dict = {}
+_listed_lock = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +62,11 @@ class ManifestDataset:
   train_split: str
   skip_bad: bool
   integer_labels: bool
+  max_bad_fraction: float = 0.0
 
   @classmethod
-  def open(cls, root: str, train_split: str = "train", skip_bad: bool = True) -> ManifestDataset:
+  def open(cls, root: str, train_split: str = "train", skip_bad: bool = True,
+           max_bad_fraction: float = 0.0) -> ManifestDataset:
     root = os.path.expanduser(root)
     if not os.path.isdir(root):
       raise MissingFileError(f"Manifest dataset {root!r} is not a folder: expected "
@@ -80,10 +90,22 @@ class ManifestDataset:
     if is_video and extensions & set(folder.IMAGE_EXTENSIONS):
       raise DataError(f"{path} mixes images and videos ({sorted(extensions)}); a dataset holds "
                        "one or the other.")
-    return cls(root, class_names, is_video, train_split, skip_bad, integer)
+    return cls(root, class_names, is_video, train_split, skip_bad, integer, max_bad_fraction)
 
   def files(self, split: str) -> tuple[list[str], np.ndarray]:
-    """Paths and int64 labels of `split`, in manifest order, bad lines skipped or refused."""
+    """Paths and int64 labels of `split`, in manifest order; bad lines left out or refused
+    (the module docstring). Checked on the first call; later calls reuse the listing."""
+    path = manifest_path(self.root, split)
+    stat = os.stat(path)
+    # The dataset is opened several times at start-up (info, train and eval streams).
+    key = (path, stat.st_mtime_ns, stat.st_size, self)
+    with _listed_lock:
+      if key not in _listed:
+        _listed[key] = self._check(split)
+      paths, labels = _listed[key]
+    return list(paths), labels.copy()
+
+  def _check(self, split: str) -> tuple[list[str], np.ndarray]:
     path = manifest_path(self.root, split)
     entries, bad = _read(path)
     index = {name: i for i, name in enumerate(self.class_names)}
@@ -107,17 +129,33 @@ class ManifestDataset:
         labels.append(label_index)
     if bad:
       bad.sort()
-      if not (self.skip_bad and split == self.train_split):
-        shown = "\n".join(f"  {path}:{line}: {problem}" for line, problem in bad[:_SHOWN])
-        more = f"\n  ... and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
-        raise DataError(f"{path} has {len(bad)} bad lines:\n{shown}{more}\nFix or remove them "
-                         "(training skips them in the train split with "
-                         "data.skip_bad_examples=True; evaluation never does).")
-      for line, problem in bad:
-        folder.note_skipped(self.root, f"{path}:{line}: {problem}")
+      total = len(bad) + len(paths)
+      train = split == self.train_split
+      allowed = self.max_bad_fraction if (train and self.skip_bad) else 0.0
+      shown = "\n".join(f"  {path}:{line}: {problem}" for line, problem in bad[:_SHOWN])
+      more = f"\n  ... and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+      if len(bad) > allowed * total:
+        if train:
+          fix = ("Fix or remove them, or leave them out of training with "
+                 f"--config.data.max_bad_fraction={_fraction_ceiling(len(bad), total)} "
+                 "(and data.skip_bad_examples=True).")
+        else:
+          fix = "Fix or remove them: an evaluation split must be clean (every line counts)."
+        raise DataError(f"{path} has {len(bad)} bad lines of {total} "
+                        f"({100 * len(bad) / total:.1f}%; data.max_bad_fraction={allowed}):\n"
+                        f"{shown}{more}\n{fix}")
+      logging.warning("%s: leaving out %d bad lines of %d (%.1f%%, within "
+                      "data.max_bad_fraction=%s):\n%s%s", path, len(bad), total,
+                      100 * len(bad) / total, allowed, shown, more)
+      folder.note_skipped(self.root, f"{len(bad)} bad lines of {path}", count=len(bad))
     if not paths:
       raise DataError(f"{path} lists no usable examples.")
     return paths, np.asarray(labels, np.int64)
+
+
+def _fraction_ceiling(bad: int, total: int) -> str:
+  """The smallest two-decimal fraction that allows `bad` of `total` (at least 0.01)."""
+  return f"{max(0.01, -(-100 * bad // total) / 100):.2f}"
 
 
 def manifest_path(root: str, split: str) -> str:

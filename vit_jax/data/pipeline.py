@@ -34,7 +34,7 @@ counted exactly once (`mask` marks the real ones).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from vit_jax.data import config as config_lib
-from vit_jax.data import distribute, preprocess, sources
+from vit_jax.data import distribute, dmvr, folder, preprocess, sources
 from vit_jax.errors import DataError
 
 # tf.data runs on CPU; keep TensorFlow away from any accelerator JAX uses.
@@ -89,9 +89,16 @@ class DatasetInfo:
 
 
 def get_info(data_config: Mapping[str, Any]) -> DatasetInfo:
-  """Metadata of `data_config.dataset` (prepares bundled datasets on first use)."""
+  """Metadata of `data_config.dataset` (prepares bundled datasets on first use).
+
+  Also checks every file of a folder: or manifest: dataset's eval_split (headers, frame
+  counts; sources.Source.check_files), so that a bad evaluation file stops the run at
+  start-up rather than at its first evaluation.
+  """
   c = config_lib.as_config(data_config)
   source = _open(c)
+  # Found now, not at the first evaluation after hours of training.
+  source.check_files(c.eval_split)
   h, w = config_lib.image_size(c)
   views = c.num_test_clips * c.num_test_crops if source.is_video else 1
   return DatasetInfo(
@@ -131,7 +138,8 @@ def train_iterator(data_config: Mapping[str, Any], *, global_batch_size: int,
                           process_index=process_index * per_process + i, process_count=num_shards)
             for i in range(per_process)]
   ds = shards[0] if per_process == 1 else tf.data.Dataset.zip(tuple(shards)).map(_concat)
-  batches = _numpy_batches(ds, f"{c.dataset} {c.train_split}")
+  batches = _numpy_batches(ds, f"{c.dataset} {c.train_split}",
+                           _diagnose(source, c.train_split, process_index, process_count))
   return distribute.prefetch_to_device(batches, sharding, global_batch_size, c.prefetch)
 
 
@@ -146,9 +154,12 @@ def eval_iterator(data_config: Mapping[str, Any], *, global_batch_size: int,
   """
   c = config_lib.as_config(data_config)
   local = distribute.local_batch_size(global_batch_size, sharding)
-  ds = eval_dataset(c, _open(c), local_batch_size=local, split=split or c.eval_split,
+  split = split or c.eval_split
+  source = _open(c)
+  ds = eval_dataset(c, source, local_batch_size=local, split=split,
                     process_index=jax.process_index(), process_count=jax.process_count())
-  batches = _numpy_batches(ds, f"{c.dataset} {split or c.eval_split}")
+  batches = _numpy_batches(ds, f"{c.dataset} {split}",
+                           _diagnose(source, split, jax.process_index(), jax.process_count()))
   return distribute.prefetch_to_device(batches, sharding, global_batch_size, c.prefetch)
 
 
@@ -329,8 +340,14 @@ def eval_dataset(c, source: sources.Source, *, local_batch_size: int, split: str
   return ds.batch(local_batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _numpy_batches(ds: tf.data.Dataset, what: str) -> Iterator[dict[str, np.ndarray]]:
-  """Batches as numpy; TensorFlow errors from bad data become BadDataError."""
+def _numpy_batches(ds: tf.data.Dataset, what: str,
+                   diagnose: Callable[[], str | None] | None = None
+                   ) -> Iterator[dict[str, np.ndarray]]:
+  """Batches as numpy; TensorFlow errors from bad data become BadDataError.
+
+  The message is the one vit_jax's own decoders raised (folder.raise_bad), else what
+  `diagnose()` finds (a DMVR shard and record), else TensorFlow's first line.
+  """
   iterator = ds.as_numpy_iterator()
   while True:
     try:
@@ -338,8 +355,15 @@ def _numpy_batches(ds: tf.data.Dataset, what: str) -> Iterator[dict[str, np.ndar
     except StopIteration:
       return
     except tf.errors.OpError as e:
-      raise BadDataError(f"Reading {what} failed: {e.message}") from None
+      message = folder.raised_error(e.message) or (diagnose and diagnose()) or dmvr.tf_error_text(e.message)
+      raise BadDataError(f"Reading {what} failed: {message}") from None
     yield batch
+
+
+def _diagnose(source: sources.Source, split: str, process_index: int, process_count: int):
+  if source.dmvr is None:
+    return None
+  return lambda: source.dmvr.find_damaged_record(split, process_index, process_count)
 
 
 __all__ = ["BadDataError", "DatasetInfo", "eval_iterator", "get_info", "num_eval_batches",

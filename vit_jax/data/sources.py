@@ -12,6 +12,8 @@ of one clip of a video.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +27,7 @@ from vit_jax.data import config as config_lib
 from vit_jax.errors import DataError, UserError
 
 FOLDER_PREFIX = "folder:"
+_checked: set = set()  # (root, split, min_frames, files) that Source.check_files passed
 
 
 class DatasetNotPreparedError(UserError, RuntimeError):
@@ -132,6 +135,11 @@ class Source:
     return {**example, "raw": pixels, "ok": ok}
 
   @property
+  def dmvr(self) -> dmvr.DmvrDataset | None:
+    """The DMVR shards of a dmvr: dataset (None otherwise)."""
+    return self._dmvr
+
+  @property
   def root(self) -> str | None:
     """The folder of a folder:, manifest: or dmvr: dataset (None for TFDS)."""
     for ds in (self._folder, self._dmvr):
@@ -144,6 +152,28 @@ class Source:
     if self._folder is None:
       raise DataError(f"{self.name} is not a folder: or manifest: dataset; it lists no files.")
     return self._folder.files(split)
+
+  def check_files(self, split: str) -> None:
+    """Raises DataError naming the files of a folder: or manifest: `split` that cannot be
+    read (folder.unusable_files); other datasets are read as they are. Once per process
+    and split: the evaluation split is checked at start-up, so that a bad file is not
+    met only after training."""
+    if self._folder is None:
+      return
+    paths, _ = self._folder.files(split)
+    key = (self.root, split, self._min_frames, tuple(paths))
+    if key in _checked:
+      return
+    start = time.perf_counter()
+    bad = folder.unusable_files(paths, self.is_video, self._min_frames)
+    logging.info("Checked the %d files of %s %s in %.1fs: %d unusable.", len(paths), self.name,
+                 split, time.perf_counter() - start, len(bad))
+    if bad:
+      shown = "\n".join(f"  {path}: {problem}" for path, problem in bad[:5])
+      more = f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+      raise DataError(f"{self.name} split {split!r} has {len(bad)} files that cannot be read:\n"
+                      f"{shown}{more}\nFix or delete them (every evaluation example counts).")
+    _checked.add(key)
 
   def clip_frames(self, example: dict[str, tf.Tensor], indices: tf.Tensor, *,
                   skip_bad: bool) -> tuple[tf.Tensor, tf.Tensor]:
@@ -191,7 +221,8 @@ def open_source(data_config: Mapping[str, Any]) -> Source:
                   _min_frames=min_frames)
   if name.startswith(manifest.PREFIX):
     ds = manifest.ManifestDataset.open(name[len(manifest.PREFIX):], data_config["train_split"],
-                                       data_config["skip_bad_examples"])
+                                       data_config["skip_bad_examples"],
+                                       data_config["max_bad_fraction"])
     return Source(name, len(ds.class_names), ds.class_names, ds.is_video, _folder=ds,
                   _min_frames=min_frames)
   if name.startswith(dmvr.PREFIX):
@@ -229,9 +260,15 @@ def tfds_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
   """
   try:
     builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    raise DataError(f"Unknown dataset {name!r}: use 'digits', 'moving_digits', a TFDS name "
-                     f"(tfds.list_builders()), 'folder:/path', 'manifest:/path' or 'dmvr:/path'. ({e})") from None
+  except tfds.core.registered.DatasetNotFoundError:
+    # TFDS's own message lists all of its ~450 names; the close ones are what helps.
+    base = name.split("/")[0].split(":")[0]
+    close = difflib.get_close_matches(base, sorted(set(tfds.list_builders()) | set(builders.BUNDLED)),
+                                      n=4, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise DataError(f"Unknown dataset {name!r}.{hint} Use 'digits', 'moving_digits', a TFDS name "
+                     "(tfds.list_builders()), 'folder:/path', 'manifest:/path' or "
+                     "'dmvr:/path'.") from None
   if builder.is_prepared():
     return builder
   base = name.split("/")[0].split(":")[0]

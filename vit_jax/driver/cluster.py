@@ -25,6 +25,13 @@ GPU gets [SLURM_LOCALID], one task per node gets all of them.
 VIT_JAX_REQUIRE_PLATFORM=gpu|tpu (the launch scripts set it) makes a job that finds
 only CPU devices stop at once with the install line of the accelerator build of JAX,
 instead of training on the CPU for hours.
+
+When one process fails. The others would wait for it in the next collective until
+jax.distributed's heartbeat timeout (VIT_JAX_HEARTBEAT_TIMEOUT, default 100 s), or forever
+in a collective that has no timeout. So a process that stops with an error writes it to
+the job's key-value store (`announce_failure`), and every process of a job runs a thread
+(`watch_peers`) that, within a second of such an entry, prints it and ends its own
+process with status 1. Waits for all processes (`barrier`) have a timeout.
 """
 
 from __future__ import annotations
@@ -32,11 +39,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import sys
+import threading
+import time
 from collections.abc import Mapping
 
 import jax
 from absl import logging
 
+from vit_jax import errors
 from vit_jax.errors import UserError
 
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
@@ -150,7 +161,10 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     # and only when it starts, which is after this line.
     jax.config.update("jax_cpu_collectives_implementation",
                       os.environ.get("VIT_JAX_CPU_COLLECTIVES", "gloo"))
-    jax.distributed.initialize(**spec.kwargs())
+    jax.distributed.initialize(
+        **spec.kwargs(),
+        heartbeat_timeout_seconds=int(os.environ.get("VIT_JAX_HEARTBEAT_TIMEOUT", "100")))
+    watch_peers()
   # Every process of a job says what it drives (at warning level: processes other than
   # 0 log only warnings later on): the first thing to read when a cluster job uses fewer
   # devices than it should.
@@ -178,3 +192,95 @@ def check_platform(required: str | None = None) -> None:
         f"build of JAX into this interpreter: {install}"
         + ("" if required != "gpu" else "; check `nvidia-smi` and CUDA_VISIBLE_DEVICES.")
         + " Unset VIT_JAX_REQUIRE_PLATFORM to run on what is there.")
+
+
+# Keys in jax.distributed's key-value store (held by process 0's coordination service).
+_FAILED = "vit_jax/failed/"
+_SEEN = "vit_jax/failure_seen/"
+WATCH_INTERVAL_S = 1.0
+SERVICE_HOST_GRACE_S = 3.0
+
+
+def _client():
+  """jax.distributed's client, or None in a single process.
+
+  jax has no public accessor for the coordination service's key-value store, so this
+  reads the private `jax._src.distributed.global_state`; if a jax release moves it, the
+  failure notice is skipped and peers stop at the heartbeat timeout instead.
+  """
+  if jax.process_count() == 1:
+    return None
+  try:
+    from jax._src import distributed  # noqa: PLC0415
+  except ImportError:
+    return None
+  return getattr(getattr(distributed, "global_state", None), "client", None)
+
+
+def announce_failure(message: str, wait_s: float = 10.0) -> None:
+  """Tells the other processes that this one stops with `message`; waits until they saw it.
+
+  The wait (at most `wait_s`) matters for process 0, which hosts the key-value store:
+  leaving at once would take the message with it. A no-op in a single process; never
+  raises (if the store is gone, the others still stop at the heartbeat timeout).
+  """
+  client = _client()
+  if client is None:
+    return
+  try:
+    client.key_value_set(f"{_FAILED}{jax.process_index()}", message.strip()[:4000])
+    deadline = time.monotonic() + wait_s
+    while (time.monotonic() < deadline
+           and len(client.key_value_dir_get(_SEEN)) < jax.process_count() - 1):
+      time.sleep(0.1)
+    if jax.process_index() == 0:
+      time.sleep(SERVICE_HOST_GRACE_S)  # the others exit first (see watch_peers)
+  except Exception:  # noqa: BLE001 (the job is ending anyway; any failure here is moot)
+    pass
+
+
+def watch_peers(program: str = "vit_jax.main") -> None:
+  """Starts the daemon thread that ends this process once another process announced a failure."""
+  client = _client()
+  if client is None:
+    return
+  me = jax.process_index()
+
+  def watch():
+    while True:
+      time.sleep(WATCH_INTERVAL_S)
+      try:
+        failed = [(k, v) for k, v in client.key_value_dir_get(_FAILED)
+                  if not k.endswith(f"/{me}")]
+      except Exception:  # noqa: BLE001 (the store is gone: the heartbeat timeout takes over)
+        return
+      if failed:
+        break
+    key, message = failed[0]
+    with_body = "\n".join("  " + line for line in message.splitlines())
+    sys.stderr.write(f"{program}: error: process {key.rsplit('/', 1)[1]} of "
+                     f"{jax.process_count()} failed:\n{with_body}\nStopping process {me} too.\n")
+    try:
+      client.key_value_set(f"{_SEEN}{me}", "1")
+    except Exception:  # noqa: BLE001
+      pass
+    if me == 0:
+      # Process 0 hosts the coordination service: a client that sees it vanish aborts
+      # (SIGABRT, status -6), so it leaves last, after the failed process has exited.
+      time.sleep(SERVICE_HOST_GRACE_S)
+    errors.exit_now(1)
+
+  threading.Thread(target=watch, name="vit_jax-watch-peers", daemon=True).start()
+
+
+def barrier(name: str, timeout_s: float = 600.0) -> None:
+  """Waits until every process reaches `name`; raises ClusterError after `timeout_s`."""
+  client = _client()
+  if client is None:
+    return
+  try:
+    client.wait_at_barrier(f"vit_jax/{name}", int(timeout_s * 1000))
+  except Exception as e:  # noqa: BLE001 (XLA raises its own status types)
+    raise ClusterError(f"waited {timeout_s:.0f} s at {name!r} for the other processes, which did "
+                       f"not all arrive ({str(e).splitlines()[0]}); one of them stopped or hangs: "
+                       "see its log.") from None

@@ -174,7 +174,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       (config.accum_steps >= 1, "accum_steps must be >= 1"),
       (config.batch_size % config.accum_steps == 0,
        f"batch_size {config.batch_size} is not divisible by accum_steps {config.accum_steps}"),
-      (0 <= config.lr.warmup_steps <= config.total_steps,
+      # Checked only for a possible total_steps (its own message covers the rest).
+      (config.total_steps <= 0 or 0 <= config.lr.warmup_steps <= config.total_steps,
        f"lr.warmup_steps={config.lr.warmup_steps} must be within [0, total_steps="
        f"{config.total_steps}]: for a shorter run also pass --config.lr.warmup_steps=N "
        f"with 0 <= N <= {config.total_steps}"),
@@ -204,9 +205,28 @@ def _check_model_options(config: ml_collections.ConfigDict) -> None:
                         "FILE_OR_FOLDER (or hf-hub:ORG/NAME).")
     name = "ViT-Ti_16"  # the options are checked on a stand-in; the file decides the rest
   try:
-    registry.create_model(name, num_classes=1, **options)
+    model = registry.create_model(name, num_classes=1, **options)
   except (TypeError, ValueError) as e:
     raise ConfigError(f"Invalid config: model_name={config.model_name!r}, model: {e}") from e
+  if config.model_name != FROM_CHECKPOINT:
+    _check_patch_grid(config, model)
+
+
+def _check_patch_grid(config: ml_collections.ConfigDict, model) -> None:
+  """data.image_size must be a whole number of patches (found here, not at the first trace)."""
+  patch = getattr(model, "patch_size", None)
+  if patch is None:
+    return
+  ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)[-2:]
+  size = config.data.image_size
+  h, w = (size, size) if isinstance(size, int) else tuple(size)
+  if h % ph or w % pw:
+    fit = [max(ph, h // ph * ph), max(pw, w // pw * pw)]
+    fix = fit[0] if fit[0] == fit[1] and isinstance(size, int) else tuple(fit)
+    raise ConfigError(
+        f"Invalid config: data.image_size={size!r} is not divisible by the patch size "
+        f"{ph}x{pw} of {config.model_name}: pass --config.data.image_size={fix} (or another "
+        f"multiple of the patch), or a model with another patch size.")
 
 
 def describe_override_error(argv: list[str], error: Exception) -> str:

@@ -8,20 +8,25 @@ scores the latest checkpoint of a workdir, or a pretrained file.
 
 from __future__ import annotations
 
+import json
 import signal
+import sys
 import time
+import zipfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import safetensors
 from absl import logging
 from jax.experimental import multihost_utils
 
-from vit_jax import checkpoint, data, models, paths
+from vit_jax import checkpoint, data, errors, models, paths
+from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.orbax_io import CHECKPOINTS_DIR
-from vit_jax.driver import checkpointer, optim, parallel, steps
+from vit_jax.driver import checkpointer, cluster, optim, parallel, steps
 from vit_jax.driver import config as config_lib
 from vit_jax.driver import workdir as workdir_lib
 from vit_jax.driver.progress import Progress
@@ -36,41 +41,58 @@ class NonFiniteLossError(UserError, FloatingPointError):
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after every step."""
+  """Turns SIGTERM and a first Ctrl-C (SIGINT) into a flag the loop checks after every step.
+
+  Either one saves a checkpoint of the step reached and stops the run (exit status 75
+  for SIGTERM, "resume me"; 130 for Ctrl-C). A second Ctrl-C ends the process at once:
+  the checkpoints already complete stay (Orbax writes each step atomically).
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.requested: str | None = None  # "SIGTERM" or "SIGINT" once one arrived
+    self._previous = {}
 
   def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread (e.g. some test runners): no handler
-      self._previous = None
+    for signum in self.SIGNALS:
+      try:
+        self._previous[signum] = signal.signal(signum, self._handle)
+      except ValueError:  # not the main thread (e.g. some test runners): no handler
+        pass
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning("SIGTERM received: saving a checkpoint and stopping.")
-    self.requested = True
+    del frame
+    name = signal.Signals(signum).name
+    if self.requested == "SIGINT" and signum == signal.SIGINT:
+      sys.stderr.write("Second Ctrl-C: exiting without saving the current step.\n")
+      errors.exit_now(130)
+    logging.warning("%s received: saving a checkpoint and stopping%s.", name,
+                    " (Ctrl-C again exits at once)" if signum == signal.SIGINT else "")
+    self.requested = self.requested or name
 
   def should_stop(self, at_sync_point: bool) -> bool:
     """Whether this step is the one after which the run saves and stops.
 
-    One process: as soon as SIGTERM has arrived. Several: SIGTERM reaches them at
+    One process: as soon as a signal has arrived. Several: signals reach them at
     different steps, and one that stopped alone would leave the others waiting
     forever in the next step's collectives; so they compare flags at logging steps
     (`at_sync_point`, the same steps on every process) and stop together.
     """
     if jax.process_count() == 1:
-      return self.requested
+      return self.requested is not None
     if not at_sync_point:
       return False
-    return bool(multihost_utils.process_allgather(np.asarray(self.requested)).any())
+    flag = np.asarray(self.requested is not None)
+    stop = bool(multihost_utils.process_allgather(flag).any())
+    if stop and self.requested is None:
+      self.requested = "SIGTERM"  # another process's preemption: resume later (75)
+    return stop
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
 
 # `model.remat="auto"` turns rematerialisation on when the train step without it would use
@@ -154,6 +176,24 @@ def _state_shardings(mesh, abstract_state: steps.TrainState) -> steps.TrainState
                           ema_params=shard(abstract_state.ema_params))
 
 
+def read_checkpoint(reader, path: str, **kwargs):
+  """`reader(path, **kwargs)` (a vit_jax.checkpoint reader), with a damaged file reported.
+
+  The readers raise CheckpointError for what they recognise; a file damaged in a way
+  they do not (a truncated .safetensors header through `load_pretrained`, a cut-off zip)
+  raises the library's own error, which becomes a CheckpointError naming the file, as
+  `convert` and `--checkpoint` report it.
+  """
+  try:
+    return reader(path, **kwargs)
+  except errors.UserError:
+    raise
+  except (safetensors.SafetensorError, OSError, EOFError, zipfile.BadZipFile,
+          json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"{path}: cannot read it ({type(e).__name__}: {e}). The file is "
+                          "unreadable, truncated or corrupt: copy or download it again.") from e
+
+
 class Setup:
   """Everything the loop and the evaluator share, built once per run."""
 
@@ -163,7 +203,7 @@ class Setup:
     # init_from.preprocessing, the input normalisation); it is read once, here.
     self.pretrained = None
     if config.model_name == config_lib.FROM_CHECKPOINT:
-      self.pretrained = checkpoint.load_pretrained(config.init_from.path)
+      self.pretrained = read_checkpoint(checkpoint.load_pretrained, config.init_from.path)
       logging.info("Model from %s (%s): %s; its preprocessing: %s", config.init_from.path,
                    self.pretrained.format, self.pretrained.model.__class__.__name__,
                    self.pretrained.preprocessing)
@@ -242,7 +282,7 @@ class Setup:
       return self._video_pretrained_params(path, reset_head)
     init = self.host_init_params()
     same_file = self.pretrained is not None and path == self.config.init_from.path
-    restored = self.pretrained.params if same_file else checkpoint.load(path)
+    restored = self.pretrained.params if same_file else read_checkpoint(checkpoint.load, path)
     c = self.config.init_from
     # The rows before the patch grid: known from both models when the file gave the
     # architecture; else adapt reads them from the tokens each tree holds.
@@ -262,7 +302,7 @@ class Setup:
       raise ConfigError(f"init_from.posemb_method={c.posemb_method!r}: ViViT's inflation "
                        "resizes position embeddings bilinearly only; use 'bilinear'.")
     init = self.host_init_params()
-    restored, fmt = checkpoint.load_with_format(path, allow_video=True)
+    restored, fmt = read_checkpoint(checkpoint.load_with_format, path, allow_video=True)
     params, report = checkpoint.adapt_video(
         restored, init, variant=self.model.variant,
         token_grid=vivit.token_grid(self.model, self.dummy.shape),
@@ -289,6 +329,27 @@ def _evaluate(setup: Setup, eval_step, params: Any) -> dict[str, float]:
   count = float(totals["num_examples"])
   return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
           "loss": float(totals["loss"]) / count, "num_examples": int(count)}
+
+
+def _evaluate_or_save(setup: Setup, eval_step, state: steps.TrainState,
+                      ckpt: checkpointer.Checkpointer) -> dict[str, float]:
+  """An evaluation during training; if it fails (bad evaluation data), the trained state
+  is saved first, so that no trained step is lost to the error.
+
+  One process only: with several, a save needs every process, and the others are waiting
+  in the evaluation's collectives (they stop when this one announces its failure,
+  cluster.watch_peers); the run then resumes from its last checkpoint.
+  """
+  try:
+    return _evaluate(setup, eval_step, state.eval_params)
+  except Exception:
+    if jax.process_count() > 1:
+      raise
+    step = int(jax.device_get(state.step))
+    logging.error("The evaluation at step %d failed; saving step %d before stopping.", step, step)
+    ckpt.save(state, force=True)
+    ckpt.wait()
+    raise
 
 
 def _jit_eval_step(setup: Setup):
@@ -335,30 +396,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       logging.warning("%s already finished (step %d of total_steps=%d): evaluating its last "
                       "checkpoint; raise --config.total_steps to train on.", workdir,
                       resume_step, config.total_steps)
+  # A new run's initial state is built before anything is written, so a refused one (a
+  # missing or damaged init_from.path) leaves no trace in its workdir.
+  state = None
+  if resume_step is None:
+    state = (setup.state_from_params(setup.pretrained_params(config.init_from.path))
+             if config.init_from.path else setup.state_from_params(setup.init_params()))
   paths.makedirs(workdir)
   ckpt = checkpointer.Checkpointer(
       workdir, keep=config.checkpoint.keep, keep_best=config.checkpoint.keep_best,
       best_metric=config.checkpoint.best_metric, async_save=config.checkpoint.async_save)
   try:
-    return _train(setup, ckpt, resume_step, saved, signature)
+    return _train(setup, ckpt, state, resume_step, saved, signature)
   finally:
     ckpt.close()  # also on errors: pending saves complete, no async thread is left behind
 
 
-def _train(setup: Setup, ckpt: checkpointer.Checkpointer, resume_step: int | None,
-           saved: Any, signature: dict[str, Any]) -> dict[str, Any]:
+def _train(setup: Setup, ckpt: checkpointer.Checkpointer, state: steps.TrainState | None,
+           resume_step: int | None, saved: Any, signature: dict[str, Any]) -> dict[str, Any]:
   config, workdir = setup.config, setup.workdir
   process0 = jax.process_index() == 0
 
   # ---------------------------------------------------------------- state
   # Resuming this run wins over initialising from a pretrained file: a restarted
-  # fine-tuning job continues its own steps instead of starting over.
-  if resume_step is not None:
-    state = ckpt.restore(setup.restore_target, resume_step)
-  elif config.init_from.path:
-    state = setup.state_from_params(setup.pretrained_params(config.init_from.path))
-  else:
-    state = setup.state_from_params(setup.init_params())
+  # fine-tuning job continues its own steps instead of starting over. A damaged latest
+  # checkpoint falls back to the newest intact one (checkpointer.restore_intact).
+  if state is None:
+    state = ckpt.restore_intact(setup.restore_target, resume_step)
   start_step = int(jax.device_get(state.step))
   # The run is valid (config, data, state): only now is its config recorded.
   workdir_lib.write(workdir, saved, config.to_dict(), setup.info.to_dict(), signature,
@@ -419,7 +483,7 @@ def _train(setup: Setup, ckpt: checkpointer.Checkpointer, resume_step: int | Non
       writer.write(done, record)
       progress.log(float(host["loss"]), images_per_sec)
       if is_eval:
-        eval_metrics = _evaluate(setup, eval_step, state.eval_params)
+        eval_metrics = _evaluate_or_save(setup, eval_step, state, ckpt)
         writer.write(done, {f"eval_{k}": v for k, v in eval_metrics.items()})
         logging.info("Step %d: eval %s", done, eval_metrics)
       if is_ckpt or is_eval:
@@ -428,14 +492,14 @@ def _train(setup: Setup, ckpt: checkpointer.Checkpointer, resume_step: int | Non
         ckpt.wait()
         # No process exits before every process has finished its save: a scheduler
         # that ends the whole step when the first process exits (srun
-        # --kill-on-bad-exit) must not cut another's checkpoint short.
-        if jax.process_count() > 1:
-          multihost_utils.sync_global_devices("vit_jax: preempted checkpoint complete")
+        # --kill-on-bad-exit) must not cut another's checkpoint short. With a timeout:
+        # a process that died meanwhile must not keep the others waiting forever.
+        cluster.barrier(f"preempted checkpoint of step {done} complete")
         progress.close()
         writer.close()
-        logging.warning("Preempted at step %d; the checkpoint is complete. Restart with the "
-                        "same --workdir to resume.", done)
-        return {"preempted": True, "step": done}
+        logging.warning("Preempted at step %d (%s); the checkpoint is complete. Restart with "
+                        "the same --workdir to resume.", done, preemption.requested)
+        return {"preempted": preemption.requested, "step": done}
       t_last = time.perf_counter()  # evaluation and checkpoint time is not throughput
   progress.close()
 
@@ -456,17 +520,24 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   setup = Setup(config, workdir)
   if checkpoint_path:
     # The file's own head is what is evaluated, whatever init_from.reset_head says.
-    params, step = setup.pretrained_params(checkpoint_path, reset_head=False), 0
+    params = setup.pretrained_params(checkpoint_path, reset_head=False)
+    step = checkpointer.step_of(checkpoint_path)  # None: a file without a step (.npz, ...)
+    logging.info("Evaluating %s%s.", checkpoint_path,
+                 "" if step is None else f" (a run's checkpoint of step {step})")
   else:
-    if workdir_lib.latest_checkpoint_step(workdir) is None:  # checked without creating it
+    latest = workdir_lib.latest_checkpoint_step(workdir)  # checked without creating it
+    if latest is None:
       raise WorkdirError(
           f"No checkpoint in {paths.join(paths.absolute(workdir), CHECKPOINTS_DIR)}: train "
           "first, or pass --checkpoint FILE to evaluate a pretrained file.")
     ckpt = checkpointer.Checkpointer(workdir)
-    state = ckpt.restore(setup.restore_target)
+    try:
+      state = ckpt.restore_intact(setup.restore_target, latest)
+    finally:
+      ckpt.close()
     params = state.eval_params
     step = int(jax.device_get(state.step))
-    ckpt.close()
+    logging.info("Evaluating step %d of %s.", step, workdir)
   results = {**_evaluate(setup, _jit_eval_step(setup), params), "step": step}
   paths.makedirs(workdir)
   write_json_atomic(paths.join(workdir, "eval_results.json"), results)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -154,3 +155,27 @@ def write(workdir: str, saved: Optional[Mapping[str, Any]], config: Mapping[str,
   write_json_atomic(paths.join(workdir, CONFIG_FILE), {
       "config": config, "data_info": _jsonable(data_info),
       "state_signature": dict(signature), "history": history})
+
+
+def check_writable(workdir: str) -> None:
+  """Raises WorkdirError when a run could not write to `workdir` (checked before it starts).
+
+  A file in its place, or a local folder (or the nearest existing parent of a new one)
+  that this user may not write to. Remote (gs://) workdirs are not checked here.
+  """
+  if paths.is_remote(workdir):
+    return
+  path = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise WorkdirError(f"--workdir {workdir} is a file, not a directory: pass a directory "
+                       "(a new one is created).")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise WorkdirError(f"--workdir {workdir}: {existing} is a file, so the directory cannot "
+                       "be created; pass another --workdir.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    what = "is" if existing == path else f"cannot be created: {existing} is"
+    raise WorkdirError(f"--workdir {workdir} {what} read-only for this user: pass a "
+                       "writable --workdir (or fix its permissions).")

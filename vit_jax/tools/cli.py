@@ -17,6 +17,19 @@ from absl import app, flags, logging
 from vit_jax import compilation_cache, errors
 
 
+def list_in_help(*modules: str) -> None:
+  """Makes `--help` list the flags that `modules` define.
+
+  absl's `--help` lists only the flags of the program's main module (sys.argv[0]), here
+  the thin `vit_jax/<command>.py`, so it printed none of ours, just "Try --helpfull".
+  """
+  main = sys.argv[0]
+  for module in modules:
+    for flag in flags.FLAGS.flags_by_module_dict().get(module, []):
+      flags.FLAGS.register_flag_by_module(main, flag)
+      flags.FLAGS.register_key_flag_for_module(main, flag)
+
+
 def define_flags(image_size_help: str) -> None:
   flags.DEFINE_string("workdir", None, "A training run's directory.")
   flags.DEFINE_string("checkpoint", None, "A checkpoint file (instead of --workdir).")
@@ -26,6 +39,7 @@ def define_flags(image_size_help: str) -> None:
                             "paths may follow one --input).")
   flags.DEFINE_bool("verbose", False, "Show the traceback of errors vit_jax reports on purpose.")
   flags.DEFINE_string("compilation_cache", compilation_cache.DEFAULT_DIR, compilation_cache.HELP)
+  list_in_help(__name__)
 
 
 def run_on_inputs(program: str, argv: list[str],

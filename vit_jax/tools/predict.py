@@ -54,6 +54,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer("top_k", 5, "Classes printed per input.")
   flags.DEFINE_integer("batch_size", 64, "Inputs per forward pass.")
   flags.DEFINE_bool("json", False, "One JSON object per input instead of text.")
+  cli.list_in_help(__name__)
 
 
 def main(argv):

@@ -182,6 +182,7 @@ def _define_flags() -> None:
   flags.DEFINE_string("out", None, "Output folder for the PNG files.")
   flags.DEFINE_integer("top_k", 5, "Labels shown with the rollout.")
   flags.DEFINE_integer("dpi", 100, "Resolution of the figures.")
+  cli.list_in_help(__name__)
 
 
 def main(argv):
