@@ -267,7 +267,7 @@ class FeatureCache:
     tmp = final + ".tmp"
     with paths.path(tmp).open("wb") as f:
       np.savez(f, features=features, label=labels)
-    paths.path(tmp).rename(final)
+    paths.path(tmp).replace(final)
     paths.write_text_atomic(paths.join(self.directory, key + ".json"),
                             json.dumps({**parts, "shape": list(features.shape)}, indent=1))
 

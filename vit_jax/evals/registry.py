@@ -221,3 +221,50 @@ def validate(evals: Mapping[str, Any], data_keys: Mapping[str, Any] | None = Non
                           f"{unknown}; see vit_jax.data.default_config() for the keys.")
     out[name] = options
   return out
+
+
+def standalone_config() -> Any:
+  """The schema of an evaluation config (`python -m vit_jax.evaluate --config FILE`).
+
+  source: what to evaluate when --source is not given (a workdir, a checkpoint file or
+    folder, `hf-hub:ORG/NAME`, or `random:MODEL_NAME` for a randomly initialised model,
+    the baseline a trained backbone should beat).
+  data: config.data (vit_jax.data.default_config()); the source's preprocessing is
+    applied over it, each evaluator's `data` over that.
+  batch_size: global batch of feature extraction (a multiple of the device count).
+  seed: the random initialisation of `random:` sources.
+  evals: the evaluators (this module's TYPES).
+  """
+  import ml_collections  # noqa: PLC0415
+
+  from vit_jax.data import config as data_config_lib  # noqa: PLC0415
+
+  c = ml_collections.ConfigDict()
+  c.source = ""
+  c.data = data_config_lib.default_config()
+  c.batch_size = 128
+  c.seed = 0
+  c.evals = ml_collections.ConfigDict()
+  return c
+
+
+def validate_standalone(config: Any) -> dict[str, dict[str, Any]]:
+  """ConfigError for unknown keys or values of an evaluation config; the evaluators' options."""
+  from vit_jax.data import config as data_config_lib  # noqa: PLC0415
+
+  schema = standalone_config()
+  unknown = [k for k in config.keys() if k not in schema]
+  if unknown:
+    hints = []
+    for k in unknown:
+      close = difflib.get_close_matches(k, list(schema.keys()), n=1)
+      hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    raise ConfigError(f"Invalid config: unknown key {', '.join(hints)}; an evaluation config "
+                      f"has {sorted(schema.keys())} (vit_jax/evals/registry.py).")
+  data_config_lib.as_config(config.data)  # unknown data keys and bad values
+  if config.batch_size <= 0:
+    raise ConfigError("Invalid config: batch_size must be positive.")
+  if not config.evals:
+    raise ConfigError("Invalid config: no evaluators in config.evals; add one, e.g. "
+                      "config.evals.knn = dict(type='knn').")
+  return validate(config.evals, data_config_lib.default_config())
