@@ -33,13 +33,17 @@ from vit_jax.errors import ConfigError  # noqa: E402
 PROGRAM = "vit_jax.evaluate"
 RESULTS_FILE = "eval_results.json"
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Evaluation config (configs/evals_*.py[:ARGS]).", lock_config=True)
-_SOURCE = flags.DEFINE_string("source", None, "What to evaluate (default: config.source).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Results and the feature cache.")
-_VERBOSE = flags.DEFINE_bool("verbose", False, "Show the traceback of reported errors.")
-_CACHE = flags.DEFINE_string("compilation_cache", compilation_cache.DEFAULT_DIR,
-                             compilation_cache.HELP)
+
+
+def _define_flags() -> None:
+  """Defined when the command runs, so that importing this module defines no flags."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Evaluation config (configs/evals_*.py[:ARGS]).", lock_config=True)
+  flags.DEFINE_string("source", None, "What to evaluate (default: config.source).")
+  flags.DEFINE_string("workdir", None, "Results and the feature cache.")
+  flags.DEFINE_bool("verbose", False, "Show the traceback of reported errors.")
+  flags.DEFINE_string("compilation_cache", compilation_cache.DEFAULT_DIR,
+                      compilation_cache.HELP)
 
 
 def evaluate(config, source: str, workdir: str) -> dict:
@@ -79,18 +83,20 @@ def evaluate(config, source: str, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  with errors.reported(PROGRAM, _VERBOSE.value):
-    compilation_cache.use(_CACHE.value)
+  f = flags.FLAGS
+  with errors.reported(PROGRAM, f.verbose):
+    compilation_cache.use(f.compilation_cache)
     cluster.initialize()
     import tensorflow as tf  # noqa: PLC0415
 
     tf.config.set_visible_devices([], "GPU")
     if jax.process_index() != 0:
       logging.set_verbosity(logging.WARNING)
-    evaluate(_CONFIG.value, _SOURCE.value, _WORKDIR.value)
+    evaluate(f.config, f.source, f.workdir)
 
 
 def run() -> None:
+  _define_flags()
   flags.mark_flags_as_required(["config", "workdir"])
   try:
     app.run(main)
