@@ -1,8 +1,8 @@
 """`python -m vit_jax.evaluate`: any source, any set of evaluators, no training.
 
-  python -m vit_jax.evaluate --config configs/evals_digits.py --source workdirs/vit_digits \\
+  python -m vit_jax.evaluate --config configs/evals/digits.py --source workdirs/vit_digits \\
       --workdir workdirs/evals_digits
-  python -m vit_jax.evaluate --config configs/evals_dinov2_s14_imagenet.py \\
+  python -m vit_jax.evaluate --config configs/evals/dinov2_s14_imagenet.py \\
       --workdir workdirs/dinov2_s14       # source: the config's (hf-hub:facebook/dinov2-small)
 
 --source: a workdir of this project (image or video), a checkpoint file or folder, an
@@ -38,7 +38,7 @@ RESULTS_FILE = "eval_results.json"
 def _define_flags() -> None:
   """Defined when the command runs, so that importing this module defines no flags."""
   config_flags.DEFINE_config_file(
-      "config", None, "Evaluation config (configs/evals_*.py[:ARGS]).", lock_config=True)
+      "config", None, "Evaluation config (configs/evals/*.py[:ARGS]).", lock_config=True)
   flags.DEFINE_string("source", None, "What to evaluate (default: config.source).")
   flags.DEFINE_string("workdir", None, "Results and the feature cache.")
   flags.DEFINE_bool("verbose", False, "Show the traceback of reported errors.")

@@ -1,8 +1,8 @@
 """SigLIP So400m/14 image tower: big_vision's few-shot linear regression on ImageNet-1k.
 
-    python -m vit_jax.evaluate --config configs/evals_siglip_so400m_fewshot.py \
+    python -m vit_jax.evaluate --config configs/evals/siglip_so400m_fewshot.py \
         --workdir workdirs/siglip_fewshot   # source: hf-hub:google/siglip-so400m-patch14-384
-    python -m vit_jax.evaluate --config configs/evals_siglip_so400m_fewshot.py:smoke \
+    python -m vit_jax.evaluate --config configs/evals/siglip_so400m_fewshot.py:smoke \
         --workdir workdirs/siglip_smoke     # runs here: see below
 
 Protocol: big_vision/evaluators/fewshot_lsr.py (Zhai et al. 2022, "Scaling Vision

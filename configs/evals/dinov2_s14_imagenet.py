@@ -1,8 +1,8 @@
 """DINOv2 ViT-S/14 (distilled) on ImageNet-1k: kNN and the linear-probe sweep, frozen.
 
-    python -m vit_jax.evaluate --config configs/evals_dinov2_s14_imagenet.py \
+    python -m vit_jax.evaluate --config configs/evals/dinov2_s14_imagenet.py \
         --workdir workdirs/dinov2_s14_in1k          # source: hf-hub:facebook/dinov2-small
-    python -m vit_jax.evaluate --config configs/evals_dinov2_s14_imagenet.py:smoke \
+    python -m vit_jax.evaluate --config configs/evals/dinov2_s14_imagenet.py:smoke \
         --workdir workdirs/dinov2_smoke             # runs here: see below
 
 Published (facebookresearch/dinov2 README, "Pretrained models"; Oquab et al. 2023):

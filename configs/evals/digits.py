@@ -1,8 +1,8 @@
 """Frozen-feature protocols on the bundled digits: kNN, a linear sweep, 5-shot, attentive.
 
-    python -m vit_jax.evaluate --config configs/evals_digits.py \
+    python -m vit_jax.evaluate --config configs/evals/digits.py \
         --source workdirs/vit_digits --workdir workdirs/evals_digits     # after `make run`
-    python -m vit_jax.evaluate --config configs/evals_digits.py \
+    python -m vit_jax.evaluate --config configs/evals/digits.py \
         --source random:ViT-Nano_2 --workdir workdirs/evals_digits_random
 
 The features of the 1,437 train and 360 test digits are extracted once per source (cached

@@ -1,8 +1,8 @@
 """V-JEPA 2 ViT-L/16 protocol: an attentive probe on frozen clip tokens, Something-Something v2.
 
-    python -m vit_jax.evaluate --config configs/evals_vjepa2_vitl_ssv2.py \
+    python -m vit_jax.evaluate --config configs/evals/vjepa2_vitl_ssv2.py \
         --source WORKDIR_OR_CHECKPOINT --workdir workdirs/vjepa2_ssv2
-    python -m vit_jax.evaluate --config configs/evals_vjepa2_vitl_ssv2.py:smoke \
+    python -m vit_jax.evaluate --config configs/evals/vjepa2_vitl_ssv2.py:smoke \
         --workdir workdirs/vjepa2_smoke     # runs here: see below
 
 Published (facebookresearch/vjepa2 README, "Evaluation Attentive Probes"; Assran et al.
