@@ -82,8 +82,15 @@ def test_standalone_command_evaluates_a_run_reuses_its_features_and_refuses_bad_
 def test_standalone_random_baseline_and_refusals_in_process(digits_data_dir, tmp_path):
   config = helpers.load_config(EVAL_CONFIG)
   config.data.data_dir = str(digits_data_dir)
+  # The full-data linear path: augmented training batches through the frozen backbone.
+  config.unlock()
+  config.evals.stream = dict(type="linear", mode="on_the_fly", steps=30, features=("cls",),
+                             learning_rates=(0.03, 0.3), batch_size_probe=64,
+                             data=dict(train_split="train[10%:]", augment="rotate(8, fill=0)"),
+                             val_split="train[:10%]")
   out = cli.evaluate(config, "random:ViT-Mu_2", str(tmp_path / "random"))
-  assert {"knn/top1_k20", "linear/top1", "fewshot/5shot_top1"} <= set(out)
+  assert {"knn/top1_k20", "linear/top1", "fewshot/5shot_top1", "stream/top1"} <= set(out)
+  assert 0.15 < out["stream/top1"] <= 1.0 and out["details"]["stream"]["best_features"] == "cls"
   assert out["source"] == "random:ViT-Mu_2"
   for source, message in (("random:ViT-Nope_2", "ViT-Nope_2"),
                           (str(tmp_path / "missing"), "missing")):

@@ -8,6 +8,10 @@ F x L classifiers see the same mini-batches and are updated by one jitted step (
 is each one's own gradient. The grid point with the best top-1 on a part of train held
 out (`val_fraction`, seeded) is reported on the test features.
 
+`train_grid_stream` trains the same grid on batches computed elsewhere: the full-data
+path, where a frozen backbone turns each augmented training batch into features on the
+fly (nothing cached), for datasets too big to cache.
+
 With weight_decay = wd the objective is scikit-learn's LogisticRegression (multinomial)
 with C = 1 / (N * wd): tests/evals compares the two.
 
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -42,6 +46,18 @@ def _loss(heads, xs, labels, mask, weight_decay):
   return total
 
 
+def _update(heads, buf, xs, labels, mask, step, *, lrs, total_steps, momentum, weight_decay):
+  """One SGD-momentum step of every classifier on a batch; returns heads, buffers."""
+  grads = jax.grad(_loss)(heads, xs, labels, mask, weight_decay)
+  scale = 0.5 * (1.0 + jnp.cos(jnp.pi * step / total_steps))  # cosine to 0
+  buf = jax.tree.map(lambda m, g: momentum * m + g, buf, grads)
+
+  def apply(p, m):
+    lr = (lrs * scale).reshape((-1,) + (1,) * (p.ndim - 1))  # [L] -> [L, 1, ...]
+    return p - lr * m
+  return jax.tree.map(apply, heads, buf), buf
+
+
 @functools.partial(jax.jit, static_argnames=("batch_size",), donate_argnums=(0, 1))
 def _epoch(heads, momentum_buf, features, labels, order, step0, *, batch_size, lrs,
            total_steps, momentum, weight_decay):
@@ -52,19 +68,19 @@ def _epoch(heads, momentum_buf, features, labels, order, step0, *, batch_size, l
     heads, buf, step = carry
     mask = (idx >= 0).astype(jnp.float32)
     idx = jnp.maximum(idx, 0)
-    xs = tuple(f[idx] for f in features)
-    grads = jax.grad(_loss)(heads, xs, labels[idx], mask, weight_decay)
-    scale = 0.5 * (1.0 + jnp.cos(jnp.pi * step / total_steps))  # cosine to 0
-    buf = jax.tree.map(lambda m, g: momentum * m + g, buf, grads)
-
-    def update(p, m):
-      lr = (lrs * scale).reshape((-1,) + (1,) * (p.ndim - 1))  # [L] -> [L, 1, ...]
-      return p - lr * m
-    heads = jax.tree.map(update, heads, buf)
+    heads, buf = _update(heads, buf, tuple(f[idx] for f in features), labels[idx], mask, step,
+                         lrs=lrs, total_steps=total_steps, momentum=momentum,
+                         weight_decay=weight_decay)
     return (heads, buf, step + 1), None
 
   (heads, momentum_buf, _), _ = jax.lax.scan(body, (heads, momentum_buf, step0), batches)
   return heads, momentum_buf
+
+
+def _init_heads(dims: Sequence[int], num_lrs: int, num_classes: int):
+  heads = [{"w": jnp.zeros((num_lrs, d, num_classes), jnp.float32),
+            "b": jnp.zeros((num_lrs, num_classes), jnp.float32)} for d in dims]
+  return heads, jax.tree.map(jnp.zeros_like, heads)
 
 
 def train_grid(features: Sequence[np.ndarray], labels: np.ndarray, *, num_classes: int,
@@ -76,9 +92,7 @@ def train_grid(features: Sequence[np.ndarray], labels: np.ndarray, *, num_classe
   batch_size = min(batch_size, n)
   steps_per_epoch = math.ceil(n / batch_size)
   lrs = jnp.asarray(learning_rates, jnp.float32)
-  heads = [{"w": jnp.zeros((len(lrs), f.shape[1], num_classes), jnp.float32),
-            "b": jnp.zeros((len(lrs), num_classes), jnp.float32)} for f in features]
-  buf = jax.tree.map(jnp.zeros_like, heads)
+  heads, buf = _init_heads([f.shape[1] for f in features], len(lrs), num_classes)
   feats = tuple(jnp.asarray(f, jnp.float32) for f in features)
   labels_dev = jnp.asarray(labels, jnp.int32)
   rng = np.random.default_rng(seed)
@@ -90,6 +104,23 @@ def train_grid(features: Sequence[np.ndarray], labels: np.ndarray, *, num_classe
                         batch_size=batch_size, lrs=lrs,
                         total_steps=float(epochs * steps_per_epoch), momentum=momentum,
                         weight_decay=weight_decay)
+  return heads
+
+
+def train_grid_stream(batches: Iterator[tuple[tuple[jax.Array, ...], jax.Array]],
+                      dims: Sequence[int], *, steps: int, num_classes: int,
+                      learning_rates: Sequence[float], momentum: float = 0.9,
+                      weight_decay: float = 0.0) -> list[dict[str, jax.Array]]:
+  """The same grid trained on `steps` batches (features per choice [B, D_f], labels [B])
+  computed elsewhere, e.g. by a frozen backbone on augmented training batches."""
+  lrs = jnp.asarray(learning_rates, jnp.float32)
+  heads, buf = _init_heads(dims, len(lrs), num_classes)
+  step_fn = jax.jit(functools.partial(_update, lrs=lrs, total_steps=float(steps),
+                                      momentum=momentum, weight_decay=weight_decay),
+                    donate_argnums=(0, 1))
+  for step, (xs, labels) in zip(range(steps), batches):
+    heads, buf = step_fn(heads, buf, tuple(xs), labels, jnp.ones(labels.shape, jnp.float32),
+                         jnp.asarray(step, jnp.float32))
   return heads
 
 
@@ -127,10 +158,19 @@ def evaluate(train: Mapping[str, np.ndarray], train_labels: np.ndarray,
                      num_classes=num_classes, learning_rates=learning_rates, epochs=epochs,
                      batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
                      seed=seed)
-  val_acc = np.stack([(logits(h, train[k][val_idx]).argmax(-1) ==
-                       train_labels[val_idx][None]).mean(axis=1)
+  return select_and_test(heads, names, {k: train[k][val_idx] for k in names},
+                         train_labels[val_idx], test, test_labels,
+                         learning_rates=learning_rates, num_classes=num_classes)
+
+
+def select_and_test(heads: Sequence[dict[str, jax.Array]], names: Sequence[str],
+                    val: Mapping[str, np.ndarray], val_labels: np.ndarray,
+                    test: Mapping[str, np.ndarray], test_labels: np.ndarray, *,
+                    learning_rates: Sequence[float], num_classes: int) -> dict[str, Any]:
+  """The grid point best on `val` (the first of equals), reported on `test` (see evaluate)."""
+  val_acc = np.stack([(logits(h, val[k]).argmax(-1) == val_labels[None]).mean(axis=1)
                       for h, k in zip(heads, names)])  # [F, L]
-  f, lr_i = np.unravel_index(int(np.argmax(val_acc)), val_acc.shape)  # first best
+  f, lr_i = np.unravel_index(int(np.argmax(val_acc)), val_acc.shape)
   test_logits = logits(heads[f], test[names[f]])[lr_i]  # [M, C]
   top5 = np.argsort(-test_logits, axis=1, kind="stable")[:, :min(5, num_classes)]
   return {

@@ -73,6 +73,15 @@ TYPES: dict[str, dict[str, Any]] = {
         "val_fraction": 0.1,  # of train, held out to choose the grid point
         "seed": 0,
         "cache": True,
+        # "cached": features of data.train_split extracted once (augmentation-free), the
+        # grid trained for `epochs` on them. "on_the_fly": nothing cached for training:
+        # `steps` batches of data.train_split with config.data's training augmentation go
+        # through the frozen backbone into the grid, for datasets too big to cache; the
+        # grid point is chosen on `val_split` (e.g. train_split "train[1%:]" and val_split
+        # "train[:1%]"), whose features, like the eval split's, are extracted once.
+        "mode": "cached",
+        "steps": 1000,
+        "val_split": "",
     },
     # big_vision's fewshot_lsr: closed-form L2-regularised least squares on k shots per
     # class, features standardised, a bias feature of 100, targets in {-1, 1}.
@@ -179,7 +188,11 @@ def _check(name: str, o: dict[str, Any]) -> None:
         (o["batch_size_probe"] > 0, f"{p}batch_size_probe must be positive"),
         (o["weight_decay"] >= 0, f"{p}weight_decay must be >= 0"),
         (0 < o["val_fraction"] < 1, f"{p}val_fraction must be in (0, 1)"),
-        ]
+        (o["mode"] in ("cached", "on_the_fly"), f"{p}mode must be 'cached' or 'on_the_fly'"),
+        (o["steps"] > 0, f"{p}steps must be positive"),
+        (o["mode"] != "on_the_fly" or o["val_split"],
+         f"{p}mode='on_the_fly' needs val_split, a split held out from training to choose "
+         "the grid point (e.g. data.train_split='train[1%:]', val_split='train[:1%]')")]
   elif kind == "fewshot":
     checks += [
         (len(o["shots"]) > 0 and all(int(s) > 0 for s in o["shots"]),

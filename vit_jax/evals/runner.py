@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from vit_jax.driver import parallel
 from vit_jax.errors import ConfigError
 from vit_jax.evals import attentive, classification, features, fewshot, knn, linear, registry
 
@@ -134,6 +135,8 @@ class Evaluators:
                                      mesh=self.mesh), {}
     names = registry.features_of(o)
     get = lambda split: source.get(cfg, split, names, batch_size=batch, use_cache=o["cache"])
+    if o["type"] == "linear" and o["mode"] == "on_the_fly":
+      return self._linear_on_the_fly(o, cfg, names, num_classes, source, get)
     train, test = get(cfg["train_split"]), get(cfg["eval_split"])
     if o["type"] == "knn":
       f = names[0]
@@ -152,15 +155,48 @@ class Evaluators:
                             epochs=o["epochs"], batch_size=o["batch_size_probe"],
                             momentum=o["momentum"], weight_decay=o["weight_decay"],
                             val_fraction=o["val_fraction"], seed=o["seed"])
-      numbers = {k: v for k, v in out.items() if isinstance(v, (int, float))}
-      numbers["best_features_index"] = names.index(out["best_features"])
-      return numbers, {k: v for k, v in out.items() if k not in numbers}
+      return _split_linear(out, names)
     # attentive
     keys = ("num_queries", "num_heads", "depth", "mlp_ratio", "epochs", "learning_rate",
             "weight_decay", "warmup_epochs", "seed")
     return attentive.evaluate(train["tokens"], train["label"], test["tokens"], test["label"],
                               num_classes=num_classes, batch_size=o["batch_size_probe"],
                               **{k: o[k] for k in keys}), {}
+
+
+  def _linear_on_the_fly(self, o, cfg, names, num_classes, source, get):
+    """The linear grid trained on augmented training batches through the frozen backbone."""
+    from vit_jax import data  # noqa: PLC0415
+
+    bs = o["batch_size_probe"]
+    if bs % jax.device_count():
+      raise ConfigError(f"linear batch_size_probe={bs} is not divisible by the "
+                        f"{jax.device_count()} devices; use a multiple.")
+    sharding = parallel.batch_sharding(self.mesh)
+    stream = data.train_iterator(cfg, global_batch_size=bs, sharding=sharding, seed=o["seed"])
+    model, params = source.model, source.params
+    feature_fn = jax.jit(lambda p, x: features.compute(model, p, x, names))
+
+    def batches():
+      for batch in stream:
+        out = feature_fn(params, batch["image"])
+        yield tuple(out[n] for n in names), batch["label"]
+
+    val, test = get(o["val_split"]), get(cfg["eval_split"])
+    dims = [val[n].shape[1] for n in names]
+    heads = linear.train_grid_stream(batches(), dims, steps=o["steps"], num_classes=num_classes,
+                                     learning_rates=o["learning_rates"], momentum=o["momentum"],
+                                     weight_decay=o["weight_decay"])
+    out = linear.select_and_test(heads, names, val, val["label"], test, test["label"],
+                                 learning_rates=o["learning_rates"], num_classes=num_classes)
+    return _split_linear(out, names)
+
+
+def _split_linear(out: Mapping[str, Any], names) -> tuple[dict[str, float], dict[str, Any]]:
+  """A sweep's result as (numbers, the rest): the chosen feature by name goes to details."""
+  numbers = {k: v for k, v in out.items() if isinstance(v, (int, float))}
+  numbers["best_features_index"] = list(names).index(out["best_features"])
+  return numbers, {k: v for k, v in out.items() if k not in numbers}
 
 
 def format_table(results: Mapping[str, Any]) -> str:
