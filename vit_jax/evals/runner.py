@@ -11,6 +11,7 @@ grid) is in `details`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -101,9 +102,10 @@ class Evaluators:
     source = features.FeatureSource(
         model, params, mesh=self.mesh, cache=self.cache,
         fingerprint=fingerprint or (lambda: features.params_fingerprint(model, params)))
-    for name, o in self.options.items():
-      if self.training and not last and not (o["every_steps"] and step % o["every_steps"] == 0):
-        continue
+    due = {name: o for name, o in self.options.items()
+           if not self.training or last or (o["every_steps"] and step % o["every_steps"] == 0)}
+    self._prefetch(due, source)
+    for name, o in due.items():
       t = time.perf_counter()
       metrics, details = self._run_one(name, o, model, params, source)
       logging.info("Evaluator %s (%s): %s in %.1fs.", name, o["type"], metrics,
@@ -112,6 +114,23 @@ class Evaluators:
       if details:
         self.details[name] = details
     return results
+
+  def _prefetch(self, due: Mapping[str, Any], source: features.FeatureSource) -> None:
+    """Every feature the due evaluators read from one data config and split, in one pass."""
+    groups: dict[str, tuple[dict, list[str], int, bool, set[str]]] = {}
+    for o in due.values():
+      if o["type"] == "classification":
+        continue
+      cfg = self.data_config(o)
+      on_the_fly = o["type"] == "linear" and o["mode"] == "on_the_fly"
+      splits = {o["val_split"] if on_the_fly else cfg["train_split"], cfg["eval_split"]}
+      key = json.dumps([cfg, self.batch_size(o), o["cache"]], sort_keys=True, default=str)
+      entry = groups.setdefault(key, (cfg, [], self.batch_size(o), o["cache"], set()))
+      entry[1].extend(n for n in registry.features_of(o) if n not in entry[1])
+      entry[4].update(splits)
+    for cfg, names, batch, use_cache, splits in groups.values():
+      for split in sorted(splits):
+        source.get(cfg, split, names, batch_size=batch, use_cache=use_cache)
 
   @staticmethod
   def _num_classes(data_config: Mapping[str, Any]) -> int:
