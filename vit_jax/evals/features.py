@@ -317,6 +317,11 @@ class FeatureSource:
         missing.append(name)
       else:
         found[name], labels = entry["features"], entry["label"]
+    if jax.process_count() > 1:
+      # Extraction is collective: if any process lacks a file (a workdir that is not
+      # shared, a write not yet visible), every process extracts.
+      missing = list(names) if multihost_utils.process_allgather(
+          np.asarray(bool(missing))).any() else []
     if missing:
       # All names again, not only the missing ones: a cached file may come from a run on
       # another process count, whose example order differs.
