@@ -95,8 +95,15 @@ def speed(args) -> None:
 
 
 def demo(args) -> None:
+  import importlib.util  # noqa: PLC0415
+
   from vit_jax.evals import cli  # noqa: PLC0415
-  from tests.helpers import load_config  # noqa: PLC0415
+
+  def load_config(path):
+    spec = importlib.util.spec_from_file_location("eval_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
   jobs = [("configs/evals/digits.py", args.digits_run, "random:ViT-Nano_2"),
           ("configs/evals/moving_digits.py", args.vivit_run, "random:ViViT-Nano_4x2")]

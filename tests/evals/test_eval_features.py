@@ -55,13 +55,14 @@ def test_feature_names_read_the_encoder_as_the_model_computes_it():
 def test_vivit_features_average_views_and_keep_view_tokens():
   model = models.create_model("ViViT-Mu_2x2", num_classes=4, variant="factorised_encoder")
   clips = jax.random.normal(jax.random.key(3), (2, 3, 4, 8, 8, 3))  # [B, V, T, H, W, 3]
-  params = model.init(jax.random.key(0), clips[:, 0])["params"]
-  out = features.compute(model, params, clips, ("pooled", "cls", "tokens"))
+  params = jax.jit(model.init)(jax.random.key(0), clips[:, 0])["params"]
+  compute = jax.jit(features.compute, static_argnums=(0, 3))
+  out = compute(model, params, clips, ("pooled", "cls", "tokens"))
   assert out["pooled"].shape == (2, 32) and out["cls"].shape == (2, 32)
   assert out["tokens"].shape == (2, 3, 2 * 16, 32)  # views kept: t=2 frames x 16 patches
   # Each view on its own ([B*V] clips), then averaged: what the video evaluators do.
-  per_view = features.compute(model, params, clips.reshape((6,) + clips.shape[2:]),
-                              ("pooled",))["pooled"].reshape(2, 3, 32)
+  per_view = compute(model, params, clips.reshape((6,) + clips.shape[2:]),
+                     ("pooled",))["pooled"].reshape(2, 3, 32)
   np.testing.assert_allclose(out["pooled"], per_view.mean(axis=1), atol=1e-5)
   assert not np.allclose(per_view[:, 0], out["pooled"])
 

@@ -85,6 +85,9 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
   with errors.reported(PROGRAM, f.verbose):
+    from vit_jax.evals import registry  # noqa: PLC0415
+
+    registry.validate_standalone(f.config)  # before anything starts or compiles
     compilation_cache.use(f.compilation_cache)
     cluster.initialize()
     import tensorflow as tf  # noqa: PLC0415
