@@ -444,7 +444,7 @@ def _train(setup: Setup, ckpt: checkpointer.Checkpointer, resume_step: int | Non
   results = {**eval_metrics, "step": final_step}
   write_json_atomic(paths.join(workdir, "results.json"), results)
   writer.close()
-  logging.info("Final results: %s", results)
+  logging.info("Final results: %s\n%s", results, evals_runner.format_table(eval_metrics))
   return results
 
 
