@@ -225,7 +225,7 @@ def validate(evals: Mapping[str, Any], data_keys: Mapping[str, Any] | None = Non
                         "and '_' (it prefixes the metric names).")
     if not isinstance(entry, Mapping) and not hasattr(entry, "items"):
       raise ConfigError(f"Invalid config: evals.{name} must be a dict of settings "
-                        "(type=..., options), not {entry!r}.")
+                        f"(type=..., options), not {entry!r}.")
     options = options_of(name, dict(entry.items()))
     if data_keys is not None:
       unknown = [k for k in options["data"] if k not in data_keys]
