@@ -2,9 +2,11 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests import helpers
@@ -97,3 +99,52 @@ def test_standalone_random_baseline_and_refusals_in_process(digits_data_dir, tmp
     with pytest.raises(UserError, match=message):
       cli.evaluate(config, source, str(tmp_path / "refused"))
   assert not (tmp_path / "refused").exists()
+
+
+def _two_processes(workdir, data_dir, *flags):
+  """`python -m vit_jax.evaluate` as 2 processes x 2 CPU devices joined by jax.distributed."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  cmd = [sys.executable, "-m", "vit_jax.evaluate", "--config", EVAL_CONFIG, "--workdir",
+         str(workdir), "--compilation_cache=", "--source=random:ViT-Mu_2", *flags]
+  procs = [subprocess.Popen(cmd, cwd=helpers.REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=helpers.subprocess_env(
+                                2, data_dir, VIT_JAX_COORDINATOR=f"127.0.0.1:{port}",
+                                VIT_JAX_NUM_PROCESSES="2", VIT_JAX_PROCESS_ID=str(i)))
+           for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  return [err for _, err in outs]
+
+
+def test_two_processes_extract_every_example_once_as_one_process_does(digits_data_dir,
+                                                                      tmp_path):
+  """Each process reads its share; the features gathered on both are one process's, in the
+  same order, so the protocols that sample examples draw the same ones."""
+  multi = tmp_path / "two"
+  logs = _two_processes(multi, digits_data_dir, "--config.evals.knn.ks=(5,)")
+  assert "Extracting" in logs[0]  # process 1 logs warnings only
+  config = helpers.load_config(EVAL_CONFIG)
+  config.data.data_dir = str(digits_data_dir)
+  config.evals.knn.ks = (5,)
+  single = cli.evaluate(config, "random:ViT-Mu_2", str(tmp_path / "one"))  # 8 devices
+  with open(multi / cli.RESULTS_FILE) as f:
+    results = json.load(f)
+  for key in ("knn/top1_k5", "fewshot/1shot_top1", "fewshot/5shot_top1", "linear/top1"):
+    assert results[key] == pytest.approx(single[key], abs=2 / 360), key
+
+  def rows(directory):  # every cached feature file as (label, feature) rows, as stored
+    out = {}
+    for name in sorted(os.listdir(directory / "feature_cache")):
+      if name.endswith(".npz"):
+        with np.load(directory / "feature_cache" / name) as z:
+          out[name] = np.concatenate([z["label"][:, None], z["features"]], axis=1)
+    return out
+  a, b = rows(multi), rows(tmp_path / "one")
+  assert set(a) == set(b) and len(a) == 6  # (cls, cls_last2, pooled) x (train, test)
+  for name in a:
+    assert len(a[name]) in (1437, 360)
+    np.testing.assert_allclose(a[name], b[name], atol=1e-5)

@@ -20,7 +20,8 @@ Shapes: images [B, H, W, 3] -> vectors [B, F], tokens [B, L, D]; videos with V e
 views [B, V, T, H, W, 3] -> vectors averaged over the views [B, F], tokens [B, V, L, D].
 
 `extract` reads one split with the evaluation pipeline (padded batches, `mask`), sharded
-over every device of every host, and keeps each real example exactly once.
+over every device of every host, and keeps each real example exactly once, in the split's
+order on any number of hosts.
 `FeatureCache` stores each (backbone, data, split, feature) in the workdir under a key of
 all of them, so a second protocol or a sweep reads it back; anything that differs gives
 another key and a recomputation.
@@ -184,26 +185,38 @@ def extract(model: nn.Module, params: Any, data_config: Mapping[str, Any], split
   """Features of every example of `split`, once each: {name: [N, ...], "label": [N]}.
 
   Batches are sharded over every device of `mesh`; each process reads its share of the
-  split; the padding the eval pipeline adds is dropped by its mask. The example order
-  depends on the process count, never the set.
+  split; the padding the eval pipeline adds is dropped by its mask; rows come back in
+  the split's order (process shares are contiguous and in order).
   """
   from vit_jax import data  # noqa: PLC0415 (TensorFlow only where data is read)
+  from vit_jax.data import distribute  # noqa: PLC0415
 
   names = tuple(names)
   sharding = parallel.batch_sharding(mesh)
+  local = distribute.local_batch_size(batch_size, sharding)
   fn = jax.jit(lambda p, x: compute(model, p, x, names))
-  parts: dict[str, list[np.ndarray]] = {k: [] for k in names + ("label",)}
-  for batch in data.eval_iterator(data_config, global_batch_size=batch_size,
-                                  sharding=sharding, split=split):
+  parts: dict[str, list[np.ndarray]] = {k: [] for k in names + ("label", "process", "position")}
+  for step, batch in enumerate(data.eval_iterator(data_config, global_batch_size=batch_size,
+                                                  sharding=sharding, split=split)):
     out = fn(params, batch["image"])
-    host = _to_host({**out, "label": batch["label"], "mask": batch["mask"]})
+    # Where each row came from: (process, position in its share). Shares are contiguous
+    # ranges of the split in order, so sorting by them gives the split's order whatever
+    # the number of processes (the protocols that sample, few-shot and the held-out
+    # part of a linear sweep, then draw the same examples on 1 host and on N).
+    origin = distribute.to_global(
+        {"process": np.full(local, jax.process_index(), np.int32),
+         "position": np.arange(step * local, (step + 1) * local, dtype=np.int32)},
+        sharding, batch_size)
+    host = _to_host({**out, **origin, "label": batch["label"], "mask": batch["mask"]})
     keep = np.asarray(host["mask"], bool)
     for k in parts:
       parts[k].append(np.asarray(host[k])[keep])
   if not parts["label"]:
     raise ConfigError(f"The split {split!r} of {data_config['dataset']!r} is empty: check "
                       "the evaluator's data.train_split / data.eval_split.")
-  return {k: np.concatenate(v) for k, v in parts.items()}
+  out = {k: np.concatenate(v) for k, v in parts.items()}
+  order = np.lexsort((out.pop("position"), out.pop("process")))
+  return {k: v[order] for k, v in out.items()}
 
 
 def params_fingerprint(model: nn.Module, params: Any) -> str:
@@ -323,8 +336,8 @@ class FeatureSource:
       missing = list(names) if multihost_utils.process_allgather(
           np.asarray(bool(missing))).any() else []
     if missing:
-      # All names again, not only the missing ones: a cached file may come from a run on
-      # another process count, whose example order differs.
+      # All names again, not only the missing ones: every array of one extraction comes
+      # from the same pass (cached files of another run could differ in float noise).
       logging.info("Extracting %s on %s %s.", list(names), data_config["dataset"], split)
       out = extract(self.model, self.params, data_config, split, names,
                     batch_size=batch_size, mesh=self.mesh)
