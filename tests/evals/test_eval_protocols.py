@@ -133,3 +133,9 @@ def test_evaluator_options_are_validated():
     registry.validate({"f": {"type": "fewshot", "shots": (0, 5)}})
   with pytest.raises(ConfigError, match="unknown data key"):
     registry.validate({"f": {"type": "fewshot", "data": {"datset": "x"}}}, {"dataset": 1})
+  # Checkpoints ranked by an evaluator's metric: it must run at every evaluation step.
+  evals = registry.validate({"knn": {"type": "knn", "every_steps": 500}})
+  registry.check_best_metric(evals, "knn/top1_k20", 500)
+  registry.check_best_metric(evals, "top1", 100)
+  with pytest.raises(ConfigError, match="every_steps=100"):
+    registry.check_best_metric(evals, "knn/top1_k20", 100)

@@ -194,7 +194,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_model_options(config)
   from vit_jax.evals import registry as evals_registry  # noqa: PLC0415
 
-  evals_registry.validate(config.evals, data.default_config())
+  evals = evals_registry.validate(config.evals, data.default_config())
+  evals_registry.check_best_metric(evals, config.checkpoint.best_metric, config.eval_every_steps)
 
 
 def _check_model_options(config: ml_collections.ConfigDict) -> None:

@@ -281,3 +281,22 @@ def validate_standalone(config: Any) -> dict[str, dict[str, Any]]:
     raise ConfigError("Invalid config: no evaluators in config.evals; add one, e.g. "
                       "config.evals.knn = dict(type='knn').")
   return validate(config.evals, data_config_lib.default_config())
+
+
+def check_best_metric(evals: Mapping[str, dict[str, Any]], best_metric: str,
+                      eval_every_steps: int) -> None:
+  """ConfigError unless checkpoint.best_metric is there at every evaluation step.
+
+  The checkpointer ranks the steps it evaluated by that metric: one of the default
+  evaluator's (`top1`, ...), or `<name>/<metric>` of an evaluator that runs in training at
+  the default's cadence (it then runs at the same steps).
+  """
+  if "/" not in best_metric:
+    return
+  name = best_metric.split("/", 1)[0]
+  o = evals.get(name)
+  if o is None or not o["in_training"] or o["every_steps"] != eval_every_steps:
+    raise ConfigError(
+        f"Invalid config: checkpoint.best_metric={best_metric!r} must exist at every "
+        f"evaluation step: declare evals.{name} with in_training=True and "
+        f"every_steps={eval_every_steps} (eval_every_steps), or rank by 'top1'.")
