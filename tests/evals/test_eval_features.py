@@ -52,7 +52,7 @@ def test_feature_names_read_the_encoder_as_the_model_computes_it():
     features.check_supported(model.clone(classifier="gap"), ("cls",))
 
 
-def test_vivit_features_average_views_and_keep_view_tokens():
+def test_vivit_features_average_views_and_keep_view_tokens(video_data_dir):
   model = models.create_model("ViViT-Mu_2x2", num_classes=4, variant="factorised_encoder")
   clips = jax.random.normal(jax.random.key(3), (2, 3, 4, 8, 8, 3))  # [B, V, T, H, W, 3]
   params = jax.jit(model.init)(jax.random.key(0), clips[:, 0])["params"]
@@ -65,6 +65,20 @@ def test_vivit_features_average_views_and_keep_view_tokens():
                      ("pooled",))["pooled"].reshape(2, 3, 32)
   np.testing.assert_allclose(out["pooled"], per_view.mean(axis=1), atol=1e-5)
   assert not np.allclose(per_view[:, 0], out["pooled"])
+  # Through the pipeline: 30 test clips x 2 temporal views in batches of 16 (the last
+  # padded), on 8 devices: every clip once, its views' features averaged.
+  video = models.create_model("ViViT-Mu_4x2", num_classes=None)
+  cfg = data.default_config()
+  cfg.update(dict(dataset="moving_digits/tiny", data_dir=video_data_dir, image_size=16,
+                  num_frames=4, stride=2, num_test_clips=2, flip=False))
+  v_params = jax.jit(video.init)(jax.random.key(0), np.zeros((1, 4, 16, 16, 3)))["params"]
+  got = features.extract(video, v_params, cfg, "test", ("pooled", "tokens"), batch_size=16,
+                         mesh=parallel.create_mesh(1))
+  assert got["pooled"].shape == (30, 32) and got["tokens"].shape == (30, 2, 2 * 16, 32)
+  assert np.array_equal(np.sort(got["label"]), np.sort(
+      np.concatenate([b["label"][b["mask"]] for b in data.eval_iterator(
+          cfg, global_batch_size=16, sharding=parallel.batch_sharding(
+              parallel.create_mesh(1)))])))
 
 
 def _data_config(data_dir, **kw):
