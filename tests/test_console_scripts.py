@@ -1,7 +1,7 @@
 """The console scripts of pyproject.toml are installed and reach the `python -m` commands.
 
 `make install` installs the project (editable), which writes `vit-jax-train`,
-`vit-jax-predict`, `vit-jax-visualize` and `vit-jax-convert` beside the venv's python.
+`vit-jax-predict`, `vit-jax-visualize`, `vit-jax-convert` and `vit-jax-evaluate` beside the venv's python.
 Each must name the function its `python -m vit_jax.<command>` wrapper runs, so the two
 spellings cannot drift apart.
 """
@@ -15,7 +15,8 @@ import tomllib
 from tests.helpers import REPO
 
 WRAPPERS = {"vit-jax-train": "main", "vit-jax-predict": "predict",
-            "vit-jax-visualize": "visualize", "vit-jax-convert": "convert"}
+            "vit-jax-visualize": "visualize", "vit-jax-convert": "convert",
+            "vit-jax-evaluate": "evaluate"}
 
 
 def _declared() -> dict[str, str]:

@@ -94,6 +94,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.log_every_steps = 50
   c.eval_every_steps = 500  # 0: only at the end
+  # Named evaluators beside the default classification of the run's own head (kNN,
+  # linear probes, few-shot, attentive probes...): vit_jax/evals/registry.py.
+  c.evals = ml_collections.ConfigDict()
   c.progress_bar = True
   return c
 
@@ -150,8 +153,8 @@ def _unknown_keys(config: Any, schema: Any, prefix: str) -> list[str]:
       close = difflib.get_close_matches(key, list(schema.keys()), n=1)
       hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
       problems.append(f"unknown config key '{path}'{hint}")
-    elif key == "model":
-      continue  # validated against the model's fields by create_model
+    elif key in ("model", "evals"):
+      continue  # validated by create_model and vit_jax.evals.registry
     elif isinstance(schema[key], ml_collections.ConfigDict):
       if not isinstance(config[key], (ml_collections.ConfigDict, dict)):
         problems.append(f"config key '{path}' must be a group of settings")
@@ -190,6 +193,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if bad:
     raise ConfigError("Invalid config: " + "; ".join(bad) + ".")
   _check_model_options(config)
+  from vit_jax.evals import registry as evals_registry  # noqa: PLC0415
+
+  evals = evals_registry.validate(config.evals, data.default_config())
+  evals_registry.check_best_metric(evals, config.checkpoint.best_metric, config.eval_every_steps)
 
 
 def _check_model_options(config: ml_collections.ConfigDict) -> None:

@@ -8,11 +8,13 @@ scores the latest checkpoint of a workdir, or a pretrained file.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
 import time
 import zipfile
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -32,6 +34,8 @@ from vit_jax.driver import workdir as workdir_lib
 from vit_jax.driver.progress import Progress
 from vit_jax.driver.writer import MetricWriter, write_json_atomic
 from vit_jax.errors import ConfigError, UserError, WorkdirError
+from vit_jax.evals import classification, features
+from vit_jax.evals import runner as evals_runner
 from vit_jax.models import vivit
 from vit_jax.models.positions import posemb_prefix_rows
 
@@ -316,24 +320,19 @@ class Setup:
     return _place(params, self.param_shardings)
 
 
-def _evaluate(setup: Setup, eval_step, params: Any) -> dict[str, float]:
-  totals = None
-  for batch in data.eval_iterator(setup.config.data, global_batch_size=setup.eval_batch_size,
-                                  sharding=setup.batch_sharding):
-    sums = eval_step(params, batch)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  if totals is None:
-    raise ConfigError(f"The evaluation split {setup.config.data.eval_split!r} is empty: "
-                      "check data.eval_split.")
-  totals = jax.device_get(totals)
-  count = float(totals["num_examples"])
-  return {"top1": float(totals["top1"]) / count, "top5": float(totals["top5"]) / count,
-          "loss": float(totals["loss"]) / count, "num_examples": int(count)}
+def _evaluators(setup: Setup, training: bool) -> evals_runner.Evaluators:
+  """The run's evaluators: the default classification of its own head at
+  config.eval_every_steps, and config.evals (vit_jax/evals)."""
+  return evals_runner.Evaluators(
+      setup.config.evals, setup.config.data, mesh=setup.mesh,
+      eval_batch_size=setup.eval_batch_size, default_every=setup.config.eval_every_steps,
+      training=training,
+      cache_dir=None if training else paths.join(setup.workdir, features.CACHE_DIR))
 
 
-def _evaluate_or_save(setup: Setup, eval_step, state: steps.TrainState,
+def _evaluate_or_save(evaluate: Callable[[], dict[str, float]], state: steps.TrainState,
                       ckpt: checkpointer.Checkpointer) -> dict[str, float]:
-  """An evaluation during training; if it fails (bad evaluation data), the trained state
+  """`evaluate()` during training; if it fails (bad evaluation data), the trained state
   is saved first, so that no trained step is lost to the error.
 
   One process only: with several, a save needs every process, and the others are waiting
@@ -341,7 +340,7 @@ def _evaluate_or_save(setup: Setup, eval_step, state: steps.TrainState,
   cluster.watch_peers); the run then resumes from its last checkpoint.
   """
   try:
-    return _evaluate(setup, eval_step, state.eval_params)
+    return evaluate()
   except Exception:
     if jax.process_count() > 1:
       raise
@@ -353,9 +352,8 @@ def _evaluate_or_save(setup: Setup, eval_step, state: steps.TrainState,
 
 
 def _jit_eval_step(setup: Setup):
-  return jax.jit(steps.make_eval_step(setup.model, setup.info.num_classes),
-                 in_shardings=(setup.eval_params_shardings, setup.batch_sharding),
-                 out_shardings=parallel.replicated(setup.mesh))
+  return classification.jit_step(setup.model, setup.info.num_classes, setup.mesh,
+                                 setup.eval_params_shardings)
 
 
 def _check_finite(step: int, metrics: dict[str, float], ckpt: checkpointer.Checkpointer,
@@ -434,6 +432,7 @@ def _train(setup: Setup, ckpt: checkpointer.Checkpointer, state: steps.TrainStat
 
   # ---------------------------------------------------------------- compile
   eval_step = _jit_eval_step(setup)
+  evaluators = _evaluators(setup, training=True)
   train_iter = data.train_iterator(config.data, global_batch_size=config.batch_size,
                                    sharding=setup.batch_sharding, seed=config.seed,
                                    start_step=start_step)
@@ -461,7 +460,7 @@ def _train(setup: Setup, ckpt: checkpointer.Checkpointer, state: steps.TrainStat
       state, metrics = train_step(state, next(batches))
       done = step + 1
       last = done == config.total_steps
-      is_eval = last or (config.eval_every_steps and done % config.eval_every_steps == 0)
+      is_eval = evaluators.due(done, last)
       is_ckpt = last or done % config.checkpoint.every_steps == 0
       is_log = last or done % config.log_every_steps == 0 or is_eval or is_ckpt
       stop = preemption.should_stop(at_sync_point=is_log)
@@ -483,7 +482,9 @@ def _train(setup: Setup, ckpt: checkpointer.Checkpointer, state: steps.TrainStat
       writer.write(done, record)
       progress.log(float(host["loss"]), images_per_sec)
       if is_eval:
-        eval_metrics = _evaluate_or_save(setup, eval_step, state, ckpt)
+        eval_metrics = _evaluate_or_save(
+            functools.partial(evaluators.run, setup.model, state.eval_params, step=done,
+                              last=last, default_step=eval_step), state, ckpt)
         writer.write(done, {f"eval_{k}": v for k, v in eval_metrics.items()})
         logging.info("Step %d: eval %s", done, eval_metrics)
       if is_ckpt or is_eval:
@@ -506,11 +507,11 @@ def _train(setup: Setup, ckpt: checkpointer.Checkpointer, state: steps.TrainStat
   # ---------------------------------------------------------------- final evaluation
   final_step = int(jax.device_get(state.step))
   if not eval_metrics:  # e.g. resumed after the last step: evaluate what is there
-    eval_metrics = _evaluate(setup, eval_step, state.eval_params)
+    eval_metrics = evaluators.run(setup.model, state.eval_params, default_step=eval_step)
   results = {**eval_metrics, "step": final_step}
   write_json_atomic(paths.join(workdir, "results.json"), results)
   writer.close()
-  logging.info("Final results: %s", results)
+  logging.info("Final results: %s\n%s", results, evals_runner.format_table(eval_metrics))
   return results
 
 
@@ -538,7 +539,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
     params = state.eval_params
     step = int(jax.device_get(state.step))
     logging.info("Evaluating step %d of %s.", step, workdir)
-  results = {**_evaluate(setup, _jit_eval_step(setup), params), "step": step}
+  results = {**_evaluators(setup, training=False).run(
+      setup.model, params, default_step=_jit_eval_step(setup)), "step": step}
   paths.makedirs(workdir)
   write_json_atomic(paths.join(workdir, "eval_results.json"), results)
   logging.info("Evaluation: %s", results)

@@ -1,0 +1,38 @@
+"""Every evaluation config in configs/evals/ loads and validates, and says how to run it.
+
+The smoke variants run through `cli.evaluate` with a `random:` source as
+tests/evals/test_eval_driver.py runs it.
+"""
+
+import os
+
+import pytest
+
+from tests.helpers import CONFIGS, load_config
+from vit_jax.evals import registry
+
+EVAL_CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(CONFIGS, "evals"))
+                      if f.endswith(".py"))
+# The published protocols: (config, a number its docstring quotes with its source).
+PUBLISHED = {"dinov2_s14_imagenet": ("79.0%", "81.1%", "facebookresearch/dinov2"),
+             "vjepa2_vitl_ssv2": ("73.7%", "facebookresearch/vjepa2"),
+             "siglip_so400m_fewshot": ("big_vision/evaluators/fewshot_lsr.py",)}
+
+
+@pytest.mark.parametrize("name", EVAL_CONFIGS)
+def test_eval_config_loads_validates_and_documents_its_command(name):
+  path = f"configs/evals/{name}.py"
+  with open(os.path.join(CONFIGS, "evals", f"{name}.py")) as f:
+    doc = f.read().split('"""')[1]
+  assert f"python -m vit_jax.evaluate --config {path}" in doc
+  args = ["", "smoke"] if name in PUBLISHED else [""]
+  for arg in args:
+    c = load_config(path + (f":{arg}" if arg else ""))
+    options = registry.validate_standalone(c)
+    assert options
+    if arg == "smoke":  # runs here: a random stand-in on bundled data
+      assert f"{path}:smoke" in doc
+      assert c.source.startswith("random:") and c.data.dataset.split("/")[0] in (
+          "digits", "moving_digits")
+  for quoted in PUBLISHED.get(name, ()):
+    assert quoted in doc
