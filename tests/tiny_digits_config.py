@@ -1,4 +1,4 @@
-"""The tiny digits config of tests/test_train.py as a config file, for command-line runs.
+"""The tiny digits config of tests/driver/test_train.py as a config file, for command-line runs.
 
     python -m vit_jax.main --config tests/tiny_digits_config.py --workdir DIR
 

@@ -3,7 +3,7 @@
 Nothing here reaches a cluster or a cloud: the stubs answer as the real tools do for the
 calls the scripts make (state queries, create/delete, ssh), and the tests assert which
 directives, commands and exit statuses result. The real multi-process path behind
-slurm.sbatch (JAX's Slurm detection) is trained in tests/test_multihost.py.
+slurm.sbatch (JAX's Slurm detection) is trained in tests/driver/test_multihost.py.
 """
 
 import json

@@ -3,7 +3,7 @@
 Each test fails if its option were ignored on the way from the config to the step:
 label smoothing and mixup/cutmix (and which of the two) in the train step's loss,
 layer decay in the optimizer's update, drop path (model.stochastic_depth) in the model
-the driver builds, the parameter EMA in the step (tests/test_train.py checks its
+the driver builds, the parameter EMA in the step (tests/driver/test_train.py checks its
 formula too). Tiny ViT-Mu/2 on 8x8 inputs, one jitted step each.
 """
 
