@@ -8,8 +8,8 @@ Each 8x8 image becomes 16 patches of 2x2 plus a cls token.
 
 Augmentation suited to 8x8 digits, through the pipeline's ops (docs/augmentation.md):
 a rotation of up to 8 degrees and a sub-pixel shift of up to half a pixel, on a black
-background (a flip or a crop would make other symbols or cut strokes off). With it the
-run no longer needs label smoothing, which here cost accuracy, and trains 2,000 steps.
+background (a flip or a crop would make other symbols or cut strokes off). No label
+smoothing (it cost accuracy here, benchmarks/README.md); 2,000 steps.
 
 Hardware and result: on a shared 2-core CPU this takes 4-6 minutes and gets 354-358 of
 the 360 test digits (98.3-99.4%; scikit-learn's SVC gets 357 on the same split): seeds

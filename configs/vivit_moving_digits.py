@@ -14,7 +14,7 @@ tokens; AdamW, 1,000 steps of 32 clips; 2 temporal views per test clip. frame_av
 uses one frame per token (ViViT-Nano_4x1, 8 x 16 tokens): a 2-frame tubelet would show
 the motion to its per-frame encoder.
 
-Hardware and result (benchmarks/README.md, "ViViT"): on the shared 2-core CPU each run
+Hardware and result (benchmarks/README.md, "ViViT"): on a 2-core CPU each run
 took 4-10 minutes. Test top-1: spatio_temporal 71.8%, factorised_encoder 56.8%,
 factorised_self_attention 53.0%, factorised_dot_product 68.0%, all with >= 99.8% of the
 directions right (1,000 steps are too few to learn all the digits); frame_average 44.0%
@@ -39,7 +39,7 @@ position-embedding grid is resized to 8x8 and tiled over time), tubelet kernel b
 central-frame inflation (`init_from.kernel_init_method`, `init_from.temporal_init`,
 `init_from.time_attention_init` change the inflation), 300 steps; the initialisation
 report is logged. Any image ViT-Nano with 2x2 patches works as init_from.path.
-Measured: factorised_encoder 35.8% after 300 steps (2m47s on the shared 2-core CPU): the
+Measured: factorised_encoder 35.8% after 300 steps (2m47s on a 2-core CPU): the
 image model saw digits filling the frame, without translations, and transfers poorly to a
 small digit moving in a larger canvas.
 """
