@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from vit_jax import families
 from vit_jax.checkpoint import safetensors_io as st
 from vit_jax.checkpoint import tree as tree_lib
 from vit_jax.checkpoint.errors import CheckpointError
@@ -41,19 +42,10 @@ from vit_jax.models import options as options_lib
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-_VIT_LIKE = ("vit", "deit", "dinov2", "dinov2_with_registers", "vit_mae")
-_CLIP_LIKE = ("clip_vision_model", "clip", "siglip_vision_model", "siglip")
-MODEL_TYPES = _VIT_LIKE + _CLIP_LIKE
 # Tensors of a full CLIP / SigLIP model that belong to the text tower: not read.
 # ... and ViTMAEForPreTraining's decoder (the facebook/vit-mae-* files): not read either.
 _TEXT_TOWER = re.compile(r"^(text_model\.|text_projection\.|logit_scale$|logit_bias$|decoder\.)")
 NOT_THE_IMAGE_MODEL = _TEXT_TOWER
-_ACTIVATIONS = {
-    "gelu": dict(gelu_approximate=False),
-    "gelu_pytorch_tanh": dict(gelu_approximate=True),
-    "gelu_new": dict(gelu_approximate=True),
-    "quick_gelu": dict(mlp_activation="quick_gelu"),
-}
 _BLOCK = "Transformer/encoderblock_{}/"
 
 
@@ -64,21 +56,21 @@ def _prefix(tensors: Mapping[str, np.ndarray], suffix: str, path: str) -> str:
   return found[0]
 
 
-def _attention(get: st._Consumer, names: dict[str, str], heads: int) -> dict[str, Any]:
+def _attention(get: st.Consumer, names: dict[str, str], heads: int) -> dict[str, Any]:
   """Separate q/k/v/out Linears (names: query/key/value/out -> torch name)."""
-  attn = {n: st._heads_in(get(f"{names[n]}.weight"), get(f"{names[n]}.bias"), heads)
+  attn = {n: st.heads_in(get(f"{names[n]}.weight"), get(f"{names[n]}.bias"), heads)
           for n in ("query", "key", "value")}
-  attn["out"] = st._heads_out(get(names["out"] + ".weight"), get(names["out"] + ".bias"), heads)
+  attn["out"] = st.heads_out(get(names["out"] + ".weight"), get(names["out"] + ".bias"), heads)
   return attn
 
 
-def _vit_like(get: st._Consumer, tensors, config: dict, path: str,
+def _vit_like(get: st.Consumer, tensors, config: dict, path: str,
               heads: int) -> tuple[dict[str, Any], dict[str, Any]]:
   """ViT / DeiT / DINOv2 (+ registers) / ViTMAE -> (flat params, options)."""
   p = _prefix(tensors, "embeddings.patch_embeddings.projection.weight", path)
   flat: dict[str, Any] = {}
   options: dict[str, Any] = {}
-  for k, v in st._conv(get, p + "embeddings.patch_embeddings.projection").items():
+  for k, v in st.conv(get, p + "embeddings.patch_embeddings.projection").items():
     flat[f"embedding/{k}"] = v
   flat["cls"] = get(p + "embeddings.cls_token")
   posemb = get(p + "embeddings.position_embeddings")
@@ -95,7 +87,7 @@ def _vit_like(get: st._Consumer, tensors, config: dict, path: str,
   flat["Transformer/posembed_input/pos_embedding"] = posemb
   if p + "embeddings.mask_token" in get:
     get(p + "embeddings.mask_token")  # masked-image-modelling input only
-  depth = st._count_blocks(tensors, re.escape(p) + r"encoder\.layer\.(\d+)\.")
+  depth = st.count_blocks(tensors, re.escape(p) + r"encoder\.layer\.(\d+)\.")
   for i in range(depth):
     src = f"{p}encoder.layer.{i}."
     a = src + "attention."
@@ -103,8 +95,8 @@ def _vit_like(get: st._Consumer, tensors, config: dict, path: str,
         get, {"query": a + "attention.query", "key": a + "attention.key",
               "value": a + "attention.value", "out": a + "output.dense"}, heads)}
     if src + "norm1.weight" in get:  # DINOv2 block
-      block["LayerNorm_0"] = st._layer_norm(get, src + "norm1")
-      block["LayerNorm_1"] = st._layer_norm(get, src + "norm2")
+      block["LayerNorm_0"] = st.layer_norm(get, src + "norm1")
+      block["LayerNorm_1"] = st.layer_norm(get, src + "norm2")
       block["LayerScale_0"] = {"scale": get(src + "layer_scale1.lambda1")}
       block["LayerScale_1"] = {"scale": get(src + "layer_scale2.lambda1")}
       if src + "mlp.weights_in.weight" in get:  # SwiGLU: [gate; x] rows, as timm packs
@@ -112,22 +104,22 @@ def _vit_like(get: st._Consumer, tensors, config: dict, path: str,
         half = w.shape[0] // 2
         block["MlpBlock_0"] = {"gate": {"kernel": w[:half].T, "bias": b[:half]},
                                "up": {"kernel": w[half:].T, "bias": b[half:]},
-                               "Dense_1": st._linear(get, src + "mlp.weights_out")}
+                               "Dense_1": st.linear(get, src + "mlp.weights_out")}
       else:
-        block["MlpBlock_0"] = {"Dense_0": st._linear(get, src + "mlp.fc1"),
-                               "Dense_1": st._linear(get, src + "mlp.fc2")}
+        block["MlpBlock_0"] = {"Dense_0": st.linear(get, src + "mlp.fc1"),
+                               "Dense_1": st.linear(get, src + "mlp.fc2")}
     else:  # ViT block
-      block["LayerNorm_0"] = st._layer_norm(get, src + "layernorm_before")
-      block["LayerNorm_1"] = st._layer_norm(get, src + "layernorm_after")
-      block["MlpBlock_0"] = {"Dense_0": st._linear(get, src + "intermediate.dense"),
-                             "Dense_1": st._linear(get, src + "output.dense")}
+      block["LayerNorm_0"] = st.layer_norm(get, src + "layernorm_before")
+      block["LayerNorm_1"] = st.layer_norm(get, src + "layernorm_after")
+      block["MlpBlock_0"] = {"Dense_0": st.linear(get, src + "intermediate.dense"),
+                             "Dense_1": st.linear(get, src + "output.dense")}
     flat.update(tree_lib.flatten(block, _BLOCK.format(i)))
-  flat.update(tree_lib.flatten(st._layer_norm(get, p + "layernorm"), "Transformer/encoder_norm/"))
+  flat.update(tree_lib.flatten(st.layer_norm(get, p + "layernorm"), "Transformer/encoder_norm/"))
   if p + "pooler.dense.weight" in get:
-    flat.update(tree_lib.flatten(st._linear(get, p + "pooler.dense"), "pre_logits/"))
+    flat.update(tree_lib.flatten(st.linear(get, p + "pooler.dense"), "pre_logits/"))
   if "cls_classifier.weight" in get:  # DeiTForImageClassificationWithTeacher
-    flat.update(tree_lib.flatten(st._linear(get, "cls_classifier"), "head/"))
-    flat.update(tree_lib.flatten(st._linear(get, "distillation_classifier"), "head_dist/"))
+    flat.update(tree_lib.flatten(st.linear(get, "cls_classifier"), "head/"))
+    flat.update(tree_lib.flatten(st.linear(get, "distillation_classifier"), "head_dist/"))
   elif "classifier.weight" in get:
     weight = tensors["classifier.weight"]
     if weight.shape[1] != flat["cls"].shape[-1]:
@@ -138,7 +130,7 @@ def _vit_like(get: st._Consumer, tensors, config: dict, path: str,
     if options.get("distilled"):
       raise CheckpointError(f"{path}: DeiTForImageClassification (a head on the cls token "
                             "only) with a distillation token is not built here.")
-    flat.update(tree_lib.flatten(st._linear(get, "classifier"), "head/"))
+    flat.update(tree_lib.flatten(st.linear(get, "classifier"), "head/"))
   if any("/LayerScale_0/" in k for k in flat):
     options["layer_scale"] = float(config.get("layerscale_value", 1.0))
   if any("/MlpBlock_0/gate/" in k for k in flat):
@@ -146,7 +138,7 @@ def _vit_like(get: st._Consumer, tensors, config: dict, path: str,
   return flat, options
 
 
-def _clip_like(get: st._Consumer, tensors, config: dict, path: str,
+def _clip_like(get: st.Consumer, tensors, config: dict, path: str,
                heads: int) -> tuple[dict[str, Any], dict[str, Any]]:
   """CLIP / SigLIP vision tower -> (flat params, options)."""
   p = _prefix(tensors, "embeddings.patch_embedding.weight", path)
@@ -162,23 +154,23 @@ def _clip_like(get: st._Consumer, tensors, config: dict, path: str,
   flat["Transformer/posembed_input/pos_embedding"] = get(
       p + "embeddings.position_embedding.weight")[None]
   if p + "pre_layrnorm.weight" in get:  # (sic) CLIP's ln_pre
-    flat.update(tree_lib.flatten(st._layer_norm(get, p + "pre_layrnorm"), "Transformer/pre_norm/"))
+    flat.update(tree_lib.flatten(st.layer_norm(get, p + "pre_layrnorm"), "Transformer/pre_norm/"))
     options["pre_norm"] = True
-  depth = st._count_blocks(tensors, re.escape(p) + r"encoder\.layers\.(\d+)\.")
+  depth = st.count_blocks(tensors, re.escape(p) + r"encoder\.layers\.(\d+)\.")
   for i in range(depth):
     src = f"{p}encoder.layers.{i}."
     a = src + "self_attn."
     block = {
-        "LayerNorm_0": st._layer_norm(get, src + "layer_norm1"),
+        "LayerNorm_0": st.layer_norm(get, src + "layer_norm1"),
         "MultiHeadDotProductAttention_0": _attention(
             get, {"query": a + "q_proj", "key": a + "k_proj", "value": a + "v_proj",
                   "out": a + "out_proj"}, heads),
-        "LayerNorm_1": st._layer_norm(get, src + "layer_norm2"),
-        "MlpBlock_0": {"Dense_0": st._linear(get, src + "mlp.fc1"),
-                       "Dense_1": st._linear(get, src + "mlp.fc2")},
+        "LayerNorm_1": st.layer_norm(get, src + "layer_norm2"),
+        "MlpBlock_0": {"Dense_0": st.linear(get, src + "mlp.fc1"),
+                       "Dense_1": st.linear(get, src + "mlp.fc2")},
     }
     flat.update(tree_lib.flatten(block, _BLOCK.format(i)))
-  flat.update(tree_lib.flatten(st._layer_norm(get, p + "post_layernorm"),
+  flat.update(tree_lib.flatten(st.layer_norm(get, p + "post_layernorm"),
                                "Transformer/encoder_norm/"))
   if p + "head.probe" in get:  # SigLIP's MAP head; in_proj rows [q; k; v]
     width = flat["embedding/kernel"].shape[-1]
@@ -187,13 +179,13 @@ def _clip_like(get: st._Consumer, tensors, config: dict, path: str,
     map_head = {
         "probe": get(p + "head.probe"),
         "MultiHeadDotProductAttention_0": {
-            name: st._heads_in(w[j], b[j], heads)
+            name: st.heads_in(w[j], b[j], heads)
             for j, name in enumerate(("query", "key", "value"))},
-        "LayerNorm_0": st._layer_norm(get, p + "head.layernorm"),
-        "MlpBlock_0": {"Dense_0": st._linear(get, p + "head.mlp.fc1"),
-                       "Dense_1": st._linear(get, p + "head.mlp.fc2")},
+        "LayerNorm_0": st.layer_norm(get, p + "head.layernorm"),
+        "MlpBlock_0": {"Dense_0": st.linear(get, p + "head.mlp.fc1"),
+                       "Dense_1": st.linear(get, p + "head.mlp.fc2")},
     }
-    map_head["MultiHeadDotProductAttention_0"]["out"] = st._heads_out(
+    map_head["MultiHeadDotProductAttention_0"]["out"] = st.heads_out(
         get(p + "head.attention.out_proj.weight"), get(p + "head.attention.out_proj.bias"), heads)
     flat.update(tree_lib.flatten(map_head, "MAPHead_0/"))
   if "visual_projection.weight" in get:  # CLIP's projection: no bias
@@ -223,19 +215,18 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
   except (OSError, ValueError) as e:
     raise CheckpointError(f"{config_path}: cannot read it as JSON ({e}).") from e
   model_type = config.get("model_type")
-  if model_type not in MODEL_TYPES:
-    raise CheckpointError(f"{config_path}: model_type {model_type!r} is not one this project "
-                          f"reads; supported: {', '.join(MODEL_TYPES)}.")
+  family, hf_type = families.hf_model_type(model_type, config_path)
   architecture = (config.get("architectures") or [None])[0]
   # A full CLIPModel / SiglipModel keeps the vision tower's settings in vision_config.
-  vision = (config.get("vision_config") or config) if model_type in ("clip", "siglip") else config
+  vision = (config.get("vision_config") or config) if hf_type.vision_config else config
+  vision = dict(hf_type.config_defaults, **vision)
   tensors = st.read_safetensors(weights)
   width = int(vision.get("hidden_size", 0))
   heads = vision.get("num_attention_heads")
   if not width or not heads:
     raise CheckpointError(f"{config_path}: needs hidden_size and num_attention_heads.")
-  get = st._Consumer(tensors, weights)
-  convert = _vit_like if model_type in _VIT_LIKE else _clip_like
+  get = st.Consumer(tensors, weights)
+  convert = _vit_like if hf_type.keys == "vit" else _clip_like
   flat, options = convert(get, tensors, vision, weights, heads)
   for key in tensors:
     if _TEXT_TOWER.match(key):
@@ -246,12 +237,9 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
     raise CheckpointError(f"{path}: {CONFIG_FILE} says hidden_size={width}, the weights have "
                           f"{kernel.shape[-1]} (embedding): the config belongs to another "
                           "model.")
-  act = vision.get("hidden_act", "gelu")
-  if act not in _ACTIVATIONS:
-    raise CheckpointError(f"{config_path}: hidden_act {act!r} is not one of "
-                          f"{sorted(_ACTIVATIONS)}.")
   if options.get("mlp_activation") != "swiglu":
-    options.update(_ACTIVATIONS[act])
+    options.update(families.activation_options(vision["hidden_act"],
+                                               f"{config_path}: hidden_act"))
   depth = len({m.group(1) for k in flat if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))})
   if vision.get("num_hidden_layers") not in (None, depth):
     raise CheckpointError(f"{path}: {CONFIG_FILE} says num_hidden_layers="
@@ -260,7 +248,7 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
   has_cls = "cls" in flat
   classifier = "map" if "MAPHead_0/probe" in flat else "token" if has_cls else "gap"
   options = options_lib.EncoderOptions(
-      layernorm_epsilon=float(vision.get("layer_norm_eps", 1e-12)),
+      layernorm_epsilon=float(vision["layer_norm_eps"]),
       class_token=None if has_cls == (classifier == "token") else has_cls, **options)
   fields = dict(
       num_classes=flat["head/kernel"].shape[1] if "head/kernel" in flat else None,
@@ -269,7 +257,8 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
       classifier=classifier,
       representation_size=flat["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in flat
       else None)
-  return tree_lib.unflatten(flat), ModelSpec(architecture, fields, options, "hf")
+  return tree_lib.unflatten(flat), ModelSpec(architecture, fields, options, "hf",
+                                             family=family.name)
 
 
 def is_hf_directory(path: str) -> bool:

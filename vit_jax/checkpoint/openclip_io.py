@@ -16,7 +16,9 @@ open_clip's `VisionTransformer` state dict (open_clip/transformer.py), as OpenCL
 The text tower's tensors (everything not under `visual.`) are not read. The weights do
 not say the activation: OpenAI's models use QuickGELU, OpenCLIP's own GELU (erf);
 `open_clip_config.json` beside the file (`model_cfg.quick_gelu`, `vision_cfg.width /
-head_width`) tells, or the caller's `quick_gelu=`. LayerNorm epsilon 1e-5 (torch's).
+head_width`) tells, or the caller's `quick_gelu=`. The rest (LayerNorm epsilon 1e-5, ...)
+is the CLIP family's (`vit_jax.families.clip.OPENCLIP`); a `vision_cfg` whose width or
+layer count is not the weights' is refused.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from vit_jax import families
 from vit_jax.checkpoint import safetensors_io as st
 from vit_jax.checkpoint import tree as tree_lib
 from vit_jax.checkpoint.errors import CheckpointError
@@ -48,7 +51,7 @@ def openclip_to_linen(tensors: Mapping[str, np.ndarray], path: str,
                       num_heads: Optional[int] = None) -> dict[str, Any]:
   """The image tower of an open_clip state dict -> per-layer Linen params."""
   visual = {k: v for k, v in tensors.items() if k.startswith(PREFIX)}
-  get = st._Consumer(visual, path)
+  get = st.Consumer(visual, path)
   p = PREFIX
   width = visual[p + "conv1.weight"].shape[0]
   heads = num_heads or width // DEFAULT_HEAD_WIDTH
@@ -61,23 +64,23 @@ def openclip_to_linen(tensors: Mapping[str, np.ndarray], path: str,
       "cls": get(p + "class_embedding").reshape(1, 1, -1),
       "Transformer/posembed_input/pos_embedding": get(p + "positional_embedding")[None],
   }
-  flat.update(tree_lib.flatten(st._layer_norm(get, p + "ln_pre"), "Transformer/pre_norm/"))
-  depth = st._count_blocks(visual, re.escape(p) + r"transformer\.resblocks\.(\d+)\.")
+  flat.update(tree_lib.flatten(st.layer_norm(get, p + "ln_pre"), "Transformer/pre_norm/"))
+  depth = st.count_blocks(visual, re.escape(p) + r"transformer\.resblocks\.(\d+)\.")
   for i in range(depth):
     src = f"{p}transformer.resblocks.{i}."
     w = get(src + "attn.in_proj_weight").reshape(3, width, width)
     b = get(src + "attn.in_proj_bias").reshape(3, width)
-    attn = {name: st._heads_in(w[j], b[j], heads)
+    attn = {name: st.heads_in(w[j], b[j], heads)
             for j, name in enumerate(("query", "key", "value"))}
-    attn["out"] = st._heads_out(get(src + "attn.out_proj.weight"),
+    attn["out"] = st.heads_out(get(src + "attn.out_proj.weight"),
                                 get(src + "attn.out_proj.bias"), heads)
-    block = {"LayerNorm_0": st._layer_norm(get, src + "ln_1"),
+    block = {"LayerNorm_0": st.layer_norm(get, src + "ln_1"),
              "MultiHeadDotProductAttention_0": attn,
-             "LayerNorm_1": st._layer_norm(get, src + "ln_2"),
-             "MlpBlock_0": {"Dense_0": st._linear(get, src + "mlp.c_fc"),
-                            "Dense_1": st._linear(get, src + "mlp.c_proj")}}
+             "LayerNorm_1": st.layer_norm(get, src + "ln_2"),
+             "MlpBlock_0": {"Dense_0": st.linear(get, src + "mlp.c_fc"),
+                            "Dense_1": st.linear(get, src + "mlp.c_proj")}}
     flat.update(tree_lib.flatten(block, f"Transformer/encoderblock_{i}/"))
-  flat.update(tree_lib.flatten(st._layer_norm(get, p + "ln_post"), "Transformer/encoder_norm/"))
+  flat.update(tree_lib.flatten(st.layer_norm(get, p + "ln_post"), "Transformer/encoder_norm/"))
   if p + "proj" in get:
     flat["head/kernel"] = get(p + "proj")  # already (in, out): used as x @ proj
   get.check_all_used("OpenCLIP")
@@ -121,15 +124,22 @@ def read_openclip(path: str, quick_gelu: Optional[bool] = None,
   params = openclip_to_linen(tensors, path, num_heads)
   kernel = params["embedding"]["kernel"]
   width = kernel.shape[-1]
-  options = options_lib.EncoderOptions(
-      pre_norm=True, patch_bias=False, head_bias=False, layernorm_epsilon=1e-5,
-      **(dict(mlp_activation="quick_gelu") if quick_gelu else dict(gelu_approximate=False)))
   encoder = params["Transformer"]
+  depth = len([k for k in encoder if k.startswith("encoderblock_")])
+  for field, found in (("width", width), ("layers", depth)):
+    if vision.get(field) not in (None, found):
+      raise CheckpointError(
+          f"{config_path}: model_cfg.vision_cfg.{field}={vision[field]}, the weights have "
+          f"{found}: the config belongs to another model (fix or remove {CONFIG_FILE}).")
+  family = families.openclip_family()
+  options = options_lib.EncoderOptions(
+      **family.openclip,
+      **families.activation_options("quick_gelu" if quick_gelu else "gelu", config_path))
   fields = dict(
       num_classes=params["head"]["kernel"].shape[1] if "head" in params else None,
       patch_size=kernel.shape[0], hidden_size=width,
-      num_layers=len([k for k in encoder if k.startswith("encoderblock_")]),
+      num_layers=depth,
       mlp_dim=encoder["encoderblock_0"]["MlpBlock_0"]["Dense_0"]["kernel"].shape[1],
       num_heads=encoder["encoderblock_0"]["MultiHeadDotProductAttention_0"]["query"][
           "kernel"].shape[1], classifier="token")
-  return params, ModelSpec("open_clip", fields, options, "openclip")
+  return params, ModelSpec("open_clip", fields, options, "openclip", family=family.name)

@@ -14,7 +14,7 @@ Everything comes from the file (and the configs beside it), nothing from the cal
     Orbax workdir
   hf-hub:ORG/NAME                         its cached snapshot folder, as above
 
-A family default (preprocessing.FAMILY_DEFAULTS) stands in where no config says it. A file
+The family's published preprocessing (its module in `vit_jax.families`) stands in where no config says it. A file
 with a classification head gives a model whose output is that head's logits (a distilled
 DeiT: the mean of both heads); one without gives `num_classes=None` and the family's pooled
 representation (the normed cls token for DINOv2 and CLIP, the MAP head for SigLIP,
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -33,16 +32,9 @@ from vit_jax.checkpoint import formats, hf_model, hub, openclip_io, timm_model
 from vit_jax.checkpoint import preprocessing as prep
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.models import options as options_lib
-from vit_jax.models import vit
+from vit_jax.models import positions, vit
 
 HF_PREPROCESSOR = "preprocessor_config.json"
-# The family a timm architecture name belongs to, for its default preprocessing.
-_TIMM_FAMILY = [(r"^deit", "deit"), (r"_dinov3", "dinov3"), (r"_dinov2", "dinov2"),
-                (r"_clip", "clip"), (r"_siglip", "siglip"), (r"^eva02", "eva02"),
-                (r"\.mae", "mae"), (r"", "vit_jax")]
-_HF_FAMILY = {"dinov2": "dinov2", "dinov2_with_registers": "dinov2", "vit_mae": "mae",
-              "deit": "deit", "clip": "clip", "clip_vision_model": "clip", "siglip": "siglip",
-              "siglip_vision_model": "siglip", "vit": "vit_jax"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,26 +58,21 @@ class Pretrained:
   left_out: tuple[str, ...] = ()
 
 
-def _grid_size(model_fields: Mapping[str, Any], options: options_lib.EncoderOptions,
-               posemb_rows: Optional[int], default: int) -> tuple[int, int]:
-  """Input size in pixels from the position embedding (square grids), else `default`."""
-  patch = model_fields["patch_size"]
-  patch = patch if isinstance(patch, int) else patch[0]
-  if posemb_rows is None:
-    return (default, default)
-  prefix = 0 if options.no_embed_class else options.num_prefix_tokens(model_fields["classifier"])
-  side = int(round((posemb_rows - prefix) ** 0.5))
-  return (side * patch, side * patch)
-
-
-def _posemb_rows(params: Mapping[str, Any]) -> Optional[int]:
+def _input_size(model: vit.VisionTransformer, params: Mapping[str, Any],
+                default: int) -> tuple[int, int]:
+  """Input (H, W) in pixels from the position embedding's square grid, else `default`."""
   posemb = params.get("Transformer", {}).get("posembed_input", {}).get("pos_embedding")
-  return None if posemb is None else posemb.shape[1]
+  if posemb is None:
+    return (default, default)
+  return positions.input_size_from_rows(posemb.shape[1], positions.posemb_prefix_rows(model),
+                                        model.patch_size)
 
 
-def _timm_family(architecture: Optional[str]) -> str:
-  name = architecture or ""
-  return next(f for pattern, f in _TIMM_FAMILY if re.search(pattern, name))
+def _family_default(family: Optional[str], model: vit.VisionTransformer,
+                    params: Mapping[str, Any], default_size: int = 224) -> prep.Preprocessing:
+  """The published preprocessing of `family` (a plain ViT's when unknown) at the input
+  size of the position embedding."""
+  return prep.family_default(family or "vit", _input_size(model, params, default_size))
 
 
 def _header_keys(weights: str) -> dict[str, None]:
@@ -146,22 +133,16 @@ def describe_linen(params: Mapping[str, Any], fmt: str) -> vit.VisionTransformer
 def _linen_pretrained(path: str) -> Pretrained:
   params, fmt = formats.load_with_format(path)
   model = describe_linen(params, fmt)
-  posemb = params["Transformer"].get("posembed_input", {}).get("pos_embedding")
-  rows = posemb.shape[1] if posemb is not None else None
-  size = _grid_size(dict(patch_size=model.patch_size, classifier=model.classifier),
-                    model.options, rows, 224)
-  return Pretrained(model, params, prep.family_default("vit_jax", size), fmt, path)
+  return Pretrained(model, params, _family_default("vit", model, params), fmt, path)
 
 
 def _hf_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:
   params, spec = hf_model.read_hf(folder)
   model = spec.model()
   vision = config.get("vision_config", config)
-  size = _grid_size(spec.fields, spec.options, _posemb_rows(params),
-                    int(vision.get("image_size", 224)))
   pre_cfg = prep.read_json(os.path.join(folder, HF_PREPROCESSOR))
   pre = (prep.from_hf_preprocessor(pre_cfg, os.path.join(folder, HF_PREPROCESSOR)) if pre_cfg
-         else prep.family_default(_HF_FAMILY.get(config.get("model_type"), "vit_jax"), size))
+         else _family_default(spec.family, model, params, int(vision.get("image_size", 224))))
   weights = os.path.join(folder, hf_model.WEIGHTS_FILE)
   return Pretrained(model, params, pre, f"hf:{config.get('model_type')}", weights,
                     _left_out(_header_keys(weights)))
@@ -171,20 +152,20 @@ def _openclip_pretrained(weights: str, keys: Mapping[str, Any], config: Optional
                          architecture: Optional[str]) -> Pretrained:
   quick_gelu = ("quickgelu" in architecture) if architecture else None
   params, spec = openclip_io.read_openclip(weights, quick_gelu=quick_gelu)
-  size = _grid_size(spec.fields, spec.options, _posemb_rows(params), 224)
-  pre = (prep.from_openclip_config(config, size) if config
-         else prep.family_default("clip", size))
-  return Pretrained(spec.model(), params, pre, "openclip", weights, _left_out(keys))
+  model = spec.model()
+  pre = (prep.from_openclip_config(config, _input_size(model, params, 224)) if config
+         else _family_default(spec.family, model, params))
+  return Pretrained(model, params, pre, "openclip", weights, _left_out(keys))
 
 
 def _timm_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
   params, found = timm_model.read_timm(path, architecture)
   weights = os.path.join(path, timm_model.WEIGHTS_FILE) if os.path.isdir(path) else path
-  size = _grid_size(found.fields, found.options, _posemb_rows(params), 224)
+  model = found.model()
   pre = prep.from_timm_config({"pretrained_cfg": found.pretrained_cfg}, weights) \
       if found.pretrained_cfg else None
-  pre = pre or prep.family_default(_timm_family(found.architecture), size)
-  return Pretrained(found.model(), params, pre, "timm", weights)
+  pre = pre or _family_default(found.family, model, params)
+  return Pretrained(model, params, pre, "timm", weights)
 
 
 def load_pretrained(path: str, *, architecture: Optional[str] = None) -> Pretrained:

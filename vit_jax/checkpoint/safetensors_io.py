@@ -58,7 +58,7 @@ def safetensors_format(tensors: Mapping[str, np.ndarray], path: str) -> str:
       f"{sorted(tensors)[:5]}.")
 
 
-def _heads(width: int, num_heads: Optional[int], path: str) -> int:
+def head_count(width: int, num_heads: Optional[int], path: str) -> int:
   heads = num_heads or HEADS_BY_WIDTH.get(width)
   if heads is None:
     raise CheckpointError(
@@ -85,7 +85,7 @@ def _hf_config_heads(path: str) -> Optional[int]:
   return config.get("num_attention_heads") or (config.get("model_args") or {}).get("num_heads")
 
 
-class _Consumer:
+class Consumer:
   """Hands out tensors by name and remembers which ones were used.
 
   Every key of the file must be consumed; leftovers mean a component we do not
@@ -117,32 +117,32 @@ class _Consumer:
           "architecture (or a ViT variant this project does not implement).")
 
 
-def _linear(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
+def linear(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
   """torch Linear (out, in) -> Dense {kernel (in, out), bias}."""
   return {"kernel": get(f"{name}.weight").T, "bias": get(f"{name}.bias")}
 
 
-def _layer_norm(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
+def layer_norm(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
   return {"scale": get(f"{name}.weight"), "bias": get(f"{name}.bias")}
 
 
-def _heads_in(weight: np.ndarray, bias: np.ndarray, heads: int) -> dict[str, np.ndarray]:
+def heads_in(weight: np.ndarray, bias: np.ndarray, heads: int) -> dict[str, np.ndarray]:
   """q/k/v Linear (H*hd, D) -> DenseGeneral kernel (D, H, hd), bias (H, hd)."""
   width = weight.shape[1]
   return {"kernel": weight.T.reshape(width, heads, -1), "bias": bias.reshape(heads, -1)}
 
 
-def _heads_out(weight: np.ndarray, bias: np.ndarray, heads: int) -> dict[str, np.ndarray]:
+def heads_out(weight: np.ndarray, bias: np.ndarray, heads: int) -> dict[str, np.ndarray]:
   """Output Linear (D, H*hd) -> DenseGeneral kernel (H, hd, D)."""
   return {"kernel": weight.T.reshape(heads, -1, weight.shape[0]), "bias": bias}
 
 
-def _conv(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
+def conv(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
   """torch Conv2d OIHW -> flax Conv HWIO."""
   return {"kernel": get(f"{name}.weight").transpose(2, 3, 1, 0), "bias": get(f"{name}.bias")}
 
 
-def _count_blocks(tensors: Mapping[str, Any], pattern: str) -> int:
+def count_blocks(tensors: Mapping[str, Any], pattern: str) -> int:
   found = {int(m.group(1)) for k in tensors if (m := re.match(pattern, k))}
   if found and found != set(range(len(found))):
     raise CheckpointError(f"Encoder blocks are not numbered 0..{len(found) - 1}: "
@@ -150,7 +150,7 @@ def _count_blocks(tensors: Mapping[str, Any], pattern: str) -> int:
   return len(found)
 
 
-def _optional_linear(get: _Consumer, name: str) -> dict[str, np.ndarray]:
+def optional_linear(get: Consumer, name: str) -> dict[str, np.ndarray]:
   """A torch Linear whose bias may be absent (CLIP's projection)."""
   out = {"kernel": get(f"{name}.weight").T}
   if f"{name}.bias" in get:
@@ -158,7 +158,7 @@ def _optional_linear(get: _Consumer, name: str) -> dict[str, np.ndarray]:
   return out
 
 
-def _timm_attention(get: _Consumer, src: str, width: int, heads: int) -> dict[str, Any]:
+def _timm_attention(get: Consumer, src: str, width: int, heads: int) -> dict[str, Any]:
   """timm `Attention` (fused qkv [+ bias]) or `EvaAttention` (fused qkv with q_bias /
   v_bias, or separate q_proj / k_proj / v_proj) -> MultiHeadDotProductAttention params."""
   names = ("query", "key", "value")
@@ -181,18 +181,18 @@ def _timm_attention(get: _Consumer, src: str, width: int, heads: int) -> dict[st
     attn[name] = {"kernel": weight.T.reshape(width, heads, -1)}
     if bias is not None:
       attn[name]["bias"] = bias.reshape(heads, -1)
-  attn["out"] = _heads_out(get(src + "attn.proj.weight"), get(src + "attn.proj.bias"), heads)
+  attn["out"] = heads_out(get(src + "attn.proj.weight"), get(src + "attn.proj.bias"), heads)
   for short, name in (("q", "query_norm"), ("k", "key_norm")):
     if f"{src}attn.{short}_norm.weight" in get:
-      attn[name] = _layer_norm(get, f"{src}attn.{short}_norm")
+      attn[name] = layer_norm(get, f"{src}attn.{short}_norm")
   return attn
 
 
-def _timm_mlp(get: _Consumer, src: str) -> dict[str, Any]:
+def _timm_mlp(get: Consumer, src: str) -> dict[str, Any]:
   """timm Mlp, SwiGLUPacked / GluMlp (fc1 = [gate | x] rows) or SwiGLU (fc1_g, fc1_x),
   with EVA-02's optional inner `mlp.norm` -> MlpBlock params."""
   if src + "mlp.fc1_g.weight" in get:
-    mlp = {"gate": _linear(get, src + "mlp.fc1_g"), "up": _linear(get, src + "mlp.fc1_x")}
+    mlp = {"gate": linear(get, src + "mlp.fc1_g"), "up": linear(get, src + "mlp.fc1_x")}
   else:
     fc1_w, fc1_b = get(src + "mlp.fc1.weight"), get(src + "mlp.fc1.bias")
     hidden = get.tensors[src + "mlp.fc2.weight"].shape[1]
@@ -202,8 +202,8 @@ def _timm_mlp(get: _Consumer, src: str) -> dict[str, Any]:
     else:
       mlp = {"Dense_0": {"kernel": fc1_w.T, "bias": fc1_b}}
   if src + "mlp.norm.weight" in get:
-    mlp["inner_norm"] = _layer_norm(get, src + "mlp.norm")
-  mlp["Dense_1"] = _linear(get, src + "mlp.fc2")
+    mlp["inner_norm"] = layer_norm(get, src + "mlp.norm")
+  mlp["Dense_1"] = linear(get, src + "mlp.fc2")
   return mlp
 
 
@@ -217,9 +217,9 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   position embedding is kept as stored (with `no_embed_class` it covers the patches
   only; the model must then be built with no_embed_class=True, see timm_model).
   """
-  get = _Consumer(tensors, path)
+  get = Consumer(tensors, path)
   width = tensors["patch_embed.proj.weight"].shape[0]
-  heads = _heads(width, num_heads or _hf_config_heads(path), path)
+  heads = head_count(width, num_heads or _hf_config_heads(path), path)
   flat: dict[str, np.ndarray] = {}
   flat["embedding/kernel"] = get("patch_embed.proj.weight").transpose(2, 3, 1, 0)
   if "patch_embed.proj.bias" in get:
@@ -230,13 +230,13 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   if "pos_embed" in get:
     flat["Transformer/posembed_input/pos_embedding"] = get("pos_embed")
   if "norm_pre.weight" in get:
-    flat.update(tree_lib.flatten(_layer_norm(get, "norm_pre"), "Transformer/pre_norm/"))
-  for i in range(_count_blocks(tensors, r"blocks\.(\d+)\.")):
+    flat.update(tree_lib.flatten(layer_norm(get, "norm_pre"), "Transformer/pre_norm/"))
+  for i in range(count_blocks(tensors, r"blocks\.(\d+)\.")):
     src, dst = f"blocks.{i}.", _BLOCK.format(i)
     block = {
-        "LayerNorm_0": _layer_norm(get, src + "norm1"),
+        "LayerNorm_0": layer_norm(get, src + "norm1"),
         "MultiHeadDotProductAttention_0": _timm_attention(get, src, width, heads),
-        "LayerNorm_1": _layer_norm(get, src + "norm2"),
+        "LayerNorm_1": layer_norm(get, src + "norm2"),
         "MlpBlock_0": _timm_mlp(get, src),
     }
     for j, (vit_name, eva_name) in enumerate((("ls1.gamma", "gamma_1"),
@@ -246,30 +246,30 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
           block[f"LayerScale_{j}"] = {"scale": get(src + name)}
     flat.update(tree_lib.flatten(block, dst))
   if "norm.weight" in get:
-    flat.update(tree_lib.flatten(_layer_norm(get, "norm"), "Transformer/encoder_norm/"))
+    flat.update(tree_lib.flatten(layer_norm(get, "norm"), "Transformer/encoder_norm/"))
   if "fc_norm.weight" in get:
-    flat.update(tree_lib.flatten(_layer_norm(get, "fc_norm"), "fc_norm/"))
+    flat.update(tree_lib.flatten(layer_norm(get, "fc_norm"), "fc_norm/"))
   if "attn_pool.latent" in get:
     kv_w = get("attn_pool.kv.weight").reshape(2, width, width)  # [k | v] rows
     kv_b = get("attn_pool.kv.bias").reshape(2, width)
     map_head = {
         "probe": get("attn_pool.latent"),
         "MultiHeadDotProductAttention_0": {
-            "query": _heads_in(get("attn_pool.q.weight"), get("attn_pool.q.bias"), heads),
-            "key": _heads_in(kv_w[0], kv_b[0], heads),
-            "value": _heads_in(kv_w[1], kv_b[1], heads),
-            "out": _heads_out(get("attn_pool.proj.weight"), get("attn_pool.proj.bias"), heads),
+            "query": heads_in(get("attn_pool.q.weight"), get("attn_pool.q.bias"), heads),
+            "key": heads_in(kv_w[0], kv_b[0], heads),
+            "value": heads_in(kv_w[1], kv_b[1], heads),
+            "out": heads_out(get("attn_pool.proj.weight"), get("attn_pool.proj.bias"), heads),
         },
-        "LayerNorm_0": _layer_norm(get, "attn_pool.norm"),
-        "MlpBlock_0": {"Dense_0": _linear(get, "attn_pool.mlp.fc1"),
-                       "Dense_1": _linear(get, "attn_pool.mlp.fc2")},
+        "LayerNorm_0": layer_norm(get, "attn_pool.norm"),
+        "MlpBlock_0": {"Dense_0": linear(get, "attn_pool.mlp.fc1"),
+                       "Dense_1": linear(get, "attn_pool.mlp.fc2")},
     }
     flat.update(tree_lib.flatten(map_head, "MAPHead_0/"))
   if "pre_logits.fc.weight" in get:
-    flat.update(tree_lib.flatten(_linear(get, "pre_logits.fc"), "pre_logits/"))
+    flat.update(tree_lib.flatten(linear(get, "pre_logits.fc"), "pre_logits/"))
   for name in ("head", "head_dist"):
     if f"{name}.weight" in get:
-      flat.update(tree_lib.flatten(_optional_linear(get, name), f"{name}/"))
+      flat.update(tree_lib.flatten(optional_linear(get, name), f"{name}/"))
   get.check_all_used("timm")
   return tree_lib.unflatten(flat)
 
@@ -283,38 +283,38 @@ def hf_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   differ by far less than float32 noise for unit-scale activations.
   """
   prefix = "vit." if "vit.embeddings.patch_embeddings.projection.weight" in tensors else ""
-  get = _Consumer(tensors, path)
+  get = Consumer(tensors, path)
   p = lambda name: prefix + name
   width = tensors[p("embeddings.patch_embeddings.projection.weight")].shape[0]
-  heads = _heads(width, num_heads or _hf_config_heads(path), path)
+  heads = head_count(width, num_heads or _hf_config_heads(path), path)
   flat: dict[str, np.ndarray] = {}
-  for k, v in _conv(get, p("embeddings.patch_embeddings.projection")).items():
+  for k, v in conv(get, p("embeddings.patch_embeddings.projection")).items():
     flat[f"embedding/{k}"] = v
   if p("embeddings.cls_token") in get:
     flat["cls"] = get(p("embeddings.cls_token"))
   flat["Transformer/posembed_input/pos_embedding"] = get(p("embeddings.position_embeddings"))
   if p("embeddings.mask_token") in get:
     get(p("embeddings.mask_token"))  # only used for masked image modelling inputs
-  for i in range(_count_blocks(tensors, re.escape(prefix) + r"encoder\.layer\.(\d+)\.")):
+  for i in range(count_blocks(tensors, re.escape(prefix) + r"encoder\.layer\.(\d+)\.")):
     src, dst = p(f"encoder.layer.{i}."), _BLOCK.format(i)
-    attn = {name: _heads_in(get(f"{src}attention.attention.{name}.weight"),
+    attn = {name: heads_in(get(f"{src}attention.attention.{name}.weight"),
                             get(f"{src}attention.attention.{name}.bias"), heads)
             for name in ("query", "key", "value")}
-    attn["out"] = _heads_out(get(src + "attention.output.dense.weight"),
+    attn["out"] = heads_out(get(src + "attention.output.dense.weight"),
                              get(src + "attention.output.dense.bias"), heads)
     block = {
-        "LayerNorm_0": _layer_norm(get, src + "layernorm_before"),
+        "LayerNorm_0": layer_norm(get, src + "layernorm_before"),
         "MultiHeadDotProductAttention_0": attn,
-        "LayerNorm_1": _layer_norm(get, src + "layernorm_after"),
-        "MlpBlock_0": {"Dense_0": _linear(get, src + "intermediate.dense"),
-                       "Dense_1": _linear(get, src + "output.dense")},
+        "LayerNorm_1": layer_norm(get, src + "layernorm_after"),
+        "MlpBlock_0": {"Dense_0": linear(get, src + "intermediate.dense"),
+                       "Dense_1": linear(get, src + "output.dense")},
     }
     flat.update(tree_lib.flatten(block, dst))
-  flat.update(tree_lib.flatten(_layer_norm(get, p("layernorm")), "Transformer/encoder_norm/"))
+  flat.update(tree_lib.flatten(layer_norm(get, p("layernorm")), "Transformer/encoder_norm/"))
   if p("pooler.dense.weight") in get:
-    flat.update(tree_lib.flatten(_linear(get, p("pooler.dense")), "pre_logits/"))
+    flat.update(tree_lib.flatten(linear(get, p("pooler.dense")), "pre_logits/"))
   if "classifier.weight" in get:
-    flat.update(tree_lib.flatten(_linear(get, "classifier"), "head/"))
+    flat.update(tree_lib.flatten(linear(get, "classifier"), "head/"))
   get.check_all_used("transformers")
   return tree_lib.unflatten(flat)
 
@@ -373,16 +373,16 @@ def linen_to_timm(params: Mapping[str, Any], layout: Optional[str] = None) -> di
   flat = tree_lib.flatten(params)
   out: dict[str, np.ndarray] = {}
 
-  def linear(name, dense):
+  def put_linear(name, dense):
     out[f"{name}.weight"] = dense["kernel"].T
     if "bias" in dense:
       out[f"{name}.bias"] = dense["bias"]
 
-  norm = lambda name, ln: out.update({f"{name}.weight": ln["scale"],
-                                      f"{name}.bias": ln["bias"]})
-  heads_in = lambda d: (d["kernel"].reshape(d["kernel"].shape[0], -1).T,
-                        d["bias"].reshape(-1) if "bias" in d else None)
-  heads_out = lambda d: (d["kernel"].reshape(-1, d["kernel"].shape[-1]).T, d["bias"])
+  put_norm = lambda name, ln: out.update({f"{name}.weight": ln["scale"],
+                                          f"{name}.bias": ln["bias"]})
+  merge_heads_in = lambda d: (d["kernel"].reshape(d["kernel"].shape[0], -1).T,
+                              d["bias"].reshape(-1) if "bias" in d else None)
+  merge_heads_out = lambda d: (d["kernel"].reshape(-1, d["kernel"].shape[-1]).T, d["bias"])
 
   out["patch_embed.proj.weight"] = params["embedding"]["kernel"].transpose(3, 2, 0, 1)
   if "bias" in params["embedding"]:
@@ -394,12 +394,12 @@ def linen_to_timm(params: Mapping[str, Any], layout: Optional[str] = None) -> di
     out["pos_embed"] = flat["Transformer/posembed_input/pos_embedding"]
   encoder = params["Transformer"]
   if "pre_norm" in encoder:
-    norm("norm_pre", encoder["pre_norm"])
+    put_norm("norm_pre", encoder["pre_norm"])
   depth = len([k for k in encoder if k.startswith("encoderblock_")])
   for i in range(depth):
     block, dst = encoder[f"encoderblock_{i}"], f"blocks.{i}."
     attn = block["MultiHeadDotProductAttention_0"]
-    qkv = [heads_in(attn[n]) for n in ("query", "key", "value")]
+    qkv = [merge_heads_in(attn[n]) for n in ("query", "key", "value")]
     biases = [b for _, b in qkv]
     if layout == "eva_separate_qkv":
       for short, (w, b) in zip("qkv", qkv):
@@ -418,49 +418,49 @@ def linen_to_timm(params: Mapping[str, Any], layout: Optional[str] = None) -> di
       elif any(b is not None for b in biases):
         raise CheckpointError("timm's VisionTransformer has a bias on all of q, k, v or on "
                               "none; these params have it on some: export with layout='eva'.")
-    out[dst + "attn.proj.weight"], out[dst + "attn.proj.bias"] = heads_out(attn["out"])
+    out[dst + "attn.proj.weight"], out[dst + "attn.proj.bias"] = merge_heads_out(attn["out"])
     for short, name in (("q", "query_norm"), ("k", "key_norm")):
       if name in attn:
-        norm(f"{dst}attn.{short}_norm", attn[name])
-    norm(dst + "norm1", block["LayerNorm_0"])
-    norm(dst + "norm2", block["LayerNorm_1"])
+        put_norm(f"{dst}attn.{short}_norm", attn[name])
+    put_norm(dst + "norm1", block["LayerNorm_0"])
+    put_norm(dst + "norm2", block["LayerNorm_1"])
     mlp = block["MlpBlock_0"]
     if "gate" in mlp and "inner_norm" in mlp:  # timm SwiGLU (EVA-02 B/L)
-      linear(dst + "mlp.fc1_g", mlp["gate"])
-      linear(dst + "mlp.fc1_x", mlp["up"])
+      put_linear(dst + "mlp.fc1_g", mlp["gate"])
+      put_linear(dst + "mlp.fc1_x", mlp["up"])
     elif "gate" in mlp:  # timm SwiGLUPacked / GluMlp: [gate | x] rows
-      linear(dst + "mlp.fc1", {k: np.concatenate([mlp["gate"][k], mlp["up"][k]], axis=-1)
+      put_linear(dst + "mlp.fc1", {k: np.concatenate([mlp["gate"][k], mlp["up"][k]], axis=-1)
                                for k in ("kernel", "bias")})
     else:
-      linear(dst + "mlp.fc1", mlp["Dense_0"])
+      put_linear(dst + "mlp.fc1", mlp["Dense_0"])
     if "inner_norm" in mlp:
-      norm(dst + "mlp.norm", mlp["inner_norm"])
-    linear(dst + "mlp.fc2", mlp["Dense_1"])
+      put_norm(dst + "mlp.norm", mlp["inner_norm"])
+    put_linear(dst + "mlp.fc2", mlp["Dense_1"])
     names = ("gamma_1", "gamma_2") if layout.startswith("eva") else ("ls1.gamma", "ls2.gamma")
     for j, name in enumerate(names):
       if f"LayerScale_{j}" in block:
         out[dst + name] = block[f"LayerScale_{j}"]["scale"]
   if "encoder_norm" in encoder:
-    norm("norm", encoder["encoder_norm"])
+    put_norm("norm", encoder["encoder_norm"])
   if "fc_norm" in params:
-    norm("fc_norm", params["fc_norm"])
+    put_norm("fc_norm", params["fc_norm"])
   if "MAPHead_0" in params:
     head = params["MAPHead_0"]
     attn = head["MultiHeadDotProductAttention_0"]
     out["attn_pool.latent"] = head["probe"]
-    out["attn_pool.q.weight"], out["attn_pool.q.bias"] = heads_in(attn["query"])
-    kv = [heads_in(attn[n]) for n in ("key", "value")]
+    out["attn_pool.q.weight"], out["attn_pool.q.bias"] = merge_heads_in(attn["query"])
+    kv = [merge_heads_in(attn[n]) for n in ("key", "value")]
     out["attn_pool.kv.weight"] = np.concatenate([w for w, _ in kv], axis=0)
     out["attn_pool.kv.bias"] = np.concatenate([b for _, b in kv], axis=0)
-    out["attn_pool.proj.weight"], out["attn_pool.proj.bias"] = heads_out(attn["out"])
-    norm("attn_pool.norm", head["LayerNorm_0"])
-    linear("attn_pool.mlp.fc1", head["MlpBlock_0"]["Dense_0"])
-    linear("attn_pool.mlp.fc2", head["MlpBlock_0"]["Dense_1"])
+    out["attn_pool.proj.weight"], out["attn_pool.proj.bias"] = merge_heads_out(attn["out"])
+    put_norm("attn_pool.norm", head["LayerNorm_0"])
+    put_linear("attn_pool.mlp.fc1", head["MlpBlock_0"]["Dense_0"])
+    put_linear("attn_pool.mlp.fc2", head["MlpBlock_0"]["Dense_1"])
   if "pre_logits" in params:
-    linear("pre_logits.fc", params["pre_logits"])
+    put_linear("pre_logits.fc", params["pre_logits"])
   for name in ("head", "head_dist"):
     if name in params:
-      linear(name, params[name])
+      put_linear(name, params[name])
   return out
 
 

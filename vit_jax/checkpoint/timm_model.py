@@ -35,58 +35,30 @@ from typing import Any, Optional
 
 import numpy as np
 
+from vit_jax import families
 from vit_jax.checkpoint import safetensors_io
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.model_spec import ModelSpec
 from vit_jax.models import options as options_lib
+from vit_jax.models import positions
 
-# timm architecture name pattern -> what the weights cannot say (first match wins).
-# Each family's timm definitions: timm/models/vision_transformer.py, deit.py, eva.py.
-TIMM_FAMILIES: list[tuple[str, dict[str, Any]]] = [
-    (r"^deit3_", dict(layer_scale=1e-6, no_embed_class=True)),
-    (r"^deit_", {}),
-    (r"_dinov3", dict(layer_scale=1e-5, rope="dinov3", layernorm_epsilon=1e-5,
-                      global_pool="avg")),
-    (r"_reg\d+_dinov2", dict(layer_scale=1e-5, no_embed_class=True)),
-    (r"_dinov2", dict(layer_scale=1e-5)),
-    (r"_clip_quickgelu", dict(layernorm_epsilon=1e-5, act_layer="quick_gelu")),
-    (r"_clip_", dict(layernorm_epsilon=1e-5)),
-    (r"^eva02_", dict(rope="eva02", rope_reference_grid=16, global_pool="avg")),
-    (r"_siglip", {}),
-    (r"^vit_", {}),
-]
-_ACTIVATIONS = {  # timm act_layer -> our options
-    "gelu": dict(mlp_activation="gelu", gelu_approximate=False),
-    "gelu_tanh": dict(mlp_activation="gelu", gelu_approximate=True),
-    "quick_gelu": dict(mlp_activation="quick_gelu"),
-}
 _POOLS = {"token": "token", "avg": "gap", "map": "map", "": "unpooled"}
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def _family(architecture: str, path: str) -> dict[str, Any]:
-  name = architecture.split(".")[0]  # "eva02_base_patch14_224.mim_in22k" -> model name
-  for pattern, settings in TIMM_FAMILIES:
-    if re.search(pattern, name):
-      return dict(settings)
-  raise CheckpointError(
-      f"{path}: timm architecture {architecture!r} is not one this project builds; "
-      "supported: timm's vit_*, deit_*, deit3_*, *_dinov2, *_reg4_dinov2, *_dinov3, *_clip_*, "
-      "*_siglip_* and eva02_* models.")
-
-
-def _is_square(n: int) -> bool:
-  return n > 0 and int(round(n ** 0.5)) ** 2 == n
-
-
 def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optional[str] = None,
              model_args: Optional[Mapping[str, Any]] = None,
-             num_heads: Optional[int] = None) -> ModelSpec:
+             num_heads: Optional[int] = None, check_sizes: bool = False) -> ModelSpec:
   """The model of a timm state dict, from its keys and the architecture (see module doc).
 
+  `check_sizes`: the architecture's published sizes (width, depth; `model_args` change
+  them) must be the weights' (a Hub config.json's architecture names the model; a
+  caller's `architecture=` names the family's settings only).
+
   Raises CheckpointError when the keys leave the model open and no architecture is given,
-  or when `model_args` disagree with the weights (naming the field).
+  when the architecture is not one of `vit_jax.families`, or when the config disagrees
+  with the weights (naming the field).
   """
   model_args = dict(model_args or {})
   has = lambda k: k in tensors
@@ -110,18 +82,31 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
           "'eva02_base_patch14_224', 'vit_base_patch16_dinov3', "
           "'vit_base_patch16_clip_quickgelu_224').")
     settings: dict[str, Any] = {}
+    family, published = None, {}
   else:
-    settings = _family(architecture, path)
+    family, entry, sizes = families.timm_architecture(architecture, path)
+    settings = {k: v for k, v in entry.options.items() if k in families.ARCHITECTURE_ONLY}
+    if entry.global_pool:
+      settings["global_pool"] = entry.global_pool
+    published = dict(embed_dim=sizes["hidden_size"], depth=sizes["num_layers"],
+                     num_heads=sizes["num_heads"]) if check_sizes else {}
   settings.update({k: v for k, v in model_args.items()
                    if k in ("act_layer", "global_pool", "init_values", "no_embed_class")})
 
-  # Fields model_args state that the weights also show must agree with them.
+  # Fields model_args state that the weights also show must agree with them, and so must
+  # the architecture's published sizes where model_args leave them.
   for arg, found in (("embed_dim", width), ("depth", depth), ("patch_size", ph)):
     if arg in model_args and model_args[arg] != found:
       raise CheckpointError(
           f"{path}: {CONFIG_FILE} says model_args.{arg}={model_args[arg]}, the weights have "
           f"{found}: the config belongs to another model (fix or remove {CONFIG_FILE}).")
-  heads = safetensors_io._heads(width, model_args.get("num_heads") or num_heads, path)
+    if arg not in model_args and arg in published and published[arg] != found:
+      raise CheckpointError(
+          f"{path}: {CONFIG_FILE} says architecture={architecture!r}, whose {arg} is "
+          f"{published[arg]}, but the weights have {arg}={found}: the config belongs to "
+          f"another model (fix its architecture, or state model_args.{arg}).")
+  heads = safetensors_io.head_count(
+      width, model_args.get("num_heads") or num_heads or published.get("num_heads"), path)
 
   block0 = "blocks.0."
   if has(block0 + "mlp.fc1_g.weight"):
@@ -154,19 +139,24 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
     tokens = tensors["pos_embed"].shape[1]
     no_embed_class = settings.get("no_embed_class")
     if no_embed_class is None:  # a square patch grid tells where the rows are
-      no_embed_class = bool(prefix) and _is_square(tokens) and not _is_square(tokens - prefix)
+      no_embed_class = bool(prefix) and positions.is_square(tokens) and not positions.is_square(tokens - prefix)
   else:
     no_embed_class = False
   if has("norm.weight") == has("fc_norm.weight"):
     raise CheckpointError(f"{path}: expected one final LayerNorm, `norm` or `fc_norm`; found "
                           f"{'both' if has('norm.weight') else 'neither'}.")
 
-  act = settings.get("act_layer", "gelu")
-  if act not in _ACTIVATIONS and not swiglu:
-    raise CheckpointError(f"{path}: act_layer {act!r} is not one of {sorted(_ACTIVATIONS)}.")
+  if swiglu:
+    activation = dict(mlp_activation="swiglu")
+  elif "act_layer" in settings:
+    activation = families.activation_options(settings["act_layer"], f"{path}: act_layer")
+  elif settings.get("mlp_activation") == "quick_gelu":
+    activation = families.activation_options("quick_gelu", path)
+  else:  # timm's default nn.GELU (erf)
+    activation = families.activation_options("gelu", path)
   has_ls = has(block0 + "ls1.gamma") or has(block0 + "gamma_1")
   options = options_lib.EncoderOptions(
-      **(_ACTIVATIONS.get(act, {}) if not swiglu else dict(mlp_activation="swiglu")),
+      **activation,
       layernorm_epsilon=settings.get("layernorm_epsilon", 1e-6),
       layer_scale=(settings.get("init_values") or settings.get("layer_scale") or 1e-5)
       if has_ls else None,
@@ -189,7 +179,7 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
     layout = "eva_separate_qkv" if has(block0 + "attn.q_proj.weight") else "eva"
   else:
     layout = "vit"
-  return ModelSpec(architecture, fields, options, layout)
+  return ModelSpec(architecture, fields, options, layout, family=family and family.name)
 
 
 def _read_config(path: str) -> Optional[dict[str, Any]]:
@@ -221,7 +211,7 @@ def read_timm(path: str, architecture: Optional[str] = None,
   tensors = safetensors_io.read_safetensors(weights)
   model_args = (config or {}).get("model_args") or {}
   found = describe(tensors, weights, architecture or (config or {}).get("architecture"),
-                   model_args, num_heads)
+                   model_args, num_heads, check_sizes=architecture is None and bool(config))
   params = safetensors_io.timm_to_linen(tensors, weights, found.fields["num_heads"])
   if config:
     found = dataclasses.replace(found, pretrained_cfg=dict(config.get("pretrained_cfg") or {}))

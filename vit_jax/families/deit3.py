@@ -1,0 +1,25 @@
+"""DeiT III (Touvron et al. 2022): LayerScale (init 1e-6) and a position embedding that
+covers the patches only (timm's `no_embed_class`).
+
+timm `deit3_{small,base,large}_patch16_{224,384}[_in21ft1k]`.
+"""
+
+from vit_jax.families.family import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TORCH,
+    Family,
+    Model,
+    Preprocessing,
+    TimmArchitectures,
+)
+
+OPTIONS = dict(TORCH, layer_scale=1e-6, no_embed_class=True)
+
+FAMILY = Family(
+    name="deit3",
+    models={f"DeiT3-{s}_16": Model(s, 16, dict(OPTIONS)) for s in ("S", "B", "L")},
+    preprocessing=Preprocessing(IMAGENET_MEAN, IMAGENET_STD, crop_pct=0.9),
+    timm=(TimmArchitectures(r"deit3_(?P<size>small|base|large)_patch16_(224|384)(_in21ft1k)?",
+                            options=OPTIONS),),
+)
