@@ -111,7 +111,7 @@ def timm_architecture(architecture: str, source: str = "") -> tuple[
         f"project builds (it cannot tell that architecture's layers from a plain ViT's, so "
         f"it does not guess). Known families and their timm names: {timm_names()}.")
   family, entry, match = found[0]
-  size = TIMM_SIZE_WORDS[match.group("size")]
+  size = entry.size_words[match.group("size")]
   dims = {k: v for k, v in SIZES[size].items() if k != "mlp_dim"}
   return family, entry, dims
 

@@ -113,11 +113,13 @@ class TimmArchitectures:
     global_pool: timm's default pooling of these models ("token", "avg", "map").
     tag: a pretrained tag (after the ".") that selects this entry over an untagged one
       with the same name (MAE's `vit_base_patch16_224.mae`).
+    size_words: size word -> size letter (SIZES), when not timm's (TIMM_SIZE_WORDS).
   """
   pattern: str
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   global_pool: Optional[str] = None
   tag: Optional[str] = None
+  size_words: Mapping[str, str] = dataclasses.field(default_factory=lambda: TIMM_SIZE_WORDS)
 
   def match(self, name: str, tag: str) -> Optional[re.Match]:
     if self.tag is not None and self.tag != tag:
