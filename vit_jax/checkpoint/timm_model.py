@@ -139,7 +139,9 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
     tokens = tensors["pos_embed"].shape[1]
     no_embed_class = settings.get("no_embed_class")
     if no_embed_class is None:  # a square patch grid tells where the rows are
-      no_embed_class = bool(prefix) and positions.is_square(tokens) and not positions.is_square(tokens - prefix)
+      tokens_of = {name: tensors[key] for key, name in (
+          ("cls_token", "cls"), ("dist_token", "dist"), ("reg_token", "registers")) if has(key)}
+      no_embed_class = bool(prefix) and positions.prefix_rows_from_params(tokens_of, tokens) == 0
   else:
     no_embed_class = False
   if has("norm.weight") == has("fc_norm.weight"):
