@@ -46,7 +46,7 @@ from vit_jax.checkpoint.openclip_io import read_openclip
 from vit_jax.checkpoint.orbax_io import resolve_item_dir
 from vit_jax.checkpoint.patch_resize import resize_patch_kernel
 from vit_jax.checkpoint.posemb import resize_posemb
-from vit_jax.checkpoint.pretrained import Pretrained, load_pretrained
+from vit_jax.checkpoint.pretrained import Pretrained, is_run, load_pretrained
 from vit_jax.checkpoint.report import AdaptReport, KeyAction
 from vit_jax.checkpoint.safetensors_io import linen_to_timm, save_safetensors_timm
 from vit_jax.checkpoint.timm_model import read_timm
@@ -58,6 +58,6 @@ __all__ = [
     "inflate_from_image", "posemb_prefix_rows", "prefix_rows_from_params",
     "container", "is_video_params", "linen_to_timm", "load", "load_with_format", "resize_patch_kernel", "resize_posemb",
     "resolve_item_dir", "save_npz", "save_safetensors_timm", "ModelSpec", "read_hf",
-    "read_openclip", "read_hub_directory", "read_timm", "Pretrained", "load_pretrained",
+    "read_openclip", "read_hub_directory", "read_timm", "Pretrained", "is_run", "load_pretrained",
     "save_hf",
 ]

@@ -71,6 +71,20 @@ class Preprocessing:
     return out
 
 
+def from_data_config(data: Mapping[str, Any], source: str = "") -> Preprocessing:
+  """The Preprocessing of `config.data` keys (a run's saved evaluation preprocessing)."""
+  size = data["image_size"]
+  size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
+  if data.get("mean") is not None:
+    mean, std = _triple(data["mean"], "mean", source), _triple(data["std"], "std", source)
+  else:  # pixels x in [0, 1] mapped to lo + (hi - lo) x = (x - mean) / std
+    lo, hi = data.get("value_range") or (0.0, 1.0)
+    mean, std = (-lo / (hi - lo),) * 3, (1.0 / (hi - lo),) * 3
+  crop_pct = min(size) / data["resize_small"] if data.get("resize_small") else 1.0
+  return Preprocessing(tuple(float(m) for m in mean), tuple(float(v) for v in std), size,
+                       data.get("resize_method", "bilinear"), crop_pct, source)
+
+
 def family_names() -> list[str]:
   """The families with a default preprocessing (every family of `vit_jax.families`)."""
   return [f.name for f in families.all_families()]

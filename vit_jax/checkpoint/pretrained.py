@@ -24,38 +24,92 @@ representation (the normed cls token for DINOv2 and CLIP, the MAP head for SigLI
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from vit_jax.checkpoint import formats, hf_model, hub, openclip_io, timm_model
+from vit_jax.checkpoint import formats, hf_model, hub, openclip_io, orbax_io, timm_model
 from vit_jax.checkpoint import preprocessing as prep
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.models import options as options_lib
 from vit_jax.models import positions, vit
 
 HF_PREPROCESSOR = "preprocessor_config.json"
+RUN_CONFIG = "config.json"  # a run's workdir (vit_jax.driver.workdir.CONFIG_FILE)
 
 
 @dataclasses.dataclass(frozen=True)
 class Pretrained:
-  """What `load_pretrained` found.
+  """A model, its parameters and the input it expects: what `load_pretrained` returns, and
+  what predict, visualize, the evaluators and the driver's `init_from` use.
 
   Attributes:
     model: the module (`model.apply({"params": params}, images)`).
-    params: its parameters (numpy, per-layer Linen layout).
+    params: its parameters (per-layer Linen layout; numpy from a file).
     preprocessing: the input it expects (`preprocessing.data_overrides()` for config.data).
-    format: "timm", "hf:<model_type>", "openclip", or a `formats.FORMATS` name.
-    source: the file the weights came from.
+    format: "timm", "hf:<model_type>", "openclip", "run", or a `formats.FORMATS` name.
+    source: the file (or run) the weights came from.
     left_out: keys of the file that are not part of the vision model (a text tower,
       MAE's decoder), for the caller to log.
+    class_names: one name per output class ("0", "1", ... when the file has no names).
+    is_video: the model takes clips [T, H, W, 3].
+    model_name: the registered name it was built from, when it was.
+    eval_data: the `config.data` keys of its evaluation input as a run saved them
+      (video clips and views included); None: those of `preprocessing` (`data_config`).
   """
-  model: vit.VisionTransformer
-  params: dict[str, Any]
-  preprocessing: prep.Preprocessing
-  format: str
-  source: str
+  model: Any
+  params: Any
+  preprocessing: Optional[prep.Preprocessing] = None
+  format: str = ""
+  source: str = ""
   left_out: tuple[str, ...] = ()
+  class_names: tuple[str, ...] = ()
+  is_video: bool = False
+  model_name: Optional[str] = None
+  eval_data: Optional[Mapping[str, Any]] = None
+
+  def data_config(self) -> dict[str, Any]:
+    """The `config.data` keys `vit_jax.data.preprocess_for_eval` needs for this model."""
+    if self.eval_data is not None:
+      return dict(self.eval_data)
+    from vit_jax import data  # noqa: PLC0415 (tensorflow only for callers that preprocess)
+
+    keys = ("image_size", "resize_small", "resize_method", "value_range", "mean", "std")
+    out = {k: v for k, v in data.default_config().to_dict().items() if k in keys}
+    out.update(self.preprocessing.data_overrides())
+    return out
+
+  # Inference on the bundle: vit_jax.tools.inference holds the code.
+  def preprocess(self, raw_examples):
+    """uint8 images [H, W, C] or videos [T, H, W, C] -> model inputs (inference.preprocess)."""
+    from vit_jax.tools import inference  # noqa: PLC0415
+
+    return inference.preprocess(self, raw_examples)
+
+  def logits(self, inputs, batch_size: int = 64):
+    """Logits [N, C] of preprocessed inputs (inference.logits)."""
+    from vit_jax.tools import inference  # noqa: PLC0415
+
+    return inference.logits(self, inputs, batch_size)
+
+  def probabilities(self, inputs, batch_size: int = 64):
+    """Softmax of `logits`: [N, C]."""
+    from vit_jax.tools import inference  # noqa: PLC0415
+
+    return inference.probabilities(self, inputs, batch_size)
+
+  @functools.cached_property
+  def device_params(self) -> Any:
+    """`params` placed on the default device once (host numpy leaves would be copied in
+    again on every forward pass: 344 MB for ViT-B/16)."""
+    import jax  # noqa: PLC0415
+
+    return jax.device_put(self.params)
+
+
+def _class_names(model: Any) -> tuple[str, ...]:
+  return tuple(str(i) for i in range(getattr(model, "num_classes", None) or 0))
 
 
 def _input_size(model: vit.VisionTransformer, params: Mapping[str, Any],
@@ -168,21 +222,56 @@ def _timm_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
   return Pretrained(model, params, pre, "timm", weights)
 
 
-def load_pretrained(path: str, *, architecture: Optional[str] = None) -> Pretrained:
-  """The model, params and preprocessing of a checkpoint (see the module docstring).
+def _run_pretrained(workdir: str, saved: Mapping[str, Any]) -> Pretrained:
+  """A training run of this project: the model its config.json builds (as the driver
+  builds it), the weights the evaluator scores (the EMA when the run kept one) and the
+  evaluation preprocessing it saved."""
+  from vit_jax.driver import config as config_lib  # noqa: PLC0415 (a run's own config)
+
+  config, info = saved["config"], saved["data_info"]
+  # Inference needs no remat (nothing is kept for a backward pass): "auto" -> off.
+  model = config_lib.build_model(dict(config, model=config.get("model", {})),
+                                 info["num_classes"])
+  params, _ = orbax_io.load_orbax(workdir, entry="eval")
+  eval_data = dict(info["preprocessing"])
+  return Pretrained(model, params, prep.from_data_config(eval_data, workdir), "run", workdir,
+                    class_names=tuple(info["class_names"]), is_video=bool(info["is_video"]),
+                    model_name=config["model_name"], eval_data=eval_data)
+
+
+def is_run(path: str) -> bool:
+  """A training run's workdir: its config.json holds the run's config and data_info."""
+  saved = prep.read_json(os.path.join(path, RUN_CONFIG)) if os.path.isdir(path) else None
+  return isinstance(saved, dict) and "config" in saved and "data_info" in saved
+
+
+def load_pretrained(source: str, *, architecture: Optional[str] = None) -> Pretrained:
+  """The model, params and preprocessing of any checkpoint (see the module docstring).
+
+  The one entry point for reading a checkpoint: it detects the format (`load` is its
+  params-only form for the formats that do not say the model).
 
   Args:
-    path: a file, a folder (timm Hub, transformers, OpenCLIP, Orbax workdir), or
+    source: a file (.safetensors, .npz, Scenic msgpack), a folder (timm Hub,
+      transformers, OpenCLIP, a training run's workdir, an Orbax checkpoint), or
       `hf-hub:ORG/NAME[@REVISION]`.
     architecture: a timm architecture name, for a bare file whose keys leave the model
       open (RoPE settings, QuickGELU).
   """
-  path = os.fspath(path)
+  found = _load_pretrained(os.fspath(source), architecture)
+  if not found.class_names:
+    found = dataclasses.replace(found, class_names=_class_names(found.model))
+  return found
+
+
+def _load_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
   if hub.is_hub_id(path):
     path = hub.resolve(path)
   folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
   config = prep.read_json(os.path.join(folder, timm_model.CONFIG_FILE)) or {}
   clip_config = prep.read_json(os.path.join(folder, openclip_io.CONFIG_FILE))
+  if is_run(path):
+    return _run_pretrained(path, config)
   if os.path.isdir(path) and hf_model.is_hf_directory(path):
     return _hf_pretrained(path, config)
   if os.path.isdir(path):
