@@ -29,7 +29,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -261,6 +261,24 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
                                              family=family.name)
 
 
+def weights_to_linen(tensors: Mapping[str, np.ndarray], path: str,
+                     num_heads: Optional[int] = None) -> dict[str, Any]:
+  """transformers ViT-family weights without their config.json (a bare file) -> params.
+
+  The same conversion as `read_hf` (`_vit_like`); the head count comes from `num_heads`,
+  a config.json beside the file, or the standard size of that width. `pooler.dense` (ViTModel's
+  Dense + tanh on the cls token) is our `pre_logits`.
+  """
+  st.safetensors_format(tensors, path)  # a ViT's names, or the error naming the keys
+  p = _prefix(tensors, "embeddings.patch_embeddings.projection.weight", path)
+  width = tensors[p + "embeddings.patch_embeddings.projection.weight"].shape[0]
+  heads = st.head_count(width, num_heads or st.config_heads(path), path)
+  get = st.Consumer(tensors, path)
+  flat, _ = _vit_like(get, tensors, {}, path, heads)
+  get.check_all_used("transformers")
+  return tree_lib.unflatten(flat)
+
+
 def is_hf_directory(path: str) -> bool:
   """A directory whose config.json names a transformers `model_type`."""
   config = os.path.join(path, CONFIG_FILE)
@@ -271,14 +289,3 @@ def is_hf_directory(path: str) -> bool:
       return "model_type" in json.load(f)
   except (OSError, ValueError, TypeError):
     return False
-
-
-def read_hub_directory(path: str, **kwargs: Any) -> tuple[dict[str, Any], ModelSpec]:
-  """A timm Hub folder (config.json with `architecture`) or a transformers directory
-  (config.json with `model_type`), whichever `path` is."""
-  from vit_jax.checkpoint import timm_model  # noqa: PLC0415 (timm_model is the other reader)
-
-  if is_hf_directory(path):
-    return read_hf(path)
-  return timm_model.read_timm(path, **kwargs)
-

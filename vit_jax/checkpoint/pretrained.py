@@ -29,14 +29,14 @@ import os
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from vit_jax.checkpoint import formats, hf_model, hub, openclip_io, orbax_io, timm_model
+from vit_jax.checkpoint import formats, hf_model, openclip_io, orbax_io, timm_model
 from vit_jax.checkpoint import preprocessing as prep
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.models import options as options_lib
 from vit_jax.models import positions, vit
 
 HF_PREPROCESSOR = "preprocessor_config.json"
-RUN_CONFIG = "config.json"  # a run's workdir (vit_jax.driver.workdir.CONFIG_FILE)
+RUN_CONFIG = formats.RUN_CONFIG
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,14 +129,6 @@ def _family_default(family: Optional[str], model: vit.VisionTransformer,
   return prep.family_default(family or "vit", _input_size(model, params, default_size))
 
 
-def _header_keys(weights: str) -> dict[str, None]:
-  """The tensor names of a .safetensors file (as mapping keys), from its header alone."""
-  from safetensors import safe_open  # noqa: PLC0415
-
-  with safe_open(weights, framework="np") as f:
-    return dict.fromkeys(f.keys())
-
-
 def _left_out(keys: Mapping[str, Any]) -> tuple[str, ...]:
   """Keys of the file that are not the image model (a text tower, MAE's decoder)."""
   return tuple(sorted(k for k in keys if hf_model.NOT_THE_IMAGE_MODEL.match(k)))
@@ -199,7 +191,7 @@ def _hf_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:
          else _family_default(spec.family, model, params, int(vision.get("image_size", 224))))
   weights = os.path.join(folder, hf_model.WEIGHTS_FILE)
   return Pretrained(model, params, pre, f"hf:{config.get('model_type')}", weights,
-                    _left_out(_header_keys(weights)))
+                    _left_out(formats.header_keys(weights)))
 
 
 def _openclip_pretrained(weights: str, keys: Mapping[str, Any], config: Optional[Mapping[str, Any]],
@@ -239,12 +231,6 @@ def _run_pretrained(workdir: str, saved: Mapping[str, Any]) -> Pretrained:
                     model_name=config["model_name"], eval_data=eval_data)
 
 
-def is_run(path: str) -> bool:
-  """A training run's workdir: its config.json holds the run's config and data_info."""
-  saved = prep.read_json(os.path.join(path, RUN_CONFIG)) if os.path.isdir(path) else None
-  return isinstance(saved, dict) and "config" in saved and "data_info" in saved
-
-
 def load_pretrained(source: str, *, architecture: Optional[str] = None) -> Pretrained:
   """The model, params and preprocessing of any checkpoint (see the module docstring).
 
@@ -265,30 +251,21 @@ def load_pretrained(source: str, *, architecture: Optional[str] = None) -> Pretr
 
 
 def _load_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
-  if hub.is_hub_id(path):
-    path = hub.resolve(path)
-  folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-  config = prep.read_json(os.path.join(folder, timm_model.CONFIG_FILE)) or {}
-  clip_config = prep.read_json(os.path.join(folder, openclip_io.CONFIG_FILE))
-  if is_run(path):
-    return _run_pretrained(path, config)
-  if os.path.isdir(path) and hf_model.is_hf_directory(path):
-    return _hf_pretrained(path, config)
-  if os.path.isdir(path):
-    if formats.container(path) != "safetensors":  # an Orbax workdir, a Scenic folder
-      return _linen_pretrained(path)
-    weights = hub.weights_file(path)
-  else:
-    weights = path
-  if formats.container(weights) != "safetensors":  # .npz (and pickles: refused there)
-    return _linen_pretrained(weights)
-  if "model_type" in config and "architecture" not in config:
-    return _hf_pretrained(folder, config)
-  keys = _header_keys(weights)
-  if openclip_io.is_openclip(keys):
-    return _openclip_pretrained(weights, keys, clip_config, architecture)
-  if "patch_embed.proj.weight" not in keys and any(".embeddings." in f".{k}" for k in keys):
+  found = formats.detect(path)
+  if found.kind == "run":
+    return _run_pretrained(found.path, prep.read_json(os.path.join(found.path, RUN_CONFIG)))
+  if found.kind == "hf":
+    return _hf_pretrained(found.path, prep.read_json(
+        os.path.join(found.path, hf_model.CONFIG_FILE)))
+  if found.kind in ("orbax", "npz", "scenic"):
+    return _linen_pretrained(found.path)
+  if found.kind == "hf_weights":
     raise CheckpointError(
-        f"{weights}: transformers weights without their config.json (model_type, sizes): "
-        "load the model folder (or hf-hub:ORG/NAME) rather than the file alone.")
-  return _timm_pretrained(weights, architecture)
+        f"{found.weights}: transformers weights without their config.json (model_type, "
+        "sizes): load the model folder (or hf-hub:ORG/NAME) rather than the file alone.")
+  if found.kind == "openclip":
+    folder = os.path.dirname(os.path.abspath(found.weights))
+    return _openclip_pretrained(found.weights, formats.header_keys(found.weights),
+                                prep.read_json(os.path.join(folder, openclip_io.CONFIG_FILE)),
+                                architecture)
+  return _timm_pretrained(found.weights, architecture)

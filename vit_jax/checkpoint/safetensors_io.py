@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Optional
 
 import numpy as np
@@ -46,8 +46,8 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
     ) from e
 
 
-def safetensors_format(tensors: Mapping[str, np.ndarray], path: str) -> str:
-  """'timm' or 'hf' (transformers), from the key names."""
+def safetensors_format(tensors: Collection[str], path: str) -> str:
+  """'timm' or 'hf' (transformers), from the key names (a mapping's keys, or a list)."""
   if "patch_embed.proj.weight" in tensors:
     return "timm"
   if any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in tensors):
@@ -69,7 +69,7 @@ def head_count(width: int, num_heads: Optional[int], path: str) -> int:
   return heads
 
 
-def _hf_config_heads(path: str) -> Optional[int]:
+def config_heads(path: str) -> Optional[int]:
   """The head count from a `config.json` beside the weights: transformers'
   `num_attention_heads` or timm's `model_args.num_heads`."""
   config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
@@ -219,7 +219,7 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   """
   get = Consumer(tensors, path)
   width = tensors["patch_embed.proj.weight"].shape[0]
-  heads = head_count(width, num_heads or _hf_config_heads(path), path)
+  heads = head_count(width, num_heads or config_heads(path), path)
   flat: dict[str, np.ndarray] = {}
   flat["embedding/kernel"] = get("patch_embed.proj.weight").transpose(2, 3, 1, 0)
   if "patch_embed.proj.bias" in get:
@@ -272,64 +272,6 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
       flat.update(tree_lib.flatten(optional_linear(get, name), f"{name}/"))
   get.check_all_used("timm")
   return tree_lib.unflatten(flat)
-
-
-def hf_to_linen(tensors: Mapping[str, np.ndarray], path: str,
-                num_heads: Optional[int] = None) -> dict[str, Any]:
-  """transformers `ViTModel` / `ViTForImageClassification` weights -> per-layer Linen params.
-
-  `pooler.dense` (ViTModel's Dense + tanh on the cls token) is our `pre_logits`.
-  transformers' ViT uses LayerNorm epsilon 1e-12 where we use 1e-6; the outputs
-  differ by far less than float32 noise for unit-scale activations.
-  """
-  prefix = "vit." if "vit.embeddings.patch_embeddings.projection.weight" in tensors else ""
-  get = Consumer(tensors, path)
-  p = lambda name: prefix + name
-  width = tensors[p("embeddings.patch_embeddings.projection.weight")].shape[0]
-  heads = head_count(width, num_heads or _hf_config_heads(path), path)
-  flat: dict[str, np.ndarray] = {}
-  for k, v in conv(get, p("embeddings.patch_embeddings.projection")).items():
-    flat[f"embedding/{k}"] = v
-  if p("embeddings.cls_token") in get:
-    flat["cls"] = get(p("embeddings.cls_token"))
-  flat["Transformer/posembed_input/pos_embedding"] = get(p("embeddings.position_embeddings"))
-  if p("embeddings.mask_token") in get:
-    get(p("embeddings.mask_token"))  # only used for masked image modelling inputs
-  for i in range(count_blocks(tensors, re.escape(prefix) + r"encoder\.layer\.(\d+)\.")):
-    src, dst = p(f"encoder.layer.{i}."), _BLOCK.format(i)
-    attn = {name: heads_in(get(f"{src}attention.attention.{name}.weight"),
-                            get(f"{src}attention.attention.{name}.bias"), heads)
-            for name in ("query", "key", "value")}
-    attn["out"] = heads_out(get(src + "attention.output.dense.weight"),
-                             get(src + "attention.output.dense.bias"), heads)
-    block = {
-        "LayerNorm_0": layer_norm(get, src + "layernorm_before"),
-        "MultiHeadDotProductAttention_0": attn,
-        "LayerNorm_1": layer_norm(get, src + "layernorm_after"),
-        "MlpBlock_0": {"Dense_0": linear(get, src + "intermediate.dense"),
-                       "Dense_1": linear(get, src + "output.dense")},
-    }
-    flat.update(tree_lib.flatten(block, dst))
-  flat.update(tree_lib.flatten(layer_norm(get, p("layernorm")), "Transformer/encoder_norm/"))
-  if p("pooler.dense.weight") in get:
-    flat.update(tree_lib.flatten(linear(get, p("pooler.dense")), "pre_logits/"))
-  if "classifier.weight" in get:
-    flat.update(tree_lib.flatten(linear(get, "classifier"), "head/"))
-  get.check_all_used("transformers")
-  return tree_lib.unflatten(flat)
-
-
-def load_safetensors(path: str, num_heads: Optional[int] = None) -> tuple[dict[str, Any], str]:
-  """Reads a timm or transformers ViT `.safetensors`; returns (params, 'timm' | 'hf')."""
-  return convert_tensors(read_safetensors(path), path, num_heads)
-
-
-def convert_tensors(tensors: Mapping[str, np.ndarray], path: str,
-                    num_heads: Optional[int] = None) -> tuple[dict[str, Any], str]:
-  """A timm or transformers state dict -> (params, 'timm' | 'hf')."""
-  fmt = safetensors_format(tensors, path)
-  convert = timm_to_linen if fmt == "timm" else hf_to_linen
-  return convert(tensors, path, num_heads), fmt
 
 
 TIMM_LAYOUTS = ("vit", "eva", "eva_separate_qkv")
