@@ -1,4 +1,4 @@
-"""`load_pretrained(path)`: the model a checkpoint holds, its params and its preprocessing.
+"""`load_pretrained(source)`: the model a checkpoint holds, its params and its preprocessing.
 
     pre = checkpoint.load_pretrained("hf-hub:facebook/dinov2-small")
     features = pre.model.apply({"params": pre.params}, images)   # pooled output [B, D]
@@ -11,10 +11,13 @@ Everything comes from the file (and the configs beside it), nothing from the cal
     with model_type; hf_model)
   OpenCLIP (`visual.*`; openclip_io)      keys + open_clip_config.json    preprocess_cfg
   .npz (vit_jax / AugReg / big_vision),   the parameter shapes            the JAX default
-    Orbax workdir
+    Orbax checkpoint, Scenic msgpack
+  a training run's workdir (config.json   its saved config, as the        its saved evaluation
+    with config and data_info)              driver builds it                preprocessing
   hf-hub:ORG/NAME                         its cached snapshot folder, as above
 
-The family's published preprocessing (its module in `vit_jax.families`) stands in where no config says it. A file
+`formats.detect` tells which (the one detector; `load` uses it too). The family's published
+preprocessing (its module in `vit_jax.families`) stands in where no config says it. A file
 with a classification head gives a model whose output is that head's logits (a distilled
 DeiT: the mean of both heads); one without gives `num_classes=None` and the family's pooled
 representation (the normed cls token for DINOv2 and CLIP, the MAP head for SigLIP,

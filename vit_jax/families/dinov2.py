@@ -6,35 +6,26 @@ timm `vit_{small,base,large,giant}_patch14[_reg4]_dinov2`, transformers `dinov2`
 `dinov2_with_registers`.
 """
 
-from vit_jax.families.family import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TORCH,
-    Family,
-    HfModelType,
-    Model,
-    Preprocessing,
-    TimmArchitectures,
-)
+from vit_jax.families import family as fam
 
-OPTIONS = dict(TORCH, layer_scale=1e-5)
+OPTIONS = dict(fam.TORCH, layer_scale=1e-5)
 REG4 = dict(OPTIONS, num_registers=4, no_embed_class=True)
 GIANT = dict(mlp_activation="swiglu")
 IMAGE_SIZE = 518
-_HF = HfModelType("vit", dict(layer_norm_eps=1e-6, hidden_act="gelu"))
+_HF = fam.HfModelType("vit", dict(layer_norm_eps=1e-6, hidden_act="gelu"))
 
-FAMILY = Family(
+FAMILY = fam.Family(
     name="dinov2",
     models={
-        **{f"DINOv2-{s}_14": Model(s, 14, dict(OPTIONS, **(GIANT if s == "g" else {})),
-                                   IMAGE_SIZE) for s in ("S", "B", "L", "g")},
-        **{f"DINOv2-{s}_14-reg4": Model(s, 14, dict(REG4, **(GIANT if s == "g" else {})),
-                                        IMAGE_SIZE) for s in ("S", "B", "L", "g")},
+        **{f"DINOv2-{s}_14": fam.Model(s, 14, dict(OPTIONS, **(GIANT if s == "g" else {})),
+                                       IMAGE_SIZE) for s in ("S", "B", "L", "g")},
+        **{f"DINOv2-{s}_14-reg4": fam.Model(s, 14, dict(REG4, **(GIANT if s == "g" else {})),
+                                            IMAGE_SIZE) for s in ("S", "B", "L", "g")},
     },
-    preprocessing=Preprocessing(IMAGENET_MEAN, IMAGENET_STD, crop_pct=1.0),
-    timm=(TimmArchitectures(r"vit_(?P<size>small|base|large|giant)_patch14_dinov2",
-                            options=OPTIONS),
-          TimmArchitectures(r"vit_(?P<size>small|base|large|giant)_patch14_reg4_dinov2",
-                            options=REG4)),
+    preprocessing=fam.Preprocessing(fam.IMAGENET_MEAN, fam.IMAGENET_STD, crop_pct=1.0),
+    timm=(fam.TimmArchitectures(r"vit_(?P<size>small|base|large|giant)_patch14_dinov2",
+                                options=OPTIONS),
+          fam.TimmArchitectures(r"vit_(?P<size>small|base|large|giant)_patch14_reg4_dinov2",
+                                options=REG4)),
     hf={"dinov2": _HF, "dinov2_with_registers": _HF},
 )

@@ -5,25 +5,17 @@ timm's `vit_{base,large}_patch16_224.mae`, `vit_huge_patch14_224.mae` (the tag s
 MAE over ViT), transformers `vit_mae`.
 """
 
-from vit_jax.families.family import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TORCH,
-    Family,
-    HfModelType,
-    Model,
-    Preprocessing,
-    TimmArchitectures,
-)
+from vit_jax.families import family as fam
 
-OPTIONS = dict(TORCH)
+OPTIONS = dict(fam.TORCH)
 
-FAMILY = Family(
+FAMILY = fam.Family(
     name="mae",
-    models={"MAE-B_16": Model("B", 16, dict(OPTIONS)), "MAE-L_16": Model("L", 16, dict(OPTIONS)),
-            "MAE-H_14": Model("H", 14, dict(OPTIONS))},
-    preprocessing=Preprocessing(IMAGENET_MEAN, IMAGENET_STD, crop_pct=0.9),
-    timm=(TimmArchitectures(r"vit_(?P<size>base|large|huge)_patch(14|16)_224",
-                            options=OPTIONS, tag="mae"),),
-    hf={"vit_mae": HfModelType("vit", dict(layer_norm_eps=1e-12, hidden_act="gelu"))},
+    models={"MAE-B_16": fam.Model("B", 16, dict(OPTIONS)),
+            "MAE-L_16": fam.Model("L", 16, dict(OPTIONS)),
+            "MAE-H_14": fam.Model("H", 14, dict(OPTIONS))},
+    preprocessing=fam.Preprocessing(fam.IMAGENET_MEAN, fam.IMAGENET_STD, crop_pct=0.9),
+    timm=(fam.TimmArchitectures(r"vit_(?P<size>base|large|huge)_patch(14|16)_224",
+                                options=OPTIONS, tag="mae"),),
+    hf={"vit_mae": fam.HfModelType("vit", dict(layer_norm_eps=1e-12, hidden_act="gelu"))},
 )

@@ -5,27 +5,19 @@ timm `vit_{base,large,so400m}_patch{14,16}_siglip_{224,256,384,512}` (read with 
 GELU of timm's default `act_layer`), transformers `siglip`, `siglip_vision_model`.
 """
 
-from vit_jax.families.family import (
-    HALF,
-    TORCH,
-    Family,
-    HfModelType,
-    Model,
-    Preprocessing,
-    TimmArchitectures,
-)
+from vit_jax.families import family as fam
 
 OPTIONS = dict(classifier="map", class_token=False)
 _HF = dict(layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")
 
-FAMILY = Family(
+FAMILY = fam.Family(
     name="siglip",
-    models={"SigLIP-B_16": Model("B", 16, dict(OPTIONS)),
-            "SigLIP-So400m_14": Model("So400m", 14, dict(OPTIONS))},
-    preprocessing=Preprocessing(HALF, HALF, crop_pct=0.9),
-    timm=(TimmArchitectures(
+    models={"SigLIP-B_16": fam.Model("B", 16, dict(OPTIONS)),
+            "SigLIP-So400m_14": fam.Model("So400m", 14, dict(OPTIONS))},
+    preprocessing=fam.Preprocessing(fam.HALF, fam.HALF, crop_pct=0.9),
+    timm=(fam.TimmArchitectures(
         r"vit_(?P<size>base|large|so400m)_patch(14|16)_siglip_(224|256|384|512)",
-        options=TORCH),),
-    hf={"siglip": HfModelType("clip", _HF, vision_config=True),
-        "siglip_vision_model": HfModelType("clip", _HF)},
+        options=fam.TORCH),),
+    hf={"siglip": fam.HfModelType("clip", _HF, vision_config=True),
+        "siglip_vision_model": fam.HfModelType("clip", _HF)},
 )

@@ -6,26 +6,18 @@ run the erf GELU; transformers' `vit` model_type likewise. Preprocessing: pixels
 [-1, 1], crop 0.9 (timm's augreg2 configs).
 """
 
-from vit_jax.families.family import (
-    HALF,
-    TORCH,
-    Family,
-    HfModelType,
-    Model,
-    Preprocessing,
-    TimmArchitectures,
-)
+from vit_jax.families import family as fam
 
 PATCHES = {"Mu": (2, 4, 16), "Nano": (2, 4, 16), "Ti": (16,), "S": (16, 32), "B": (8, 16, 32),
            "L": (16, 32), "H": (14,)}
 
-FAMILY = Family(
+FAMILY = fam.Family(
     name="vit",
-    models={f"ViT-{size}_{patch}": Model(size, patch, {})
+    models={f"ViT-{size}_{patch}": fam.Model(size, patch, {})
             for size, patches in PATCHES.items() for patch in patches},
-    preprocessing=Preprocessing(HALF, HALF, crop_pct=0.9),
-    timm=(TimmArchitectures(
+    preprocessing=fam.Preprocessing(fam.HALF, fam.HALF, crop_pct=0.9),
+    timm=(fam.TimmArchitectures(
         r"vit_(?P<size>tiny|small|base|large|huge)_patch(8|14|16|32)_(224|384)(_in21k)?",
-        options=TORCH),),
-    hf={"vit": HfModelType("vit", dict(layer_norm_eps=1e-12, hidden_act="gelu"))},
+        options=fam.TORCH),),
+    hf={"vit": fam.HfModelType("vit", dict(layer_norm_eps=1e-12, hidden_act="gelu"))},
 )

@@ -52,6 +52,12 @@ def run_on_inputs(program: str, argv: list[str],
     return fn(trained, inputs, failed), failed
 
 
+def run(define: Callable[[], None], main: Callable[[list[str]], Any]) -> None:
+  """Defines a command's flags, then runs its `main` under absl."""
+  define()
+  app.run(main)
+
+
 def finish(program: str, failed: list[tuple[str, str]]) -> None:
   """After the output: one stderr line per skipped input, and exit 1 if there was any."""
   sys.stdout.flush()

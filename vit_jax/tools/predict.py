@@ -29,7 +29,7 @@ import json  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from typing import Optional  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from vit_jax.tools import cli  # noqa: E402
 
@@ -75,8 +75,7 @@ def main(argv):
 
 def run() -> None:
   """`python -m vit_jax.predict` (vit_jax/predict.py) lands here."""
-  _define_flags()
-  app.run(main)
+  cli.run(_define_flags, main)
 
 
 if __name__ == "__main__":

@@ -197,8 +197,7 @@ def main(argv):
 
 def run() -> None:
   """`python -m vit_jax.visualize` (vit_jax/visualize.py) lands here."""
-  _define_flags()
-  app.run(main)
+  cli.run(_define_flags, main)
 
 
 if __name__ == "__main__":
