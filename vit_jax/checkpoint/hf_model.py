@@ -198,7 +198,7 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
   """Reads a transformers model directory (config.json + model.safetensors).
 
   Returns:
-    (params in the layout of `found.model()`, found: ModelSpec with layout "hf" and
+    (params in the tree of `found.model()`, found: ModelSpec with key_names "hf" and
     `architecture` = config.json's `architectures[0]`).
   """
   path = os.fspath(path)

@@ -274,11 +274,11 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   return tree_lib.unflatten(flat)
 
 
-TIMM_LAYOUTS = ("vit", "eva", "eva_separate_qkv")
+TIMM_NAMES = ("vit", "eva", "eva_separate_qkv")
 
 
-def timm_layout(params: Mapping[str, Any]) -> str:
-  """The timm module family whose names `params` are written in, when not given.
+def timm_names(params: Mapping[str, Any]) -> str:
+  """The timm module family whose key names `params` are written in, when not given.
 
   "eva" (timm `Eva`: gamma_{1,2}, q_bias / v_bias) for models timm builds only in eva.py:
   query/value biases without a key bias, or no absolute position embedding (RoPE only);
@@ -296,20 +296,20 @@ def timm_layout(params: Mapping[str, Any]) -> str:
   return "eva_separate_qkv" if any("/inner_norm/" in k for k in flat) else "eva"
 
 
-def linen_to_timm(params: Mapping[str, Any], layout: Optional[str] = None) -> dict[str, np.ndarray]:
+def linen_to_timm(params: Mapping[str, Any], names: Optional[str] = None) -> dict[str, np.ndarray]:
   """Our params (per-layer or scanned) -> timm `VisionTransformer` / `Eva` state dict.
 
-  `layout`: one of TIMM_LAYOUTS (default: `timm_layout(params)`). timm reads the result
+  `names`: one of TIMM_NAMES (default: `timm_names(params)`). timm reads the result
   with the architecture the params came from (docs/checkpoint_formats.md, 'timm'); a
   plain ViT with `global_pool="token"` (cls models), `class_token=False,
   global_pool="avg", fc_norm=False` (gap models: our final LayerNorm comes before
   pooling), or `global_pool="map"` (MAP models).
   """
   params = tree_lib.to_numpy(params)
-  if layout is None:
-    layout = timm_layout(params)
-  if layout not in TIMM_LAYOUTS:
-    raise CheckpointError(f"Unknown timm layout {layout!r}; choose one of {TIMM_LAYOUTS}.")
+  if names is None:
+    names = timm_names(params)
+  if names not in TIMM_NAMES:
+    raise CheckpointError(f"Unknown timm names {names!r}; choose one of {TIMM_NAMES}.")
   if layout_lib.is_stacked(params):
     params = layout_lib.unstack_layers(params)
   flat = tree_lib.flatten(params)
@@ -343,23 +343,23 @@ def linen_to_timm(params: Mapping[str, Any], layout: Optional[str] = None) -> di
     attn = block["MultiHeadDotProductAttention_0"]
     qkv = [merge_heads_in(attn[n]) for n in ("query", "key", "value")]
     biases = [b for _, b in qkv]
-    if layout == "eva_separate_qkv":
+    if names == "eva_separate_qkv":
       for short, (w, b) in zip("qkv", qkv):
         out[f"{dst}attn.{short}_proj.weight"] = w
         if b is not None:
           out[f"{dst}attn.{short}_proj.bias"] = b
     else:
       out[dst + "attn.qkv.weight"] = np.concatenate([w for w, _ in qkv], axis=0)
-      if layout == "eva" and biases[0] is not None:
+      if names == "eva" and biases[0] is not None:
         if biases[1] is not None:
           raise CheckpointError("timm's Eva attention has query and value biases only; these "
-                                "params have a key bias too: export with layout='vit'.")
+                                "params have a key bias too: export with names='vit'.")
         out[dst + "attn.q_bias"], out[dst + "attn.v_bias"] = biases[0], biases[2]
       elif all(b is not None for b in biases):
         out[dst + "attn.qkv.bias"] = np.concatenate(biases, axis=0)
       elif any(b is not None for b in biases):
         raise CheckpointError("timm's VisionTransformer has a bias on all of q, k, v or on "
-                              "none; these params have it on some: export with layout='eva'.")
+                              "none; these params have it on some: export with names='eva'.")
     out[dst + "attn.proj.weight"], out[dst + "attn.proj.bias"] = merge_heads_out(attn["out"])
     for short, name in (("q", "query_norm"), ("k", "key_norm")):
       if name in attn:
@@ -378,8 +378,8 @@ def linen_to_timm(params: Mapping[str, Any], layout: Optional[str] = None) -> di
     if "inner_norm" in mlp:
       put_norm(dst + "mlp.norm", mlp["inner_norm"])
     put_linear(dst + "mlp.fc2", mlp["Dense_1"])
-    names = ("gamma_1", "gamma_2") if layout.startswith("eva") else ("ls1.gamma", "ls2.gamma")
-    for j, name in enumerate(names):
+    gammas = ("gamma_1", "gamma_2") if names.startswith("eva") else ("ls1.gamma", "ls2.gamma")
+    for j, name in enumerate(gammas):
       if f"LayerScale_{j}" in block:
         out[dst + name] = block[f"LayerScale_{j}"]["scale"]
   if "encoder_norm" in encoder:
@@ -407,13 +407,13 @@ def linen_to_timm(params: Mapping[str, Any], layout: Optional[str] = None) -> di
 
 
 def save_safetensors_timm(params: Mapping[str, Any], path: str,
-                          layout: Optional[str] = None) -> None:
+                          names: Optional[str] = None) -> None:
   """Writes `params` as a timm `VisionTransformer` / `Eva` `.safetensors` (atomically).
 
-  bfloat16 leaves are written as float32; see `linen_to_timm` for `layout` and the timm
+  bfloat16 leaves are written as float32; see `linen_to_timm` for `names` and the timm
   options that read non-cls models.
   """
   tensors = {k: np.ascontiguousarray(storable(v))
-             for k, v in linen_to_timm(params, layout).items()}
+             for k, v in linen_to_timm(params, names).items()}
   data = safetensors.numpy.save(tensors, metadata={"format": "pt"})
   atomic_write(path, lambda f: f.write(data))

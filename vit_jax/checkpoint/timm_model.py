@@ -178,10 +178,10 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
       representation_size=(tensors["pre_logits.fc.weight"].shape[0]
                            if has("pre_logits.fc.weight") else None))
   if eva_names or not has("pos_embed"):
-    layout = "eva_separate_qkv" if has(block0 + "attn.q_proj.weight") else "eva"
+    key_names = "eva_separate_qkv" if has(block0 + "attn.q_proj.weight") else "eva"
   else:
-    layout = "vit"
-  return ModelSpec(architecture, fields, options, layout, family=family and family.name)
+    key_names = "vit"
+  return ModelSpec(architecture, fields, options, key_names, family=family and family.name)
 
 
 def _read_config(path: str) -> Optional[dict[str, Any]]:
@@ -201,7 +201,7 @@ def read_timm(path: str, architecture: Optional[str] = None,
   snapshot folder); a caller's `architecture` wins over the config's.
 
   Returns:
-    (params in the layout of `found.model()`, found: ModelSpec).
+    (params in the tree of `found.model()`, found: ModelSpec).
   """
   path = os.fspath(path)
   weights = os.path.join(path, WEIGHTS_FILE) if os.path.isdir(path) else path
