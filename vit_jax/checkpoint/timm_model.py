@@ -49,8 +49,14 @@ WEIGHTS_FILE = "model.safetensors"
 
 def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optional[str] = None,
              model_args: Optional[Mapping[str, Any]] = None,
-             num_heads: Optional[int] = None, check_sizes: bool = False) -> ModelSpec:
+             num_heads: Optional[int] = None, check_sizes: bool = False,
+             settings: Optional[Mapping[str, Any]] = None) -> ModelSpec:
   """The model of a timm state dict, from its keys and the architecture (see module doc).
+
+  The one `describe` of every format: the transformers and OpenCLIP readers rename their
+  keys to timm's (the canonical layout) and pass the facts their configs give as
+  `settings` (ARCHITECTURE_ONLY fields, `act_layer` in any source's spelling,
+  `global_pool`) instead of an architecture.
 
   `check_sizes`: the architecture's published sizes (width, depth; `model_args` change
   them) must be the weights' (a Hub config.json's architecture names the model; a
@@ -69,7 +75,10 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
   depth = len({m.group(1) for k in tensors if (m := re.match(r"blocks\.(\d+)\.", k))})
   eva_names = any(re.match(r"blocks\.\d+\.(gamma_1|attn\.q_bias|attn\.q_proj\.|mlp\.fc1_g\.)", k)
                   for k in tensors)
-  if architecture is None:
+  if settings is not None:
+    settings = dict(settings)
+    family, published = None, {}
+  elif architecture is None:
     unknown = [why for why, open_ in [
         ("EVA-style names (gamma_1, q_bias, q_proj, fc1_g): EVA-02 or DINOv3 RoPE settings",
          eva_names),
