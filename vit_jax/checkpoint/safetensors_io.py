@@ -22,15 +22,16 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from vit_jax import families
 from vit_jax.checkpoint import tree as tree_lib
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.npz import atomic_write, storable
 from vit_jax.models import layout as layout_lib
-from vit_jax.models.registry import VIT_SIZES
 
-# Width -> heads for the published sizes (ours, timm's medium/so400m/giant).
-HEADS_BY_WIDTH = {s["hidden_size"]: s["num_heads"] for s in VIT_SIZES.values()}
-HEADS_BY_WIDTH.update({512: 8, 1152: 16, 1408: 16, 1536: 24, 1664: 16})
+# Width -> heads of every size letter of the families, and of three sizes no family here
+# registers: timm's medium (512), big_vision's giant (1408) and gigantic (1664).
+HEADS_BY_WIDTH = {s["hidden_size"]: s["num_heads"] for s in families.SIZES.values()}
+HEADS_BY_WIDTH.update({512: 8, 1408: 16, 1664: 16})
 
 _BLOCK = "Transformer/encoderblock_{}/"
 

@@ -4,7 +4,10 @@ A timm state dict names most of the architecture (docs/checkpoint_formats.md, 't
 tokens (`cls_token`, `dist_token`, `reg_token`), norms (`norm_pre`, `norm`, `fc_norm`),
 biases, LayerScale, SwiGLU, MAP head, widths, depth. What it cannot tell comes from the
 architecture name (`config.json`'s `architecture` as timm's `save_for_hf` /
-`push_to_hf_hub` write it, or the caller's `architecture=`) and `model_args`:
+`push_to_hf_hub` write it, or the caller's `architecture=`) and `model_args`. Which names
+exist and what each says is stated by the families (`vit_jax/families/`, exact patterns:
+an architecture none of them names is refused, never read as a plain ViT); a config's
+architecture also fixes the sizes, which must be the weights':
 
   GELU form     erf (timm's nn.GELU), tanh (`act_layer="gelu_tanh"`) or QuickGELU
                 (`*_clip_quickgelu_*`, `act_layer="quick_gelu"`)
