@@ -32,10 +32,16 @@ import os
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from vit_jax.checkpoint import formats, hf_model, openclip_io, orbax_io, timm_model
+from vit_jax.checkpoint import (
+    formats,
+    hf_model,
+    openclip_io,
+    orbax_io,
+    safetensors_io,
+    timm_model,
+)
 from vit_jax.checkpoint import preprocessing as prep
 from vit_jax.checkpoint.errors import CheckpointError
-from vit_jax.models import options as options_lib
 from vit_jax.models import positions, vit
 
 HF_PREPROCESSOR = "preprocessor_config.json"
@@ -152,31 +158,19 @@ def describe_linen(params: Mapping[str, Any], fmt: str) -> vit.VisionTransformer
         "load the run with its config (vit_jax.tools.inference.load_run(workdir)) or export "
         "it to timm safetensors (python -m vit_jax.convert) and load that.")
   try:
-    kernel = params["embedding"]["kernel"]  # [p, p, 3, D]
-    blocks = sorted(int(k.rsplit("_", 1)[1]) for k in params["Transformer"]
-                    if k.startswith("encoderblock_"))
-    block = params["Transformer"][f"encoderblock_{blocks[0]}"]
+    block = params["Transformer"]["encoderblock_0"]
     heads = block["MultiHeadDotProductAttention_0"]["query"]["kernel"].shape[1]
-    mlp = block["MlpBlock_0"]["Dense_0"]["kernel"].shape[1]
+    # The one describe: the params in timm's names, with what the JAX formats imply.
+    sd = safetensors_io.linen_to_timm(params, "vit")
   except (KeyError, IndexError) as e:
     raise CheckpointError(f"a {fmt} checkpoint without the ViT parameter tree this project "
                           f"builds (missing {e}).") from e
-  if "MAPHead_0" in params:
-    classifier = "map"
-  elif "cls" in params:
-    classifier = "token"
-  else:
-    classifier = "gap"
-  posemb = "learn" if "posembed_input" in params["Transformer"] else "sincos2d"
-  p = kernel.shape[0] if kernel.shape[0] == kernel.shape[1] else tuple(kernel.shape[:2])
-  return vit.VisionTransformer(
-      num_classes=params["head"]["kernel"].shape[-1] if "head" in params else None,
-      patch_size=p, hidden_size=kernel.shape[-1], num_layers=len(blocks), mlp_dim=mlp,
-      num_heads=heads, classifier=classifier, posemb=posemb,
-      representation_size=(params["pre_logits"]["kernel"].shape[-1]
-                           if "pre_logits" in params else None),
-      options=options_lib.EncoderOptions(
-          gelu_approximate=fmt not in ("timm", "hf"), patch_bias="bias" in params["embedding"]))
+  settings = dict(act_layer="gelu" if fmt in ("timm", "hf") else "gelu_tanh")
+  spec = timm_model.describe(sd, fmt, settings=settings, num_heads=heads)
+  fields = dict(spec.fields)
+  if "posembed_input" not in params["Transformer"]:
+    fields["posemb"] = "sincos2d"  # big_vision's fixed table: not a parameter
+  return vit.VisionTransformer(options=spec.options, **fields)
 
 
 def _linen_pretrained(path: str) -> Pretrained:
