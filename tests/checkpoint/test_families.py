@@ -81,6 +81,8 @@ def test_architecture_sizes_that_are_not_the_weights_are_refused(tmp_path):
                      r"'vit_small_patch16_224', whose embed_dim is 384, but the weights have "
                      r"embed_dim=32.*model_args\.embed_dim"):
     checkpoint.load_pretrained(str(folder))
+  with pytest.raises(CheckpointError, match=r"whose embed_dim is 384"):
+    checkpoint.load(str(folder))  # params only: refused the same way
   # The width stated, the depth still disagrees.
   folder = timm_folder(tmp_path, state, "vit_small_patch16_224", "stated",
                        model_args={"embed_dim": F.WIDTH})

@@ -32,7 +32,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from vit_jax.checkpoint import hf_model, hub, npz, openclip_io, orbax_io, safetensors_io, scenic_io
+from vit_jax.checkpoint import (
+    hf_model,
+    hub,
+    npz,
+    openclip_io,
+    orbax_io,
+    safetensors_io,
+    scenic_io,
+    timm_model,
+)
 from vit_jax.checkpoint.errors import CheckpointError
 
 FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "openclip", "scenic")
@@ -208,6 +217,7 @@ def load_with_format(path: str, *, num_heads: Optional[int] = None,
     if found.kind == "openclip":
       params, fmt = openclip_io.openclip_to_linen(tensors, found.weights, num_heads), "openclip"
     elif found.kind == "timm":
+      timm_model.check_config(tensors, found.weights)
       params, fmt = safetensors_io.timm_to_linen(tensors, found.weights, num_heads), "timm"
     else:
       params, fmt = hf_model.weights_to_linen(tensors, found.weights, num_heads), "hf"

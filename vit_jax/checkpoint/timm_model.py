@@ -205,6 +205,23 @@ def _read_config(path: str) -> Optional[dict[str, Any]]:
   return config if isinstance(config, dict) and "architecture" in config else None
 
 
+def check_config(tensors: Mapping[str, np.ndarray], weights: str) -> None:
+  """For params-only reads (`checkpoint.load`): a Hub config.json beside `weights` whose
+  architecture a family names must agree with the weights (sizes, model_args); one no
+  family names is left to `load_pretrained`, which refuses it (the params are the file's
+  either way)."""
+  config_path = os.path.join(os.path.dirname(os.path.abspath(weights)), CONFIG_FILE)
+  config = _read_config(config_path) if os.path.exists(config_path) else None
+  if not config:
+    return
+  try:
+    families.timm_architecture(config["architecture"])
+  except CheckpointError:
+    return
+  describe(tensors, weights, config["architecture"], config.get("model_args") or {},
+           check_sizes=True)
+
+
 def read_timm(path: str, architecture: Optional[str] = None,
               num_heads: Optional[int] = None) -> tuple[dict[str, Any], ModelSpec]:
   """Reads a timm checkpoint: a Hub folder (model.safetensors + config.json) or a file.
