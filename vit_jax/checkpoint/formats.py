@@ -203,7 +203,12 @@ def load_with_format(path: str, *, num_heads: Optional[int] = None,
   and 'hf' ports use the exact erf form (`gelu_approximate=False` for parity),
   the JAX formats (and 'scenic') the tanh approximation.
   """
-  found = detect(path)
+  return read_params(detect(path), num_heads=num_heads, allow_video=allow_video)
+
+
+def read_params(found: Source, *, num_heads: Optional[int] = None,
+                allow_video: bool = False) -> tuple[dict[str, Any], str]:
+  """The params and format of a detected source (`detect`), checked to be a ViT's."""
   if found.kind in ("run", "orbax"):
     params, fmt = orbax_io.load_orbax(found.path)
   elif found.kind == "npz":

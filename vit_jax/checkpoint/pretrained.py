@@ -55,7 +55,8 @@ class Pretrained:
 
   Attributes:
     model: the module (`model.apply({"params": params}, images)`).
-    params: its parameters (per-layer Linen layout; numpy from a file).
+    params: its parameters (per-layer Linen layout; numpy from `load_pretrained`, on the
+      device from `vit_jax.tools.inference`'s loaders).
     preprocessing: the input it expects (`preprocessing.data_overrides()` for config.data).
     format: "timm", "hf:<model_type>", "openclip", "run", or a `formats.FORMATS` name.
     source: the file (or run) the weights came from.
@@ -173,10 +174,10 @@ def describe_linen(params: Mapping[str, Any], fmt: str) -> vit.VisionTransformer
   return vit.VisionTransformer(options=spec.options, **fields)
 
 
-def _linen_pretrained(path: str) -> Pretrained:
-  params, fmt = formats.load_with_format(path)
+def _linen_pretrained(found: formats.Source) -> Pretrained:
+  params, fmt = formats.read_params(found)
   model = describe_linen(params, fmt)
-  return Pretrained(model, params, _family_default("vit", model, params), fmt, path)
+  return Pretrained(model, params, _family_default("vit", model, params), fmt, found.path)
 
 
 def _hf_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:
@@ -255,7 +256,7 @@ def _load_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
     return _hf_pretrained(found.path, prep.read_json(
         os.path.join(found.path, hf_model.CONFIG_FILE)))
   if found.kind in ("orbax", "npz", "scenic"):
-    return _linen_pretrained(found.path)
+    return _linen_pretrained(found)
   if found.kind == "hf_weights":
     raise CheckpointError(
         f"{found.weights}: transformers weights without their config.json (model_type, "

@@ -101,7 +101,14 @@ def load_run(workdir: str) -> checkpoint.Pretrained:
         f"{os.path.join(workdir, 'config.json')} is not a training run's config: --workdir "
         "must be a run's directory (it holds config.json and checkpoints/); for a checkpoint "
         "file or folder use --checkpoint PATH.")
-  return checkpoint.load_pretrained(workdir)
+  return _on_device(checkpoint.load_pretrained(workdir))
+
+
+def _on_device(trained: checkpoint.Pretrained) -> checkpoint.Pretrained:
+  """The bundle with its params placed on the default device once (host numpy leaves
+  would be copied in again on every forward pass: 344 MB for ViT-B/16, which made a
+  one-image forward 270 ms instead of 165 on a 2-core CPU)."""
+  return dataclasses.replace(trained, params=jax.device_put(trained.params))
 
 
 def _input_size(params: Any, patch_size: Any, path: str) -> tuple[int, int]:
@@ -146,9 +153,9 @@ def load_checkpoint(path: str, model_name: str, *, image_size: Optional[int] = N
                if k in ("image_size", "resize_small", "value_range", "mean", "std")}
   eval_data["image_size"] = list(size)
   names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes or 0))
-  return checkpoint.Pretrained(
+  return _on_device(checkpoint.Pretrained(
       model, params, checkpoint.preprocessing.from_data_config(eval_data, path), "linen",
-      path, class_names=names, model_name=model_name, eval_data=eval_data)
+      path, class_names=names, model_name=model_name, eval_data=eval_data))
 
 
 def load(workdir: Optional[str] = None, checkpoint_path: Optional[str] = None,
@@ -167,12 +174,12 @@ def load(workdir: Optional[str] = None, checkpoint_path: Optional[str] = None,
     return load_checkpoint(checkpoint_path, model_name, image_size=image_size)
   found = checkpoint.load_pretrained(checkpoint_path)
   if image_size is None or found.is_video:
-    return found
+    return _on_device(found)
   size = (image_size, image_size)
-  return dataclasses.replace(
+  return _on_device(dataclasses.replace(
       found, params=_fitted(found.params, found.model, size),
       preprocessing=dataclasses.replace(found.preprocessing, input_size=size),
-      eval_data=None)
+      eval_data=None))
 
 
 def top_k(probabilities: np.ndarray, class_names: Sequence[str],
