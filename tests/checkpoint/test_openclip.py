@@ -95,3 +95,15 @@ def test_bare_openclip_file_asks_for_the_activation(tmp_path):
     openclip_io.read_openclip(str(path))
   _, spec = openclip_io.read_openclip(str(path), quick_gelu=True, num_heads=HEADS)
   assert spec.fields["num_heads"] == HEADS and spec.fields["num_classes"] == EMBED
+
+
+@pytest.mark.parametrize("field,value", [("width", 128), ("layers", 12)])
+def test_a_config_of_another_tower_names_the_field(tmp_path, field, value):
+  safetensors.numpy.save_file(openclip_state_dict((4, 3)),
+                              str(tmp_path / "open_clip_model.safetensors"))
+  vision = dict({"width": WIDTH, "head_width": WIDTH // HEADS, "layers": DEPTH}, **{field: value})
+  (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
+      "quick_gelu": True, "vision_cfg": vision}}))
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=rf"vision_cfg\.{field}={value}, the weights have"):
+    checkpoint.load_pretrained(str(tmp_path))
