@@ -182,7 +182,7 @@ def _trained_model(model, input_shape, is_video, image_size):
   preprocessing = {"image_size": image_size, "resize_small": None, "value_range": (-1.0, 1.0),
                    "mean": None, "std": None, "num_frames": 8, "stride": 1,
                    "num_test_clips": 1, "num_test_crops": 1}
-  return inference.TrainedModel(model=model, params=params, preprocessing=preprocessing,
+  return inference.TrainedModel(model=model, params=params, eval_data=preprocessing,
                                 class_names=tuple(f"class {i}" for i in range(5)),
                                 is_video=is_video, model_name="test")
 

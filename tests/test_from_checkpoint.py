@@ -69,7 +69,7 @@ def test_fine_tunes_the_checkpoints_model_with_its_preprocessing(tmp_path, digit
   # predict builds the same model from the run's config.json and uses its preprocessing.
   run = inference.load_run(str(workdir))
   assert run.model.options.num_registers == 4
-  assert tuple(run.preprocessing["mean"]) == P.IMAGENET_MEAN
+  assert tuple(run.eval_data["mean"]) == P.IMAGENET_MEAN
 
 
 @pytest.mark.slow

@@ -124,10 +124,43 @@ def test_a_bare_checkpoint_file_gives_its_input_size(tmp_path, tokens):
   path = str(tmp_path / "model.npz")
   checkpoint.save_npz(params, path)
   loaded = inference.load_checkpoint(path, "ViT-Mu_4", **tokens)
-  assert loaded.preprocessing["image_size"] == [16, 16]  # 4 x 4 patches of 4 px
+  assert loaded.eval_data["image_size"] == [16, 16]  # 4 x 4 patches of 4 px
   assert loaded.model.num_classes == 3
   np.testing.assert_allclose(loaded.model.apply({"params": loaded.params}, x),
                              model.apply({"params": params}, x), atol=1e-5)
+
+
+def test_a_checkpoint_that_says_its_model_needs_no_model_name(tmp_path):
+  # `predict --checkpoint FILE`: the released .npz layout gives the model, its input size
+  # and the JAX preprocessing; the prediction is the model's on the preprocessed file.
+  from vit_jax import checkpoint, models  # noqa: PLC0415
+
+  model = models.create_model("ViT-Mu_4", num_classes=3)
+  x = jax.random.uniform(jax.random.key(1), (1, 16, 16, 3), minval=-1, maxval=1)
+  params = jax.tree.map(lambda p: p + 0.1, model.init(jax.random.key(0), x)["params"])
+  path = str(tmp_path / "model.npz")
+  checkpoint.save_npz(params, path)
+  loaded = inference.load(checkpoint_path=path)
+  assert loaded.model.num_classes == 3 and loaded.class_names == ("0", "1", "2")
+  assert loaded.data_config()["image_size"] == (16, 16)
+  assert loaded.data_config()["value_range"] == (-1.0, 1.0)
+  pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+  Image.fromarray(pixels).save(tmp_path / "a.png")
+  (best,) = [b for _, b in predict.predict(loaded, [str(tmp_path / "a.png")], k=3)]
+  expected = jax.nn.softmax(model.apply({"params": params}, pixels[None] / 127.5 - 1.0))[0]
+  np.testing.assert_allclose([p for _, p in best], np.sort(expected)[::-1], atol=1e-5)
+
+
+def test_a_run_is_one_source_of_load_pretrained(digits_run, tmp_path):
+  from vit_jax import checkpoint  # noqa: PLC0415
+  from vit_jax.errors import MissingFileError  # noqa: PLC0415
+
+  workdir, _ = digits_run
+  found, run = checkpoint.load_pretrained(workdir), inference.load_run(workdir)
+  assert found.format == "run" and found.class_names == run.class_names != ()
+  assert found.eval_data == run.eval_data and found.preprocessing.mean == (0.5, 0.5, 0.5)
+  with pytest.raises(MissingFileError, match="not a training run's config"):
+    inference.load_run(str(tmp_path))
 
 
 def test_logits_of_any_count_run_one_compiled_shape(monkeypatch):
@@ -140,7 +173,7 @@ def test_logits_of_any_count_run_one_compiled_shape(monkeypatch):
   params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape),
                         params)
   trained = inference.TrainedModel(model=model, params=params, class_names=("a", "b", "c"),
-                                   preprocessing={}, is_video=False, model_name="ViT-Mu_4")
+                                   eval_data={}, is_video=False, model_name="ViT-Mu_4")
   shapes = []
   jitted = inference._jitted_apply(model)
   monkeypatch.setattr(inference, "_jitted_apply", lambda m: lambda p, b: (

@@ -1,5 +1,5 @@
-"""The issue's "done when": a released-format checkpoint loads, fine-tunes at another
-resolution and class count, and the result exports to files other codebases load."""
+"""A released-format checkpoint end to end: it loads, fine-tunes at another resolution and
+class count, and the result exports to files other codebases load."""
 
 import _ckpt_helpers as H
 import jax

@@ -16,6 +16,7 @@ import pytest
 import safetensors.numpy
 
 from vit_jax import checkpoint
+from vit_jax.checkpoint import openclip_io
 
 WIDTH, DEPTH, HEADS, MLP, PATCH, EMBED = 64, 2, 2, 128, 4, 8  # head_width 32
 
@@ -78,7 +79,7 @@ def test_openclip_tower_gives_the_reference_output(tmp_path, quick_gelu):
   (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
       "embed_dim": EMBED, "quick_gelu": quick_gelu,
       "vision_cfg": {"width": WIDTH, "head_width": WIDTH // HEADS, "layers": DEPTH}}}))
-  params, spec = checkpoint.read_openclip(str(tmp_path))
+  params, spec = openclip_io.read_openclip(str(tmp_path))
   assert spec.options.mlp_activation == ("quick_gelu" if quick_gelu else "gelu")
   x = H.images()  # 16x12: a 4x3 grid
   out = np.asarray(jax.jit(spec.model().apply)({"params": params}, x))
@@ -91,6 +92,18 @@ def test_bare_openclip_file_asks_for_the_activation(tmp_path):
   path = tmp_path / "tower.safetensors"
   safetensors.numpy.save_file(openclip_state_dict((4, 3)), str(path))
   with pytest.raises(checkpoint.CheckpointError, match="pass quick_gelu=True"):
-    checkpoint.read_openclip(str(path))
-  _, spec = checkpoint.read_openclip(str(path), quick_gelu=True, num_heads=HEADS)
+    openclip_io.read_openclip(str(path))
+  _, spec = openclip_io.read_openclip(str(path), quick_gelu=True, num_heads=HEADS)
   assert spec.fields["num_heads"] == HEADS and spec.fields["num_classes"] == EMBED
+
+
+@pytest.mark.parametrize("field,value", [("width", 128), ("layers", 12)])
+def test_a_config_of_another_tower_names_the_field(tmp_path, field, value):
+  safetensors.numpy.save_file(openclip_state_dict((4, 3)),
+                              str(tmp_path / "open_clip_model.safetensors"))
+  vision = dict({"width": WIDTH, "head_width": WIDTH // HEADS, "layers": DEPTH}, **{field: value})
+  (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
+      "quick_gelu": True, "vision_cfg": vision}}))
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=rf"vision_cfg\.{field}={value}, the weights have"):
+    checkpoint.load_pretrained(str(tmp_path))

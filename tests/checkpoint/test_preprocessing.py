@@ -43,7 +43,7 @@ def test_hf_preprocessor_config():
 
 
 def test_overrides_are_a_valid_data_config():
-  for family in P.FAMILY_DEFAULTS:
+  for family in P.family_names():
     c = data_config.default_config()
     c.update(P.family_default(family, (224, 224)).data_overrides())
     data_config.validate(c)

@@ -49,7 +49,7 @@ def bicubic_bound(old):
 @pytest.mark.parametrize("method,bound", [("bilinear", bilinear_bound),
                                           ("bicubic", bicubic_bound)])
 def test_posemb_resize_matches_the_smooth_function(old, new, method, bound):
-  resized = posemb.resize_posemb(smooth_posemb(*old), new, num_prefix_tokens=1, old_grid=old,
+  resized = posemb.resize_posemb(smooth_posemb(*old), new, num_prefix_tokens=1, source_grid=old,
                                  method=method)
   assert resized.shape == (1, new[0] * new[1] + 1, WIDTH)
   assert resized.dtype == np.float32

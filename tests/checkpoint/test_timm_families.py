@@ -49,12 +49,12 @@ def test_family_loads_runs_and_exports_bit_exact(tmp_path, family):
   assert logits.shape == expected.shape == (2, F.CLASSES)
   np.testing.assert_allclose(logits, expected, atol=ATOL)
 
-  back = safetensors_io.linen_to_timm(params, found.layout)
+  back = safetensors_io.linen_to_timm(params, found.key_names)
   assert sorted(back) == sorted(sd)
   for key, value in sd.items():
     assert back[key].dtype == value.dtype and np.array_equal(back[key], value), key
   # And the layout is found from the params alone.
-  assert safetensors_io.timm_layout(params) == found.layout
+  assert safetensors_io.timm_names(params) == found.key_names
 
 
 def test_rope_and_layer_scale_change_the_output(tmp_path):

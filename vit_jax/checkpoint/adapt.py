@@ -126,7 +126,7 @@ def _adapt_posemb(src: np.ndarray, tgt: Any, *, src_prefix: int, tgt_prefix: int
     old_grid = (tuple(source_grid) if source_grid else
                 positions.square_grid(src_grid_tokens, "the checkpoint's pos_embedding"))
     src = posemb_lib.resize_posemb(src, new_grid, num_prefix_tokens=src_prefix,
-                                   old_grid=old_grid, method=method)
+                                   source_grid=old_grid, method=method)
     notes.append(f"{method} resize of the {old_grid[0]}x{old_grid[1]} grid to "
                  f"{new_grid[0]}x{new_grid[1]}" + (f", {rows(src_prefix)} kept"
                                                    if src_prefix else ""))

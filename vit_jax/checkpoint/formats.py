@@ -24,13 +24,24 @@ with a clear message rather than deep inside `adapt`.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import struct
 from typing import Any, Optional
 
 import numpy as np
 
-from vit_jax.checkpoint import hf_model, hub, npz, openclip_io, orbax_io, safetensors_io, scenic_io
+from vit_jax.checkpoint import (
+    hf_model,
+    hub,
+    npz,
+    openclip_io,
+    orbax_io,
+    safetensors_io,
+    scenic_io,
+    timm_model,
+)
 from vit_jax.checkpoint.errors import CheckpointError
 
 FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "openclip", "scenic")
@@ -106,40 +117,124 @@ def container(path: str) -> str:
       "Orbax checkpoint directory (or a Scenic flax msgpack file).")
 
 
+RUN_CONFIG = "config.json"  # a run's workdir (vit_jax.driver.workdir.CONFIG_FILE)
+SOURCES = ("run", "orbax", "npz", "scenic", "hf", "openclip", "timm", "hf_weights")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """What a checkpoint source is (`detect`).
+
+  Attributes:
+    kind: one of SOURCES: "run" (this project's workdir: config.json + Orbax checkpoints),
+      "orbax", "npz", "scenic", "hf" (a transformers folder: config.json with model_type),
+      "openclip", "timm" (a file or Hub folder), "hf_weights" (transformers weights
+      without their config.json).
+    path: the file or folder (a hf-hub: id resolved to its cached snapshot).
+    weights: the .safetensors file of the safetensors kinds, else None.
+  """
+  kind: str
+  path: str
+  weights: Optional[str] = None
+
+
+def _json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def is_run(path: str) -> bool:
+  """A training run's workdir: its config.json holds the run's config and data_info."""
+  saved = _json(os.path.join(path, RUN_CONFIG)) if os.path.isdir(path) else None
+  return isinstance(saved, dict) and "config" in saved and "data_info" in saved
+
+
+def header_keys(weights: str) -> list[str]:
+  """The tensor names of a .safetensors file, from its header alone."""
+  from safetensors import safe_open  # noqa: PLC0415
+
+  try:
+    with safe_open(weights, framework="np") as f:
+      return list(f.keys())
+  except Exception:  # noqa: BLE001 (safetensors raises several types for a broken file)
+    return list(safetensors_io.read_safetensors(weights))  # raises the clear error
+
+
+def detect(source: str) -> Source:
+  """The one format detector: what `source` holds, from its content (not its name).
+
+  `load_pretrained` and `load` both dispatch on it.
+  """
+  path = os.fspath(source)
+  if hub.is_hub_id(path):  # hf-hub:ORG/NAME: its cached snapshot folder
+    path = hub.resolve(path)
+  if os.path.isdir(path):
+    if is_run(path):
+      return Source("run", path)
+    if hf_model.is_hf_directory(path):
+      return Source("hf", path, os.path.join(path, hf_model.WEIGHTS_FILE))
+  kind = container(path)
+  if kind != "safetensors":
+    return Source(kind, path)
+  weights = hub.weights_file(path) if os.path.isdir(path) else path
+  folder = os.path.dirname(os.path.abspath(weights))
+  config = _json(os.path.join(folder, RUN_CONFIG))
+  if isinstance(config, dict) and "model_type" in config and "architecture" not in config:
+    return Source("hf", folder, weights)  # a file of a transformers folder: read the folder
+  keys = header_keys(weights)
+  if openclip_io.is_openclip(keys):
+    return Source("openclip", path, weights)
+  if "patch_embed.proj.weight" in keys:
+    return Source("timm", path, weights)
+  if any(".embeddings." in f".{k}" for k in keys):
+    return Source("hf_weights", path, weights)
+  safetensors_io.safetensors_format(keys, weights)  # raises: not a ViT, naming the keys
+  raise AssertionError("unreachable")
+
+
 def load_with_format(path: str, *, num_heads: Optional[int] = None,
                      allow_video: bool = False) -> tuple[dict[str, Any], str]:
-  """Like `load`, also returning the detected format (one of `FORMATS`).
+  """`load`, also returning the detected format (one of `FORMATS`).
 
   The format tells the caller which GELU the weights were trained with: 'timm'
   and 'hf' ports use the exact erf form (`gelu_approximate=False` for parity),
   the JAX formats (and 'scenic') the tanh approximation.
   """
-  path = os.fspath(path)
-  if hub.is_hub_id(path):  # hf-hub:ORG/NAME: its cached snapshot folder
-    path = hub.resolve(path)
-  kind = container(path)
-  if kind == "orbax":
-    params, fmt = orbax_io.load_orbax(path)
-  elif kind == "npz":
-    params, fmt = npz.load_npz(path)
-  elif kind == "scenic":
-    params, fmt = scenic_io.load_scenic(path)
-  elif os.path.isdir(path) and hf_model.is_hf_directory(path):
-    params, fmt = hf_model.read_hf(path)[0], "hf"
+  return read_params(detect(path), num_heads=num_heads, allow_video=allow_video)
+
+
+def read_params(found: Source, *, num_heads: Optional[int] = None,
+                allow_video: bool = False) -> tuple[dict[str, Any], str]:
+  """The params and format of a detected source (`detect`), checked to be a ViT's."""
+  if found.kind in ("run", "orbax"):
+    params, fmt = orbax_io.load_orbax(found.path)
+  elif found.kind == "npz":
+    params, fmt = npz.load_npz(found.path)
+  elif found.kind == "scenic":
+    params, fmt = scenic_io.load_scenic(found.path)
+  elif found.kind == "hf":
+    params, fmt = hf_model.read_hf(found.path)[0], "hf"
   else:
-    weights = hub.weights_file(path) if os.path.isdir(path) else path
-    tensors = safetensors_io.read_safetensors(weights)
-    if openclip_io.is_openclip(tensors):
-      params, fmt = openclip_io.openclip_to_linen(tensors, weights, num_heads), "openclip"
+    tensors = safetensors_io.read_safetensors(found.weights)
+    if found.kind == "openclip":
+      params, fmt = openclip_io.openclip_to_linen(tensors, found.weights, num_heads), "openclip"
+    elif found.kind == "timm":
+      timm_model.check_config(tensors, found.weights)
+      params, fmt = safetensors_io.timm_to_linen(tensors, found.weights, num_heads), "timm"
     else:
-      params, fmt = safetensors_io.convert_tensors(tensors, weights, num_heads)
-  _check_vit(params, path, fmt, allow_video)
+      params, fmt = hf_model.weights_to_linen(tensors, found.weights, num_heads), "hf"
+  _check_vit(params, found.path, fmt, allow_video)
   return params, fmt
 
 
 def load(path: str, *, num_heads: Optional[int] = None,
          allow_video: bool = False) -> dict[str, Any]:
-  """Reads a ViT checkpoint in any supported format.
+  """The params of any checkpoint `load_pretrained` reads (the same detector, `detect`),
+  without building its model: for fine-tuning into a model the caller chooses
+  (`adapt`), and for files that do not say their model (ViViT, this project's params).
 
   Args:
     path: an `.npz` (released vit_jax/AugReg, big_vision, or ours), a timm or

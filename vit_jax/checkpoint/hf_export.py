@@ -25,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from vit_jax import families
 from vit_jax.checkpoint import npz, safetensors_io
 from vit_jax.checkpoint.errors import CheckpointError
+from vit_jax.models import positions
 
 
 def _unsupported(model: Any) -> list[str]:
@@ -62,6 +64,12 @@ def _dinov2_mlp_ratio(model: Any) -> int:
                         "express: export to timm safetensors instead.")
 
 
+def _model_type(name: str) -> str:
+  """A transformers model_type this project also reads (a family's, vit_jax.families)."""
+  families.hf_model_type(name)
+  return name
+
+
 def hf_config(model: Any, image_size: int, num_classes: int | None) -> dict[str, Any]:
   o = model.options
   dinov2 = o.layer_scale is not None or o.num_registers or o.mlp_activation == "swiglu"
@@ -70,17 +78,17 @@ def hf_config(model: Any, image_size: int, num_classes: int | None) -> dict[str,
       "hidden_size": model.hidden_size, "num_hidden_layers": model.num_layers,
       "num_attention_heads": model.num_heads, "image_size": image_size, "patch_size": patch,
       "num_channels": 3, "layer_norm_eps": o.layernorm_epsilon, "qkv_bias": True,
-      "hidden_act": "gelu" if not o.gelu_approximate else "gelu_pytorch_tanh"}
+      "hidden_act": families.activation_name("gelu", o.gelu_approximate)}
   if dinov2:
     regs = o.num_registers
-    config.update(model_type="dinov2_with_registers" if regs else "dinov2",
+    config.update(model_type=_model_type("dinov2_with_registers" if regs else "dinov2"),
                   architectures=["Dinov2WithRegistersModel" if regs else "Dinov2Model"],
                   mlp_ratio=_dinov2_mlp_ratio(model), layerscale_value=1.0,
                   use_swiglu_ffn=o.mlp_activation == "swiglu")
     if regs:
       config["num_register_tokens"] = regs
   else:
-    config.update(model_type="vit", intermediate_size=model.mlp_dim,
+    config.update(model_type=_model_type("vit"), intermediate_size=model.mlp_dim,
                   architectures=["ViTForImageClassification" if num_classes else "ViTModel"])
   if num_classes:
     config["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_classes)}
@@ -98,9 +106,8 @@ def to_hf(params: dict[str, Any], model: Any) -> tuple[dict[str, np.ndarray], di
   sd = safetensors_io.linen_to_timm(params, "vit")
   o = model.options
   width = model.hidden_size
-  patch = model.patch_size if isinstance(model.patch_size, int) else model.patch_size[0]
-  grid = sd["pos_embed"].shape[1] - (0 if o.no_embed_class else 1 + o.num_registers)
-  image_size = int(round(grid ** 0.5)) * patch
+  image_size = positions.input_size_from_rows(
+      sd["pos_embed"].shape[1], positions.posemb_prefix_rows(model), model.patch_size)[0]
   num_classes = sd["head.weight"].shape[0] if "head.weight" in sd else None
   config = hf_config(model, image_size, num_classes)
   dinov2 = config["model_type"].startswith("dinov2")

@@ -25,35 +25,27 @@ CLIP's `image_embeds` with a `visual_projection`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
+from vit_jax import families
 from vit_jax.checkpoint import safetensors_io as st
-from vit_jax.checkpoint import tree as tree_lib
+from vit_jax.checkpoint import timm_model
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.model_spec import ModelSpec
-from vit_jax.models import options as options_lib
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-_VIT_LIKE = ("vit", "deit", "dinov2", "dinov2_with_registers", "vit_mae")
-_CLIP_LIKE = ("clip_vision_model", "clip", "siglip_vision_model", "siglip")
-MODEL_TYPES = _VIT_LIKE + _CLIP_LIKE
 # Tensors of a full CLIP / SigLIP model that belong to the text tower: not read.
 # ... and ViTMAEForPreTraining's decoder (the facebook/vit-mae-* files): not read either.
 _TEXT_TOWER = re.compile(r"^(text_model\.|text_projection\.|logit_scale$|logit_bias$|decoder\.)")
 NOT_THE_IMAGE_MODEL = _TEXT_TOWER
-_ACTIVATIONS = {
-    "gelu": dict(gelu_approximate=False),
-    "gelu_pytorch_tanh": dict(gelu_approximate=True),
-    "gelu_new": dict(gelu_approximate=True),
-    "quick_gelu": dict(mlp_activation="quick_gelu"),
-}
 _BLOCK = "Transformer/encoderblock_{}/"
 
 
@@ -64,149 +56,145 @@ def _prefix(tensors: Mapping[str, np.ndarray], suffix: str, path: str) -> str:
   return found[0]
 
 
-def _attention(get: st._Consumer, names: dict[str, str], heads: int) -> dict[str, Any]:
-  """Separate q/k/v/out Linears (names: query/key/value/out -> torch name)."""
-  attn = {n: st._heads_in(get(f"{names[n]}.weight"), get(f"{names[n]}.bias"), heads)
-          for n in ("query", "key", "value")}
-  attn["out"] = st._heads_out(get(names["out"] + ".weight"), get(names["out"] + ".bias"), heads)
-  return attn
+def _qkv(get: st.Consumer, names: tuple[str, str, str], out: dict[str, np.ndarray],
+         dst: str) -> None:
+  """Separate q/k/v Linears (torch (D, D) weights, (D,) biases) -> timm's fused `qkv`
+  ([q; k; v] rows): the canonical layout keeps them fused."""
+  out[dst + ".weight"] = np.concatenate([get(n + ".weight") for n in names])
+  out[dst + ".bias"] = np.concatenate([get(n + ".bias") for n in names])
 
 
-def _vit_like(get: st._Consumer, tensors, config: dict, path: str,
-              heads: int) -> tuple[dict[str, Any], dict[str, Any]]:
-  """ViT / DeiT / DINOv2 (+ registers) / ViTMAE -> (flat params, options)."""
+def _copy(get: st.Consumer, src: str, dst: str, out: dict[str, np.ndarray],
+          params: tuple[str, ...] = ("weight", "bias")) -> None:
+  for name in params:
+    if f"{src}.{name}" in get:
+      out[f"{dst}.{name}"] = get(f"{src}.{name}")
+
+
+def _vit_like(get: st.Consumer, tensors, path: str) -> tuple[dict[str, np.ndarray],
+                                                             dict[str, Any]]:
+  """ViT / DeiT / DINOv2 (+ registers) / ViTMAE names -> (timm state dict, settings the
+  names show: `no_embed_class` with registers)."""
   p = _prefix(tensors, "embeddings.patch_embeddings.projection.weight", path)
-  flat: dict[str, Any] = {}
-  options: dict[str, Any] = {}
-  for k, v in st._conv(get, p + "embeddings.patch_embeddings.projection").items():
-    flat[f"embedding/{k}"] = v
-  flat["cls"] = get(p + "embeddings.cls_token")
+  sd: dict[str, np.ndarray] = {}
+  settings: dict[str, Any] = {}
+  _copy(get, p + "embeddings.patch_embeddings.projection", "patch_embed.proj", sd)
+  sd["cls_token"] = get(p + "embeddings.cls_token")
   posemb = get(p + "embeddings.position_embeddings")
   if p + "embeddings.distillation_token" in get:
-    flat["dist"] = get(p + "embeddings.distillation_token")
-    options["distilled"] = True
+    sd["dist_token"] = get(p + "embeddings.distillation_token")
   if p + "embeddings.register_tokens" in get:
     # HF adds the posemb to [cls, patches], then inserts the registers after cls: the
     # cls row is folded into the cls token and the rest covers the patches only.
-    flat["registers"] = get(p + "embeddings.register_tokens")
-    flat["cls"] = flat["cls"] + posemb[:, :1]
+    sd["reg_token"] = get(p + "embeddings.register_tokens")
+    sd["cls_token"] = sd["cls_token"] + posemb[:, :1]
     posemb = posemb[:, 1:]
-    options.update(num_registers=flat["registers"].shape[1], no_embed_class=True)
-  flat["Transformer/posembed_input/pos_embedding"] = posemb
+    settings["no_embed_class"] = True
+  sd["pos_embed"] = posemb
   if p + "embeddings.mask_token" in get:
     get(p + "embeddings.mask_token")  # masked-image-modelling input only
-  depth = st._count_blocks(tensors, re.escape(p) + r"encoder\.layer\.(\d+)\.")
+  depth = st.count_blocks(tensors, re.escape(p) + r"encoder\.layer\.(\d+)\.")
   for i in range(depth):
-    src = f"{p}encoder.layer.{i}."
+    src, dst = f"{p}encoder.layer.{i}.", f"blocks.{i}."
     a = src + "attention."
-    block = {"MultiHeadDotProductAttention_0": _attention(
-        get, {"query": a + "attention.query", "key": a + "attention.key",
-              "value": a + "attention.value", "out": a + "output.dense"}, heads)}
+    _qkv(get, tuple(a + "attention." + n for n in ("query", "key", "value")), sd,
+         dst + "attn.qkv")
+    _copy(get, a + "output.dense", dst + "attn.proj", sd)
     if src + "norm1.weight" in get:  # DINOv2 block
-      block["LayerNorm_0"] = st._layer_norm(get, src + "norm1")
-      block["LayerNorm_1"] = st._layer_norm(get, src + "norm2")
-      block["LayerScale_0"] = {"scale": get(src + "layer_scale1.lambda1")}
-      block["LayerScale_1"] = {"scale": get(src + "layer_scale2.lambda1")}
+      _copy(get, src + "norm1", dst + "norm1", sd)
+      _copy(get, src + "norm2", dst + "norm2", sd)
+      sd[dst + "ls1.gamma"] = get(src + "layer_scale1.lambda1")
+      sd[dst + "ls2.gamma"] = get(src + "layer_scale2.lambda1")
       if src + "mlp.weights_in.weight" in get:  # SwiGLU: [gate; x] rows, as timm packs
-        w, b = get(src + "mlp.weights_in.weight"), get(src + "mlp.weights_in.bias")
-        half = w.shape[0] // 2
-        block["MlpBlock_0"] = {"gate": {"kernel": w[:half].T, "bias": b[:half]},
-                               "up": {"kernel": w[half:].T, "bias": b[half:]},
-                               "Dense_1": st._linear(get, src + "mlp.weights_out")}
+        _copy(get, src + "mlp.weights_in", dst + "mlp.fc1", sd)
+        _copy(get, src + "mlp.weights_out", dst + "mlp.fc2", sd)
       else:
-        block["MlpBlock_0"] = {"Dense_0": st._linear(get, src + "mlp.fc1"),
-                               "Dense_1": st._linear(get, src + "mlp.fc2")}
+        _copy(get, src + "mlp.fc1", dst + "mlp.fc1", sd)
+        _copy(get, src + "mlp.fc2", dst + "mlp.fc2", sd)
     else:  # ViT block
-      block["LayerNorm_0"] = st._layer_norm(get, src + "layernorm_before")
-      block["LayerNorm_1"] = st._layer_norm(get, src + "layernorm_after")
-      block["MlpBlock_0"] = {"Dense_0": st._linear(get, src + "intermediate.dense"),
-                             "Dense_1": st._linear(get, src + "output.dense")}
-    flat.update(tree_lib.flatten(block, _BLOCK.format(i)))
-  flat.update(tree_lib.flatten(st._layer_norm(get, p + "layernorm"), "Transformer/encoder_norm/"))
-  if p + "pooler.dense.weight" in get:
-    flat.update(tree_lib.flatten(st._linear(get, p + "pooler.dense"), "pre_logits/"))
+      _copy(get, src + "layernorm_before", dst + "norm1", sd)
+      _copy(get, src + "layernorm_after", dst + "norm2", sd)
+      _copy(get, src + "intermediate.dense", dst + "mlp.fc1", sd)
+      _copy(get, src + "output.dense", dst + "mlp.fc2", sd)
+  _copy(get, p + "layernorm", "norm", sd)
+  _copy(get, p + "pooler.dense", "pre_logits.fc", sd)
   if "cls_classifier.weight" in get:  # DeiTForImageClassificationWithTeacher
-    flat.update(tree_lib.flatten(st._linear(get, "cls_classifier"), "head/"))
-    flat.update(tree_lib.flatten(st._linear(get, "distillation_classifier"), "head_dist/"))
+    _copy(get, "cls_classifier", "head", sd)
+    _copy(get, "distillation_classifier", "head_dist", sd)
   elif "classifier.weight" in get:
     weight = tensors["classifier.weight"]
-    if weight.shape[1] != flat["cls"].shape[-1]:
+    if weight.shape[1] != sd["cls_token"].shape[-1]:
       raise CheckpointError(
           f"{path}: classifier.weight {weight.shape} reads {weight.shape[1]} features, not "
-          f"the width {flat['cls'].shape[-1]} (Dinov2ForImageClassification's [cls, mean "
+          f"the width {sd['cls_token'].shape[-1]} (Dinov2ForImageClassification's [cls, mean "
           "patch] head is not built here): load the backbone without the classifier.")
-    if options.get("distilled"):
+    if "dist_token" in sd:
       raise CheckpointError(f"{path}: DeiTForImageClassification (a head on the cls token "
                             "only) with a distillation token is not built here.")
-    flat.update(tree_lib.flatten(st._linear(get, "classifier"), "head/"))
-  if any("/LayerScale_0/" in k for k in flat):
-    options["layer_scale"] = float(config.get("layerscale_value", 1.0))
-  if any("/MlpBlock_0/gate/" in k for k in flat):
-    options["mlp_activation"] = "swiglu"
-  return flat, options
+    _copy(get, "classifier", "head", sd)
+  return sd, settings
 
 
-def _clip_like(get: st._Consumer, tensors, config: dict, path: str,
-               heads: int) -> tuple[dict[str, Any], dict[str, Any]]:
-  """CLIP / SigLIP vision tower -> (flat params, options)."""
+def _clip_like(get: st.Consumer, tensors, path: str) -> tuple[dict[str, np.ndarray],
+                                                              dict[str, Any]]:
+  """CLIP / SigLIP vision tower names -> (timm state dict, {})."""
   p = _prefix(tensors, "embeddings.patch_embedding.weight", path)
-  flat: dict[str, Any] = {}
-  options: dict[str, Any] = {}
-  flat["embedding/kernel"] = get(p + "embeddings.patch_embedding.weight").transpose(2, 3, 1, 0)
-  if p + "embeddings.patch_embedding.bias" in get:
-    flat["embedding/bias"] = get(p + "embeddings.patch_embedding.bias")
-  else:
-    options["patch_bias"] = False
+  sd: dict[str, np.ndarray] = {}
+  _copy(get, p + "embeddings.patch_embedding", "patch_embed.proj", sd)
   if p + "embeddings.class_embedding" in get:
-    flat["cls"] = get(p + "embeddings.class_embedding").reshape(1, 1, -1)
-  flat["Transformer/posembed_input/pos_embedding"] = get(
-      p + "embeddings.position_embedding.weight")[None]
-  if p + "pre_layrnorm.weight" in get:  # (sic) CLIP's ln_pre
-    flat.update(tree_lib.flatten(st._layer_norm(get, p + "pre_layrnorm"), "Transformer/pre_norm/"))
-    options["pre_norm"] = True
-  depth = st._count_blocks(tensors, re.escape(p) + r"encoder\.layers\.(\d+)\.")
+    sd["cls_token"] = get(p + "embeddings.class_embedding").reshape(1, 1, -1)
+  sd["pos_embed"] = get(p + "embeddings.position_embedding.weight")[None]
+  _copy(get, p + "pre_layrnorm", "norm_pre", sd)  # (sic) CLIP's ln_pre
+  depth = st.count_blocks(tensors, re.escape(p) + r"encoder\.layers\.(\d+)\.")
   for i in range(depth):
-    src = f"{p}encoder.layers.{i}."
+    src, dst = f"{p}encoder.layers.{i}.", f"blocks.{i}."
     a = src + "self_attn."
-    block = {
-        "LayerNorm_0": st._layer_norm(get, src + "layer_norm1"),
-        "MultiHeadDotProductAttention_0": _attention(
-            get, {"query": a + "q_proj", "key": a + "k_proj", "value": a + "v_proj",
-                  "out": a + "out_proj"}, heads),
-        "LayerNorm_1": st._layer_norm(get, src + "layer_norm2"),
-        "MlpBlock_0": {"Dense_0": st._linear(get, src + "mlp.fc1"),
-                       "Dense_1": st._linear(get, src + "mlp.fc2")},
-    }
-    flat.update(tree_lib.flatten(block, _BLOCK.format(i)))
-  flat.update(tree_lib.flatten(st._layer_norm(get, p + "post_layernorm"),
-                               "Transformer/encoder_norm/"))
-  if p + "head.probe" in get:  # SigLIP's MAP head; in_proj rows [q; k; v]
-    width = flat["embedding/kernel"].shape[-1]
-    w = get(p + "head.attention.in_proj_weight").reshape(3, width, width)
-    b = get(p + "head.attention.in_proj_bias").reshape(3, width)
-    map_head = {
-        "probe": get(p + "head.probe"),
-        "MultiHeadDotProductAttention_0": {
-            name: st._heads_in(w[j], b[j], heads)
-            for j, name in enumerate(("query", "key", "value"))},
-        "LayerNorm_0": st._layer_norm(get, p + "head.layernorm"),
-        "MlpBlock_0": {"Dense_0": st._linear(get, p + "head.mlp.fc1"),
-                       "Dense_1": st._linear(get, p + "head.mlp.fc2")},
-    }
-    map_head["MultiHeadDotProductAttention_0"]["out"] = st._heads_out(
-        get(p + "head.attention.out_proj.weight"), get(p + "head.attention.out_proj.bias"), heads)
-    flat.update(tree_lib.flatten(map_head, "MAPHead_0/"))
-  if "visual_projection.weight" in get:  # CLIP's projection: no bias
-    flat["head/kernel"] = get("visual_projection.weight").T
-    options["head_bias"] = False
-  return flat, options
+    _copy(get, src + "layer_norm1", dst + "norm1", sd)
+    _qkv(get, (a + "q_proj", a + "k_proj", a + "v_proj"), sd, dst + "attn.qkv")
+    _copy(get, a + "out_proj", dst + "attn.proj", sd)
+    _copy(get, src + "layer_norm2", dst + "norm2", sd)
+    _copy(get, src + "mlp.fc1", dst + "mlp.fc1", sd)
+    _copy(get, src + "mlp.fc2", dst + "mlp.fc2", sd)
+  _copy(get, p + "post_layernorm", "norm", sd)
+  if p + "head.probe" in get:  # SigLIP's MAP head; in_proj rows [q; k; v] -> timm q, kv
+    width = sd["patch_embed.proj.weight"].shape[0]
+    w, b = get(p + "head.attention.in_proj_weight"), get(p + "head.attention.in_proj_bias")
+    sd["attn_pool.latent"] = get(p + "head.probe")
+    sd["attn_pool.q.weight"], sd["attn_pool.q.bias"] = w[:width], b[:width]
+    sd["attn_pool.kv.weight"], sd["attn_pool.kv.bias"] = w[width:], b[width:]
+    _copy(get, p + "head.attention.out_proj", "attn_pool.proj", sd)
+    _copy(get, p + "head.layernorm", "attn_pool.norm", sd)
+    _copy(get, p + "head.mlp.fc1", "attn_pool.mlp.fc1", sd)
+    _copy(get, p + "head.mlp.fc2", "attn_pool.mlp.fc2", sd)
+  _copy(get, "visual_projection", "head", sd)  # CLIP's projection: no bias
+  return sd, {}
+
+
+def to_timm_names(tensors: Mapping[str, np.ndarray], keys: str, path: str
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """A transformers state dict in timm's names (the canonical layout), and the settings
+  its names show. `keys`: the key layout ("vit" or "clip", families.HfModelType.keys).
+
+  Every tensor is used: a text tower or MAE's decoder is set aside by name
+  (NOT_THE_IMAGE_MODEL); anything else left over is refused.
+  """
+  get = st.Consumer(tensors, path)
+  sd, settings = (_vit_like if keys == "vit" else _clip_like)(get, tensors, path)
+  for key in tensors:
+    if _TEXT_TOWER.match(key):
+      get(key)  # a CLIPModel / SiglipModel's text tower, MAE's decoder: not the image model
+  get.check_all_used("transformers")
+  return sd, settings
 
 
 def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
   """Reads a transformers model directory (config.json + model.safetensors).
 
+  The keys are renamed to timm's, and `timm_model.describe` / `timm_to_linen` (the one
+  describe and builder) make the model and params, with what config.json says.
+
   Returns:
-    (params in the layout of `found.model()`, found: ModelSpec with layout "hf" and
+    (params in the tree of `found.model()`, found: ModelSpec with key_names "hf" and
     `architecture` = config.json's `architectures[0]`).
   """
   path = os.fspath(path)
@@ -223,53 +211,46 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
   except (OSError, ValueError) as e:
     raise CheckpointError(f"{config_path}: cannot read it as JSON ({e}).") from e
   model_type = config.get("model_type")
-  if model_type not in MODEL_TYPES:
-    raise CheckpointError(f"{config_path}: model_type {model_type!r} is not one this project "
-                          f"reads; supported: {', '.join(MODEL_TYPES)}.")
+  family, hf_type = families.hf_model_type(model_type, config_path)
   architecture = (config.get("architectures") or [None])[0]
   # A full CLIPModel / SiglipModel keeps the vision tower's settings in vision_config.
-  vision = (config.get("vision_config") or config) if model_type in ("clip", "siglip") else config
-  tensors = st.read_safetensors(weights)
+  vision = (config.get("vision_config") or config) if hf_type.vision_config else config
+  vision = dict(hf_type.config_defaults, **vision)
   width = int(vision.get("hidden_size", 0))
   heads = vision.get("num_attention_heads")
   if not width or not heads:
     raise CheckpointError(f"{config_path}: needs hidden_size and num_attention_heads.")
-  get = st._Consumer(tensors, weights)
-  convert = _vit_like if model_type in _VIT_LIKE else _clip_like
-  flat, options = convert(get, tensors, vision, weights, heads)
-  for key in tensors:
-    if _TEXT_TOWER.match(key):
-      get(key)  # a CLIPModel / SiglipModel's text tower, MAE's decoder: not the image model
-  get.check_all_used("transformers")
-  kernel = flat["embedding/kernel"]
-  if kernel.shape[-1] != width:
+  sd, settings = to_timm_names(st.read_safetensors(weights), hf_type.keys, weights)
+  found_width = sd["patch_embed.proj.weight"].shape[0]
+  if found_width != width:
     raise CheckpointError(f"{path}: {CONFIG_FILE} says hidden_size={width}, the weights have "
-                          f"{kernel.shape[-1]} (embedding): the config belongs to another "
-                          "model.")
-  act = vision.get("hidden_act", "gelu")
-  if act not in _ACTIVATIONS:
-    raise CheckpointError(f"{config_path}: hidden_act {act!r} is not one of "
-                          f"{sorted(_ACTIVATIONS)}.")
-  if options.get("mlp_activation") != "swiglu":
-    options.update(_ACTIVATIONS[act])
-  depth = len({m.group(1) for k in flat if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))})
+                          f"{found_width} (embedding): the config belongs to another model.")
+  depth = st.count_blocks(sd, r"blocks\.(\d+)\.")
   if vision.get("num_hidden_layers") not in (None, depth):
     raise CheckpointError(f"{path}: {CONFIG_FILE} says num_hidden_layers="
                           f"{vision['num_hidden_layers']}, the weights have {depth} layers.")
-  mlp = flat.get(_BLOCK.format(0) + "MlpBlock_0/Dense_1/kernel")
-  has_cls = "cls" in flat
-  classifier = "map" if "MAPHead_0/probe" in flat else "token" if has_cls else "gap"
-  options = options_lib.EncoderOptions(
-      layernorm_epsilon=float(vision.get("layer_norm_eps", 1e-12)),
-      class_token=None if has_cls == (classifier == "token") else has_cls, **options)
-  fields = dict(
-      num_classes=flat["head/kernel"].shape[1] if "head/kernel" in flat else None,
-      patch_size=kernel.shape[0] if kernel.shape[0] == kernel.shape[1] else kernel.shape[:2],
-      hidden_size=width, num_layers=depth, mlp_dim=mlp.shape[0], num_heads=heads,
-      classifier=classifier,
-      representation_size=flat["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in flat
-      else None)
-  return tree_lib.unflatten(flat), ModelSpec(architecture, fields, options, "hf")
+  settings.update(layernorm_epsilon=float(vision["layer_norm_eps"]),
+                  act_layer=vision["hidden_act"],
+                  layer_scale=float(vision.get("layerscale_value", 1.0)))
+  found = timm_model.describe(sd, weights, settings=settings, num_heads=heads)
+  params = st.timm_to_linen(sd, weights, heads)
+  return params, dataclasses.replace(found, architecture=architecture, key_names="hf",
+                                     family=family.name)
+
+
+def weights_to_linen(tensors: Mapping[str, np.ndarray], path: str,
+                     num_heads: Optional[int] = None) -> dict[str, Any]:
+  """transformers ViT-family weights without their config.json (a bare file) -> params.
+
+  The same renames as `read_hf`; the head count comes from `num_heads`, a config.json
+  beside the file, or the standard size of that width. `pooler.dense` (ViTModel's Dense +
+  tanh on the cls token) is our `pre_logits`.
+  """
+  st.safetensors_format(tensors, path)  # a ViT's names, or the error naming the keys
+  sd, _ = to_timm_names(tensors, "vit", path)
+  width = sd["patch_embed.proj.weight"].shape[0]
+  return st.timm_to_linen(sd, path, st.head_count(width, num_heads or st.config_heads(path),
+                                                  path))
 
 
 def is_hf_directory(path: str) -> bool:
@@ -282,14 +263,3 @@ def is_hf_directory(path: str) -> bool:
       return "model_type" in json.load(f)
   except (OSError, ValueError, TypeError):
     return False
-
-
-def read_hub_directory(path: str, **kwargs: Any) -> tuple[dict[str, Any], ModelSpec]:
-  """A timm Hub folder (config.json with `architecture`) or a transformers directory
-  (config.json with `model_type`), whichever `path` is."""
-  from vit_jax.checkpoint import timm_model  # noqa: PLC0415 (timm_model is the other reader)
-
-  if is_hf_directory(path):
-    return read_hf(path)
-  return timm_model.read_timm(path, **kwargs)
-

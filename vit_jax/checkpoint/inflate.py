@@ -16,7 +16,6 @@ embeddings, encoder blocks, temporal encoder, head. Both per-layer and scanned
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -26,8 +25,8 @@ from flax import traverse_util
 
 from vit_jax.checkpoint import posemb as posemb_lib
 from vit_jax.checkpoint.report import AdaptReport
-from vit_jax.models import layout
-from vit_jax.models.positions import prefix_rows_from_params
+from vit_jax.errors import CheckpointError
+from vit_jax.models import layout, positions
 from vit_jax.models.vivit import VARIANTS
 
 # What the inflation does with a key; "ignored": an image parameter that initialises nothing.
@@ -67,7 +66,7 @@ class _Surgery:
     if key in self.done:
       raise AssertionError(f"{key} initialised twice.")
     if value.shape != self.init[key].shape:
-      raise ValueError(f"{key}: the image gives shape {value.shape}, the video model needs "
+      raise CheckpointError(f"{key}: the image gives shape {value.shape}, the video model needs "
                        f"{self.init[key].shape} ({detail}).")
     self.out[key] = np.asarray(value).astype(self.init[key].dtype)
     source_shape = tuple(self.image[sources[0]].shape) if sources else None
@@ -105,7 +104,7 @@ def init_embedding(s: _Surgery, kernel_init_method: str) -> None:
   kernel = s.image["embedding/kernel"]
   target = s.init["embedding/kernel"].shape
   if target[-4:] != kernel.shape:
-    raise ValueError(
+    raise CheckpointError(
         f"The image patch embedding {kernel.shape} does not match the video model's "
         f"{target}: patch size, channels and width must agree (resizing the patch "
         "kernel is not supported here).")
@@ -158,20 +157,19 @@ def _image_grid(s: _Surgery, image_grid: Optional[tuple[int, int]]) -> tuple[np.
   """The image posemb split into (grid rows [N, D], prefix rows [P, D] or None, (gh, gw)).
 
   The prefix rows are those of the cls / distillation / register tokens; none with
-  `no_embed_class` (adapt.prefix_rows_from_params).
+  `no_embed_class` (positions.prefix_rows_from_params).
   """
   posemb = s.image["Transformer/posembed_input/pos_embedding"][0]
   prefix = (posemb.shape[0] - image_grid[0] * image_grid[1] if image_grid is not None
-            else prefix_rows_from_params(s.image, posemb.shape[0]))
+            else positions.prefix_rows_from_params(s.image, posemb.shape[0]))
   cls_row, grid = (posemb[:prefix], posemb[prefix:]) if prefix else (None, posemb)
   if image_grid is None:
-    side = math.isqrt(grid.shape[0])
-    if side * side != grid.shape[0]:
-      raise ValueError(f"The image position embedding has {grid.shape[0]} grid tokens, not "
-                       "a square grid: pass image_grid=(gh, gw).")
-    image_grid = (side, side)
+    if not positions.is_square(grid.shape[0]):
+      raise CheckpointError(f"The image position embedding has {grid.shape[0]} grid tokens, "
+                            "not a square grid: pass image_grid=(gh, gw).")
+    image_grid = positions.square_grid(grid.shape[0])
   if image_grid[0] * image_grid[1] != grid.shape[0]:
-    raise ValueError(f"image_grid={image_grid} does not match the image position embedding's "
+    raise CheckpointError(f"image_grid={image_grid} does not match the image position embedding's "
                      f"{grid.shape[0]} grid tokens.")
   return grid, cls_row, tuple(image_grid)
 
@@ -186,35 +184,35 @@ def _video_prefix_rows(rows: int, tokens: int, temporal: int,
   else:
     fits = ([c for c in candidates if rows - c == temporal * image_hw[0] * image_hw[1]] or
             [c for c in candidates if (rows - c) % temporal == 0
-             and math.isqrt((rows - c) // temporal) ** 2 == (rows - c) // temporal])
+             and positions.is_square((rows - c) // temporal)])
   return fits[0] if fits else candidates[0]
 
 
-def init_posemb(s: _Surgery, key: str, *, temporal: int, has_cls: int,
+def init_posemb(s: _Surgery, key: str, *, temporal: int, prefix_tokens: int,
                 grid_hw: Optional[tuple[int, int]],
                 image_grid: Optional[tuple[int, int]]) -> None:
   """Image posemb -> video posemb `key`: grid resized to (gh, gw), tiled `temporal` times.
 
-  `has_cls`: the video encoder's prefix tokens (cls, registers). Their rows are copied
+  `prefix_tokens`: the video encoder's prefix tokens (cls, registers). Their rows are copied
   when both posembs have the same prefix rows; video prefix rows without image ones
   are kept fresh; image prefix rows the video posemb lacks are dropped.
   """
   source = "Transformer/posembed_input/pos_embedding"
   grid, image_cls, (igh, igw) = _image_grid(s, image_grid)
   target = s.init[key]
-  has_cls = _video_prefix_rows(target.shape[1], int(has_cls), temporal, grid_hw, (igh, igw))
-  num_grid = target.shape[1] - has_cls
+  prefix_tokens = _video_prefix_rows(target.shape[1], int(prefix_tokens), temporal, grid_hw,
+                                     (igh, igw))
+  num_grid = target.shape[1] - prefix_tokens
   if grid_hw is None:
     if num_grid == temporal * igh * igw:
       grid_hw = (igh, igw)
     else:
-      side = math.isqrt(num_grid // temporal)
-      if side * side * temporal != num_grid:
-        raise ValueError(f"{key} has {num_grid} grid tokens: cannot tell its spatial grid; "
-                         "pass token_grid=(t, gh, gw).")
-      grid_hw = (side, side)
+      if num_grid % temporal or not positions.is_square(num_grid // temporal):
+        raise CheckpointError(f"{key} has {num_grid} grid tokens: cannot tell its spatial "
+                              "grid; pass token_grid=(t, gh, gw).")
+      grid_hw = positions.square_grid(num_grid // temporal)
   if temporal * grid_hw[0] * grid_hw[1] != num_grid:
-    raise ValueError(f"token_grid (t={temporal}, {grid_hw}) does not match {key}'s "
+    raise CheckpointError(f"token_grid (t={temporal}, {grid_hw}) does not match {key}'s "
                      f"{num_grid} grid tokens.")
 
   resized = grid_hw != (igh, igw)
@@ -229,15 +227,17 @@ def init_posemb(s: _Surgery, key: str, *, temporal: int, has_cls: int,
     details.append(f"grid resized {igh}x{igw} -> {grid_hw[0]}x{grid_hw[1]}")
   if temporal > 1:
     details.append(f"tiled over {temporal} temporal indices")
-  if has_cls:
-    if image_cls is not None and len(image_cls) == has_cls:
+  if prefix_tokens:
+    if image_cls is not None and len(image_cls) == prefix_tokens:
       rows = np.concatenate([image_cls, rows])
-      details.append("cls row copied" if has_cls == 1 else f"{has_cls} prefix rows copied")
+      details.append("cls row copied" if prefix_tokens == 1
+                     else f"{prefix_tokens} prefix rows copied")
     else:
-      rows = np.concatenate([target[0, :has_cls], rows])
-      details.append("cls row kept fresh (the image model has no cls token)" if has_cls == 1
-                     and image_cls is None else f"{has_cls} prefix rows kept fresh (the image "
-                     "posemb has other prefix rows)")
+      rows = np.concatenate([target[0, :prefix_tokens], rows])
+      details.append("cls row kept fresh (the image model has no cls token)"
+                     if prefix_tokens == 1 and image_cls is None else
+                     f"{prefix_tokens} prefix rows kept fresh (the image posemb has other "
+                     "prefix rows)")
   elif image_cls is not None:
     details.append("image cls row dropped (the video model has no cls token)"
                    if len(image_cls) == 1 else
@@ -261,11 +261,11 @@ def init_encoder_blocks(s: _Surgery, encoder: str, *, num_blocks: Optional[int] 
   image_layers = _num_blocks(s.image, "Transformer/encoderblock_")
   video_layers = _num_blocks(s.init, f"{encoder}/encoderblock_")
   if num_blocks is None and video_layers != image_layers:
-    raise ValueError(f"The image model has {image_layers} blocks, the video model's {encoder} "
+    raise CheckpointError(f"The image model has {image_layers} blocks, the video model's {encoder} "
                      f"{video_layers}: build the video model with num_layers={image_layers}.")
   num_blocks = video_layers if num_blocks is None else num_blocks
   if num_blocks > image_layers:
-    raise ValueError(f"{encoder} needs {num_blocks} blocks from the image model, which has "
+    raise CheckpointError(f"{encoder} needs {num_blocks} blocks from the image model, which has "
                      f"{image_layers}: use temporal_encoder_layers <= {image_layers}.")
   for i in range(num_blocks):
     src_block, dst_block = _IMAGE_BLOCK.format(i), f"{encoder}/encoderblock_{i}"
@@ -369,25 +369,25 @@ def inflate_from_image(
     (params with the layout and dtypes of init_params, report).
 
   Raises:
-    ValueError: naming the mismatch and the fix (patch size, depth, token grid).
+    CheckpointError: naming the mismatch and the fix (patch size, depth, token grid).
   """
   if variant not in VARIANTS:
-    raise ValueError(f"Unknown ViViT variant {variant!r}; choose one of {VARIANTS}.")
+    raise CheckpointError(f"Unknown ViViT variant {variant!r}; choose one of {VARIANTS}.")
   for name, value, choices in [("kernel_init_method", kernel_init_method, KERNEL_INIT_METHODS),
                                ("temporal_init", temporal_init, TEMPORAL_INITS),
                                ("time_attention_init", time_attention_init,
                                 TIME_ATTENTION_INITS)]:
     if value not in choices:
-      raise ValueError(f"Unknown {name} {value!r}; choose one of {choices}.")
+      raise CheckpointError(f"Unknown {name} {value!r}; choose one of {choices}.")
   if temporal_init != "random" and variant != "factorised_encoder":
-    raise ValueError("temporal_init only applies to variant='factorised_encoder'.")
+    raise CheckpointError("temporal_init only applies to variant='factorised_encoder'.")
   if time_attention_init != "copy" and variant != "factorised_self_attention":
-    raise ValueError("time_attention_init only applies to variant='factorised_self_attention'.")
+    raise CheckpointError("time_attention_init only applies to variant='factorised_self_attention'.")
   s = _Surgery(image_params, init_params)
   factorised_encoder = variant in ("factorised_encoder", "frame_average")
   expected = "SpatialTransformer" if factorised_encoder else "Transformer"
   if not s.under(expected):
-    raise ValueError(f"init_params have no {expected!r} encoder: are they the params of a "
+    raise CheckpointError(f"init_params have no {expected!r} encoder: are they the params of a "
                      f"{variant!r} model?")
 
   init_embedding(s, kernel_init_method)
@@ -396,7 +396,7 @@ def inflate_from_image(
     # The spatial encoder sees one temporal index at a time: its posemb is not tiled.
     init_cls(s, "cls_SpatialTransformer")
     init_posemb(s, "SpatialTransformer/posembed_input/pos_embedding", temporal=1,
-                has_cls=_prefix_tokens(s.init, "_SpatialTransformer"), grid_hw=grid_hw,
+                prefix_tokens=_prefix_tokens(s.init, "_SpatialTransformer"), grid_hw=grid_hw,
                 image_grid=image_grid)
     init_encoder_blocks(s, "SpatialTransformer")
     if variant == "factorised_encoder":
@@ -404,12 +404,12 @@ def inflate_from_image(
   else:
     if token_grid is None:
       # [1, t*gh*gw(+1), D] does not say how its tokens split between time and space.
-      raise ValueError(f"variant={variant!r} needs the video model's token grid: pass "
+      raise CheckpointError(f"variant={variant!r} needs the video model's token grid: pass "
                        "token_grid=vivit.token_grid(model, video.shape), i.e. (t, gh, gw).")
     t = token_grid[0]
     init_cls(s, "cls")
     init_posemb(s, "Transformer/posembed_input/pos_embedding", temporal=t,
-                has_cls=_prefix_tokens(s.init), grid_hw=grid_hw, image_grid=image_grid)
+                prefix_tokens=_prefix_tokens(s.init), grid_hw=grid_hw, image_grid=image_grid)
     init_encoder_blocks(s, "Transformer", time_attention_init=time_attention_init)
   init_head(s)
 

@@ -18,15 +18,18 @@ class ModelSpec:
       (`config.json`'s `architectures[0]`), or None for a bare timm file.
     fields: `vit.VisionTransformer` fields (sizes, patch, classifier, posemb, head).
     options: its EncoderOptions.
-    layout: the module family of the file's names: safetensors_io.TIMM_LAYOUTS for
+    key_names: the module family of the file's key names: safetensors_io.TIMM_NAMES for
       timm files (to write them back), "hf" for transformers directories.
     pretrained_cfg: timm config.json's `pretrained_cfg` (preprocessing), or {}.
+    family: the `vit_jax.families` family the architecture belongs to, or None when
+      only the keys were read (a bare timm file).
   """
   architecture: Optional[str]
   fields: dict[str, Any]
   options: options_lib.EncoderOptions
-  layout: str
+  key_names: str
   pretrained_cfg: dict[str, Any] = dataclasses.field(default_factory=dict)
+  family: Optional[str] = None
 
   def model(self, **overrides: Any) -> vit.VisionTransformer:
     """The VisionTransformer (fields or option fields changed by `overrides`)."""

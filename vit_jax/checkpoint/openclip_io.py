@@ -16,11 +16,14 @@ open_clip's `VisionTransformer` state dict (open_clip/transformer.py), as OpenCL
 The text tower's tensors (everything not under `visual.`) are not read. The weights do
 not say the activation: OpenAI's models use QuickGELU, OpenCLIP's own GELU (erf);
 `open_clip_config.json` beside the file (`model_cfg.quick_gelu`, `vision_cfg.width /
-head_width`) tells, or the caller's `quick_gelu=`. LayerNorm epsilon 1e-5 (torch's).
+head_width`) tells, or the caller's `quick_gelu=`. The rest (LayerNorm epsilon 1e-5, ...)
+is the CLIP family's (`vit_jax.families.clip.OPENCLIP`); a `vision_cfg` whose width or
+layer count is not the weights' is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -29,11 +32,11 @@ from typing import Any, Optional
 
 import numpy as np
 
+from vit_jax import families
 from vit_jax.checkpoint import safetensors_io as st
-from vit_jax.checkpoint import tree as tree_lib
+from vit_jax.checkpoint import timm_model
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.model_spec import ModelSpec
-from vit_jax.models import options as options_lib
 
 CONFIG_FILE = "open_clip_config.json"
 PREFIX = "visual."
@@ -44,44 +47,54 @@ def is_openclip(tensors: Mapping[str, Any]) -> bool:
   return PREFIX + "conv1.weight" in tensors
 
 
-def openclip_to_linen(tensors: Mapping[str, np.ndarray], path: str,
-                      num_heads: Optional[int] = None) -> dict[str, Any]:
-  """The image tower of an open_clip state dict -> per-layer Linen params."""
+def to_timm_names(tensors: Mapping[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
+  """The image tower of an open_clip state dict in timm's names (the canonical layout).
+
+  Every `visual.*` tensor is used (a leftover is refused); the rest (the text tower,
+  `logit_scale`) is not the image model.
+  """
   visual = {k: v for k, v in tensors.items() if k.startswith(PREFIX)}
-  get = st._Consumer(visual, path)
+  get = st.Consumer(visual, path)
   p = PREFIX
-  width = visual[p + "conv1.weight"].shape[0]
+  sd: dict[str, np.ndarray] = {
+      "patch_embed.proj.weight": get(p + "conv1.weight"),
+      "cls_token": get(p + "class_embedding").reshape(1, 1, -1),
+      "pos_embed": get(p + "positional_embedding")[None],
+  }
+  renames = {"ln_pre": "norm_pre", "ln_post": "norm"}
+  depth = st.count_blocks(visual, re.escape(p) + r"transformer\.resblocks\.(\d+)\.")
+  for i in range(depth):
+    src, dst = f"{p}transformer.resblocks.{i}.", f"blocks.{i}."
+    # in_proj rows are [q; k; v], as timm's fused qkv.
+    sd[dst + "attn.qkv.weight"] = get(src + "attn.in_proj_weight")
+    sd[dst + "attn.qkv.bias"] = get(src + "attn.in_proj_bias")
+    renames.update({f"transformer.resblocks.{i}.{a}": f"blocks.{i}.{b}" for a, b in (
+        ("attn.out_proj", "attn.proj"), ("ln_1", "norm1"), ("ln_2", "norm2"),
+        ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"))})
+  for src, dst in renames.items():
+    for name in ("weight", "bias"):
+      sd[f"{dst}.{name}"] = get(f"{p}{src}.{name}")
+  if p + "proj" in get:
+    sd["head.weight"] = get(p + "proj").T  # used as x @ proj: (in, out) -> torch (out, in)
+  get.check_all_used("OpenCLIP")
+  return sd
+
+
+def _heads(width: int, num_heads: Optional[int], path: str) -> int:
   heads = num_heads or width // DEFAULT_HEAD_WIDTH
   if not heads or width % heads:
     raise CheckpointError(f"{path}: width {width} does not split into heads of "
                           f"{DEFAULT_HEAD_WIDTH}: pass num_heads (or keep {CONFIG_FILE} beside "
                           "the file).")
-  flat: dict[str, Any] = {
-      "embedding/kernel": get(p + "conv1.weight").transpose(2, 3, 1, 0),
-      "cls": get(p + "class_embedding").reshape(1, 1, -1),
-      "Transformer/posembed_input/pos_embedding": get(p + "positional_embedding")[None],
-  }
-  flat.update(tree_lib.flatten(st._layer_norm(get, p + "ln_pre"), "Transformer/pre_norm/"))
-  depth = st._count_blocks(visual, re.escape(p) + r"transformer\.resblocks\.(\d+)\.")
-  for i in range(depth):
-    src = f"{p}transformer.resblocks.{i}."
-    w = get(src + "attn.in_proj_weight").reshape(3, width, width)
-    b = get(src + "attn.in_proj_bias").reshape(3, width)
-    attn = {name: st._heads_in(w[j], b[j], heads)
-            for j, name in enumerate(("query", "key", "value"))}
-    attn["out"] = st._heads_out(get(src + "attn.out_proj.weight"),
-                                get(src + "attn.out_proj.bias"), heads)
-    block = {"LayerNorm_0": st._layer_norm(get, src + "ln_1"),
-             "MultiHeadDotProductAttention_0": attn,
-             "LayerNorm_1": st._layer_norm(get, src + "ln_2"),
-             "MlpBlock_0": {"Dense_0": st._linear(get, src + "mlp.c_fc"),
-                            "Dense_1": st._linear(get, src + "mlp.c_proj")}}
-    flat.update(tree_lib.flatten(block, f"Transformer/encoderblock_{i}/"))
-  flat.update(tree_lib.flatten(st._layer_norm(get, p + "ln_post"), "Transformer/encoder_norm/"))
-  if p + "proj" in get:
-    flat["head/kernel"] = get(p + "proj")  # already (in, out): used as x @ proj
-  get.check_all_used("OpenCLIP")
-  return tree_lib.unflatten(flat)
+  return heads
+
+
+def openclip_to_linen(tensors: Mapping[str, np.ndarray], path: str,
+                      num_heads: Optional[int] = None) -> dict[str, Any]:
+  """The image tower of an open_clip state dict -> per-layer Linen params."""
+  sd = to_timm_names(tensors, path)
+  heads = _heads(sd["patch_embed.proj.weight"].shape[0], num_heads, path)
+  return st.timm_to_linen(sd, path, heads)
 
 
 def read_openclip(path: str, quick_gelu: Optional[bool] = None,
@@ -118,18 +131,19 @@ def read_openclip(path: str, quick_gelu: Optional[bool] = None,
   tensors = st.read_safetensors(path)
   if not is_openclip(tensors):
     raise CheckpointError(f"{path}: no `visual.conv1.weight`: not an OpenCLIP model.")
-  params = openclip_to_linen(tensors, path, num_heads)
-  kernel = params["embedding"]["kernel"]
-  width = kernel.shape[-1]
-  options = options_lib.EncoderOptions(
-      pre_norm=True, patch_bias=False, head_bias=False, layernorm_epsilon=1e-5,
-      **(dict(mlp_activation="quick_gelu") if quick_gelu else dict(gelu_approximate=False)))
-  encoder = params["Transformer"]
-  fields = dict(
-      num_classes=params["head"]["kernel"].shape[1] if "head" in params else None,
-      patch_size=kernel.shape[0], hidden_size=width,
-      num_layers=len([k for k in encoder if k.startswith("encoderblock_")]),
-      mlp_dim=encoder["encoderblock_0"]["MlpBlock_0"]["Dense_0"]["kernel"].shape[1],
-      num_heads=encoder["encoderblock_0"]["MultiHeadDotProductAttention_0"]["query"][
-          "kernel"].shape[1], classifier="token")
-  return params, ModelSpec("open_clip", fields, options, "openclip")
+  sd = to_timm_names(tensors, path)
+  width = sd["patch_embed.proj.weight"].shape[0]
+  depth = st.count_blocks(sd, r"blocks\.(\d+)\.")
+  for field, found in (("width", width), ("layers", depth)):
+    if vision.get(field) not in (None, found):
+      raise CheckpointError(
+          f"{config_path}: model_cfg.vision_cfg.{field}={vision[field]}, the weights have "
+          f"{found}: the config belongs to another model (fix or remove {CONFIG_FILE}).")
+  heads = _heads(width, num_heads, path)
+  family = families.openclip_family()
+  settings = {k: v for k, v in family.openclip.items() if k in families.ARCHITECTURE_ONLY}
+  settings["act_layer"] = "quick_gelu" if quick_gelu else "gelu"
+  found = timm_model.describe(sd, path, settings=settings, num_heads=heads)
+  params = st.timm_to_linen(sd, path, heads)
+  return params, dataclasses.replace(found, architecture="open_clip", key_names="openclip",
+                                     family=family.name)

@@ -61,27 +61,29 @@ def resize_grid(grid: np.ndarray, new_hw: tuple[int, int], method: str = "biline
   return out
 
 
-def resize_posemb(posemb: np.ndarray, new_grid: tuple[int, int], *, num_prefix_tokens: int,
-                  old_grid: Optional[tuple[int, int]] = None,
+def resize_posemb(posemb: np.ndarray, grid: tuple[int, int], *, num_prefix_tokens: int,
+                  source_grid: Optional[tuple[int, int]] = None,
                   method: str = "bilinear") -> np.ndarray:
   """[1, prefix + gh*gw, D] -> [1, prefix + gh'*gw', D], prefix rows untouched.
 
+  The grid names are `adapt`'s: `source_grid` the checkpoint's, `grid` the target.
+
   Args:
-    posemb: the position embedding; its first `num_prefix_tokens` rows belong
-      to the cls token (1) or there is none (0).
-    new_grid: target (gh', gw').
-    num_prefix_tokens: 1 with a cls row, else 0.
-    old_grid: source (gh, gw); inferred when the grid is square.
+    posemb: the position embedding; its first `num_prefix_tokens` rows belong to the
+      prefix tokens (cls, distillation, registers), none with `no_embed_class`.
+    grid: target (gh', gw').
+    num_prefix_tokens: those rows (`positions.posemb_prefix_rows`).
+    source_grid: source (gh, gw); inferred when the grid is square.
     method: "bilinear" (reference) or "bicubic".
   """
   posemb = np.asarray(posemb)
   prefix, tokens = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
-  old_grid = tuple(old_grid) if old_grid else square_grid(len(tokens))
-  if old_grid[0] * old_grid[1] != len(tokens):
+  source_grid = tuple(source_grid) if source_grid else square_grid(len(tokens))
+  if source_grid[0] * source_grid[1] != len(tokens):
     raise CheckpointError(
-        f"pos_embedding has {len(tokens)} grid tokens but source_grid={old_grid} needs "
-        f"{old_grid[0] * old_grid[1]}.")
-  grid = tokens.reshape(old_grid[0], old_grid[1], -1)  # [N, D] -> [gh, gw, D]
-  grid = resize_grid(grid, tuple(new_grid), method).astype(posemb.dtype)
-  tokens = grid.reshape(1, new_grid[0] * new_grid[1], -1)  # [gh', gw', D] -> [1, N', D]
+        f"pos_embedding has {len(tokens)} grid tokens but source_grid={source_grid} needs "
+        f"{source_grid[0] * source_grid[1]}.")
+  table = tokens.reshape(source_grid[0], source_grid[1], -1)  # [N, D] -> [gh, gw, D]
+  table = resize_grid(table, tuple(grid), method).astype(posemb.dtype)
+  tokens = table.reshape(1, grid[0] * grid[1], -1)  # [gh', gw', D] -> [1, N', D]
   return np.concatenate([prefix, tokens], axis=1)

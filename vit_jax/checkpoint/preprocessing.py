@@ -4,7 +4,8 @@ timm keeps this in each pretrained config (`pretrained_cfg`: mean, std, input_si
 interpolation, crop_pct), written into the Hub `config.json` by `save_for_hf`;
 transformers in `preprocessor_config.json` (image_mean, image_std, size, crop_size,
 resample); OpenCLIP in `open_clip_config.json` (`preprocess_cfg`). A file without any of
-them gets its family's published default (`FAMILY_DEFAULTS`).
+them gets its family's published default (`family_default`, from the family's module in
+`vit_jax.families`).
 
 `Preprocessing.data_overrides()` turns one into `config.data` keys (image_size, mean/std
 or value_range, resize_small), so that training, evaluation and `predict` feed the
@@ -19,12 +20,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from vit_jax import families
 from vit_jax.checkpoint.errors import CheckpointError
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-HALF = (0.5, 0.5, 0.5)  # pixels in [-1, 1]: the JAX ViTs, SigLIP
+from vit_jax.families.family import (  # noqa: F401 (the normalisations, for callers)
+  HALF,
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  OPENAI_CLIP_MEAN,
+  OPENAI_CLIP_STD,
+)
 
 # PIL resampling codes as transformers stores them (`resample`).
 _PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
@@ -67,28 +71,33 @@ class Preprocessing:
     return out
 
 
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    # timm 1.0.31's pretrained configs (`timm.models.get_pretrained_cfg`) of each family's
-    # reference weights: augreg2 ViT, DeiT / DeiT III, DINOv2 / DINOv3, MAE, OpenAI CLIP,
-    # SigLIP (webli), EVA-02 (mim_in22k). All bicubic.
-    "vit_jax": dict(mean=HALF, std=HALF, crop_pct=0.9),
-    "deit": dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.9),
-    "dinov2": dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0),
-    "dinov3": dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0),
-    "mae": dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.9),
-    "clip": dict(mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD, crop_pct=0.9),
-    "siglip": dict(mean=HALF, std=HALF, crop_pct=0.9),
-    "eva02": dict(mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD, crop_pct=0.9),
-}
+def from_data_config(data: Mapping[str, Any], source: str = "") -> Preprocessing:
+  """The Preprocessing of `config.data` keys (a run's saved evaluation preprocessing)."""
+  size = data["image_size"]
+  size = (int(size), int(size)) if isinstance(size, (int, float)) else tuple(int(s) for s in size)
+  if data.get("mean") is not None:
+    mean, std = _triple(data["mean"], "mean", source), _triple(data["std"], "std", source)
+  else:  # pixels x in [0, 1] mapped to lo + (hi - lo) x = (x - mean) / std
+    lo, hi = data.get("value_range") or (0.0, 1.0)
+    mean, std = (-lo / (hi - lo),) * 3, (1.0 / (hi - lo),) * 3
+  crop_pct = min(size) / data["resize_small"] if data.get("resize_small") else 1.0
+  return Preprocessing(tuple(float(m) for m in mean), tuple(float(v) for v in std), size,
+                       data.get("resize_method", "bilinear"), crop_pct, source)
+
+
+def family_names() -> list[str]:
+  """The families with a default preprocessing (every family of `vit_jax.families`)."""
+  return [f.name for f in families.all_families()]
 
 
 def family_default(family: str, input_size: tuple[int, int]) -> Preprocessing:
-  if family not in FAMILY_DEFAULTS:
+  """The published preprocessing of `family` (its module in vit_jax.families) at a size."""
+  if family not in family_names():
     raise CheckpointError(f"no default preprocessing for family {family!r}; known: "
-                          f"{sorted(FAMILY_DEFAULTS)}.")
-  d = FAMILY_DEFAULTS[family]
-  return Preprocessing(tuple(d["mean"]), tuple(d["std"]), tuple(input_size), "bicubic",
-                       d["crop_pct"], f"{family} default")
+                          f"{sorted(family_names())}.")
+  d = families.get(family).preprocessing
+  return Preprocessing(tuple(d.mean), tuple(d.std), tuple(input_size), d.interpolation,
+                       d.crop_pct, f"{family} default")
 
 
 def _triple(value, what: str, source: str) -> tuple[float, float, float]:

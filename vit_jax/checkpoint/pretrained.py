@@ -1,4 +1,4 @@
-"""`load_pretrained(path)`: the model a checkpoint holds, its params and its preprocessing.
+"""`load_pretrained(source)`: the model a checkpoint holds, its params and its preprocessing.
 
     pre = checkpoint.load_pretrained("hf-hub:facebook/dinov2-small")
     features = pre.model.apply({"params": pre.params}, images)   # pooled output [B, D]
@@ -11,10 +11,13 @@ Everything comes from the file (and the configs beside it), nothing from the cal
     with model_type; hf_model)
   OpenCLIP (`visual.*`; openclip_io)      keys + open_clip_config.json    preprocess_cfg
   .npz (vit_jax / AugReg / big_vision),   the parameter shapes            the JAX default
-    Orbax workdir
+    Orbax checkpoint, Scenic msgpack
+  a training run's workdir (config.json   its saved config, as the        its saved evaluation
+    with config and data_info)              driver builds it                preprocessing
   hf-hub:ORG/NAME                         its cached snapshot folder, as above
 
-A family default (preprocessing.FAMILY_DEFAULTS) stands in where no config says it. A file
+`formats.detect` tells which (the one detector; `load` uses it too). The family's published
+preprocessing (its module in `vit_jax.families`) stands in where no config says it. A file
 with a classification head gives a model whose output is that head's logits (a distilled
 DeiT: the mean of both heads); one without gives `num_classes=None` and the family's pooled
 representation (the normed cls token for DINOv2 and CLIP, the MAP head for SigLIP,
@@ -24,76 +27,116 @@ representation (the normed cls token for DINOv2 and CLIP, the MAP head for SigLI
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-import re
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from vit_jax.checkpoint import formats, hf_model, hub, openclip_io, timm_model
+from vit_jax.checkpoint import (
+    formats,
+    hf_model,
+    openclip_io,
+    orbax_io,
+    safetensors_io,
+    timm_model,
+)
 from vit_jax.checkpoint import preprocessing as prep
 from vit_jax.checkpoint.errors import CheckpointError
-from vit_jax.models import options as options_lib
-from vit_jax.models import vit
+from vit_jax.models import positions, vit
 
 HF_PREPROCESSOR = "preprocessor_config.json"
-# The family a timm architecture name belongs to, for its default preprocessing.
-_TIMM_FAMILY = [(r"^deit", "deit"), (r"_dinov3", "dinov3"), (r"_dinov2", "dinov2"),
-                (r"_clip", "clip"), (r"_siglip", "siglip"), (r"^eva02", "eva02"),
-                (r"\.mae", "mae"), (r"", "vit_jax")]
-_HF_FAMILY = {"dinov2": "dinov2", "dinov2_with_registers": "dinov2", "vit_mae": "mae",
-              "deit": "deit", "clip": "clip", "clip_vision_model": "clip", "siglip": "siglip",
-              "siglip_vision_model": "siglip", "vit": "vit_jax"}
+RUN_CONFIG = formats.RUN_CONFIG
 
 
 @dataclasses.dataclass(frozen=True)
 class Pretrained:
-  """What `load_pretrained` found.
+  """A model, its parameters and the input it expects: what `load_pretrained` returns, and
+  what predict, visualize, the evaluators and the driver's `init_from` use.
 
   Attributes:
     model: the module (`model.apply({"params": params}, images)`).
-    params: its parameters (numpy, per-layer Linen layout).
+    params: its parameters (per-layer Linen layout; numpy from `load_pretrained`, on the
+      device from `vit_jax.tools.inference`'s loaders).
     preprocessing: the input it expects (`preprocessing.data_overrides()` for config.data).
-    format: "timm", "hf:<model_type>", "openclip", or a `formats.FORMATS` name.
-    source: the file the weights came from.
+    format: "timm", "hf:<model_type>", "openclip", "run", or a `formats.FORMATS` name.
+    source: the file (or run) the weights came from.
     left_out: keys of the file that are not part of the vision model (a text tower,
       MAE's decoder), for the caller to log.
+    class_names: one name per output class ("0", "1", ... when the file has no names).
+    is_video: the model takes clips [T, H, W, 3].
+    model_name: the registered name it was built from, when it was.
+    eval_data: the `config.data` keys of its evaluation input as a run saved them
+      (video clips and views included); None: those of `preprocessing` (`data_config`).
   """
-  model: vit.VisionTransformer
-  params: dict[str, Any]
-  preprocessing: prep.Preprocessing
-  format: str
-  source: str
+  model: Any
+  params: Any
+  preprocessing: Optional[prep.Preprocessing] = None
+  format: str = ""
+  source: str = ""
   left_out: tuple[str, ...] = ()
+  class_names: tuple[str, ...] = ()
+  is_video: bool = False
+  model_name: Optional[str] = None
+  eval_data: Optional[Mapping[str, Any]] = None
+
+  def data_config(self) -> dict[str, Any]:
+    """The `config.data` keys `vit_jax.data.preprocess_for_eval` needs for this model."""
+    if self.eval_data is not None:
+      return dict(self.eval_data)
+    from vit_jax import data  # noqa: PLC0415 (tensorflow only for callers that preprocess)
+
+    keys = ("image_size", "resize_small", "resize_method", "value_range", "mean", "std")
+    out = {k: v for k, v in data.default_config().to_dict().items() if k in keys}
+    out.update(self.preprocessing.data_overrides())
+    return out
+
+  # Inference on the bundle: vit_jax.tools.inference holds the code.
+  def preprocess(self, raw_examples):
+    """uint8 images [H, W, C] or videos [T, H, W, C] -> model inputs (inference.preprocess)."""
+    from vit_jax.tools import inference  # noqa: PLC0415
+
+    return inference.preprocess(self, raw_examples)
+
+  def logits(self, inputs, batch_size: int = 64):
+    """Logits [N, C] of preprocessed inputs (inference.logits)."""
+    from vit_jax.tools import inference  # noqa: PLC0415
+
+    return inference.logits(self, inputs, batch_size)
+
+  def probabilities(self, inputs, batch_size: int = 64):
+    """Softmax of `logits`: [N, C]."""
+    from vit_jax.tools import inference  # noqa: PLC0415
+
+    return inference.probabilities(self, inputs, batch_size)
+
+  @functools.cached_property
+  def device_params(self) -> Any:
+    """`params` placed on the default device once (host numpy leaves would be copied in
+    again on every forward pass: 344 MB for ViT-B/16)."""
+    import jax  # noqa: PLC0415
+
+    return jax.device_put(self.params)
 
 
-def _grid_size(model_fields: Mapping[str, Any], options: options_lib.EncoderOptions,
-               posemb_rows: Optional[int], default: int) -> tuple[int, int]:
-  """Input size in pixels from the position embedding (square grids), else `default`."""
-  patch = model_fields["patch_size"]
-  patch = patch if isinstance(patch, int) else patch[0]
-  if posemb_rows is None:
-    return (default, default)
-  prefix = 0 if options.no_embed_class else options.num_prefix_tokens(model_fields["classifier"])
-  side = int(round((posemb_rows - prefix) ** 0.5))
-  return (side * patch, side * patch)
+def _class_names(model: Any) -> tuple[str, ...]:
+  return tuple(str(i) for i in range(getattr(model, "num_classes", None) or 0))
 
 
-def _posemb_rows(params: Mapping[str, Any]) -> Optional[int]:
+def _input_size(model: vit.VisionTransformer, params: Mapping[str, Any],
+                default: int) -> tuple[int, int]:
+  """Input (H, W) in pixels from the position embedding's square grid, else `default`."""
   posemb = params.get("Transformer", {}).get("posembed_input", {}).get("pos_embedding")
-  return None if posemb is None else posemb.shape[1]
+  if posemb is None:
+    return (default, default)
+  return positions.input_size_from_rows(posemb.shape[1], positions.posemb_prefix_rows(model),
+                                        model.patch_size)
 
 
-def _timm_family(architecture: Optional[str]) -> str:
-  name = architecture or ""
-  return next(f for pattern, f in _TIMM_FAMILY if re.search(pattern, name))
-
-
-def _header_keys(weights: str) -> dict[str, None]:
-  """The tensor names of a .safetensors file (as mapping keys), from its header alone."""
-  from safetensors import safe_open  # noqa: PLC0415
-
-  with safe_open(weights, framework="np") as f:
-    return dict.fromkeys(f.keys())
+def _family_default(family: Optional[str], model: vit.VisionTransformer,
+                    params: Mapping[str, Any], default_size: int = 224) -> prep.Preprocessing:
+  """The published preprocessing of `family` (a plain ViT's when unknown) at the input
+  size of the position embedding."""
+  return prep.family_default(family or "vit", _input_size(model, params, default_size))
 
 
 def _left_out(keys: Mapping[str, Any]) -> tuple[str, ...]:
@@ -116,109 +159,111 @@ def describe_linen(params: Mapping[str, Any], fmt: str) -> vit.VisionTransformer
         "load the run with its config (vit_jax.tools.inference.load_run(workdir)) or export "
         "it to timm safetensors (python -m vit_jax.convert) and load that.")
   try:
-    kernel = params["embedding"]["kernel"]  # [p, p, 3, D]
-    blocks = sorted(int(k.rsplit("_", 1)[1]) for k in params["Transformer"]
-                    if k.startswith("encoderblock_"))
-    block = params["Transformer"][f"encoderblock_{blocks[0]}"]
+    block = params["Transformer"]["encoderblock_0"]
     heads = block["MultiHeadDotProductAttention_0"]["query"]["kernel"].shape[1]
-    mlp = block["MlpBlock_0"]["Dense_0"]["kernel"].shape[1]
+    # The one describe: the params in timm's names, with what the JAX formats imply.
+    sd = safetensors_io.linen_to_timm(params, "vit")
   except (KeyError, IndexError) as e:
     raise CheckpointError(f"a {fmt} checkpoint without the ViT parameter tree this project "
                           f"builds (missing {e}).") from e
-  if "MAPHead_0" in params:
-    classifier = "map"
-  elif "cls" in params:
-    classifier = "token"
-  else:
-    classifier = "gap"
-  posemb = "learn" if "posembed_input" in params["Transformer"] else "sincos2d"
-  p = kernel.shape[0] if kernel.shape[0] == kernel.shape[1] else tuple(kernel.shape[:2])
-  return vit.VisionTransformer(
-      num_classes=params["head"]["kernel"].shape[-1] if "head" in params else None,
-      patch_size=p, hidden_size=kernel.shape[-1], num_layers=len(blocks), mlp_dim=mlp,
-      num_heads=heads, classifier=classifier, posemb=posemb,
-      representation_size=(params["pre_logits"]["kernel"].shape[-1]
-                           if "pre_logits" in params else None),
-      options=options_lib.EncoderOptions(
-          gelu_approximate=fmt not in ("timm", "hf"), patch_bias="bias" in params["embedding"]))
+  settings = dict(act_layer="gelu" if fmt in ("timm", "hf") else "gelu_tanh")
+  spec = timm_model.describe(sd, fmt, settings=settings, num_heads=heads)
+  fields = dict(spec.fields)
+  if "posembed_input" not in params["Transformer"]:
+    fields["posemb"] = "sincos2d"  # big_vision's fixed table: not a parameter
+  return vit.VisionTransformer(options=spec.options, **fields)
 
 
-def _linen_pretrained(path: str) -> Pretrained:
-  params, fmt = formats.load_with_format(path)
+def _linen_pretrained(found: formats.Source) -> Pretrained:
+  params, fmt = formats.read_params(found)
   model = describe_linen(params, fmt)
-  posemb = params["Transformer"].get("posembed_input", {}).get("pos_embedding")
-  rows = posemb.shape[1] if posemb is not None else None
-  size = _grid_size(dict(patch_size=model.patch_size, classifier=model.classifier),
-                    model.options, rows, 224)
-  return Pretrained(model, params, prep.family_default("vit_jax", size), fmt, path)
+  return Pretrained(model, params, _family_default("vit", model, params), fmt, found.path)
 
 
 def _hf_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:
   params, spec = hf_model.read_hf(folder)
   model = spec.model()
   vision = config.get("vision_config", config)
-  size = _grid_size(spec.fields, spec.options, _posemb_rows(params),
-                    int(vision.get("image_size", 224)))
   pre_cfg = prep.read_json(os.path.join(folder, HF_PREPROCESSOR))
   pre = (prep.from_hf_preprocessor(pre_cfg, os.path.join(folder, HF_PREPROCESSOR)) if pre_cfg
-         else prep.family_default(_HF_FAMILY.get(config.get("model_type"), "vit_jax"), size))
+         else _family_default(spec.family, model, params, int(vision.get("image_size", 224))))
   weights = os.path.join(folder, hf_model.WEIGHTS_FILE)
   return Pretrained(model, params, pre, f"hf:{config.get('model_type')}", weights,
-                    _left_out(_header_keys(weights)))
+                    _left_out(formats.header_keys(weights)))
 
 
 def _openclip_pretrained(weights: str, keys: Mapping[str, Any], config: Optional[Mapping[str, Any]],
                          architecture: Optional[str]) -> Pretrained:
   quick_gelu = ("quickgelu" in architecture) if architecture else None
   params, spec = openclip_io.read_openclip(weights, quick_gelu=quick_gelu)
-  size = _grid_size(spec.fields, spec.options, _posemb_rows(params), 224)
-  pre = (prep.from_openclip_config(config, size) if config
-         else prep.family_default("clip", size))
-  return Pretrained(spec.model(), params, pre, "openclip", weights, _left_out(keys))
+  model = spec.model()
+  pre = (prep.from_openclip_config(config, _input_size(model, params, 224)) if config
+         else _family_default(spec.family, model, params))
+  return Pretrained(model, params, pre, "openclip", weights, _left_out(keys))
 
 
 def _timm_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
   params, found = timm_model.read_timm(path, architecture)
   weights = os.path.join(path, timm_model.WEIGHTS_FILE) if os.path.isdir(path) else path
-  size = _grid_size(found.fields, found.options, _posemb_rows(params), 224)
+  model = found.model()
   pre = prep.from_timm_config({"pretrained_cfg": found.pretrained_cfg}, weights) \
       if found.pretrained_cfg else None
-  pre = pre or prep.family_default(_timm_family(found.architecture), size)
-  return Pretrained(found.model(), params, pre, "timm", weights)
+  pre = pre or _family_default(found.family, model, params)
+  return Pretrained(model, params, pre, "timm", weights)
 
 
-def load_pretrained(path: str, *, architecture: Optional[str] = None) -> Pretrained:
-  """The model, params and preprocessing of a checkpoint (see the module docstring).
+def _run_pretrained(workdir: str, saved: Mapping[str, Any]) -> Pretrained:
+  """A training run of this project: the model its config.json builds (as the driver
+  builds it), the weights the evaluator scores (the EMA when the run kept one) and the
+  evaluation preprocessing it saved."""
+  from vit_jax.driver import config as config_lib  # noqa: PLC0415 (a run's own config)
+
+  config, info = saved["config"], saved["data_info"]
+  # Inference needs no remat (nothing is kept for a backward pass): "auto" -> off.
+  model = config_lib.build_model(dict(config, model=config.get("model", {})),
+                                 info["num_classes"])
+  params, _ = orbax_io.load_orbax(workdir, entry="eval")
+  eval_data = dict(info["preprocessing"])
+  return Pretrained(model, params, prep.from_data_config(eval_data, workdir), "run", workdir,
+                    class_names=tuple(info["class_names"]), is_video=bool(info["is_video"]),
+                    model_name=config["model_name"], eval_data=eval_data)
+
+
+def load_pretrained(source: str, *, architecture: Optional[str] = None) -> Pretrained:
+  """The model, params and preprocessing of any checkpoint (see the module docstring).
+
+  The one entry point for reading a checkpoint: it detects the format (`load` is its
+  params-only form for the formats that do not say the model).
 
   Args:
-    path: a file, a folder (timm Hub, transformers, OpenCLIP, Orbax workdir), or
+    source: a file (.safetensors, .npz, Scenic msgpack), a folder (timm Hub,
+      transformers, OpenCLIP, a training run's workdir, an Orbax checkpoint), or
       `hf-hub:ORG/NAME[@REVISION]`.
     architecture: a timm architecture name, for a bare file whose keys leave the model
       open (RoPE settings, QuickGELU).
   """
-  path = os.fspath(path)
-  if hub.is_hub_id(path):
-    path = hub.resolve(path)
-  folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-  config = prep.read_json(os.path.join(folder, timm_model.CONFIG_FILE)) or {}
-  clip_config = prep.read_json(os.path.join(folder, openclip_io.CONFIG_FILE))
-  if os.path.isdir(path) and hf_model.is_hf_directory(path):
-    return _hf_pretrained(path, config)
-  if os.path.isdir(path):
-    if formats.container(path) != "safetensors":  # an Orbax workdir, a Scenic folder
-      return _linen_pretrained(path)
-    weights = hub.weights_file(path)
-  else:
-    weights = path
-  if formats.container(weights) != "safetensors":  # .npz (and pickles: refused there)
-    return _linen_pretrained(weights)
-  if "model_type" in config and "architecture" not in config:
-    return _hf_pretrained(folder, config)
-  keys = _header_keys(weights)
-  if openclip_io.is_openclip(keys):
-    return _openclip_pretrained(weights, keys, clip_config, architecture)
-  if "patch_embed.proj.weight" not in keys and any(".embeddings." in f".{k}" for k in keys):
+  found = _load_pretrained(os.fspath(source), architecture)
+  if not found.class_names:
+    found = dataclasses.replace(found, class_names=_class_names(found.model))
+  return found
+
+
+def _load_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
+  found = formats.detect(path)
+  if found.kind == "run":
+    return _run_pretrained(found.path, prep.read_json(os.path.join(found.path, RUN_CONFIG)))
+  if found.kind == "hf":
+    return _hf_pretrained(found.path, prep.read_json(
+        os.path.join(found.path, hf_model.CONFIG_FILE)))
+  if found.kind in ("orbax", "npz", "scenic"):
+    return _linen_pretrained(found)
+  if found.kind == "hf_weights":
     raise CheckpointError(
-        f"{weights}: transformers weights without their config.json (model_type, sizes): "
-        "load the model folder (or hf-hub:ORG/NAME) rather than the file alone.")
-  return _timm_pretrained(weights, architecture)
+        f"{found.weights}: transformers weights without their config.json (model_type, "
+        "sizes): load the model folder (or hf-hub:ORG/NAME) rather than the file alone.")
+  if found.kind == "openclip":
+    folder = os.path.dirname(os.path.abspath(found.weights))
+    return _openclip_pretrained(found.weights, formats.header_keys(found.weights),
+                                prep.read_json(os.path.join(folder, openclip_io.CONFIG_FILE)),
+                                architecture)
+  return _timm_pretrained(found.weights, architecture)

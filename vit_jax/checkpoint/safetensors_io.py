@@ -15,22 +15,23 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Optional
 
 import numpy as np
 import safetensors
 import safetensors.numpy
 
+from vit_jax import families
 from vit_jax.checkpoint import tree as tree_lib
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.npz import atomic_write, storable
 from vit_jax.models import layout as layout_lib
-from vit_jax.models.registry import VIT_SIZES
 
-# Width -> heads for the published sizes (ours, timm's medium/so400m/giant).
-HEADS_BY_WIDTH = {s["hidden_size"]: s["num_heads"] for s in VIT_SIZES.values()}
-HEADS_BY_WIDTH.update({512: 8, 1152: 16, 1408: 16, 1536: 24, 1664: 16})
+# Width -> heads of every size letter of the families, and of three sizes no family here
+# registers: timm's medium (512), big_vision's giant (1408) and gigantic (1664).
+HEADS_BY_WIDTH = {s["hidden_size"]: s["num_heads"] for s in families.SIZES.values()}
+HEADS_BY_WIDTH.update({512: 8, 1408: 16, 1664: 16})
 
 _BLOCK = "Transformer/encoderblock_{}/"
 
@@ -46,8 +47,8 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
     ) from e
 
 
-def safetensors_format(tensors: Mapping[str, np.ndarray], path: str) -> str:
-  """'timm' or 'hf' (transformers), from the key names."""
+def safetensors_format(tensors: Collection[str], path: str) -> str:
+  """'timm' or 'hf' (transformers), from the key names (a mapping's keys, or a list)."""
   if "patch_embed.proj.weight" in tensors:
     return "timm"
   if any(k.endswith("embeddings.patch_embeddings.projection.weight") for k in tensors):
@@ -58,7 +59,7 @@ def safetensors_format(tensors: Mapping[str, np.ndarray], path: str) -> str:
       f"{sorted(tensors)[:5]}.")
 
 
-def _heads(width: int, num_heads: Optional[int], path: str) -> int:
+def head_count(width: int, num_heads: Optional[int], path: str) -> int:
   heads = num_heads or HEADS_BY_WIDTH.get(width)
   if heads is None:
     raise CheckpointError(
@@ -69,7 +70,7 @@ def _heads(width: int, num_heads: Optional[int], path: str) -> int:
   return heads
 
 
-def _hf_config_heads(path: str) -> Optional[int]:
+def config_heads(path: str) -> Optional[int]:
   """The head count from a `config.json` beside the weights: transformers'
   `num_attention_heads` or timm's `model_args.num_heads`."""
   config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
@@ -85,7 +86,7 @@ def _hf_config_heads(path: str) -> Optional[int]:
   return config.get("num_attention_heads") or (config.get("model_args") or {}).get("num_heads")
 
 
-class _Consumer:
+class Consumer:
   """Hands out tensors by name and remembers which ones were used.
 
   Every key of the file must be consumed; leftovers mean a component we do not
@@ -117,32 +118,32 @@ class _Consumer:
           "architecture (or a ViT variant this project does not implement).")
 
 
-def _linear(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
+def linear(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
   """torch Linear (out, in) -> Dense {kernel (in, out), bias}."""
   return {"kernel": get(f"{name}.weight").T, "bias": get(f"{name}.bias")}
 
 
-def _layer_norm(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
+def layer_norm(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
   return {"scale": get(f"{name}.weight"), "bias": get(f"{name}.bias")}
 
 
-def _heads_in(weight: np.ndarray, bias: np.ndarray, heads: int) -> dict[str, np.ndarray]:
+def heads_in(weight: np.ndarray, bias: np.ndarray, heads: int) -> dict[str, np.ndarray]:
   """q/k/v Linear (H*hd, D) -> DenseGeneral kernel (D, H, hd), bias (H, hd)."""
   width = weight.shape[1]
   return {"kernel": weight.T.reshape(width, heads, -1), "bias": bias.reshape(heads, -1)}
 
 
-def _heads_out(weight: np.ndarray, bias: np.ndarray, heads: int) -> dict[str, np.ndarray]:
+def heads_out(weight: np.ndarray, bias: np.ndarray, heads: int) -> dict[str, np.ndarray]:
   """Output Linear (D, H*hd) -> DenseGeneral kernel (H, hd, D)."""
   return {"kernel": weight.T.reshape(heads, -1, weight.shape[0]), "bias": bias}
 
 
-def _conv(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
+def conv(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
   """torch Conv2d OIHW -> flax Conv HWIO."""
   return {"kernel": get(f"{name}.weight").transpose(2, 3, 1, 0), "bias": get(f"{name}.bias")}
 
 
-def _count_blocks(tensors: Mapping[str, Any], pattern: str) -> int:
+def count_blocks(tensors: Mapping[str, Any], pattern: str) -> int:
   found = {int(m.group(1)) for k in tensors if (m := re.match(pattern, k))}
   if found and found != set(range(len(found))):
     raise CheckpointError(f"Encoder blocks are not numbered 0..{len(found) - 1}: "
@@ -150,7 +151,7 @@ def _count_blocks(tensors: Mapping[str, Any], pattern: str) -> int:
   return len(found)
 
 
-def _optional_linear(get: _Consumer, name: str) -> dict[str, np.ndarray]:
+def optional_linear(get: Consumer, name: str) -> dict[str, np.ndarray]:
   """A torch Linear whose bias may be absent (CLIP's projection)."""
   out = {"kernel": get(f"{name}.weight").T}
   if f"{name}.bias" in get:
@@ -158,7 +159,7 @@ def _optional_linear(get: _Consumer, name: str) -> dict[str, np.ndarray]:
   return out
 
 
-def _timm_attention(get: _Consumer, src: str, width: int, heads: int) -> dict[str, Any]:
+def _timm_attention(get: Consumer, src: str, width: int, heads: int) -> dict[str, Any]:
   """timm `Attention` (fused qkv [+ bias]) or `EvaAttention` (fused qkv with q_bias /
   v_bias, or separate q_proj / k_proj / v_proj) -> MultiHeadDotProductAttention params."""
   names = ("query", "key", "value")
@@ -181,18 +182,18 @@ def _timm_attention(get: _Consumer, src: str, width: int, heads: int) -> dict[st
     attn[name] = {"kernel": weight.T.reshape(width, heads, -1)}
     if bias is not None:
       attn[name]["bias"] = bias.reshape(heads, -1)
-  attn["out"] = _heads_out(get(src + "attn.proj.weight"), get(src + "attn.proj.bias"), heads)
+  attn["out"] = heads_out(get(src + "attn.proj.weight"), get(src + "attn.proj.bias"), heads)
   for short, name in (("q", "query_norm"), ("k", "key_norm")):
     if f"{src}attn.{short}_norm.weight" in get:
-      attn[name] = _layer_norm(get, f"{src}attn.{short}_norm")
+      attn[name] = layer_norm(get, f"{src}attn.{short}_norm")
   return attn
 
 
-def _timm_mlp(get: _Consumer, src: str) -> dict[str, Any]:
+def _timm_mlp(get: Consumer, src: str) -> dict[str, Any]:
   """timm Mlp, SwiGLUPacked / GluMlp (fc1 = [gate | x] rows) or SwiGLU (fc1_g, fc1_x),
   with EVA-02's optional inner `mlp.norm` -> MlpBlock params."""
   if src + "mlp.fc1_g.weight" in get:
-    mlp = {"gate": _linear(get, src + "mlp.fc1_g"), "up": _linear(get, src + "mlp.fc1_x")}
+    mlp = {"gate": linear(get, src + "mlp.fc1_g"), "up": linear(get, src + "mlp.fc1_x")}
   else:
     fc1_w, fc1_b = get(src + "mlp.fc1.weight"), get(src + "mlp.fc1.bias")
     hidden = get.tensors[src + "mlp.fc2.weight"].shape[1]
@@ -202,8 +203,8 @@ def _timm_mlp(get: _Consumer, src: str) -> dict[str, Any]:
     else:
       mlp = {"Dense_0": {"kernel": fc1_w.T, "bias": fc1_b}}
   if src + "mlp.norm.weight" in get:
-    mlp["inner_norm"] = _layer_norm(get, src + "mlp.norm")
-  mlp["Dense_1"] = _linear(get, src + "mlp.fc2")
+    mlp["inner_norm"] = layer_norm(get, src + "mlp.norm")
+  mlp["Dense_1"] = linear(get, src + "mlp.fc2")
   return mlp
 
 
@@ -217,9 +218,9 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   position embedding is kept as stored (with `no_embed_class` it covers the patches
   only; the model must then be built with no_embed_class=True, see timm_model).
   """
-  get = _Consumer(tensors, path)
+  get = Consumer(tensors, path)
   width = tensors["patch_embed.proj.weight"].shape[0]
-  heads = _heads(width, num_heads or _hf_config_heads(path), path)
+  heads = head_count(width, num_heads or config_heads(path), path)
   flat: dict[str, np.ndarray] = {}
   flat["embedding/kernel"] = get("patch_embed.proj.weight").transpose(2, 3, 1, 0)
   if "patch_embed.proj.bias" in get:
@@ -230,13 +231,13 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   if "pos_embed" in get:
     flat["Transformer/posembed_input/pos_embedding"] = get("pos_embed")
   if "norm_pre.weight" in get:
-    flat.update(tree_lib.flatten(_layer_norm(get, "norm_pre"), "Transformer/pre_norm/"))
-  for i in range(_count_blocks(tensors, r"blocks\.(\d+)\.")):
+    flat.update(tree_lib.flatten(layer_norm(get, "norm_pre"), "Transformer/pre_norm/"))
+  for i in range(count_blocks(tensors, r"blocks\.(\d+)\.")):
     src, dst = f"blocks.{i}.", _BLOCK.format(i)
     block = {
-        "LayerNorm_0": _layer_norm(get, src + "norm1"),
+        "LayerNorm_0": layer_norm(get, src + "norm1"),
         "MultiHeadDotProductAttention_0": _timm_attention(get, src, width, heads),
-        "LayerNorm_1": _layer_norm(get, src + "norm2"),
+        "LayerNorm_1": layer_norm(get, src + "norm2"),
         "MlpBlock_0": _timm_mlp(get, src),
     }
     for j, (vit_name, eva_name) in enumerate((("ls1.gamma", "gamma_1"),
@@ -246,97 +247,39 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
           block[f"LayerScale_{j}"] = {"scale": get(src + name)}
     flat.update(tree_lib.flatten(block, dst))
   if "norm.weight" in get:
-    flat.update(tree_lib.flatten(_layer_norm(get, "norm"), "Transformer/encoder_norm/"))
+    flat.update(tree_lib.flatten(layer_norm(get, "norm"), "Transformer/encoder_norm/"))
   if "fc_norm.weight" in get:
-    flat.update(tree_lib.flatten(_layer_norm(get, "fc_norm"), "fc_norm/"))
+    flat.update(tree_lib.flatten(layer_norm(get, "fc_norm"), "fc_norm/"))
   if "attn_pool.latent" in get:
     kv_w = get("attn_pool.kv.weight").reshape(2, width, width)  # [k | v] rows
     kv_b = get("attn_pool.kv.bias").reshape(2, width)
     map_head = {
         "probe": get("attn_pool.latent"),
         "MultiHeadDotProductAttention_0": {
-            "query": _heads_in(get("attn_pool.q.weight"), get("attn_pool.q.bias"), heads),
-            "key": _heads_in(kv_w[0], kv_b[0], heads),
-            "value": _heads_in(kv_w[1], kv_b[1], heads),
-            "out": _heads_out(get("attn_pool.proj.weight"), get("attn_pool.proj.bias"), heads),
+            "query": heads_in(get("attn_pool.q.weight"), get("attn_pool.q.bias"), heads),
+            "key": heads_in(kv_w[0], kv_b[0], heads),
+            "value": heads_in(kv_w[1], kv_b[1], heads),
+            "out": heads_out(get("attn_pool.proj.weight"), get("attn_pool.proj.bias"), heads),
         },
-        "LayerNorm_0": _layer_norm(get, "attn_pool.norm"),
-        "MlpBlock_0": {"Dense_0": _linear(get, "attn_pool.mlp.fc1"),
-                       "Dense_1": _linear(get, "attn_pool.mlp.fc2")},
+        "LayerNorm_0": layer_norm(get, "attn_pool.norm"),
+        "MlpBlock_0": {"Dense_0": linear(get, "attn_pool.mlp.fc1"),
+                       "Dense_1": linear(get, "attn_pool.mlp.fc2")},
     }
     flat.update(tree_lib.flatten(map_head, "MAPHead_0/"))
   if "pre_logits.fc.weight" in get:
-    flat.update(tree_lib.flatten(_linear(get, "pre_logits.fc"), "pre_logits/"))
+    flat.update(tree_lib.flatten(linear(get, "pre_logits.fc"), "pre_logits/"))
   for name in ("head", "head_dist"):
     if f"{name}.weight" in get:
-      flat.update(tree_lib.flatten(_optional_linear(get, name), f"{name}/"))
+      flat.update(tree_lib.flatten(optional_linear(get, name), f"{name}/"))
   get.check_all_used("timm")
   return tree_lib.unflatten(flat)
 
 
-def hf_to_linen(tensors: Mapping[str, np.ndarray], path: str,
-                num_heads: Optional[int] = None) -> dict[str, Any]:
-  """transformers `ViTModel` / `ViTForImageClassification` weights -> per-layer Linen params.
-
-  `pooler.dense` (ViTModel's Dense + tanh on the cls token) is our `pre_logits`.
-  transformers' ViT uses LayerNorm epsilon 1e-12 where we use 1e-6; the outputs
-  differ by far less than float32 noise for unit-scale activations.
-  """
-  prefix = "vit." if "vit.embeddings.patch_embeddings.projection.weight" in tensors else ""
-  get = _Consumer(tensors, path)
-  p = lambda name: prefix + name
-  width = tensors[p("embeddings.patch_embeddings.projection.weight")].shape[0]
-  heads = _heads(width, num_heads or _hf_config_heads(path), path)
-  flat: dict[str, np.ndarray] = {}
-  for k, v in _conv(get, p("embeddings.patch_embeddings.projection")).items():
-    flat[f"embedding/{k}"] = v
-  if p("embeddings.cls_token") in get:
-    flat["cls"] = get(p("embeddings.cls_token"))
-  flat["Transformer/posembed_input/pos_embedding"] = get(p("embeddings.position_embeddings"))
-  if p("embeddings.mask_token") in get:
-    get(p("embeddings.mask_token"))  # only used for masked image modelling inputs
-  for i in range(_count_blocks(tensors, re.escape(prefix) + r"encoder\.layer\.(\d+)\.")):
-    src, dst = p(f"encoder.layer.{i}."), _BLOCK.format(i)
-    attn = {name: _heads_in(get(f"{src}attention.attention.{name}.weight"),
-                            get(f"{src}attention.attention.{name}.bias"), heads)
-            for name in ("query", "key", "value")}
-    attn["out"] = _heads_out(get(src + "attention.output.dense.weight"),
-                             get(src + "attention.output.dense.bias"), heads)
-    block = {
-        "LayerNorm_0": _layer_norm(get, src + "layernorm_before"),
-        "MultiHeadDotProductAttention_0": attn,
-        "LayerNorm_1": _layer_norm(get, src + "layernorm_after"),
-        "MlpBlock_0": {"Dense_0": _linear(get, src + "intermediate.dense"),
-                       "Dense_1": _linear(get, src + "output.dense")},
-    }
-    flat.update(tree_lib.flatten(block, dst))
-  flat.update(tree_lib.flatten(_layer_norm(get, p("layernorm")), "Transformer/encoder_norm/"))
-  if p("pooler.dense.weight") in get:
-    flat.update(tree_lib.flatten(_linear(get, p("pooler.dense")), "pre_logits/"))
-  if "classifier.weight" in get:
-    flat.update(tree_lib.flatten(_linear(get, "classifier"), "head/"))
-  get.check_all_used("transformers")
-  return tree_lib.unflatten(flat)
+TIMM_NAMES = ("vit", "eva", "eva_separate_qkv")
 
 
-def load_safetensors(path: str, num_heads: Optional[int] = None) -> tuple[dict[str, Any], str]:
-  """Reads a timm or transformers ViT `.safetensors`; returns (params, 'timm' | 'hf')."""
-  return convert_tensors(read_safetensors(path), path, num_heads)
-
-
-def convert_tensors(tensors: Mapping[str, np.ndarray], path: str,
-                    num_heads: Optional[int] = None) -> tuple[dict[str, Any], str]:
-  """A timm or transformers state dict -> (params, 'timm' | 'hf')."""
-  fmt = safetensors_format(tensors, path)
-  convert = timm_to_linen if fmt == "timm" else hf_to_linen
-  return convert(tensors, path, num_heads), fmt
-
-
-TIMM_LAYOUTS = ("vit", "eva", "eva_separate_qkv")
-
-
-def timm_layout(params: Mapping[str, Any]) -> str:
-  """The timm module family whose names `params` are written in, when not given.
+def timm_names(params: Mapping[str, Any]) -> str:
+  """The timm module family whose key names `params` are written in, when not given.
 
   "eva" (timm `Eva`: gamma_{1,2}, q_bias / v_bias) for models timm builds only in eva.py:
   query/value biases without a key bias, or no absolute position embedding (RoPE only);
@@ -354,35 +297,35 @@ def timm_layout(params: Mapping[str, Any]) -> str:
   return "eva_separate_qkv" if any("/inner_norm/" in k for k in flat) else "eva"
 
 
-def linen_to_timm(params: Mapping[str, Any], layout: Optional[str] = None) -> dict[str, np.ndarray]:
+def linen_to_timm(params: Mapping[str, Any], names: Optional[str] = None) -> dict[str, np.ndarray]:
   """Our params (per-layer or scanned) -> timm `VisionTransformer` / `Eva` state dict.
 
-  `layout`: one of TIMM_LAYOUTS (default: `timm_layout(params)`). timm reads the result
+  `names`: one of TIMM_NAMES (default: `timm_names(params)`). timm reads the result
   with the architecture the params came from (docs/checkpoint_formats.md, 'timm'); a
   plain ViT with `global_pool="token"` (cls models), `class_token=False,
   global_pool="avg", fc_norm=False` (gap models: our final LayerNorm comes before
   pooling), or `global_pool="map"` (MAP models).
   """
   params = tree_lib.to_numpy(params)
-  if layout is None:
-    layout = timm_layout(params)
-  if layout not in TIMM_LAYOUTS:
-    raise CheckpointError(f"Unknown timm layout {layout!r}; choose one of {TIMM_LAYOUTS}.")
+  if names is None:
+    names = timm_names(params)
+  if names not in TIMM_NAMES:
+    raise CheckpointError(f"Unknown timm names {names!r}; choose one of {TIMM_NAMES}.")
   if layout_lib.is_stacked(params):
     params = layout_lib.unstack_layers(params)
   flat = tree_lib.flatten(params)
   out: dict[str, np.ndarray] = {}
 
-  def linear(name, dense):
+  def put_linear(name, dense):
     out[f"{name}.weight"] = dense["kernel"].T
     if "bias" in dense:
       out[f"{name}.bias"] = dense["bias"]
 
-  norm = lambda name, ln: out.update({f"{name}.weight": ln["scale"],
-                                      f"{name}.bias": ln["bias"]})
-  heads_in = lambda d: (d["kernel"].reshape(d["kernel"].shape[0], -1).T,
-                        d["bias"].reshape(-1) if "bias" in d else None)
-  heads_out = lambda d: (d["kernel"].reshape(-1, d["kernel"].shape[-1]).T, d["bias"])
+  put_norm = lambda name, ln: out.update({f"{name}.weight": ln["scale"],
+                                          f"{name}.bias": ln["bias"]})
+  merge_heads_in = lambda d: (d["kernel"].reshape(d["kernel"].shape[0], -1).T,
+                              d["bias"].reshape(-1) if "bias" in d else None)
+  merge_heads_out = lambda d: (d["kernel"].reshape(-1, d["kernel"].shape[-1]).T, d["bias"])
 
   out["patch_embed.proj.weight"] = params["embedding"]["kernel"].transpose(3, 2, 0, 1)
   if "bias" in params["embedding"]:
@@ -394,84 +337,84 @@ def linen_to_timm(params: Mapping[str, Any], layout: Optional[str] = None) -> di
     out["pos_embed"] = flat["Transformer/posembed_input/pos_embedding"]
   encoder = params["Transformer"]
   if "pre_norm" in encoder:
-    norm("norm_pre", encoder["pre_norm"])
+    put_norm("norm_pre", encoder["pre_norm"])
   depth = len([k for k in encoder if k.startswith("encoderblock_")])
   for i in range(depth):
     block, dst = encoder[f"encoderblock_{i}"], f"blocks.{i}."
     attn = block["MultiHeadDotProductAttention_0"]
-    qkv = [heads_in(attn[n]) for n in ("query", "key", "value")]
+    qkv = [merge_heads_in(attn[n]) for n in ("query", "key", "value")]
     biases = [b for _, b in qkv]
-    if layout == "eva_separate_qkv":
+    if names == "eva_separate_qkv":
       for short, (w, b) in zip("qkv", qkv):
         out[f"{dst}attn.{short}_proj.weight"] = w
         if b is not None:
           out[f"{dst}attn.{short}_proj.bias"] = b
     else:
       out[dst + "attn.qkv.weight"] = np.concatenate([w for w, _ in qkv], axis=0)
-      if layout == "eva" and biases[0] is not None:
+      if names == "eva" and biases[0] is not None:
         if biases[1] is not None:
           raise CheckpointError("timm's Eva attention has query and value biases only; these "
-                                "params have a key bias too: export with layout='vit'.")
+                                "params have a key bias too: export with names='vit'.")
         out[dst + "attn.q_bias"], out[dst + "attn.v_bias"] = biases[0], biases[2]
       elif all(b is not None for b in biases):
         out[dst + "attn.qkv.bias"] = np.concatenate(biases, axis=0)
       elif any(b is not None for b in biases):
         raise CheckpointError("timm's VisionTransformer has a bias on all of q, k, v or on "
-                              "none; these params have it on some: export with layout='eva'.")
-    out[dst + "attn.proj.weight"], out[dst + "attn.proj.bias"] = heads_out(attn["out"])
+                              "none; these params have it on some: export with names='eva'.")
+    out[dst + "attn.proj.weight"], out[dst + "attn.proj.bias"] = merge_heads_out(attn["out"])
     for short, name in (("q", "query_norm"), ("k", "key_norm")):
       if name in attn:
-        norm(f"{dst}attn.{short}_norm", attn[name])
-    norm(dst + "norm1", block["LayerNorm_0"])
-    norm(dst + "norm2", block["LayerNorm_1"])
+        put_norm(f"{dst}attn.{short}_norm", attn[name])
+    put_norm(dst + "norm1", block["LayerNorm_0"])
+    put_norm(dst + "norm2", block["LayerNorm_1"])
     mlp = block["MlpBlock_0"]
     if "gate" in mlp and "inner_norm" in mlp:  # timm SwiGLU (EVA-02 B/L)
-      linear(dst + "mlp.fc1_g", mlp["gate"])
-      linear(dst + "mlp.fc1_x", mlp["up"])
+      put_linear(dst + "mlp.fc1_g", mlp["gate"])
+      put_linear(dst + "mlp.fc1_x", mlp["up"])
     elif "gate" in mlp:  # timm SwiGLUPacked / GluMlp: [gate | x] rows
-      linear(dst + "mlp.fc1", {k: np.concatenate([mlp["gate"][k], mlp["up"][k]], axis=-1)
+      put_linear(dst + "mlp.fc1", {k: np.concatenate([mlp["gate"][k], mlp["up"][k]], axis=-1)
                                for k in ("kernel", "bias")})
     else:
-      linear(dst + "mlp.fc1", mlp["Dense_0"])
+      put_linear(dst + "mlp.fc1", mlp["Dense_0"])
     if "inner_norm" in mlp:
-      norm(dst + "mlp.norm", mlp["inner_norm"])
-    linear(dst + "mlp.fc2", mlp["Dense_1"])
-    names = ("gamma_1", "gamma_2") if layout.startswith("eva") else ("ls1.gamma", "ls2.gamma")
-    for j, name in enumerate(names):
+      put_norm(dst + "mlp.norm", mlp["inner_norm"])
+    put_linear(dst + "mlp.fc2", mlp["Dense_1"])
+    gammas = ("gamma_1", "gamma_2") if names.startswith("eva") else ("ls1.gamma", "ls2.gamma")
+    for j, name in enumerate(gammas):
       if f"LayerScale_{j}" in block:
         out[dst + name] = block[f"LayerScale_{j}"]["scale"]
   if "encoder_norm" in encoder:
-    norm("norm", encoder["encoder_norm"])
+    put_norm("norm", encoder["encoder_norm"])
   if "fc_norm" in params:
-    norm("fc_norm", params["fc_norm"])
+    put_norm("fc_norm", params["fc_norm"])
   if "MAPHead_0" in params:
     head = params["MAPHead_0"]
     attn = head["MultiHeadDotProductAttention_0"]
     out["attn_pool.latent"] = head["probe"]
-    out["attn_pool.q.weight"], out["attn_pool.q.bias"] = heads_in(attn["query"])
-    kv = [heads_in(attn[n]) for n in ("key", "value")]
+    out["attn_pool.q.weight"], out["attn_pool.q.bias"] = merge_heads_in(attn["query"])
+    kv = [merge_heads_in(attn[n]) for n in ("key", "value")]
     out["attn_pool.kv.weight"] = np.concatenate([w for w, _ in kv], axis=0)
     out["attn_pool.kv.bias"] = np.concatenate([b for _, b in kv], axis=0)
-    out["attn_pool.proj.weight"], out["attn_pool.proj.bias"] = heads_out(attn["out"])
-    norm("attn_pool.norm", head["LayerNorm_0"])
-    linear("attn_pool.mlp.fc1", head["MlpBlock_0"]["Dense_0"])
-    linear("attn_pool.mlp.fc2", head["MlpBlock_0"]["Dense_1"])
+    out["attn_pool.proj.weight"], out["attn_pool.proj.bias"] = merge_heads_out(attn["out"])
+    put_norm("attn_pool.norm", head["LayerNorm_0"])
+    put_linear("attn_pool.mlp.fc1", head["MlpBlock_0"]["Dense_0"])
+    put_linear("attn_pool.mlp.fc2", head["MlpBlock_0"]["Dense_1"])
   if "pre_logits" in params:
-    linear("pre_logits.fc", params["pre_logits"])
+    put_linear("pre_logits.fc", params["pre_logits"])
   for name in ("head", "head_dist"):
     if name in params:
-      linear(name, params[name])
+      put_linear(name, params[name])
   return out
 
 
 def save_safetensors_timm(params: Mapping[str, Any], path: str,
-                          layout: Optional[str] = None) -> None:
+                          names: Optional[str] = None) -> None:
   """Writes `params` as a timm `VisionTransformer` / `Eva` `.safetensors` (atomically).
 
-  bfloat16 leaves are written as float32; see `linen_to_timm` for `layout` and the timm
+  bfloat16 leaves are written as float32; see `linen_to_timm` for `names` and the timm
   options that read non-cls models.
   """
   tensors = {k: np.ascontiguousarray(storable(v))
-             for k, v in linen_to_timm(params, layout).items()}
+             for k, v in linen_to_timm(params, names).items()}
   data = safetensors.numpy.save(tensors, metadata={"format": "pt"})
   atomic_write(path, lambda f: f.write(data))

@@ -4,7 +4,10 @@ A timm state dict names most of the architecture (docs/checkpoint_formats.md, 't
 tokens (`cls_token`, `dist_token`, `reg_token`), norms (`norm_pre`, `norm`, `fc_norm`),
 biases, LayerScale, SwiGLU, MAP head, widths, depth. What it cannot tell comes from the
 architecture name (`config.json`'s `architecture` as timm's `save_for_hf` /
-`push_to_hf_hub` write it, or the caller's `architecture=`) and `model_args`:
+`push_to_hf_hub` write it, or the caller's `architecture=`) and `model_args`. Which names
+exist and what each says is stated by the families (`vit_jax/families/`, exact patterns:
+an architecture none of them names is refused, never read as a plain ViT); a config's
+architecture also fixes the sizes, which must be the weights':
 
   GELU form     erf (timm's nn.GELU), tanh (`act_layer="gelu_tanh"`) or QuickGELU
                 (`*_clip_quickgelu_*`, `act_layer="quick_gelu"`)
@@ -35,58 +38,36 @@ from typing import Any, Optional
 
 import numpy as np
 
+from vit_jax import families
 from vit_jax.checkpoint import safetensors_io
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.model_spec import ModelSpec
 from vit_jax.models import options as options_lib
+from vit_jax.models import positions
 
-# timm architecture name pattern -> what the weights cannot say (first match wins).
-# Each family's timm definitions: timm/models/vision_transformer.py, deit.py, eva.py.
-TIMM_FAMILIES: list[tuple[str, dict[str, Any]]] = [
-    (r"^deit3_", dict(layer_scale=1e-6, no_embed_class=True)),
-    (r"^deit_", {}),
-    (r"_dinov3", dict(layer_scale=1e-5, rope="dinov3", layernorm_epsilon=1e-5,
-                      global_pool="avg")),
-    (r"_reg\d+_dinov2", dict(layer_scale=1e-5, no_embed_class=True)),
-    (r"_dinov2", dict(layer_scale=1e-5)),
-    (r"_clip_quickgelu", dict(layernorm_epsilon=1e-5, act_layer="quick_gelu")),
-    (r"_clip_", dict(layernorm_epsilon=1e-5)),
-    (r"^eva02_", dict(rope="eva02", rope_reference_grid=16, global_pool="avg")),
-    (r"_siglip", {}),
-    (r"^vit_", {}),
-]
-_ACTIVATIONS = {  # timm act_layer -> our options
-    "gelu": dict(mlp_activation="gelu", gelu_approximate=False),
-    "gelu_tanh": dict(mlp_activation="gelu", gelu_approximate=True),
-    "quick_gelu": dict(mlp_activation="quick_gelu"),
-}
 _POOLS = {"token": "token", "avg": "gap", "map": "map", "": "unpooled"}
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def _family(architecture: str, path: str) -> dict[str, Any]:
-  name = architecture.split(".")[0]  # "eva02_base_patch14_224.mim_in22k" -> model name
-  for pattern, settings in TIMM_FAMILIES:
-    if re.search(pattern, name):
-      return dict(settings)
-  raise CheckpointError(
-      f"{path}: timm architecture {architecture!r} is not one this project builds; "
-      "supported: timm's vit_*, deit_*, deit3_*, *_dinov2, *_reg4_dinov2, *_dinov3, *_clip_*, "
-      "*_siglip_* and eva02_* models.")
-
-
-def _is_square(n: int) -> bool:
-  return n > 0 and int(round(n ** 0.5)) ** 2 == n
-
-
 def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optional[str] = None,
              model_args: Optional[Mapping[str, Any]] = None,
-             num_heads: Optional[int] = None) -> ModelSpec:
+             num_heads: Optional[int] = None, check_sizes: bool = False,
+             settings: Optional[Mapping[str, Any]] = None) -> ModelSpec:
   """The model of a timm state dict, from its keys and the architecture (see module doc).
 
+  The one `describe` of every format: the transformers and OpenCLIP readers rename their
+  keys to timm's (the canonical layout) and pass the facts their configs give as
+  `settings` (ARCHITECTURE_ONLY fields, `act_layer` in any source's spelling,
+  `global_pool`) instead of an architecture.
+
+  `check_sizes`: the architecture's published sizes (width, depth; `model_args` change
+  them) must be the weights' (a Hub config.json's architecture names the model; a
+  caller's `architecture=` names the family's settings only).
+
   Raises CheckpointError when the keys leave the model open and no architecture is given,
-  or when `model_args` disagree with the weights (naming the field).
+  when the architecture is not one of `vit_jax.families`, or when the config disagrees
+  with the weights (naming the field).
   """
   model_args = dict(model_args or {})
   has = lambda k: k in tensors
@@ -97,7 +78,10 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
   depth = len({m.group(1) for k in tensors if (m := re.match(r"blocks\.(\d+)\.", k))})
   eva_names = any(re.match(r"blocks\.\d+\.(gamma_1|attn\.q_bias|attn\.q_proj\.|mlp\.fc1_g\.)", k)
                   for k in tensors)
-  if architecture is None:
+  if settings is not None:
+    settings = dict(settings)
+    family, published = None, {}
+  elif architecture is None:
     unknown = [why for why, open_ in [
         ("EVA-style names (gamma_1, q_bias, q_proj, fc1_g): EVA-02 or DINOv3 RoPE settings",
          eva_names),
@@ -110,18 +94,31 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
           "'eva02_base_patch14_224', 'vit_base_patch16_dinov3', "
           "'vit_base_patch16_clip_quickgelu_224').")
     settings: dict[str, Any] = {}
+    family, published = None, {}
   else:
-    settings = _family(architecture, path)
+    family, entry, sizes = families.timm_architecture(architecture, path)
+    settings = {k: v for k, v in entry.options.items() if k in families.ARCHITECTURE_ONLY}
+    if entry.global_pool:
+      settings["global_pool"] = entry.global_pool
+    published = dict(embed_dim=sizes["hidden_size"], depth=sizes["num_layers"],
+                     num_heads=sizes["num_heads"]) if check_sizes else {}
   settings.update({k: v for k, v in model_args.items()
                    if k in ("act_layer", "global_pool", "init_values", "no_embed_class")})
 
-  # Fields model_args state that the weights also show must agree with them.
+  # Fields model_args state that the weights also show must agree with them, and so must
+  # the architecture's published sizes where model_args leave them.
   for arg, found in (("embed_dim", width), ("depth", depth), ("patch_size", ph)):
     if arg in model_args and model_args[arg] != found:
       raise CheckpointError(
           f"{path}: {CONFIG_FILE} says model_args.{arg}={model_args[arg]}, the weights have "
           f"{found}: the config belongs to another model (fix or remove {CONFIG_FILE}).")
-  heads = safetensors_io._heads(width, model_args.get("num_heads") or num_heads, path)
+    if arg not in model_args and arg in published and published[arg] != found:
+      raise CheckpointError(
+          f"{path}: {CONFIG_FILE} says architecture={architecture!r}, whose {arg} is "
+          f"{published[arg]}, but the weights have {arg}={found}: the config belongs to "
+          f"another model (fix its architecture, or state model_args.{arg}).")
+  heads = safetensors_io.head_count(
+      width, model_args.get("num_heads") or num_heads or published.get("num_heads"), path)
 
   block0 = "blocks.0."
   if has(block0 + "mlp.fc1_g.weight"):
@@ -154,19 +151,26 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
     tokens = tensors["pos_embed"].shape[1]
     no_embed_class = settings.get("no_embed_class")
     if no_embed_class is None:  # a square patch grid tells where the rows are
-      no_embed_class = bool(prefix) and _is_square(tokens) and not _is_square(tokens - prefix)
+      tokens_of = {name: tensors[key] for key, name in (
+          ("cls_token", "cls"), ("dist_token", "dist"), ("reg_token", "registers")) if has(key)}
+      no_embed_class = bool(prefix) and positions.prefix_rows_from_params(tokens_of, tokens) == 0
   else:
     no_embed_class = False
   if has("norm.weight") == has("fc_norm.weight"):
     raise CheckpointError(f"{path}: expected one final LayerNorm, `norm` or `fc_norm`; found "
                           f"{'both' if has('norm.weight') else 'neither'}.")
 
-  act = settings.get("act_layer", "gelu")
-  if act not in _ACTIVATIONS and not swiglu:
-    raise CheckpointError(f"{path}: act_layer {act!r} is not one of {sorted(_ACTIVATIONS)}.")
+  if swiglu:
+    activation = dict(mlp_activation="swiglu")
+  elif "act_layer" in settings:
+    activation = families.activation_options(settings["act_layer"], f"{path}: act_layer")
+  elif settings.get("mlp_activation") == "quick_gelu":
+    activation = families.activation_options("quick_gelu", path)
+  else:  # timm's default nn.GELU (erf)
+    activation = families.activation_options("gelu", path)
   has_ls = has(block0 + "ls1.gamma") or has(block0 + "gamma_1")
   options = options_lib.EncoderOptions(
-      **(_ACTIVATIONS.get(act, {}) if not swiglu else dict(mlp_activation="swiglu")),
+      **activation,
       layernorm_epsilon=settings.get("layernorm_epsilon", 1e-6),
       layer_scale=(settings.get("init_values") or settings.get("layer_scale") or 1e-5)
       if has_ls else None,
@@ -186,10 +190,10 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
       representation_size=(tensors["pre_logits.fc.weight"].shape[0]
                            if has("pre_logits.fc.weight") else None))
   if eva_names or not has("pos_embed"):
-    layout = "eva_separate_qkv" if has(block0 + "attn.q_proj.weight") else "eva"
+    key_names = "eva_separate_qkv" if has(block0 + "attn.q_proj.weight") else "eva"
   else:
-    layout = "vit"
-  return ModelSpec(architecture, fields, options, layout)
+    key_names = "vit"
+  return ModelSpec(architecture, fields, options, key_names, family=family and family.name)
 
 
 def _read_config(path: str) -> Optional[dict[str, Any]]:
@@ -201,6 +205,23 @@ def _read_config(path: str) -> Optional[dict[str, Any]]:
   return config if isinstance(config, dict) and "architecture" in config else None
 
 
+def check_config(tensors: Mapping[str, np.ndarray], weights: str) -> None:
+  """For params-only reads (`checkpoint.load`): a Hub config.json beside `weights` whose
+  architecture a family names must agree with the weights (sizes, model_args); one no
+  family names is left to `load_pretrained`, which refuses it (the params are the file's
+  either way)."""
+  config_path = os.path.join(os.path.dirname(os.path.abspath(weights)), CONFIG_FILE)
+  config = _read_config(config_path) if os.path.exists(config_path) else None
+  if not config:
+    return
+  try:
+    families.timm_architecture(config["architecture"])
+  except CheckpointError:
+    return
+  describe(tensors, weights, config["architecture"], config.get("model_args") or {},
+           check_sizes=True)
+
+
 def read_timm(path: str, architecture: Optional[str] = None,
               num_heads: Optional[int] = None) -> tuple[dict[str, Any], ModelSpec]:
   """Reads a timm checkpoint: a Hub folder (model.safetensors + config.json) or a file.
@@ -209,7 +230,7 @@ def read_timm(path: str, architecture: Optional[str] = None,
   snapshot folder); a caller's `architecture` wins over the config's.
 
   Returns:
-    (params in the layout of `found.model()`, found: ModelSpec).
+    (params in the tree of `found.model()`, found: ModelSpec).
   """
   path = os.fspath(path)
   weights = os.path.join(path, WEIGHTS_FILE) if os.path.isdir(path) else path
@@ -221,7 +242,7 @@ def read_timm(path: str, architecture: Optional[str] = None,
   tensors = safetensors_io.read_safetensors(weights)
   model_args = (config or {}).get("model_args") or {}
   found = describe(tensors, weights, architecture or (config or {}).get("architecture"),
-                   model_args, num_heads)
+                   model_args, num_heads, check_sizes=architecture is None and bool(config))
   params = safetensors_io.timm_to_linen(tensors, weights, found.fields["num_heads"])
   if config:
     found = dataclasses.replace(found, pretrained_cfg=dict(config.get("pretrained_cfg") or {}))

@@ -4,10 +4,10 @@
     backbone = load_backbone("hf-hub:facebook/dinov2-small")    # anything load_pretrained reads
     backbone = load_backbone("random:ViT-Nano_2", input_shape=(8, 8, 3))  # untrained baseline
 
-A workdir with `config.json` is rebuilt as the run built it (vit_jax.tools.inference:
-its model, the weights its evaluator scores, the preprocessing it saved; images and
-ViViT clips). Anything else goes through `vit_jax.checkpoint.load_pretrained` (files,
-folders, `hf-hub:` ids), whose preprocessing becomes config.data keys. `random:NAME`
+Every source goes through `vit_jax.checkpoint.load_pretrained`: a workdir with
+`config.json` is rebuilt as the run built it (its model, the weights its evaluator scores,
+the evaluation input it saved; images and ViViT clips), files, folders and `hf-hub:` ids
+give their model and preprocessing; `data_config()` turns either into config.data keys. `random:NAME`
 is a registered model without a head, randomly initialised (seeded), which reads the
 data as the config gives it: the baseline a trained backbone should beat.
 """
@@ -20,8 +20,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from vit_jax import checkpoint, models, paths
-from vit_jax.driver import workdir as workdir_lib
+from vit_jax import checkpoint, models
 from vit_jax.errors import ConfigError
 
 
@@ -46,11 +45,6 @@ class Backbone:
     return isinstance(self.model, models.VideoTransformer)
 
 
-def _is_run(source: str) -> bool:
-  return (not source.startswith("hf-hub:") and paths.is_dir(source) and
-          paths.exists(paths.join(source, workdir_lib.CONFIG_FILE)))
-
-
 RANDOM = "random:"
 
 
@@ -71,14 +65,8 @@ def load_backbone(source: str, *, input_shape: tuple[int, ...] | None = None,
       raise ConfigError(f"--source {source}: {e}") from None
     params = model.init(jax.random.key(seed), jnp.zeros((1,) + tuple(input_shape)))["params"]
     return Backbone(model, params, {}, source)
-  if _is_run(source):
-    from vit_jax.tools import inference  # noqa: PLC0415 (imports TensorFlow)
-
-    run = inference.load_run(source)
-    overrides = {k: (list(v) if isinstance(v, tuple) else v)
-                 for k, v in run.preprocessing.items()}
-    return Backbone(run.model, run.params, overrides, source)
+  # One entry for every source (checkpoint.load_pretrained): a run's workdir gives its
+  # saved evaluation input (clips and views included), a file its preprocessing.
   pre = checkpoint.load_pretrained(source)
-  over = pre.preprocessing.data_overrides()
-  over["image_size"] = list(over["image_size"])
-  return Backbone(pre.model, pre.params, over, source)
+  overrides = {k: (list(v) if isinstance(v, tuple) else v) for k, v in pre.data_config().items()}
+  return Backbone(pre.model, pre.params, overrides, source)

@@ -9,7 +9,8 @@ the CPU demos.
 
 The later families that researchers fine-tune from (DeiT, DeiT III, DINOv2 (+ registers),
 DINOv3, CLIP, SigLIP, MAE, EVA-02) are registered with their published sizes and
-architecture options (`FAMILIES`, docs/conventions.md 'Architecture options'):
+architecture options, each defined in its module of `vit_jax.families` (`FAMILIES` lists
+them; docs/conventions.md 'Architecture options'):
 
     model = create_model("DINOv2-S_14-reg4", num_classes=None)   # 518 px: image_size(name)
 
@@ -28,20 +29,14 @@ from typing import Any
 
 import flax.linen as nn
 
+from vit_jax import families
+from vit_jax.families import vit as vit_family
 from vit_jax.models import options as options_lib
 from vit_jax.models import vit, vivit
 
-# (hidden_size, num_layers, mlp_dim, num_heads); docs/published_results.md,
-# 'Model sizes and parameter counts'.
-VIT_SIZES = {
-    "Mu": dict(hidden_size=32, num_layers=2, mlp_dim=64, num_heads=2),
-    "Nano": dict(hidden_size=64, num_layers=4, mlp_dim=128, num_heads=4),
-    "Ti": dict(hidden_size=192, num_layers=12, mlp_dim=768, num_heads=3),
-    "S": dict(hidden_size=384, num_layers=12, mlp_dim=1536, num_heads=6),
-    "B": dict(hidden_size=768, num_layers=12, mlp_dim=3072, num_heads=12),
-    "L": dict(hidden_size=1024, num_layers=24, mlp_dim=4096, num_heads=16),
-    "H": dict(hidden_size=1280, num_layers=32, mlp_dim=5120, num_heads=16),
-}
+# (hidden_size, num_layers, mlp_dim, num_heads) of the ViT sizes; every size letter,
+# the later families' too, is in families.SIZES.
+VIT_SIZES = {k: v for k, v in families.SIZES.items() if k in vit_family.PATCHES}
 
 # name -> (module class, keyword arguments)
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {}
@@ -54,13 +49,6 @@ def register(name: str, module_cls: Callable[..., nn.Module], **kwargs: Any) -> 
   _REGISTRY[name] = (module_cls, kwargs)
 
 
-for _size, _patches in [("Mu", (2, 4, 16)), ("Nano", (2, 4, 16)), ("Ti", (16,)),
-                        ("S", (16, 32)), ("B", (8, 16, 32)), ("L", (16, 32)),
-                        ("H", (14,))]:
-  for _patch in _patches:
-    register(f"ViT-{_size}_{_patch}", vit.VisionTransformer,
-             patch_size=_patch, **VIT_SIZES[_size])
-
 # ViViT-{size}_{patch}x{tubelet frames}; the paper's models are B/16x2, L/16x2, H/14x2.
 # Mu/Nano with 2x2 patches share the patch size of ViT-Mu_2/Nano_2 (configs/vit_digits.py),
 # so those image checkpoints inflate into them.
@@ -71,66 +59,31 @@ for _size, _patch, _tubelet in [("Mu", 2, 1), ("Mu", 2, 2), ("Mu", 4, 1), ("Mu",
            patch_size=_patch, tubelet_size=_tubelet, **VIT_SIZES[_size])
 
 
-# The families' own sizes (timm's `embed_dim, depth, mlp width, num_heads`).
-FAMILY_SIZES = {
-    "g": dict(hidden_size=1536, num_layers=40, mlp_dim=4096, num_heads=24),  # SwiGLU width
-    "So400m": dict(hidden_size=1152, num_layers=27, mlp_dim=4304, num_heads=16),
-}
+def register_family(family: families.Family) -> None:
+  """Registers every model of `family` (families.register calls this for a new one)."""
+  for name, model in family.models.items():
+    register(name, vit.VisionTransformer, **model.kwargs())
 
-# Options the PyTorch-trained families share: timm's erf GELU and LayerNorm 1e-6.
-_TORCH = dict(gelu_approximate=False)
-_DEIT3 = dict(_TORCH, layer_scale=1e-6, no_embed_class=True)
-_DINOV2 = dict(_TORCH, layer_scale=1e-5)
-_DINOV2_REG4 = dict(_DINOV2, num_registers=4, no_embed_class=True)
-_DINOV2_G = dict(mlp_activation="swiglu")
-# DINOv3 pools the cls token upstream (and in Hugging Face); timm's default is "avg".
-_DINOV3 = dict(_TORCH, layer_scale=1e-5, num_registers=4, posemb="none", rope="dinov3",
-               qkv_bias="none", layernorm_epsilon=1e-5)
-# OpenAI CLIP (QuickGELU); OpenCLIP's own models use mlp_activation="gelu".
-_CLIP = dict(pre_norm=True, patch_bias=False, layernorm_epsilon=1e-5, mlp_activation="quick_gelu")
-_SIGLIP = dict(classifier="map", class_token=False)  # tanh GELU, as big_vision trained it
-_EVA02 = dict(_TORCH, classifier="gap", class_token=True, fc_norm=True, mlp_activation="swiglu",
-              qkv_bias="qv", rope="eva02", rope_reference_grid=16)
-_EVA02_INNER_NORM = dict(mlp_inner_norm=True)  # B and L (timm `scale_mlp`)
 
-# name -> (size, patch, options, published image size); parameter counts:
-# tests/models/test_registry.py.
-FAMILIES = {
-    **{f"DeiT-{s}_16": (s, 16, dict(_TORCH), 224) for s in ("Ti", "S", "B")},
-    **{f"DeiT-{s}_16-distilled": (s, 16, dict(_TORCH, distilled=True), 224)
-       for s in ("Ti", "S", "B")},
-    **{f"DeiT3-{s}_16": (s, 16, dict(_DEIT3), 224) for s in ("S", "B", "L")},
-    **{f"DINOv2-{s}_14": (s, 14, dict(_DINOV2, **(_DINOV2_G if s == "g" else {})), 518)
-       for s in ("S", "B", "L", "g")},
-    **{f"DINOv2-{s}_14-reg4": (s, 14, dict(_DINOV2_REG4, **(_DINOV2_G if s == "g" else {})),
-                               518) for s in ("S", "B", "L", "g")},
-    **{f"DINOv3-{s}_16": (s, 16, dict(_DINOV3), 224) for s in ("S", "B", "L")},
-    "CLIP-B_32": ("B", 32, dict(_CLIP), 224),
-    "CLIP-B_16": ("B", 16, dict(_CLIP), 224),
-    "CLIP-L_14": ("L", 14, dict(_CLIP), 224),
-    "SigLIP-B_16": ("B", 16, dict(_SIGLIP), 224),
-    "SigLIP-So400m_14": ("So400m", 14, dict(_SIGLIP), 224),
-    "MAE-B_16": ("B", 16, dict(_TORCH), 224),
-    "MAE-L_16": ("L", 16, dict(_TORCH), 224),
-    "MAE-H_14": ("H", 14, dict(_TORCH), 224),
-    **{f"EVA02-{s}_14": (s, 14, dict(_EVA02, **(_EVA02_INNER_NORM if s in ("B", "L") else {})),
-                         224) for s in ("Ti", "S", "B", "L")},
-}
-# EVA-02's SwiGLU width is int(D * 4 * 2/3) (timm `mlp_ratio=4 * 2 / 3`).
-_EVA02_MLP = {"Ti": 512, "S": 1024, "B": 2048, "L": 2730}
+def unregister_family(family: families.Family) -> None:
+  for name in family.models:
+    _REGISTRY.pop(name, None)
 
-for _name, (_size, _patch, _options, _) in FAMILIES.items():
-  _dims = dict(VIT_SIZES.get(_size) or FAMILY_SIZES[_size])
-  if _name.startswith("EVA02"):
-    _dims["mlp_dim"] = _EVA02_MLP[_size]
-  register(_name, vit.VisionTransformer, patch_size=_patch, **_dims, **_options)
+
+for _family in families.all_families():
+  register_family(_family)
+
+# The later families' registered models: name -> (size, patch, options, published image
+# size); parameter counts: tests/models/test_registry.py.
+FAMILIES = {name: (m.size, m.patch, dict(m.options), m.image_size)
+            for f in families.all_families() if f.name != "vit" for name, m in f.models.items()}
 
 
 def image_size(name: str) -> int:
   """The input size a registered model was published at (its position embedding's):
   518 for DINOv2, 224 for the others."""
-  name = canonical_name(name)
-  return FAMILIES[name][3] if name in FAMILIES else 224
+  family = families.of_model(canonical_name(name))
+  return family.models[canonical_name(name)].image_size if family else 224
 
 
 def list_models() -> list[str]:

@@ -1,6 +1,6 @@
 """The command line that `predict` and `visualize` share: which model, which inputs.
 
-    python -m vit_jax.predict   --workdir RUN | --checkpoint FILE --model NAME  --input PATH...
+    python -m vit_jax.predict   --workdir RUN | --checkpoint PATH [--model NAME]  --input PATH...
     python -m vit_jax.visualize (the same) --out DIR
 
 The flags are defined only when one of the commands runs (both use the same names).
@@ -32,8 +32,10 @@ def list_in_help(*modules: str) -> None:
 
 def define_flags(image_size_help: str) -> None:
   flags.DEFINE_string("workdir", None, "A training run's directory.")
-  flags.DEFINE_string("checkpoint", None, "A checkpoint file (instead of --workdir).")
-  flags.DEFINE_string("model", None, "Registered model name, with --checkpoint.")
+  flags.DEFINE_string("checkpoint", None, "A checkpoint file or folder, or hf-hub:ORG/NAME "
+                      "(instead of --workdir); it gives its model and preprocessing.")
+  flags.DEFINE_string("model", None, "With --checkpoint: read the file as this registered "
+                      "model (for files that do not say their model).")
   flags.DEFINE_integer("image_size", None, image_size_help)
   flags.DEFINE_multi_string("input", None, "Image/video files or folders (repeatable; several "
                             "paths may follow one --input).")
@@ -62,6 +64,12 @@ def run_on_inputs(program: str, argv: list[str],
   with errors.reported(program, f.verbose):
     trained = inference.load(f.workdir, f.checkpoint, f.model, f.image_size)
     return fn(trained, inputs, failed), failed
+
+
+def run(define: Callable[[], None], main: Callable[[list[str]], Any]) -> None:
+  """Defines a command's flags, then runs its `main` under absl."""
+  define()
+  app.run(main)
 
 
 def finish(program: str, failed: list[tuple[str, str]]) -> None:

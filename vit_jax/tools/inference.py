@@ -1,6 +1,7 @@
 """A trained model for inference: loaded from a run's workdir or a checkpoint file.
 
     trained = inference.load_run("workdirs/vit_digits")      # config.json + checkpoint
+    trained = inference.load(checkpoint_path="hf-hub:facebook/dinov2-small")  # says its model
     trained = inference.load_checkpoint("ViT-B_16.npz", "ViT-B_16", image_size=224)
     paths, raw = inference.read_inputs(["cat.jpg", "clips/"])  # files and folders
     inputs = trained.preprocess(raw)                # [N, h, w, 3] or [N, V, T, h, w, 3]
@@ -10,7 +11,9 @@ A run's workdir holds `config.json` ({"config": ..., "data_info": {...,
 "preprocessing": {...}}}) and Orbax checkpoints; the model is rebuilt from the
 config exactly as the driver builds it, the weights are those the evaluator
 scores (the EMA when the run kept one), and new inputs get the evaluation
-preprocessing the run saved. Shared by `vit_jax.predict` and `vit_jax.visualize`.
+preprocessing the run saved. A checkpoint file or folder gives its own model and
+preprocessing (`checkpoint.load_pretrained`). Every loader returns the one bundle type,
+`checkpoint.Pretrained`. Shared by `vit_jax.predict` and `vit_jax.visualize`.
 """
 
 from __future__ import annotations
@@ -26,75 +29,58 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax import checkpoint, data, models
-from vit_jax.checkpoint import orbax_io
 from vit_jax.data import folder
-from vit_jax.driver import config as config_lib
-from vit_jax.driver import workdir as workdir_lib
 from vit_jax.errors import ConfigError, DataError, MissingFileError
+from vit_jax.models import positions
+
+# The bundle of a model, its params and its input: one type, `checkpoint.Pretrained`
+# (this name stays for the callers that used it).
+TrainedModel = checkpoint.Pretrained
 
 
-@dataclasses.dataclass(frozen=True)
-class TrainedModel:
-  """A model, its parameters and how its inputs are prepared.
+def preprocess(trained: checkpoint.Pretrained, raw_examples: Sequence[np.ndarray]) -> np.ndarray:
+  """uint8 images [H, W, C] or videos [T, H, W, C] -> model inputs.
 
-  Attributes:
-    model: the linen module.
-    params: its parameters, placed on the default device once when the TrainedModel is
-      made (host numpy leaves would be copied in again on every forward pass: 344 MB
-      for ViT-B/16, which made a one-image forward 270 ms instead of 165 on a 2-core CPU).
-    class_names: one name per output class.
-    preprocessing: the data keys of `vit_jax.data.preprocess_for_eval`.
-    is_video: the model takes clips [T, H, W, 3].
-    model_name: the registered name it was built from.
+  Returns float32 [N, h, w, 3] (images) or [N, V, T, h, w, 3] (videos, V eval views).
   """
+  for example in raw_examples:
+    if (example.ndim == 4) != trained.is_video:
+      what = trained.model_name or trained.source or "this"
+      raise ConfigError(
+          f"{what} is {'a video' if trained.is_video else 'an image'} model; got an input of "
+          f"shape {example.shape}: pass {'videos' if trained.is_video else 'images'}.")
+  return data.preprocess_for_eval(trained.data_config(), raw_examples)
 
-  model: nn.Module
-  params: Any
-  class_names: tuple[str, ...]
-  preprocessing: dict[str, Any]
-  is_video: bool
-  model_name: str
 
-  def __post_init__(self):
-    object.__setattr__(self, "params", jax.device_put(self.params))
+def logits(trained: checkpoint.Pretrained, inputs: np.ndarray, batch_size: int = 64
+           ) -> np.ndarray:
+  """Logits [N, C] of preprocessed inputs; video views are averaged as in evaluation."""
+  apply = _jitted_apply(trained.model)
+  params = trained.device_params
+  outputs = []
+  # Equal chunks, the last padded: one compiled shape for any count (100 inputs at
+  # batch_size 64 run as 2 x 50, not 64 + 36 with a second compilation).
+  n = len(inputs)
+  chunk = -(-n // -(-n // batch_size)) if n else 0
+  for start in range(0, n, chunk or 1):
+    x = inputs[start:start + chunk]
+    real = len(x)
+    if real < chunk:
+      x = np.concatenate([x, np.zeros((chunk - real,) + x.shape[1:], x.dtype)])
+    x = jnp.asarray(x)
+    if trained.is_video:  # [B, V, T, h, w, 3] -> [B*V, T, h, w, 3], logits averaged over V
+      b, v = x.shape[:2]
+      out = apply(params, x.reshape((b * v,) + x.shape[2:])).reshape(b, v, -1).mean(1)
+    else:
+      out = apply(params, x)
+    outputs.append(np.asarray(out)[:real])
+  return np.concatenate(outputs)
 
-  def preprocess(self, raw_examples: Sequence[np.ndarray]) -> np.ndarray:
-    """uint8 images [H, W, C] or videos [T, H, W, C] -> model inputs.
 
-    Returns float32 [N, h, w, 3] (images) or [N, V, T, h, w, 3] (videos, V eval views).
-    """
-    for example in raw_examples:
-      if (example.ndim == 4) != self.is_video:
-        raise ConfigError(
-            f"{self.model_name} is {'a video' if self.is_video else 'an image'} model; got an "
-            f"input of shape {example.shape}: pass {'videos' if self.is_video else 'images'}.")
-    return data.preprocess_for_eval(self.preprocessing, raw_examples)
-
-  def logits(self, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Logits [N, C] of preprocessed inputs; video views are averaged as in evaluation."""
-    apply = _jitted_apply(self.model)
-    outputs = []
-    # Equal chunks, the last padded: one compiled shape for any count (100 inputs at
-    # batch_size 64 run as 2 x 50, not 64 + 36 with a second compilation).
-    n = len(inputs)
-    chunk = -(-n // -(-n // batch_size)) if n else 0
-    for start in range(0, n, chunk or 1):
-      x = inputs[start:start + chunk]
-      real = len(x)
-      if real < chunk:
-        x = np.concatenate([x, np.zeros((chunk - real,) + x.shape[1:], x.dtype)])
-      x = jnp.asarray(x)
-      if self.is_video:  # [B, V, T, h, w, 3] -> [B*V, T, h, w, 3], logits averaged over V
-        b, v = x.shape[:2]
-        out = apply(self.params, x.reshape((b * v,) + x.shape[2:])).reshape(b, v, -1).mean(1)
-      else:
-        out = apply(self.params, x)
-      outputs.append(np.asarray(out)[:real])
-    return np.concatenate(outputs)
-
-  def probabilities(self, inputs: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Softmax of `logits`: [N, C]."""
-    return np.asarray(jax.nn.softmax(self.logits(inputs, batch_size), axis=-1))
+def probabilities(trained: checkpoint.Pretrained, inputs: np.ndarray, batch_size: int = 64
+                  ) -> np.ndarray:
+  """Softmax of `logits`: [N, C]."""
+  return np.asarray(jax.nn.softmax(logits(trained, inputs, batch_size), axis=-1))
 
 
 _APPLY_CACHE: dict[int, Any] = {}
@@ -107,29 +93,48 @@ def _jitted_apply(model: nn.Module):
   return _APPLY_CACHE[key]
 
 
-def load_run(workdir: str) -> TrainedModel:
-  """The model of a training run: its config.json and its latest checkpoint."""
-  saved = workdir_lib.read(workdir)
-  if saved is None:
+def load_run(workdir: str) -> checkpoint.Pretrained:
+  """The model of a training run: its config.json and its latest checkpoint
+  (`checkpoint.load_pretrained(workdir)`, refusing anything but a run)."""
+  if not checkpoint.is_run(workdir):
     raise MissingFileError(
-        f"{os.path.join(workdir, workdir_lib.CONFIG_FILE)} not found: --workdir must be a "
-        "training run's directory (it holds config.json and checkpoints/); for a bare "
-        "checkpoint file use --checkpoint FILE --model NAME.")
-  config, info = saved["config"], saved["data_info"]
-  # Inference needs no remat (nothing is kept for a backward pass): "auto" -> off.
-  model = config_lib.build_model(dict(config, model=config.get("model", {})),
-                                 info["num_classes"])
-  # The weights the evaluator scores (the EMA when the run kept one).
-  params, _ = orbax_io.load_orbax(workdir, entry="eval")
-  return TrainedModel(model=model, params=params, class_names=tuple(info["class_names"]),
-                      preprocessing=dict(info["preprocessing"]), is_video=info["is_video"],
-                      model_name=config["model_name"])
+        f"{os.path.join(workdir, 'config.json')} is not a training run's config: --workdir "
+        "must be a run's directory (it holds config.json and checkpoints/); for a checkpoint "
+        "file or folder use --checkpoint PATH.")
+  return _on_device(checkpoint.load_pretrained(workdir))
+
+
+def _on_device(trained: checkpoint.Pretrained) -> checkpoint.Pretrained:
+  """The bundle with its params placed on the default device once (host numpy leaves
+  would be copied in again on every forward pass: 344 MB for ViT-B/16, which made a
+  one-image forward 270 ms instead of 165 on a 2-core CPU)."""
+  return dataclasses.replace(trained, params=jax.device_put(trained.params))
+
+
+def _input_size(params: Any, patch_size: Any, path: str) -> tuple[int, int]:
+  """The input size of a checkpoint's position embedding (its prefix rows set aside)."""
+  rows = params["Transformer"]["posembed_input"]["pos_embedding"].shape[1]
+  prefix_rows = checkpoint.prefix_rows_from_params(params, rows)  # cls / dist / registers
+  if not positions.is_square(rows - prefix_rows):
+    raise ConfigError(f"{path}: {rows} position embeddings do not form a square grid; "
+                      "pass image_size.")
+  return positions.input_size_from_rows(rows, prefix_rows, patch_size)
+
+
+def _fitted(params: Any, model: nn.Module, size: tuple[int, int]) -> Any:
+  """`params` adapted to `model` at input `size` (the position embedding resized)."""
+  init = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + size + (3,))))
+  fitted, _ = checkpoint.adapt(params, jax.tree.map(
+      lambda s: np.zeros(s.shape, s.dtype), init["params"]), log=False)
+  return fitted
 
 
 def load_checkpoint(path: str, model_name: str, *, image_size: Optional[int] = None,
                     class_names: Optional[Sequence[str]] = None,
-                    **model_overrides: Any) -> TrainedModel:
-  """A checkpoint file (any format `vit_jax.checkpoint.load` reads) as model `model_name`.
+                    **model_overrides: Any) -> checkpoint.Pretrained:
+  """A checkpoint (any format `vit_jax.checkpoint.load` reads) as registered model
+  `model_name`: for files that do not determine their model (this project's .npz of a
+  later family's options, ...); `load_pretrained` reads the others whole.
 
   The class count comes from the checkpoint's head; the input size from its
   position embedding unless `image_size` is given (the embedding is then
@@ -140,41 +145,41 @@ def load_checkpoint(path: str, model_name: str, *, image_size: Optional[int] = N
   num_classes = params["head"]["bias"].shape[0] if "head" in params else None
   kwargs = models.model_kwargs(model_name)
   kwargs.update(model_overrides)
-  patch = kwargs["patch_size"]
-  patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
-  if image_size is None:
-    tokens = params["Transformer"]["posembed_input"]["pos_embedding"].shape[1]
-    has_cls = checkpoint.prefix_rows_from_params(params, tokens)  # cls / dist / register rows
-    side = int(round((tokens - has_cls) ** 0.5))
-    if side * side != tokens - has_cls:
-      raise ConfigError(f"{path}: {tokens} position embeddings do not form a square grid; "
-                       "pass image_size.")
-    size = (side * patch[0], side * patch[1])
-  else:
-    size = (image_size, image_size)
+  size = ((image_size, image_size) if image_size is not None
+          else _input_size(params, kwargs["patch_size"], path))
   model = models.create_model(model_name, num_classes=num_classes, **model_overrides)
-  init = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + size + (3,))))
-  params, _ = checkpoint.adapt(params, jax.tree.map(
-      lambda s: np.zeros(s.shape, s.dtype), init["params"]), log=False)
-  preprocessing = {k: v for k, v in data.default_config().to_dict().items()
-                   if k in ("image_size", "resize_small", "value_range", "mean", "std")}
-  preprocessing["image_size"] = list(size)
+  params = _fitted(params, model, size)
+  eval_data = {k: v for k, v in data.default_config().to_dict().items()
+               if k in ("image_size", "resize_small", "value_range", "mean", "std")}
+  eval_data["image_size"] = list(size)
   names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes or 0))
-  return TrainedModel(model=model, params=params, class_names=names,
-                      preprocessing=preprocessing, is_video=False, model_name=model_name)
+  return _on_device(checkpoint.Pretrained(
+      model, params, checkpoint.preprocessing.from_data_config(eval_data, path), "linen",
+      path, class_names=names, model_name=model_name, eval_data=eval_data))
 
 
 def load(workdir: Optional[str] = None, checkpoint_path: Optional[str] = None,
-         model_name: Optional[str] = None, image_size: Optional[int] = None) -> TrainedModel:
-  """`load_run(workdir)`, or `load_checkpoint(checkpoint_path, model_name)` (the CLIs' flags)."""
+         model_name: Optional[str] = None, image_size: Optional[int] = None
+         ) -> checkpoint.Pretrained:
+  """The model the CLIs' flags name: a run (`--workdir`), a checkpoint whose file says
+  its model (`--checkpoint PATH`: timm / transformers / OpenCLIP files and folders,
+  released .npz, hf-hub: ids), or a file read as a registered model (`--model NAME`)."""
   if bool(workdir) == bool(checkpoint_path):
-    raise ConfigError("Pass exactly one of --workdir DIR or --checkpoint FILE --model NAME.")
+    raise ConfigError("Pass exactly one of --workdir DIR or --checkpoint FILE (a file, folder "
+                      "or hf-hub: id; with --model NAME for a file that does not say its "
+                      "model).")
   if workdir:
     return load_run(workdir)
-  if not model_name:
-    raise ConfigError("--checkpoint needs --model NAME (e.g. ViT-B_16): a checkpoint file "
-                     "does not record its architecture.")
-  return load_checkpoint(checkpoint_path, model_name, image_size=image_size)
+  if model_name:
+    return load_checkpoint(checkpoint_path, model_name, image_size=image_size)
+  found = checkpoint.load_pretrained(checkpoint_path)
+  if image_size is None or found.is_video:
+    return _on_device(found)
+  size = (image_size, image_size)
+  return _on_device(dataclasses.replace(
+      found, params=_fitted(found.params, found.model, size),
+      preprocessing=dataclasses.replace(found.preprocessing, input_size=size),
+      eval_data=None))
 
 
 def top_k(probabilities: np.ndarray, class_names: Sequence[str],

@@ -2,10 +2,13 @@
 
   python -m vit_jax.predict --workdir workdirs/vit_digits --input a.png b.png more/
   python -m vit_jax.predict --checkpoint ViT-B_16.npz --model ViT-B_16 --input cat.jpg
+  python -m vit_jax.predict --checkpoint hf-hub:timm/deit_small_patch16_224.fb_in1k --input cat.jpg
 
 With --workdir the model, its weights and the evaluation preprocessing come from
 the run (config.json and the latest checkpoint), so a file is scored exactly as
-the evaluator scores a dataset example. Folders are searched recursively for
+the evaluator scores a dataset example. --checkpoint alone reads the model and its
+preprocessing from the file or folder (`checkpoint.load_pretrained`); --model NAME reads
+a file that does not say its model (this project's .npz of a later family) as that model. Folders are searched recursively for
 image and video files. Output: one block per file,
 
   a.png
@@ -26,7 +29,7 @@ import json  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from typing import Optional  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from vit_jax.tools import cli  # noqa: E402
 
@@ -73,8 +76,7 @@ def main(argv):
 
 def run() -> None:
   """`python -m vit_jax.predict` (vit_jax/predict.py) lands here."""
-  _define_flags()
-  app.run(main)
+  cli.run(_define_flags, main)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Command line: PNG figures of where a model attends, for an image or a video.
 
   python -m vit_jax.visualize --workdir workdirs/vit_digits --input digit.png --out figs/
-  python -m vit_jax.visualize --checkpoint ViT-B_16.npz --model ViT-B_16 --input cat.jpg \
+  python -m vit_jax.visualize --checkpoint ViT-B_16.npz --input cat.jpg \
       --out figs/
 
 Writes, per input file STEM (arrays from `vit_jax.tools.attention_maps`):
@@ -148,7 +148,7 @@ def visualize(trained, paths: Sequence[str], out_dir: str, k: int = 5, dpi: int 
   if not files:
     return []
   inputs = trained.preprocess(raw)
-  value_range = trained.preprocessing.get("value_range")
+  value_range = trained.data_config().get("value_range")
   written = []
   for path, x in zip(files, inputs):
     stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
@@ -198,8 +198,7 @@ def main(argv):
 
 def run() -> None:
   """`python -m vit_jax.visualize` (vit_jax/visualize.py) lands here."""
-  _define_flags()
-  app.run(main)
+  cli.run(_define_flags, main)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,174 @@
+"""`Family`: everything known about one model family, in one place.
+
+A family module (`vit_jax/families/<name>.py`) defines one `FAMILY`; the registry, the
+checkpoint readers, `load_pretrained`'s preprocessing defaults and `save_hf` derive their
+tables from these definitions (`vit_jax.families`), so that adding a family is one file.
+
+This module imports nothing from `vit_jax.models` (the registry imports the families):
+options are plain `EncoderOptions` field dicts, validated once where the registry builds
+the models and where a reader builds a `ModelSpec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any, Optional
+
+# Size letters -> (hidden_size, num_layers, mlp_dim, num_heads); docs/published_results.md,
+# 'Model sizes and parameter counts'. Families with their own MLP width override mlp_dim.
+SIZES: dict[str, dict[str, int]] = {
+    "Mu": dict(hidden_size=32, num_layers=2, mlp_dim=64, num_heads=2),
+    "Nano": dict(hidden_size=64, num_layers=4, mlp_dim=128, num_heads=4),
+    "Ti": dict(hidden_size=192, num_layers=12, mlp_dim=768, num_heads=3),
+    "S": dict(hidden_size=384, num_layers=12, mlp_dim=1536, num_heads=6),
+    "B": dict(hidden_size=768, num_layers=12, mlp_dim=3072, num_heads=12),
+    "L": dict(hidden_size=1024, num_layers=24, mlp_dim=4096, num_heads=16),
+    "H": dict(hidden_size=1280, num_layers=32, mlp_dim=5120, num_heads=16),
+    "g": dict(hidden_size=1536, num_layers=40, mlp_dim=4096, num_heads=24),  # SwiGLU width
+    "So400m": dict(hidden_size=1152, num_layers=27, mlp_dim=4304, num_heads=16),
+}
+# timm's size words (`vit_small_...`) -> our size letters.
+TIMM_SIZE_WORDS = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H",
+                   "giant": "g", "so400m": "So400m"}
+
+# Activation names of every source format -> EncoderOptions fields. timm's `act_layer`,
+# transformers' `hidden_act`, OpenCLIP's `quick_gelu` flag; the first name of each form is
+# the one `activation_name` writes back (transformers' spelling).
+ACTIVATIONS: dict[str, dict[str, Any]] = {
+    "gelu": dict(mlp_activation="gelu", gelu_approximate=False),  # erf: torch's nn.GELU
+    "gelu_pytorch_tanh": dict(mlp_activation="gelu", gelu_approximate=True),
+    "gelu_tanh": dict(mlp_activation="gelu", gelu_approximate=True),
+    "gelu_new": dict(mlp_activation="gelu", gelu_approximate=True),
+    "quick_gelu": dict(mlp_activation="quick_gelu"),
+}
+# Normalisations (pixels in [0, 1]) of the published preprocessing.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF = (0.5, 0.5, 0.5)  # pixels in [-1, 1]: the JAX ViTs, SigLIP
+
+# PyTorch-trained families: erf GELU, as torch's nn.GELU computes it.
+TORCH = dict(gelu_approximate=False)
+
+# The EncoderOptions fields a PyTorch state dict cannot show (its tensors show the rest:
+# tokens, norms, biases, SwiGLU, LayerScale's presence). A reader takes these from the
+# family and everything else from the weights.
+ARCHITECTURE_ONLY = ("layer_scale", "no_embed_class", "rope", "rope_reference_grid",
+                     "layernorm_epsilon", "mlp_activation", "gelu_approximate")
+
+
+def activation_options(name: str, source: str) -> dict[str, Any]:
+  """The options of an activation name from any source format (ACTIVATIONS)."""
+  from vit_jax.errors import CheckpointError  # noqa: PLC0415 (errors imports nothing heavy)
+
+  if name not in ACTIVATIONS:
+    raise CheckpointError(f"{source}: activation {name!r} is not one this project builds; "
+                          f"known: {sorted(ACTIVATIONS)}.")
+  return dict(ACTIVATIONS[name])
+
+
+def activation_name(mlp_activation: str, gelu_approximate: bool) -> str:
+  """The transformers `hidden_act` of options (the first matching name of ACTIVATIONS)."""
+  for name, options in ACTIVATIONS.items():
+    if options.get("mlp_activation") == mlp_activation and \
+        options.get("gelu_approximate", gelu_approximate) == gelu_approximate:
+      return name
+  raise ValueError(f"no activation name for mlp_activation={mlp_activation!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """A registered model of a family.
+
+  Attributes:
+    size: the size letter (SIZES), e.g. "S".
+    patch: the patch size.
+    options: EncoderOptions fields (and VisionTransformer fields such as `classifier`).
+    image_size: the input size it was published at (its position embedding's).
+    dims: hidden_size, num_layers, mlp_dim, num_heads (SIZES[size] unless the family
+      differs).
+  """
+  size: str
+  patch: int
+  options: Mapping[str, Any]
+  image_size: int = 224
+  dims: Optional[Mapping[str, int]] = None
+
+  def kwargs(self) -> dict[str, Any]:
+    """`vit.VisionTransformer` keyword arguments (flat options)."""
+    return dict(patch_size=self.patch, **(self.dims or SIZES[self.size]), **self.options)
+
+
+@dataclasses.dataclass(frozen=True)
+class TimmArchitectures:
+  """timm architecture names a family answers to.
+
+  Attributes:
+    pattern: a regular expression that must match the whole model name (the name before
+      the pretrained tag's "."), with a group `size` holding timm's size word
+      (TIMM_SIZE_WORDS). Exact names only: no catch-all.
+    options: what the weights cannot show (ARCHITECTURE_ONLY fields are read from it).
+    global_pool: timm's default pooling of these models ("token", "avg", "map").
+    tag: a pretrained tag (after the ".") that selects this entry over an untagged one
+      with the same name (MAE's `vit_base_patch16_224.mae`).
+    size_words: size word -> size letter (SIZES), when not timm's (TIMM_SIZE_WORDS).
+  """
+  pattern: str
+  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  global_pool: Optional[str] = None
+  tag: Optional[str] = None
+  size_words: Mapping[str, str] = dataclasses.field(default_factory=lambda: TIMM_SIZE_WORDS)
+
+  def match(self, name: str, tag: str) -> Optional[re.Match]:
+    if self.tag is not None and self.tag != tag:
+      return None
+    return re.fullmatch(self.pattern, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class HfModelType:
+  """A transformers `model_type` a family answers to.
+
+  Attributes:
+    keys: the key layout of its state dict: "vit" (ViT, DeiT, DINOv2, ViTMAE names) or
+      "clip" (CLIP and SigLIP vision towers).
+    config_defaults: the transformers config class's defaults of the fields read when a
+      config.json omits them (layer_norm_eps, hidden_act).
+    vision_config: the vision tower's fields sit under `vision_config` (a full CLIPModel).
+  """
+  keys: str
+  config_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  vision_config: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """A family's published input normalisation (pixels in [0, 1]) and evaluation crop."""
+  mean: tuple[float, float, float]
+  std: tuple[float, float, float]
+  crop_pct: float
+  interpolation: str = "bicubic"
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """Everything known about one model family.
+
+  Attributes:
+    name: its short name ("dinov2"); preprocessing defaults are labelled with it.
+    models: registered name -> Model (`create_model(name)`).
+    preprocessing: the published preprocessing of its reference weights.
+    timm: the timm architecture names it answers to.
+    hf: transformers `model_type` -> HfModelType.
+    openclip: for the family OpenCLIP image towers (`visual.*`) belong to, the options
+      of such a tower that its weights cannot show (the activation aside: open_clip's
+      `quick_gelu` flag), else None.
+  """
+  name: str
+  models: Mapping[str, Model]
+  preprocessing: Preprocessing
+  timm: tuple[TimmArchitectures, ...] = ()
+  hf: Mapping[str, HfModelType] = dataclasses.field(default_factory=dict)
+  openclip: Optional[Mapping[str, Any]] = None
