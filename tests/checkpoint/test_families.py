@@ -71,6 +71,8 @@ def test_an_unknown_timm_architecture_is_refused_not_approximated(tmp_path, arch
   with pytest.raises(CheckpointError, match=rf"timm architecture '{architecture}' is not one "
                      r"this project builds.*Known families.*dinov2: vit_\(\?P<size>"):
     checkpoint.load_pretrained(str(folder))
+  with pytest.raises(CheckpointError, match=rf"'{architecture}' is not one this project"):
+    checkpoint.load(str(folder))  # params only: not fitted into a plain ViT either
 
 
 def test_architecture_sizes_that_are_not_the_weights_are_refused(tmp_path):

@@ -7,6 +7,7 @@
 No test reaches the Hub: HF_ENDPOINT points at a closed local port.
 """
 
+import json
 import os
 import time
 
@@ -55,7 +56,9 @@ def timm_file(tmp_path):
 def test_cached_repo_loads_like_its_file(tmp_path, hub_cache):
   path = timm_file(tmp_path)
   snapshot = cache_repo(hub_cache, "timm/vit_test", {
-      "model.safetensors": path.read_bytes(), "config.json": b'{"architecture": "x"}'})
+      "model.safetensors": path.read_bytes(), "config.json": json.dumps({
+          "architecture": "vit_base_patch16_224",
+          "model_args": {"embed_dim": 32, "depth": 1, "patch_size": 4, "num_heads": 2}}).encode()})
   assert hub.resolve("hf-hub:timm/vit_test") == str(snapshot)
   params, fmt = checkpoint.load_with_format("hf-hub:timm/vit_test")
   direct = checkpoint.load(str(path))

@@ -60,18 +60,18 @@ def _loss(model, params, x, mask, weights):
   return jnp.sum(real * w_tok[:, :tokens.shape[1]]) + jnp.sum(pooled * w_pool)
 
 
+# Each case covers a path the others do not: the explicit softmax (gap, and MAPHead's
+# masked probe), prefix tokens with LayerScale, scan + remat, a non-dot score on the
+# explicit path (additive), a fused path with a transformed score (cosine).
 CASES = {
     "gap": ("gap", EncoderOptions()),
-    "token": ("token", EncoderOptions()),
     "map": ("map", EncoderOptions()),
-    "token_registers_layerscale": ("token", EncoderOptions(num_registers=1, layer_scale=1e-1)),
-    "gap_fused_xla": ("gap", EncoderOptions(attention_implementation="xla")),
-    "map_fused_xla": ("map", EncoderOptions(attention_implementation="xla")),
+    "token_registers_layerscale_qknorm": ("token", EncoderOptions(
+        num_registers=1, layer_scale=1e-1, qk_norm=True)),
     "gap_scan_remat": ("gap", EncoderOptions(scan_layers=True, remat=True)),
     "token_additive": ("token", EncoderOptions(attention_score="additive")),
-    "gap_cosine_fused": ("gap", EncoderOptions(attention_score="cosine",
+    "map_cosine_fused": ("map", EncoderOptions(attention_score="cosine",
                                                attention_implementation="xla")),
-    "gap_qknorm": ("gap", EncoderOptions(qk_norm=True)),
 }
 
 
