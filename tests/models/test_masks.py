@@ -54,7 +54,7 @@ def _padded(seqs, seed=1):
 
 def _loss(model, params, x, mask, weights):
   """A loss that reads every real token and the pooled feature: sum over examples."""
-  tokens, pooled = model.apply({"params": params}, x, mask)
+  tokens, pooled = _apply(model, params, x, mask)
   w_tok, w_pool = weights
   real = tokens if mask is None else tokens * (mask != 0)[..., None]
   return jnp.sum(real * w_tok[:, :tokens.shape[1]]) + jnp.sum(pooled * w_pool)
@@ -63,6 +63,15 @@ def _loss(model, params, x, mask, weights):
 # Each case covers a path the others do not: the explicit softmax (gap, and MAPHead's
 # masked probe), prefix tokens with LayerScale, scan + remat, a non-dot score on the
 # explicit path (additive), a fused path with a transformed score (cosine).
+def _apply(model, params, x, mask=None):
+  return model.apply({"params": params}, x, mask)
+
+
+# One compiled program per model and shape (eager op-by-op dispatch is slower here).
+_apply = jax.jit(_apply, static_argnums=0)
+_grad = jax.jit(jax.grad(_loss, argnums=1), static_argnums=0)
+
+
 CASES = {
     "gap": ("gap", EncoderOptions()),
     "map": ("map", EncoderOptions()),
@@ -86,17 +95,17 @@ def test_padding_changes_nothing_for_the_real_tokens(case):
   w_tok = jnp.asarray(rng.normal(size=(1, PADDED, WIDTH)), jnp.float32)
   w_pool = jnp.asarray(rng.normal(size=(1, WIDTH)), jnp.float32)
 
-  tokens, pooled = model.apply({"params": params}, x, mask)
-  grads = jax.grad(lambda p: _loss(model, p, x, mask, (w_tok, w_pool)))(params)
+  tokens, pooled = _apply(model, params, x, mask)
+  grads = _grad(model, params, x, mask, (w_tok, w_pool))
 
   alone_grads = None
   for i, s in enumerate(seqs):
     s = jnp.asarray(s)
-    t_alone, p_alone = model.apply({"params": params}, s)
+    t_alone, p_alone = _apply(model, params, s)
     n = s.shape[1]
     np.testing.assert_allclose(tokens[i, :n], t_alone[0], atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(pooled[i], p_alone[0], atol=1e-5, rtol=1e-5)
-    g = jax.grad(lambda p, s=s: _loss(model, p, s, None, (w_tok, w_pool)))(params)
+    g = _grad(model, params, s, None, (w_tok, w_pool))
     alone_grads = g if alone_grads is None else jax.tree.map(jnp.add, alone_grads, g)
   flat = jax.tree_util.tree_leaves_with_path(grads)
   alone = dict(jax.tree_util.tree_leaves_with_path(alone_grads))

@@ -34,12 +34,13 @@ def test_each_packed_image_equals_its_run_alone(classifier, resize):
   packed, slots = pack_images(images, PATCH, seq_len=32, max_images=3)
   assert packed.patches.shape[0] < len(images)  # some rows hold several images
   assert (packed.image_ids == 0).any()  # and there is padding
-  logits = model.apply({"params": params}, packed)
-  feats = model.apply({"params": params}, packed, features=True)["pooled"]
+  apply = jax.jit(model.apply, static_argnames="features")  # one program per input shape
+  logits = apply({"params": params}, packed)
+  feats = apply({"params": params}, packed, features=True)["pooled"]
   assert logits.shape == (packed.patches.shape[0], 3, 5)
   for image, slot in zip(images, slots):
-    alone = model.apply({"params": params}, image[None])
-    alone_feats = model.apply({"params": params}, image[None], features=True)["pooled"]
+    alone = apply({"params": params}, image[None])
+    alone_feats = apply({"params": params}, image[None], features=True)["pooled"]
     np.testing.assert_allclose(logits[slot], alone[0], atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(feats[slot], alone_feats[0], atol=1e-5, rtol=1e-5)
   used = {slot for slot in slots}
@@ -50,11 +51,11 @@ def test_each_packed_image_equals_its_run_alone(classifier, resize):
 
 
 def test_in_graph_weights_equal_the_interpolation_matrices():
+  weights = jax.jit(positions.interpolation_weights, static_argnums=(2, 3, 4))
   for method in ("bilinear", "bicubic"):
     for antialias in (False, True):
       for g, n in [(7, 3), (7, 12), (5, 5), (4, 1), (6, 11)]:
-        rows = positions.interpolation_weights(jnp.arange(n), jnp.full((n,), n), g, method,
-                                               antialias)
+        rows = weights(jnp.arange(n), jnp.full((n,), n), g, method, antialias)
         np.testing.assert_allclose(
             rows, positions.interpolation_matrix(g, n, method, antialias), atol=2e-6,
             err_msg=f"{method} antialias={antialias} {g}->{n}")
