@@ -35,6 +35,7 @@ from typing import Any, Optional
 from vit_jax.checkpoint import (
     formats,
     hf_model,
+    hf_video,
     openclip_io,
     orbax_io,
     safetensors_io,
@@ -180,7 +181,18 @@ def _linen_pretrained(found: formats.Source) -> Pretrained:
   return Pretrained(model, params, _family_default("vit", model, params), fmt, found.path)
 
 
+def _hf_video_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:
+  """A transformers video folder (hf_video): the family's reader builds the model."""
+  found = hf_video.read_folder(folder, config)
+  pre = prep.family_default(found.family, found.input_size)
+  weights = os.path.join(folder, hf_model.WEIGHTS_FILE)
+  return Pretrained(found.model, found.params, pre, f"hf:{config.get('model_type')}",
+                    weights, found.left_out, is_video=True)
+
+
 def _hf_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:
+  if hf_video.reader_of(config.get("model_type")) is not None:
+    return _hf_video_pretrained(folder, config)
   params, spec = hf_model.read_hf(folder)
   model = spec.model()
   vision = config.get("vision_config", config)

@@ -137,19 +137,30 @@ class HfModelType:
     config_defaults: the transformers config class's defaults of the fields read when a
       config.json omits them (layer_norm_eps, hidden_act).
     vision_config: the vision tower's fields sit under `vision_config` (a full CLIPModel).
+    reader: for the families whose models are not built from timm's names (the video
+      families), the module (`vit_jax.checkpoint.<name>`) whose `read(folder, config)`
+      returns a `vit_jax.checkpoint.hf_video.VideoRead`; `keys` is then its key layout's
+      name, for messages only.
   """
   keys: str
   config_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   vision_config: bool = False
+  reader: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-  """A family's published input normalisation (pixels in [0, 1]) and evaluation crop."""
+  """A family's published input normalisation (pixels in [0, 1]) and evaluation crop.
+
+  Video families also state their clip: `num_frames` frames taken every `frame_stride`
+  frames of the source video (None for image families).
+  """
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
   crop_pct: float
   interpolation: str = "bicubic"
+  num_frames: Optional[int] = None
+  frame_stride: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +176,8 @@ class Family:
     openclip: for the family OpenCLIP image towers (`visual.*`) belong to, the options
       of such a tower that its weights cannot show (the activation aside: open_clip's
       `quick_gelu` flag), else None.
+    video: its models take clips [B, T, H, W, C] (`models` holds no ViT entries: video
+      models are registered by `vit_jax.models.registry` from their own modules).
   """
   name: str
   models: Mapping[str, Model]
@@ -172,3 +185,4 @@ class Family:
   timm: tuple[TimmArchitectures, ...] = ()
   hf: Mapping[str, HfModelType] = dataclasses.field(default_factory=dict)
   openclip: Optional[Mapping[str, Any]] = None
+  video: bool = False
