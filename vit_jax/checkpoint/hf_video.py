@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from vit_jax import families
+from vit_jax.checkpoint.errors import CheckpointError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,40 @@ class VideoRead:
   num_frames: int
   input_size: tuple[int, int]
   left_out: tuple[str, ...] = ()
+
+
+def settings(config: Mapping[str, Any], model_type: str) -> dict[str, Any]:
+  """config.json over the transformers config class's defaults of the fields read."""
+  _, hf_type = families.hf_model_type(model_type)
+  return dict(hf_type.config_defaults, **config)
+
+
+def check_field(source: str, field: str, config_value: Any, weights_value: Any,
+                what: str) -> None:
+  """A config.json field that disagrees with the weights: a CheckpointError naming both."""
+  if config_value != weights_value:
+    raise CheckpointError(
+        f"{source}: config.json says {field}={config_value!r}, the weights have "
+        f"{weights_value!r} ({what}): the config.json belongs to another model; use the "
+        "one saved with these weights.")
+
+
+def read_weights(folder: str) -> tuple[dict[str, Any], str]:
+  """The tensors of the folder's model.safetensors and its path."""
+  from vit_jax.checkpoint import hf_model, safetensors_io  # noqa: PLC0415 (import cycle)
+
+  weights = os.path.join(folder, hf_model.WEIGHTS_FILE)
+  if not os.path.isfile(weights):
+    raise CheckpointError(f"{folder}: no {hf_model.WEIGHTS_FILE}; a transformers video model "
+                          "folder has config.json and model.safetensors (save_pretrained).")
+  return safetensors_io.read_safetensors(weights), weights
+
+
+def pair(value: Any) -> tuple[int, int]:
+  """transformers' int-or-pair sizes (image_size, patch_size) as (height, width)."""
+  if isinstance(value, (list, tuple)):
+    return int(value[0]), int(value[1])
+  return int(value), int(value)
 
 
 def reader_of(model_type: Any, source: str = "") -> Any:

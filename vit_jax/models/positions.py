@@ -137,6 +137,22 @@ def sincos2d_posemb(grid_h: int, grid_w: int, width: int,
   return pe[None].astype(np.float32)
 
 
+def sincos1d_posemb(num_tokens: int, width: int, temperature: float = 10_000.0) -> np.ndarray:
+  """Fixed 1-D sin-cos table over token indices (Vaswani et al.; VideoMAE), [1, L, D].
+
+  Row p, channels 2i and 2i+1: sin and cos of p / temperature^(2i / D), interleaved. A
+  video model indexes its t*gh*gw time-major tokens 0..L-1 in one sequence (VideoMAE's
+  `get_sinusoid_encoding_table`), so the table follows any frame count and frame size.
+  """
+  if width % 2:
+    raise ValueError(f"sincos1d position embeddings need an even width, got {width}.")
+  position = np.arange(num_tokens, dtype=np.float64)[:, None]  # [L, 1]
+  pair = np.arange(width) // 2  # channel j -> its pair index i
+  angle = position / np.power(temperature, 2 * pair / width)  # [L, D]
+  table = np.where(np.arange(width) % 2 == 0, np.sin(angle), np.cos(angle))
+  return table[None].astype(np.float32)
+
+
 # ---------------------------------------------------------------------------
 # Rotary position embeddings from per-token coordinates.
 # ---------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models import layers, numerics, vit
+from vit_jax.models import layers, numerics, positions, vit
 
 VARIANTS = ("spatio_temporal", "factorised_encoder", "frame_average",
             "factorised_self_attention", "factorised_dot_product")
@@ -54,6 +54,10 @@ _CLASSIFIERS = {
     "factorised_dot_product": ("gap",),
 }
 DEFAULT_TEMPORAL_ENCODER_LAYERS = 4  # ViViT-B/L factorised encoder (paper, Scenic configs)
+# Position embeddings of the video models (`posemb`): "learn" (a parameter over all
+# tokens, the cls row first) or "sincos1d" (VideoMAE's fixed table over the t*gh*gw
+# time-major tokens, positions.sincos1d_posemb: not a parameter, computed for the input).
+VIDEO_POSEMB_TYPES = ("learn", "sincos1d")
 
 
 def _time_major(x: jax.Array, temporal_grid: int) -> tuple[jax.Array, int]:
@@ -255,6 +259,11 @@ class VideoTransformer(vit.TransformerModel):
     attention_order: factorised_self_attention only: "time_space" or "space_time".
     zero_init_time_attention: factorised_self_attention only: zero the temporal
       attention's output projection so each block starts as an image block.
+    posemb: one of VIDEO_POSEMB_TYPES; "sincos1d" needs a single encoder over all
+      tokens (not the factorised encoders) and no prefix tokens.
+    fc_norm_epsilon: epsilon of `fc_norm` when it differs from the other LayerNorms'
+      (transformers' VideoMAE classifier: torch's default 1e-5 beside the configured
+      layer_norm_eps); None: `options.layernorm_epsilon`.
     options: EncoderOptions, as in vit.VisionTransformer; every variant supports every
       attention_score. `stochastic_depth` grows linearly from 0 over each encoder's
       depth; in the spatial encoder of the factorised encoders a block is dropped per
@@ -271,6 +280,8 @@ class VideoTransformer(vit.TransformerModel):
   temporal_encoder_heads: Optional[int] = None
   attention_order: Optional[str] = None
   zero_init_time_attention: bool = False
+  posemb: str = "learn"
+  fc_norm_epsilon: Optional[float] = None
 
   @property
   def classifier_in_use(self) -> str:
@@ -306,6 +317,14 @@ class VideoTransformer(vit.TransformerModel):
       raise ValueError(f"Unknown attention_order {self.attention_order!r}; "
                        f"choose one of {ATTENTION_ORDERS}.")
     o = self.options
+    if self.posemb not in VIDEO_POSEMB_TYPES:
+      raise ValueError(f"Unknown posemb {self.posemb!r}; choose one of {VIDEO_POSEMB_TYPES}.")
+    if self.posemb == "sincos1d" and (
+        self.variant in ("factorised_encoder", "frame_average")
+        or o.num_prefix_tokens(self.classifier_in_use)):
+      raise ValueError("posemb='sincos1d' indexes the t*gh*gw patch tokens of one encoder: "
+                       "use it without cls / register tokens (classifier='gap') and with a "
+                       "variant other than the factorised encoders.")
     if o.distilled:
       raise ValueError("distilled=True (DeiT's distillation token and head) is an image-model "
                        "option; ViViT has no distillation head.")
@@ -331,6 +350,11 @@ class VideoTransformer(vit.TransformerModel):
       raise ValueError(
           f"Frame size {height}x{width} is not divisible by the patch size {ph}x{pw}; "
           f"resize to a multiple (e.g. {height // ph * ph}x{width // pw * pw}).")
+    if frames < self.tubelet_size:
+      raise ValueError(
+          f"A clip of {frames} frame(s) is shorter than one tubelet ({self.tubelet_size} "
+          f"frames): sample at least {self.tubelet_size} frames (a multiple of "
+          f"{self.tubelet_size}).")
     if frames % self.tubelet_size:
       raise ValueError(
           f"{frames} frames are not divisible by tubelet_size={self.tubelet_size}; "
@@ -364,9 +388,28 @@ class VideoTransformer(vit.TransformerModel):
                      num_prefix_tokens=o.num_prefix_tokens(classifier), patch_grid=patch_grid,
                      options=o, name=name, **encoder_kwargs)(x, deterministic=not train)
     x = vit.pool_tokens(x, classifier, o)
-    if o.fc_norm:
+    if o.fc_norm and self.fc_norm_epsilon is not None:
+      x = nn.LayerNorm(epsilon=self.fc_norm_epsilon, dtype=o.dtype, param_dtype=o.param_dtype,
+                       name="fc_norm" + suffix)(x)
+    elif o.fc_norm:
       x = layers.layer_norm(o, name="fc_norm" + suffix)(x)
     return x
+
+  def check_posemb_rows(self, tokens: int, grid: tuple[int, int, int]) -> None:
+    """A learned video position embedding is not resized: another frame count or frame size
+    than the parameters were made for is refused here, naming the clip shape to feed."""
+    stored = self.variables.get("params", {}).get("Transformer", {}).get(
+        "posembed_input", {}).get("pos_embedding")
+    if stored is None or stored.shape[1] == tokens or self.options.posemb_resize is not None:
+      return
+    t, gh, gw = grid
+    raise ValueError(
+        f"The learned position embedding has {stored.shape[1]} rows, clips of "
+        f"{t * self.tubelet_size} frames at {gh * self.patch_hw[0]}x{gw * self.patch_hw[1]} "
+        f"give {tokens} tokens ({t} x {gh} x {gw} tubelets"
+        f"{' + cls' if tokens != t * gh * gw else ''}): feed clips of the frame count and "
+        "size the checkpoint was trained with (learned video position embeddings are not "
+        "resized).")
 
   @nn.compact
   def __call__(self, video: jax.Array, train: bool = False) -> jax.Array:
@@ -391,12 +434,19 @@ class VideoTransformer(vit.TransformerModel):
         x = jnp.mean(x, axis=1)  # the paper's baseline: average the frame representations
     else:
       x = x.reshape(batch, t * gh * gw, width)  # [B, t, gh, gw, D] -> [B, t*n, D]
+      extra = {}
+      if self.posemb == "sincos1d":
+        x = x + jnp.asarray(positions.sincos1d_posemb(t * gh * gw, width), x.dtype)
+        extra = dict(add_position_embedding=False)
+      else:
+        self.check_posemb_rows(
+            t * gh * gw + self.options.num_prefix_tokens(self.classifier_in_use), (t, gh, gw))
       x = self.encode(x, "Transformer", "cls", self.num_layers, self.mlp_dim,
                       self.num_heads, train,
                       patch_grid=(gh, gw) if self.options.rope is not None else None,
                       variant=self.variant, temporal_grid=t,
                       attention_order=self.attention_order or ATTENTION_ORDERS[0],
-                      zero_init_time_attention=self.zero_init_time_attention)
+                      zero_init_time_attention=self.zero_init_time_attention, **extra)
 
     return layers.classifier_head(x, self.representation_size, self.num_classes,
                                   self.options, head_name="output_projection")
