@@ -34,6 +34,7 @@ import numpy as np
 
 from vit_jax.checkpoint import (
     hf_model,
+    hf_video,
     hub,
     npz,
     openclip_io,
@@ -195,6 +196,11 @@ def detect(source: str) -> Source:
   raise AssertionError("unreachable")
 
 
+def _model_type(folder: str) -> Any:
+  config = _json(os.path.join(folder, RUN_CONFIG))
+  return config.get("model_type") if isinstance(config, dict) else None
+
+
 def load_with_format(path: str, *, num_heads: Optional[int] = None,
                      allow_video: bool = False) -> tuple[dict[str, Any], str]:
   """`load`, also returning the detected format (one of `FORMATS`).
@@ -215,6 +221,9 @@ def read_params(found: Source, *, num_heads: Optional[int] = None,
     params, fmt = npz.load_npz(found.path)
   elif found.kind == "scenic":
     params, fmt = scenic_io.load_scenic(found.path)
+  elif found.kind == "hf" and hf_video.reader_of(_model_type(found.path)) is not None:
+    params, fmt = dict(hf_video.read_folder(found.path, _json(os.path.join(
+        found.path, RUN_CONFIG))).params), "hf"  # a video family's reader (ViViT, VideoMAE)
   elif found.kind == "hf":
     params, fmt = hf_model.read_hf(found.path)[0], "hf"
   else:
@@ -296,7 +305,8 @@ def _check_vivit(params: dict[str, Any], path: str, fmt: str) -> None:
   missing = [name for name, ok in [
       ("embedding/kernel", "kernel" in params.get("embedding", {})),
       (f"{encoder_name}/encoderblock_0", "encoderblock_0" in encoder),
-      (f"{encoder_name}/encoder_norm", "encoder_norm" in encoder)] if not ok]
+      (f"{encoder_name}/encoder_norm (or fc_norm)",
+       "encoder_norm" in encoder or "fc_norm" in params)] if not ok]
   if missing:
     raise CheckpointError(
         f"{path}: read as {fmt!r} but it is not a ViViT checkpoint: missing {missing}; "

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 from vit_jax import families
 from vit_jax.checkpoint.errors import CheckpointError
@@ -96,3 +97,47 @@ def read_folder(folder: str, config: Mapping[str, Any]) -> VideoRead:
     raise ValueError(f"{folder}: model_type {config.get('model_type')!r} is not a video "
                      "model type.")
   return reader.read(folder, config)
+
+
+def save_hf_video(params: Mapping[str, Any], model: Any, folder: str, *, num_frames: int,
+                  image_size: Optional[int] = None) -> str:
+  """Writes a ViViT (learned table, cls token) or VideoMAE (sincos1d table, mean pooling)
+  `VideoTransformer` as a transformers folder (config.json + model.safetensors) that
+  transformers' VivitForVideoClassification / VideoMAEForVideoClassification (or the bare
+  models without a head) load, and `load_pretrained` reads back bit-exact.
+
+  Args:
+    num_frames: the clip length config.json states (ViViT: the one its table was made for).
+    image_size: VideoMAE's frame size for config.json (ViViT's follows from its table);
+      default 224.
+
+  Returns:
+    The path of the weights file. A model neither family can hold is refused by name.
+  """
+  import numpy as np  # noqa: PLC0415
+  import safetensors.numpy  # noqa: PLC0415
+
+  from vit_jax.checkpoint import hf_videomae, hf_vivit  # noqa: PLC0415 (they import this)
+
+  params = _to_numpy(params)
+  if getattr(model, "posemb", None) == "sincos1d":
+    tensors, config = hf_videomae.to_hf(params, model, num_frames, image_size or 224)
+  else:
+    if image_size is not None:
+      raise CheckpointError("image_size: a ViViT's frame size follows from its position "
+                            "embedding; leave it out.")
+    tensors, config = hf_vivit.to_hf(params, model, num_frames)
+  os.makedirs(folder, exist_ok=True)
+  weights = os.path.join(folder, "model.safetensors")
+  safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                              weights, metadata={"format": "pt"})
+  with open(os.path.join(folder, "config.json"), "w") as f:
+    json.dump(dict(config, torch_dtype="float32"), f, indent=2, sort_keys=True)
+  return weights
+
+
+def _to_numpy(params: Mapping[str, Any]) -> dict[str, Any]:
+  import numpy as np  # noqa: PLC0415
+
+  return {k: _to_numpy(v) if isinstance(v, Mapping) else np.asarray(v, np.float32)
+          for k, v in params.items()}

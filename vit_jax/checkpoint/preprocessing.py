@@ -44,6 +44,8 @@ class Preprocessing:
     interpolation: resize filter of the reference ("bicubic", "bilinear", ...).
     crop_pct: evaluation resizes the shorter side to input / crop_pct, then centre-crops.
     source: where these values came from (a file, or a family default).
+    num_frames, frame_stride: video checkpoints: the clip, `num_frames` frames taken every
+      `frame_stride` frames (config.data num_frames / stride); None for images.
   """
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
@@ -51,6 +53,8 @@ class Preprocessing:
   interpolation: str = "bicubic"
   crop_pct: float = 0.875
   source: str = ""
+  num_frames: int | None = None
+  frame_stride: int | None = None
 
   def data_overrides(self, image_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """`config.data` keys that reproduce this preprocessing.
@@ -68,6 +72,10 @@ class Preprocessing:
                            else int(round(min(size) / self.crop_pct)))
     # The pipeline has two filters (data.resize_method); anything but bicubic is bilinear.
     out["resize_method"] = "bicubic" if self.interpolation == "bicubic" else "bilinear"
+    if self.num_frames is not None:
+      out["num_frames"] = self.num_frames
+    if self.frame_stride is not None:
+      out["stride"] = self.frame_stride
     return out
 
 
@@ -82,7 +90,8 @@ def from_data_config(data: Mapping[str, Any], source: str = "") -> Preprocessing
     mean, std = (-lo / (hi - lo),) * 3, (1.0 / (hi - lo),) * 3
   crop_pct = min(size) / data["resize_small"] if data.get("resize_small") else 1.0
   return Preprocessing(tuple(float(m) for m in mean), tuple(float(v) for v in std), size,
-                       data.get("resize_method", "bilinear"), crop_pct, source)
+                       data.get("resize_method", "bilinear"), crop_pct, source,
+                       data.get("num_frames"), data.get("stride"))
 
 
 def family_names() -> list[str]:
@@ -97,7 +106,7 @@ def family_default(family: str, input_size: tuple[int, int]) -> Preprocessing:
                           f"{sorted(family_names())}.")
   d = families.get(family).preprocessing
   return Preprocessing(tuple(d.mean), tuple(d.std), tuple(input_size), d.interpolation,
-                       d.crop_pct, f"{family} default")
+                       d.crop_pct, f"{family} default", d.num_frames, d.frame_stride)
 
 
 def _triple(value, what: str, source: str) -> tuple[float, float, float]:
@@ -147,6 +156,35 @@ def from_hf_preprocessor(config: Mapping[str, Any], source: str = "preprocessor_
                        _triple(config.get("image_std", IMAGENET_STD), "image_std", source),
                        input_size, _PIL_RESAMPLE.get(resample, str(resample)), crop_pct,
                        source)
+
+
+def from_hf_video_processor(config: Mapping[str, Any], default: Preprocessing,
+                            num_frames: int, source: str) -> Preprocessing:
+  """transformers' video / image processor of a video model, as our [0, 1] mean and std.
+
+  transformers computes ((p * rescale_factor - offset) - image_mean) / image_std from
+  pixels p in [0, 255] (`offset`: ViViT's processor subtracts 1 after rescaling; without
+  do_rescale / do_normalize those steps are skipped). With x = p / 255 that is
+  (x - mean) / std for mean = (offset + image_mean) / (255 rescale_factor) and
+  std = image_std / (255 rescale_factor), what config.data mean / std apply. The frame
+  count is config.json's `num_frames`; the frame stride (not in transformers' files) the
+  family's.
+  """
+  found = from_hf_preprocessor(config, source)
+  factor = 255.0 * float(config.get("rescale_factor", 1 / 255)) if config.get(
+      "do_rescale", True) else 1.0
+  offset = 1.0 if config.get("do_rescale", True) and config.get("offset", False) else 0.0
+  if config.get("do_normalize", True):
+    mean = _triple(config.get("image_mean", IMAGENET_MEAN), "image_mean", source)
+    std = _triple(config.get("image_std", IMAGENET_STD), "image_std", source)
+  else:
+    mean, std = (0.0,) * 3, (1.0,) * 3
+  if not factor > 0 or not all(v > 0 for v in std):
+    raise CheckpointError(f"{source}: rescale_factor and image_std must be > 0.")
+  mean = tuple((offset + m) / factor for m in mean)
+  std = tuple(v / factor for v in std)
+  return dataclasses.replace(found, mean=mean, std=std, num_frames=num_frames,
+                             frame_stride=default.frame_stride)
 
 
 def from_openclip_config(config: Mapping[str, Any], input_size: tuple[int, int],

@@ -181,13 +181,37 @@ def _linen_pretrained(found: formats.Source) -> Pretrained:
   return Pretrained(model, params, _family_default("vit", model, params), fmt, found.path)
 
 
+HF_VIDEO_PREPROCESSOR = "video_preprocessor_config.json"
+
+
 def _hf_video_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:
-  """A transformers video folder (hf_video): the family's reader builds the model."""
+  """A transformers video folder (hf_video): the family's reader builds the model; the clip
+  preprocessing comes from video_preprocessor_config.json (transformers' video processors),
+  else preprocessor_config.json (its image processors), else the family's published one;
+  the frame count from config.json (`num_frames`)."""
   found = hf_video.read_folder(folder, config)
-  pre = prep.family_default(found.family, found.input_size)
+  default = dataclasses.replace(prep.family_default(found.family, found.input_size),
+                                num_frames=found.num_frames)
+  pre = default
+  for name in (HF_VIDEO_PREPROCESSOR, HF_PREPROCESSOR):
+    path = os.path.join(folder, name)
+    pre_cfg = prep.read_json(path)
+    if pre_cfg:
+      pre = prep.from_hf_video_processor(pre_cfg, default, found.num_frames, path)
+      break
   weights = os.path.join(folder, hf_model.WEIGHTS_FILE)
   return Pretrained(found.model, found.params, pre, f"hf:{config.get('model_type')}",
-                    weights, found.left_out, is_video=True)
+                    weights, found.left_out, _class_names_of(config, found.model),
+                    is_video=True)
+
+
+def _class_names_of(config: Mapping[str, Any], model: Any) -> tuple[str, ...]:
+  """config.json's id2label (Kinetics class names), else "0", "1", ..."""
+  names = config.get("id2label") or {}
+  count = getattr(model, "num_classes", None) or 0
+  if count and all(str(i) in names for i in range(count)):
+    return tuple(str(names[str(i)]) for i in range(count))
+  return _class_names(model)
 
 
 def _hf_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:

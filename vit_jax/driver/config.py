@@ -308,5 +308,9 @@ def with_pretrained_preprocessing(config: ml_collections.ConfigDict, preprocessi
   config = ml_collections.ConfigDict(config.to_dict())
   over = preprocessing.data_overrides(data.config.image_size(config.data))
   del over["image_size"]  # unchanged (the tuple form would not fit an int key)
+  # A video checkpoint's clip (num_frames, stride) stays the config's choice, as the size
+  # does: VideoMAE's table follows any frame count, ViViT's learned one refuses another.
+  over.pop("num_frames", None)
+  over.pop("stride", None)
   config.data.update(over)
   return config
