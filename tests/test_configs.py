@@ -34,6 +34,7 @@ CONFIG_FILES = sorted(f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py"))
 NUM_CLASSES = {
     "digits": 10,
     "moving_digits": 20,  # 10 digits x 2 directions
+    "moving_digits/tiny": 20,
     "cifar10": 10,
     "cifar100": 100,
     "imagenet2012": 1000,
@@ -43,7 +44,8 @@ NUM_CLASSES = {
     "folder:data/epic_kitchens": 3806,
 }
 VIDEO_DATASETS = {"moving_digits", "folder:data/kinetics400", "folder:data/kinetics600",
-                  "folder:data/something_something_v2", "folder:data/epic_kitchens"}
+                  "folder:data/something_something_v2", "folder:data/epic_kitchens",
+                  "moving_digits/tiny"}
 
 # ViT-B/16 at 224 px with 1000 classes (docs/published_results.md; tests/models/test_registry.py).
 VIT_B16_PARAMS_224_1K = 86_567_656
@@ -74,6 +76,8 @@ def config_arguments(name: str) -> list[str]:
     return ["", *(v + o for v in module.VARIANTS for o in ("", ",vit_digits"))]
   if name == "finetune_pretrained":  # RECIPE
     return ["", *module.RECIPES]
+  if name == "videomae_finetune":  # RECIPE
+    return ["", *module.RECIPES]
   raise AssertionError(f"configs/{name}.py takes an argument: list the values its docstring "
                        "names in tests/test_configs.py:config_arguments.")
 
@@ -88,7 +92,7 @@ def expected_model(name: str, arg: str) -> str:
     return "ViT-Nano_2"  # vit_digits_finetune: "the vit_digits model"
   if name == "vit_s16_i1k":
     return "ViT-S_16"
-  if name == "finetune_pretrained":  # the model of init_from.path
+  if name in ("finetune_pretrained", "videomae_finetune"):  # the model of init_from.path
     return config_lib.FROM_CHECKPOINT
   if name == "vivit_paper":  # ViViT-{B,L}/16x2, default L
     size = arg.split(",")[1] if "," in arg else "L"
@@ -121,6 +125,15 @@ def pretrained_folder(tmp_path_factory) -> str:
   return str(folder)
 
 
+@pytest.fixture(scope="module")
+def pretrained_video_folder(tmp_path_factory) -> str:
+  """A tiny transformers VideoMAE folder (released names and shapes), 4x4 patches."""
+  from tests.checkpoint import _hf_video  # noqa: PLC0415
+
+  return str(_hf_video.folder(tmp_path_factory.mktemp("videomae"), "vmae_cls", patch=4,
+                              image=16)[0])
+
+
 CASES = [(name, arg) for name in CONFIG_FILES for arg in config_arguments(name)]
 
 
@@ -148,11 +161,13 @@ def test_docstring_states_the_command_and_the_arguments(name):
 
 
 @pytest.mark.parametrize("name,arg", CASES, ids=[_spec(n, a)[8:] for n, a in CASES])
-def test_config_loads_validates_and_builds(name, arg, pretrained_folder):
+def test_config_loads_validates_and_builds(name, arg, pretrained_folder,
+                                           pretrained_video_folder):
   c = load_config(_spec(name, arg))
   if c.model_name == config_lib.FROM_CHECKPOINT:  # the user names the file
     assert not c.init_from.path
-    c.init_from.path = pretrained_folder
+    c.init_from.path = (pretrained_video_folder if c.data.dataset in VIDEO_DATASETS
+                        else pretrained_folder)
   config_lib.validate(c)
   data.validate(c.data)
   assert c.model_name == expected_model(name, arg)
@@ -165,7 +180,7 @@ def test_config_loads_validates_and_builds(name, arg, pretrained_folder):
   is_video = c.data.dataset in VIDEO_DATASETS
   assert isinstance(model, models.VideoTransformer) == is_video
   if is_video:
-    assert model.variant == c.model.variant
+    assert model.variant == (c.model.variant or model.variant)  # None: the file's
   dummy = jax.ShapeDtypeStruct((1, *input_shape(c)), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), dummy)
   params = variables["params"]

@@ -34,6 +34,8 @@ Video models:
 
     params = checkpoint.load("vit_or_vivit_file", allow_video=True)
     params, report = checkpoint.adapt_video(params, init, variant=..., token_grid=...)
+    pre = checkpoint.load_pretrained("videomae-base-finetuned-kinetics")  # transformers folder
+    checkpoint.save_hf_video(pre.params, pre.model, "exported/", num_frames=16)
 """
 
 from vit_jax.checkpoint.adapt import adapt
@@ -48,6 +50,7 @@ from vit_jax.checkpoint.formats import (
     load_with_format,
 )
 from vit_jax.checkpoint.hf_export import save_hf
+from vit_jax.checkpoint.hf_video import save_hf_video
 from vit_jax.checkpoint.inflate import inflate_from_image
 from vit_jax.checkpoint.model_spec import ModelSpec
 from vit_jax.checkpoint.npz import save_npz
@@ -66,4 +69,5 @@ __all__ = [
     "is_video_params", "linen_to_timm", "load", "load_pretrained", "load_with_format",
     "posemb_prefix_rows", "prefix_rows_from_params", "resize_patch_kernel", "resize_posemb",
     "resolve_item_dir", "save_hf", "save_npz", "save_safetensors_timm",
+    "save_hf_video",
 ]
