@@ -18,6 +18,8 @@ Video models follow the ViViT paper: `ViViT-B_16x2` is size B with 16x16 patches
 and 2-frame tubelets; pick the model with `variant` (default spatio_temporal):
 
     model = create_model("ViViT-B_16x2", num_classes=400, variant="factorised_encoder")
+
+TimeSformer (`TimeSformer-B_16`) is the same video model with variant "divided_space_time".
 """
 
 from __future__ import annotations
@@ -57,6 +59,15 @@ for _size, _patch, _tubelet in [("Mu", 2, 1), ("Mu", 2, 2), ("Mu", 4, 1), ("Mu",
                                 ("S", 16, 2), ("B", 16, 2), ("L", 16, 2), ("H", 14, 2)]:
   register(f"ViViT-{_size}_{_patch}x{_tubelet}", vivit.VideoTransformer,
            patch_size=_patch, tubelet_size=_tubelet, **VIT_SIZES[_size])
+
+
+# TimeSformer-{size}_{patch} (vit_jax.families.timesformer): divided space-time attention
+# on frame embeddings, erf GELU as the PyTorch release; the published base, HR and L models
+# are all ViT-B sized (they differ in frames and resolution).
+for _size, _patch in [("Mu", 4), ("Nano", 4), ("B", 16)]:
+  register(f"TimeSformer-{_size}_{_patch}", vivit.VideoTransformer, patch_size=_patch,
+           tubelet_size=1, variant=vivit.DIVIDED, embedding="frame", classifier="token",
+           gelu_approximate=False, **VIT_SIZES[_size])
 
 
 def register_family(family: families.Family) -> None:
