@@ -11,6 +11,7 @@ from flax import traverse_util
 
 from vit_jax.models import attention_weights, create_model, vivit
 from vit_jax.models.options import EncoderOptions
+from vit_jax.tools import attention_maps
 
 B, T, N, D = 2, 3, 4, 32
 
@@ -109,3 +110,18 @@ def test_timesformer_b_has_the_reference_parameter_count():
   model = create_model("TimeSformer-B_16", num_classes=400)
   shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 224, 224, 3)))
   assert sum(a.size for a in jax.tree.leaves(shapes)) == 121_566_352
+
+
+def test_attention_maps_of_a_divided_model(model_and_params):
+  """Rollout over both stages of each block: maps per frame; each space row of the cls
+  token is a distribution, so the maps over the patches sum to at most 1."""
+  model, params, x, _ = model_and_params
+  maps = attention_maps.compute(model, params, x)
+  assert maps.grid == (T, 2, 2)
+  assert maps.rollout.shape == (B, T, 2, 2)
+  assert maps.layer_heads.shape == (2, B, 2, T, 2, 2)  # (time, space) stages of 1 block
+  assert np.all(maps.rollout > 0) and np.all(maps.rollout.sum((1, 2, 3)) <= 1 + 1e-5)
+  # The time stage: the cls token's row is the identity, so its raw map is zero.
+  np.testing.assert_allclose(maps.layer_heads[0], 0.0, atol=1e-7)
+  # The space stage: the cls row is the frames' mean, a distribution over cls and patches.
+  assert np.all(maps.layer_heads[1].sum((2, 3, 4)) < 1)
