@@ -32,6 +32,12 @@ checkpoints map over:
                                   MlpBlock}
     Transformer/encoder_norm
 
+  factorised_encoder_tokens (VideoPrism; no cls, every token goes through both):
+    SpatialTransformer/...  posemb [1, gh*gw, D]   each frame's patches
+    TemporalTransformer/... posemb [1, t, D]       each spatial position's t tokens
+    AttentionPool/{probe, query, key, value, per_dim_scale, out, LayerNorm}
+                                                   classifier "map" (the default)
+
   pre_logits/{kernel, bias}                        only with representation_size
   output_projection/{kernel, bias}                 zero-initialised
 
@@ -50,13 +56,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax.models import layers, numerics, positions, vit
+from vit_jax.models.options import EncoderOptions, OptionsClone
 
 VARIANTS = ("spatio_temporal", "factorised_encoder", "frame_average",
             "factorised_self_attention", "factorised_dot_product")
 # TimeSformer's divided space-time attention (Bertasius et al., 2021), the fifth variant:
 # not one of the ViViT paper's, so not one `inflate_from_image` initialises.
 DIVIDED = "divided_space_time"
-ENCODER_VARIANTS = VARIANTS + (DIVIDED,)
+# VideoPrism's factorised encoder (Zhao et al., 2024): unlike ViViT's Model 2, the spatial
+# encoder's every output token (not one per frame) goes on to the temporal encoder.
+FACTORISED_TOKENS = "factorised_encoder_tokens"
+ENCODER_VARIANTS = VARIANTS + (DIVIDED, FACTORISED_TOKENS)
 EMBEDDINGS = ("tubelet", "frame")
 ATTENTION_ORDERS = ("time_space", "space_time")
 # The paper (and Scenic) pool the factorised-attention models by averaging: their
@@ -68,6 +78,7 @@ _CLASSIFIERS = {
     "factorised_self_attention": ("gap",),
     "factorised_dot_product": ("gap",),
     DIVIDED: ("token", "gap"),
+    FACTORISED_TOKENS: ("map", "gap"),
 }
 DEFAULT_TEMPORAL_ENCODER_LAYERS = 4  # ViViT-B/L factorised encoder (paper, Scenic configs)
 
@@ -332,6 +343,51 @@ class DividedSpaceTimeBlock(layers.Encoder1DBlock):
     return x + layers.DropPath()(y, stochastic_depth, deterministic), None
 
 
+class AttentionPool(OptionsClone, nn.Module):
+  """VideoPrism's attention pooling (transformers' VideoPrismMultiheadAttentionPoolingHead,
+  then its `head_layernorm`): [B, L, D] -> [B, D].
+
+  A learned `probe` [1, 1, D] attends over the tokens with `query`/`key`/`value` kernels
+  [D, H, hd] of hd = mlp_dim / H (Praxis's hidden width, not D / H); the query is scaled
+  per dimension by softplus(`per_dim_scale` [hd]) * 1.442695 / sqrt(hd) (1.442695 =
+  1 / softplus(0): a zero `per_dim_scale` is plain 1/sqrt(hd) scaling); `out` [H, hd, D]
+  projects back, and a LayerNorm follows. No residual and no MLP (unlike MAPHead); no
+  logit cap. Sown weights: `attention_weights` [B, H, 1, L].
+  """
+  mlp_dim: int
+  num_heads: int
+  options: EncoderOptions = EncoderOptions()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    o = self.options
+    batch, _, width = x.shape
+    if self.mlp_dim % self.num_heads:
+      raise ValueError(f"AttentionPool: mlp_dim={self.mlp_dim} is not divisible by "
+                       f"num_heads={self.num_heads}.")
+    head_dim = self.mlp_dim // self.num_heads
+    dense = lambda name, **kw: nn.DenseGeneral(
+        name=name, kernel_init=layers.KERNEL_INIT, **numerics.linear_kwargs(o), **kw)
+    probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, width), o.param_dtype)
+    per_dim_scale = self.param("per_dim_scale", nn.initializers.zeros, (head_dim,),
+                               o.param_dtype)
+    probe = jnp.tile(probe.astype(x.dtype), [batch, 1, 1])  # [B, 1, D]
+    heads = (self.num_heads, head_dim)
+    query = dense("query", features=heads)(probe)  # [B, 1, H, hd]
+    query = query * (1.442695041 / np.sqrt(head_dim) * jax.nn.softplus(per_dim_scale)
+                     ).astype(query.dtype)
+    key = dense("key", features=heads)(x)  # [B, L, H, hd]
+    value = dense("value", features=heads)(x)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(logits, axis=-1)  # [B, H, 1, L]
+    if o.sow_attention_weights:
+      self.sow("intermediates", "attention_weights", weights)
+    weights = nn.Dropout(rate=o.attention_dropout_rate)(weights, deterministic=deterministic)
+    pooled = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+    pooled = dense("out", features=width, axis=(-2, -1))(pooled)[:, 0]  # [B, D]
+    return layers.layer_norm(o, name="LayerNorm")(pooled)
+
+
 class VideoEncoder(vit.Encoder):
   """vit.Encoder (posemb, dropout, blocks, encoder_norm) with the block of a variant.
 
@@ -397,7 +453,9 @@ class VideoTransformer(vit.TransformerModel):
     variant: one of ENCODER_VARIANTS: the paper's Models 1-4 and the frame-averaging
       baseline of Model 2 (VARIANTS), or TimeSformer's "divided_space_time"
       (DividedSpaceTimeBlock; its position embedding is SpaceTimePositionEmbs, resized
-      to another frame count or grid by nearest rows, as TimeSformer does).
+      to another frame count or grid by nearest rows, as TimeSformer does), or
+      VideoPrism's "factorised_encoder_tokens" (encode_tokens; classifier "map" is its
+      AttentionPool).
     embedding: "tubelet" (3-D conv, kernel [t, h, w, C, D], stride = kernel) or
       "frame" (uniform frame sampling: 2-D conv on every frame, kernel [h, w, C, D];
       sampling the frames from a longer video is the input pipeline's job).
@@ -448,10 +506,10 @@ class VideoTransformer(vit.TransformerModel):
     temporal_options = {"temporal_encoder_layers": self.temporal_encoder_layers,
                         "temporal_encoder_mlp_dim": self.temporal_encoder_mlp_dim,
                         "temporal_encoder_heads": self.temporal_encoder_heads}
-    if self.variant != "factorised_encoder":
+    if self.variant not in ("factorised_encoder", FACTORISED_TOKENS):
       used = sorted(k for k, v in temporal_options.items() if v is not None)
       if used:
-        raise ValueError(f"{used} only apply to variant='factorised_encoder', not "
+        raise ValueError(f"{used} only apply to the factorised encoders, not "
                          f"{self.variant!r}.")
     if self.variant != "factorised_self_attention" and (
         self.attention_order is not None or self.zero_init_time_attention):
@@ -475,6 +533,11 @@ class VideoTransformer(vit.TransformerModel):
         raise ValueError(f"rope is not implemented for variant {self.variant!r} (its "
                          "attention runs on reshaped token groups); use 'spatio_temporal', "
                          "'factorised_encoder' or 'frame_average'.")
+    if self.variant == FACTORISED_TOKENS:
+      if o.num_prefix_tokens(self.classifier_in_use) or o.rope is not None or o.fc_norm:
+        raise ValueError("factorised_encoder_tokens (VideoPrism) has no cls or register "
+                         "tokens, no rope and ends each encoder in its LayerNorm: drop "
+                         "class_token / num_registers / rope / fc_norm.")
     if self.variant == DIVIDED:
       if o.rope is not None or o.posemb_resize is not None:
         raise ValueError("divided_space_time has TimeSformer's position embeddings (a spatial "
@@ -528,13 +591,44 @@ class VideoTransformer(vit.TransformerModel):
       x = layers.layer_norm(o, name="fc_norm" + suffix)(x)
     return x
 
+  def encode_tokens(self, x: jax.Array, train: bool) -> jax.Array:
+    """VideoPrism's factorised encoder and pooling: tokens [B, t, gh, gw, D] -> [B, D].
+
+    The spatial encoder runs on each frame's n = gh*gw patches, the temporal encoder on
+    each spatial position's t outputs (both: learned position embedding, blocks,
+    encoder_norm); the t*n tokens are pooled by AttentionPool ("map") or averaged.
+    Another frame size resizes the spatial position embedding with `posemb_resize`.
+    """
+    batch, t, gh, gw, width = x.shape
+    n = gh * gw
+    o = self.options
+    x = x.reshape(batch * t, n, width)  # [B, t, gh, gw, D] -> [B*t, n, D]
+    x = VideoEncoder(num_layers=self.num_layers, mlp_dim=self.mlp_dim,
+                     num_heads=self.num_heads, patch_grid=(gh, gw), options=o,
+                     name="SpatialTransformer")(x, deterministic=not train)
+    # [B*t, n, D] -> [B, n, t, D] -> [B*n, t, D]
+    x = x.reshape(batch, t, n, width).transpose(0, 2, 1, 3).reshape(batch * n, t, width)
+    x = VideoEncoder(num_layers=self.temporal_encoder_layers or DEFAULT_TEMPORAL_ENCODER_LAYERS,
+                     mlp_dim=self.temporal_encoder_mlp_dim or self.mlp_dim,
+                     num_heads=self.temporal_encoder_heads or self.num_heads,
+                     options=o.replace(posemb_resize=None),  # the frame count is fixed
+                     name="TemporalTransformer")(x, deterministic=not train)
+    # [B*n, t, D] -> [B, t, n, D] -> [B, t*n, D] (time-major)
+    x = x.reshape(batch, n, t, width).transpose(0, 2, 1, 3).reshape(batch, t * n, width)
+    if self.classifier_in_use == "gap":
+      return jnp.mean(x, axis=1)
+    return AttentionPool(mlp_dim=self.mlp_dim, num_heads=self.num_heads, options=o,
+                         name="AttentionPool")(x, deterministic=not train)
+
   @nn.compact
   def __call__(self, video: jax.Array, train: bool = False) -> jax.Array:
     self.check_config()
     x = self.embed(video)
     batch, t, gh, gw, width = x.shape
 
-    if self.variant in ("factorised_encoder", "frame_average"):
+    if self.variant == FACTORISED_TOKENS:
+      x = self.encode_tokens(x, train)  # [B, t*n, D]
+    elif self.variant in ("factorised_encoder", "frame_average"):
       # Every temporal index is a sequence of the spatial encoder (shared weights).
       x = x.reshape(batch * t, gh * gw, width)  # [B, t, gh, gw, D] -> [B*t, n, D]
       x = self.encode(x, "SpatialTransformer", "cls_SpatialTransformer",
