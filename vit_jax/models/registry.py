@@ -19,7 +19,8 @@ and 2-frame tubelets; pick the model with `variant` (default spatio_temporal):
 
     model = create_model("ViViT-B_16x2", num_classes=400, variant="factorised_encoder")
 
-TimeSformer (`TimeSformer-B_16`) is the same video model with variant "divided_space_time".
+TimeSformer (`TimeSformer-B_16`) is the same video model with variant "divided_space_time",
+VideoPrism (`VideoPrism-B_18`) with variant "factorised_encoder_tokens".
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ for _size, _patch in [("Mu", 4), ("Nano", 4), ("B", 16)]:
   register(f"TimeSformer-{_size}_{_patch}", vivit.VideoTransformer, patch_size=_patch,
            tubelet_size=1, variant=vivit.DIVIDED, embedding="frame", classifier="token",
            gelu_approximate=False, **VIT_SIZES[_size])
+
+# VideoPrism-{size}_{patch} (vit_jax.families.videoprism): 18x18 patches of 288 px frames,
+# a spatial encoder of the size's depth, then 4 temporal layers (1 for the tiny Mu), soft-
+# capped attention logits (50), VideoPrism's attention pooling, erf GELU.
+for _size, _patch, _temporal in [("Mu", 4, 1), ("B", 18, 4), ("L", 18, 4)]:
+  register(f"VideoPrism-{_size}_{_patch}", vivit.VideoTransformer, patch_size=_patch,
+           tubelet_size=1, variant=vivit.FACTORISED_TOKENS, embedding="frame", classifier="map",
+           temporal_encoder_layers=_temporal, attention_logit_cap=50.0, gelu_approximate=False,
+           posemb_resize="bilinear_antialias", **VIT_SIZES[_size])
 
 
 def register_family(family: families.Family) -> None:
