@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from vit_jax.checkpoint.inflate import inflate_from_image
 from vit_jax.models import attention_weights, create_model, vivit
 from vit_jax.models.options import EncoderOptions
 from vit_jax.tools import attention_maps
@@ -125,3 +126,26 @@ def test_attention_maps_of_a_divided_model(model_and_params):
   np.testing.assert_allclose(maps.layer_heads[0], 0.0, atol=1e-7)
   # The space stage: the cls row is the frames' mean, a distribution over cls and patches.
   assert np.all(maps.layer_heads[1].sum((2, 3, 4)) < 1)
+
+
+def test_inflated_from_an_image_vit_a_static_clip_gives_the_image_logits():
+  """TimeSformer's initialisation (inflate_from_image, variant divided_space_time): the
+  attention of both stages from the image attention, Dense_time and the time table zero,
+  so a clip of one repeated frame gives the image ViT's logits on that frame."""
+  image_model = create_model("ViT-Mu_4", num_classes=5)
+  frame = jax.random.uniform(jax.random.key(4), (B, 8, 8, 3), minval=-1, maxval=1)
+  image_params = _random_params(image_model, frame)
+  video_model = create_model("TimeSformer-Mu_4", num_classes=5, gelu_approximate=True)
+  clip = jnp.repeat(frame[:, None], T, axis=1)
+  zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype),
+                       jax.eval_shape(video_model.init, jax.random.key(0), clip)["params"])
+  params, report = inflate_from_image(image_params, zeros, variant="divided_space_time")
+  notes = {e.key: e.action for e in report.entries}
+  assert notes["Transformer/posembed_space_time/pos_embedding"] == "copied"
+  assert notes["Transformer/encoderblock_1/MultiHeadDotProductAttention_time/query/kernel"] == (
+      "copied")
+  assert not report.ignored
+  expected = jax.jit(lambda p, x: image_model.apply({"params": p}, x))(image_params, frame)
+  logits = jax.jit(lambda p, x: video_model.apply({"params": p}, x))(params, clip)
+  np.testing.assert_allclose(logits, expected, atol=1e-5)
+  assert np.abs(expected).max() > 0.1
