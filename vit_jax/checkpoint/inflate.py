@@ -27,7 +27,7 @@ from vit_jax.checkpoint import posemb as posemb_lib
 from vit_jax.checkpoint.report import AdaptReport
 from vit_jax.errors import CheckpointError
 from vit_jax.models import layout, positions
-from vit_jax.models.vivit import VARIANTS
+from vit_jax.models.vivit import DIVIDED, VARIANTS
 
 # What the inflation does with a key; "ignored": an image parameter that initialises nothing.
 ACTIONS = ("copied", "inflated", "tiled", "resized", "resized+tiled", "reinitialised",
@@ -278,6 +278,8 @@ def init_encoder_blocks(s: _Surgery, encoder: str, *, num_blocks: Optional[int] 
         s.set(dst, np.zeros(s.init[dst].shape), "reinitialised",
               "zeros: the temporal attention starts as an identity residual", (src,))
         continue
+      if module == "Dense_time":  # TimeSformer's temporal_fc: kept at its zero init
+        continue
       if not s.has_image(src):
         raise KeyError(f"{dst} needs the image parameter {src}, which is missing; image "
                        f"block keys: {s.under(src_block, 'image')[:8]}...")
@@ -350,7 +352,10 @@ def inflate_from_image(
     image_params: the image ViT's params (Linen naming, per-layer or scanned).
     init_params: freshly initialised params of the video model; they fix every
       shape and keep the parameters with no image counterpart.
-    variant: the video model's variant (vivit.VARIANTS).
+    variant: the video model's variant (vivit.VARIANTS, or vivit.DIVIDED: TimeSformer's
+      own initialisation, the spatial and temporal attention both from the image
+      attention, `Dense_time` and `time_embedding` kept at their zero init, so the
+      model starts as the image model applied to every frame).
     kernel_init_method: tubelet kernel from the image patch kernel W:
       "central_frame" (W on the middle slice t//2, zeros elsewhere), "average"
       (filter inflation: W/t on every slice) or "repeat" (W on every slice).
@@ -371,8 +376,9 @@ def inflate_from_image(
   Raises:
     CheckpointError: naming the mismatch and the fix (patch size, depth, token grid).
   """
-  if variant not in VARIANTS:
-    raise CheckpointError(f"Unknown ViViT variant {variant!r}; choose one of {VARIANTS}.")
+  if variant not in VARIANTS + (DIVIDED,):
+    raise CheckpointError(f"Unknown ViViT variant {variant!r}; choose one of "
+                          f"{VARIANTS + (DIVIDED,)}.")
   for name, value, choices in [("kernel_init_method", kernel_init_method, KERNEL_INIT_METHODS),
                                ("temporal_init", temporal_init, TEMPORAL_INITS),
                                ("time_attention_init", time_attention_init,
@@ -381,8 +387,9 @@ def inflate_from_image(
       raise CheckpointError(f"Unknown {name} {value!r}; choose one of {choices}.")
   if temporal_init != "random" and variant != "factorised_encoder":
     raise CheckpointError("temporal_init only applies to variant='factorised_encoder'.")
-  if time_attention_init != "copy" and variant != "factorised_self_attention":
-    raise CheckpointError("time_attention_init only applies to variant='factorised_self_attention'.")
+  if time_attention_init != "copy" and variant not in ("factorised_self_attention", DIVIDED):
+    raise CheckpointError("time_attention_init only applies to variants "
+                          "'factorised_self_attention' and 'divided_space_time'.")
   s = _Surgery(image_params, init_params)
   factorised_encoder = variant in ("factorised_encoder", "frame_average")
   expected = "SpatialTransformer" if factorised_encoder else "Transformer"
@@ -401,6 +408,12 @@ def inflate_from_image(
     init_encoder_blocks(s, "SpatialTransformer")
     if variant == "factorised_encoder":
       init_temporal_encoder(s, temporal_init)
+  elif variant == DIVIDED:
+    # One spatial table shared by the frames (not tiled); the time table stays zero.
+    init_cls(s, "cls")
+    init_posemb(s, "Transformer/posembed_space_time/pos_embedding", temporal=1,
+                prefix_tokens=_prefix_tokens(s.init), grid_hw=grid_hw, image_grid=image_grid)
+    init_encoder_blocks(s, "Transformer", time_attention_init=time_attention_init)
   else:
     if token_grid is None:
       # [1, t*gh*gw(+1), D] does not say how its tokens split between time and space.

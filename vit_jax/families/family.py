@@ -43,6 +43,7 @@ ACTIVATIONS: dict[str, dict[str, Any]] = {
     "gelu_new": dict(mlp_activation="gelu", gelu_approximate=True),
     "quick_gelu": dict(mlp_activation="quick_gelu"),
     "gelu_fast": dict(mlp_activation="gelu", gelu_approximate=True),  # transformers' ViViT
+    "gelu_python": dict(mlp_activation="gelu", gelu_approximate=False),  # VideoPrism's
 }
 # Normalisations (pixels in [0, 1]) of the published preprocessing.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -230,8 +230,8 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
   fused path stays available.
 
   The options read here: attention_dropout_rate, attention_implementation,
-  attention_score, sow_attention_weights, qkv_bias, qk_norm, rope, layernorm_epsilon,
-  dtype and param_dtype.
+  attention_score, sow_attention_weights, qkv_bias, qk_norm, rope, attention_logit_cap,
+  layernorm_epsilon, dtype and param_dtype.
   """
   num_heads: int
   # Zeros make the layer start as "no attention" (ViViT's temporal attention).
@@ -378,7 +378,8 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
     use_dropout = not deterministic and o.attention_dropout_rate > 0.0
     implementation = o.attention_implementation
     fused = (not (o.sow_attention_weights or use_dropout) and o.attention_score != "additive"
-             and not (implementation is None and jax.default_backend() == "cpu"))
+             and not (implementation is None and jax.default_backend() == "cpu")
+             and o.attention_logit_cap is None)
     if fused:
       # Without a mask the call is exactly the unmasked program's (fingerprints).
       masked = {} if mask is None else {"mask": mask}
@@ -389,6 +390,9 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
       return jax.nn.dot_product_attention(
           query, key, value, scale=scale, implementation=implementation, **masked)
     logits = self._logits(query, key, params)
+    if o.attention_logit_cap is not None:  # soft cap (VideoPrism), before the mask
+      cap = o.attention_logit_cap
+      logits = cap * jnp.tanh(logits / cap)
     if mask is not None:  # float32 logits: exp(min - max) is exactly 0
       logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
     # Softmax in float32 even under bf16: logits of long sequences overflow.

@@ -118,6 +118,9 @@ class EncoderOptions:
     posemb_resize: one of POSEMB_RESIZE: a learned position embedding made for one
       input size is resized in the graph to the patch grid of the input, so one set of
       parameters serves any H x W divisible by the patch (positions.resize_posemb_grid).
+    attention_logit_cap: None, or the soft cap c of the attention logits,
+      c * tanh(logits / c), before the softmax (VideoPrism: 50); takes the explicit
+      attention path (the fused kernels have no cap).
   """
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
@@ -149,6 +152,7 @@ class EncoderOptions:
   rope_temperature: Optional[float] = None
   rope_reference_grid: Optional[int] = None
   posemb_resize: Optional[str] = None
+  attention_logit_cap: Optional[float] = None
 
   def __post_init__(self):
     if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
@@ -189,6 +193,9 @@ class EncoderOptions:
                        f"with rope='eva02', not {self.rope!r}.")
     if self.rope_temperature is not None and not self.rope_temperature > 0:
       raise ValueError(f"rope_temperature must be > 0, got {self.rope_temperature}.")
+    if self.attention_logit_cap is not None and not self.attention_logit_cap > 0:
+      raise ValueError(f"attention_logit_cap must be > 0 (or None for no cap), got "
+                       f"{self.attention_logit_cap}.")
 
   def replace(self, **changes: Any) -> EncoderOptions:
     """A copy with `changes` (validated again); unknown names are an error."""

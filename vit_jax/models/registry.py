@@ -18,6 +18,9 @@ Video models follow the ViViT paper: `ViViT-B_16x2` is size B with 16x16 patches
 and 2-frame tubelets; pick the model with `variant` (default spatio_temporal):
 
     model = create_model("ViViT-B_16x2", num_classes=400, variant="factorised_encoder")
+
+TimeSformer (`TimeSformer-B_16`) is the same video model with variant "divided_space_time",
+VideoPrism (`VideoPrism-B_18`) with variant "factorised_encoder_tokens".
 """
 
 from __future__ import annotations
@@ -72,6 +75,22 @@ for _size, _patch, _dims in [("Mu", 4, None), ("Nano", 4, None), ("S", 16, None)
     _options.pop("fc_norm_epsilon")
   register(f"VideoMAE{'v2' if _size == 'g' else ''}-{_size}_{_patch}x2", vivit.VideoTransformer,
            patch_size=_patch, tubelet_size=2, **(_dims or families.SIZES[_size]), **_options)
+# TimeSformer-{size}_{patch} (vit_jax.families.timesformer): divided space-time attention
+# on frame embeddings, erf GELU as the PyTorch release; the published base, HR and L models
+# are all ViT-B sized (they differ in frames and resolution).
+for _size, _patch in [("Mu", 4), ("Nano", 4), ("B", 16)]:
+  register(f"TimeSformer-{_size}_{_patch}", vivit.VideoTransformer, patch_size=_patch,
+           tubelet_size=1, variant=vivit.DIVIDED, embedding="frame", classifier="token",
+           gelu_approximate=False, **VIT_SIZES[_size])
+
+# VideoPrism-{size}_{patch} (vit_jax.families.videoprism): 18x18 patches of 288 px frames,
+# a spatial encoder of the size's depth, then 4 temporal layers (1 for the tiny Mu), soft-
+# capped attention logits (50), VideoPrism's attention pooling, erf GELU.
+for _size, _patch, _temporal in [("Mu", 4, 1), ("B", 18, 4), ("L", 18, 4)]:
+  register(f"VideoPrism-{_size}_{_patch}", vivit.VideoTransformer, patch_size=_patch,
+           tubelet_size=1, variant=vivit.FACTORISED_TOKENS, embedding="frame", classifier="map",
+           temporal_encoder_layers=_temporal, attention_logit_cap=50.0, gelu_approximate=False,
+           posemb_resize="bilinear_antialias", **VIT_SIZES[_size])
 
 
 def register_family(family: families.Family) -> None:

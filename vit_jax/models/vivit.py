@@ -22,6 +22,22 @@ checkpoints map over:
     cls_SpatialTransformer, SpatialTransformer/...   posemb [1, gh*gw(+1), D]
     cls_TemporalTransformer, TemporalTransformer/... posemb [1, t(+1), D]
 
+  divided_space_time (TimeSformer; one encoder over the cls token and all t*gh*gw tokens):
+    cls [1, 1, D]                                  only with classifier="token"
+    Transformer/posembed_space_time/pos_embedding  [1, gh*gw(+1), D]  every frame's
+    Transformer/posembed_space_time/time_embedding [1, t, D]
+    Transformer/encoderblock_{i}/{LayerNorm_time, MultiHeadDotProductAttention_time,
+                                  Dense_time, LayerNorm_space,
+                                  MultiHeadDotProductAttention_space, LayerNorm_mlp,
+                                  MlpBlock}
+    Transformer/encoder_norm
+
+  factorised_encoder_tokens (VideoPrism; no cls, every token goes through both):
+    SpatialTransformer/...  posemb [1, gh*gw, D]   each frame's patches
+    TemporalTransformer/... posemb [1, t, D]       each spatial position's t tokens
+    AttentionPool/{probe, query, key, value, per_dim_scale, out, LayerNorm}
+                                                   classifier "map" (the default)
+
   pre_logits/{kernel, bias}                        only with representation_size
   output_projection/{kernel, bias}                 zero-initialised
 
@@ -37,11 +53,20 @@ from typing import Any, Optional, Union
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vit_jax.models import layers, numerics, positions, vit
+from vit_jax.models.options import EncoderOptions, OptionsClone
 
 VARIANTS = ("spatio_temporal", "factorised_encoder", "frame_average",
             "factorised_self_attention", "factorised_dot_product")
+# TimeSformer's divided space-time attention (Bertasius et al., 2021), the fifth variant:
+# not one of the ViViT paper's, so not one `inflate_from_image` initialises.
+DIVIDED = "divided_space_time"
+# VideoPrism's factorised encoder (Zhao et al., 2024): unlike ViViT's Model 2, the spatial
+# encoder's every output token (not one per frame) goes on to the temporal encoder.
+FACTORISED_TOKENS = "factorised_encoder_tokens"
+ENCODER_VARIANTS = VARIANTS + (DIVIDED, FACTORISED_TOKENS)
 EMBEDDINGS = ("tubelet", "frame")
 ATTENTION_ORDERS = ("time_space", "space_time")
 # The paper (and Scenic) pool the factorised-attention models by averaging: their
@@ -52,6 +77,8 @@ _CLASSIFIERS = {
     "frame_average": ("token", "gap"),
     "factorised_self_attention": ("gap",),
     "factorised_dot_product": ("gap",),
+    DIVIDED: ("token", "gap"),
+    FACTORISED_TOKENS: ("map", "gap"),
 }
 DEFAULT_TEMPORAL_ENCODER_LAYERS = 4  # ViViT-B/L factorised encoder (paper, Scenic configs)
 # Position embeddings of the video models (`posemb`): "learn" (a parameter over all
@@ -204,13 +231,178 @@ class FactorisedSelfAttentionBlock(layers.Encoder1DBlock):
     return x + layers.DropPath()(y, stochastic_depth, deterministic), None
 
 
+def nearest_rows(stored: int, wanted: int) -> np.ndarray:
+  """The rows torch's F.interpolate(mode="nearest") reads to resize `stored` rows to
+  `wanted`: floor(i * stored / wanted), as TimeSformer resizes its embeddings."""
+  return np.minimum(np.floor(np.arange(wanted) * (stored / wanted)).astype(np.int32),
+                    stored - 1)
+
+
+class SpaceTimePositionEmbs(nn.Module):
+  """TimeSformer's position embedding: one spatial table shared by the frames, plus time.
+
+  [B, P + t*n, D] -> same (P prefix tokens, then t time-major frames of n = gh*gw
+  patches). `pos_embedding` [1, P + n, D] adds its first P rows to the prefix tokens and
+  the rest to every frame's patches; `time_embedding` [1, t, D] adds row i to every patch
+  of temporal index i (not to the prefix tokens). Another grid or frame count than the
+  stored ones reads the nearest stored rows (the spatial table is a square grid), as
+  TimeSformer does (F.interpolate(mode="nearest")).
+  """
+  num_prefix_tokens: int
+  temporal_grid: int
+  patch_grid: tuple[int, int]
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, length, width = x.shape
+    p, t = self.num_prefix_tokens, self.temporal_grid
+    gh, gw = self.patch_grid
+    n = gh * gw
+    if length != p + t * n:
+      raise ValueError(f"{length} tokens are not {p} prefix tokens and {t} frames of "
+                       f"{gh}x{gw} patches.")
+    stored = {name: self.get_variable("params", name).shape[1]
+              for name in ("pos_embedding", "time_embedding")
+              if self.has_variable("params", name)}
+    # TimeSformer's init: the spatial table as ViT's, time zero (an image model's start).
+    posemb = self.param("pos_embedding", nn.initializers.normal(stddev=0.02),
+                        (1, stored.get("pos_embedding", p + n), width), self.param_dtype)
+    time = self.param("time_embedding", nn.initializers.zeros,
+                      (1, stored.get("time_embedding", t), width), self.param_dtype)
+    spatial = posemb[:, p:]  # [1, n', D]
+    if spatial.shape[1] != n:
+      sh, sw = positions.grid_from_rows(posemb.shape[1], p)
+      grid = spatial.reshape(sh, sw, width)[nearest_rows(sh, gh)][:, nearest_rows(sw, gw)]
+      spatial = grid.reshape(1, n, width)
+    if time.shape[1] != t:
+      time = time[:, nearest_rows(time.shape[1], t)]
+    # [B, t, n, D] + [1, 1, n, D] + [1, t, 1, D]
+    patches = _time_major(x[:, p:], t)[0] + spatial[:, None] + time[:, :, None]
+    prefix = x[:, :p] + posemb[:, :p]
+    return jnp.concatenate([prefix, patches.reshape(batch, t * n, width)], axis=1)
+
+
+class DividedSpaceTimeBlock(layers.Encoder1DBlock):
+  """TimeSformer's block: temporal attention, spatial attention, then the MLP.
+
+  [B, P + t*n, D] -> ([B, P + t*n, D], None), time-major patches after P prefix
+  tokens (the cls token). As transformers' TimesformerLayer (divided_space_time):
+    1. time: each spatial position's t patches attend to each other (LayerNorm_time,
+       MultiHeadDotProductAttention_time); the branch is dropped per (video, position),
+       then projected by `Dense_time` [D, D] (TimeSformer's temporal_fc, zero-initialised
+       so a fresh block starts as an image block) and added; the prefix tokens skip it.
+    2. space: each frame's n patches and the prefix tokens attend to each other
+       (LayerNorm_space, MultiHeadDotProductAttention_space); each prefix token's t
+       per-frame outputs are averaged over the frames before its residual add.
+    3. MLP (LayerNorm_mlp, MlpBlock), residual.
+  Sown weights: time [B*n, H, t, t], space [B*t, H, P+n, P+n]. With `options.layer_scale`
+  each branch has its LayerScale (LayerScale_time, LayerScale_space, LayerScale_mlp).
+  """
+  temporal_grid: int = 1
+
+  def _branch_end(self, y: jax.Array, stochastic_depth: Union[float, jax.Array],
+                  deterministic: bool, axis: str) -> jax.Array:
+    """Dropout and stochastic depth of a branch, per row of y (a position or a frame)."""
+    y = self.layer_scale(y, f"LayerScale_{axis}")
+    y = nn.Dropout(rate=self.options.dropout_rate)(y, deterministic=deterministic)
+    return layers.DropPath()(y, stochastic_depth, deterministic)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, stochastic_depth: Union[float, jax.Array] = 0.0,
+               deterministic: bool = True, mask: Optional[jax.Array] = None
+               ) -> tuple[jax.Array, None]:
+    """[B, P + t*n, D] -> ([B, P + t*n, D], None)."""
+    _refuse_mask(mask, DIVIDED)
+    p, t = self.num_prefix_tokens, self.temporal_grid
+    batch, length, width = x.shape
+    if (length - p) % t:
+      raise ValueError(f"{length} tokens are not {p} prefix tokens and {t} temporal indices.")
+    prefix = x[:, :p]  # [B, P, D]
+    grid, n = _time_major(x[:, p:], t)  # [B, t, n, D]
+
+    # Time: [B, t, n, D] -> [B, n, t, D] -> [B*n, t, D]
+    y = grid.transpose(0, 2, 1, 3).reshape(batch * n, t, width)
+    y = self.norm(name="LayerNorm_time")(y)
+    y = self.attention(name="MultiHeadDotProductAttention_time")(y, deterministic=deterministic)
+    y = self._branch_end(y, stochastic_depth, deterministic, "time")
+    y = y.reshape(batch, n, t, width).transpose(0, 2, 1, 3)  # -> [B, t, n, D]
+    grid = grid + nn.Dense(width, kernel_init=nn.initializers.zeros, name="Dense_time",
+                           **numerics.linear_kwargs(self.options))(y)
+
+    # Space: every frame's sequence [B*t, P + n, D] holds its own copy of the prefix tokens.
+    frames = grid.reshape(batch * t, n, width)  # [B, t, n, D] -> [B*t, n, D]
+    y = jnp.concatenate([jnp.repeat(prefix, t, axis=0), frames], axis=1)
+    y = self.norm(name="LayerNorm_space")(y)
+    y = self.attention(name="MultiHeadDotProductAttention_space")(y, deterministic=deterministic)
+    y = self._branch_end(y, stochastic_depth, deterministic, "space")
+    prefix = prefix + jnp.mean(y[:, :p].reshape(batch, t, p, width), axis=1)  # over frames
+    patches = grid.reshape(batch, t * n, width) + y[:, p:].reshape(batch, t * n, width)
+    x = jnp.concatenate([prefix, patches], axis=1)
+
+    y = self.norm(name="LayerNorm_mlp")(x)
+    y = layers.MlpBlock(mlp_dim=self.mlp_dim, options=self.options, name="MlpBlock")(
+        y, deterministic=deterministic)
+    y = self.layer_scale(y, "LayerScale_mlp")
+    return x + layers.DropPath()(y, stochastic_depth, deterministic), None
+
+
+class AttentionPool(OptionsClone, nn.Module):
+  """VideoPrism's attention pooling (transformers' VideoPrismMultiheadAttentionPoolingHead,
+  then its `head_layernorm`): [B, L, D] -> [B, D].
+
+  A learned `probe` [1, 1, D] attends over the tokens with `query`/`key`/`value` kernels
+  [D, H, hd] of hd = mlp_dim / H (Praxis's hidden width, not D / H); the query is scaled
+  per dimension by softplus(`per_dim_scale` [hd]) * 1.442695 / sqrt(hd) (1.442695 =
+  1 / softplus(0): a zero `per_dim_scale` is plain 1/sqrt(hd) scaling); `out` [H, hd, D]
+  projects back, and a LayerNorm follows. No residual and no MLP (unlike MAPHead); no
+  logit cap. Sown weights: `attention_weights` [B, H, 1, L].
+  """
+  mlp_dim: int
+  num_heads: int
+  options: EncoderOptions = EncoderOptions()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    o = self.options
+    batch, _, width = x.shape
+    if self.mlp_dim % self.num_heads:
+      raise ValueError(f"AttentionPool: mlp_dim={self.mlp_dim} is not divisible by "
+                       f"num_heads={self.num_heads}.")
+    head_dim = self.mlp_dim // self.num_heads
+    dense = lambda name, **kw: nn.DenseGeneral(
+        name=name, kernel_init=layers.KERNEL_INIT, **numerics.linear_kwargs(o), **kw)
+    probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, width), o.param_dtype)
+    per_dim_scale = self.param("per_dim_scale", nn.initializers.zeros, (head_dim,),
+                               o.param_dtype)
+    probe = jnp.tile(probe.astype(x.dtype), [batch, 1, 1])  # [B, 1, D]
+    heads = (self.num_heads, head_dim)
+    query = dense("query", features=heads)(probe)  # [B, 1, H, hd]
+    query = query * (1.442695041 / np.sqrt(head_dim) * jax.nn.softplus(per_dim_scale)
+                     ).astype(query.dtype)
+    key = dense("key", features=heads)(x)  # [B, L, H, hd]
+    value = dense("value", features=heads)(x)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(logits, axis=-1)  # [B, H, 1, L]
+    if o.sow_attention_weights:
+      self.sow("intermediates", "attention_weights", weights)
+    weights = nn.Dropout(rate=o.attention_dropout_rate)(weights, deterministic=deterministic)
+    pooled = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+    pooled = dense("out", features=width, axis=(-2, -1))(pooled)[:, 0]  # [B, D]
+    return layers.layer_norm(o, name="LayerNorm")(pooled)
+
+
 class VideoEncoder(vit.Encoder):
   """vit.Encoder (posemb, dropout, blocks, encoder_norm) with the block of a variant.
 
-  variant: one of VARIANTS. "factorised_self_attention" and "factorised_dot_product"
-  have their own blocks, which need `temporal_grid`, the number of temporal indices
-  of the time-major [B, t*n, D] input; the others (and the factorised encoder's
-  spatial and temporal encoders) use the ViT block.
+  variant: one of ENCODER_VARIANTS. "factorised_self_attention",
+  "factorised_dot_product" and "divided_space_time" have their own blocks, which need
+  `temporal_grid`, the number of temporal indices of the time-major [B, (P +) t*n, D]
+  input; the others (and the factorised encoder's spatial and temporal encoders) use
+  the ViT block. "divided_space_time" also has its own position embedding
+  (SpaceTimePositionEmbs `posembed_space_time`, on the `patch_grid` (gh, gw)), which
+  replaces vit.Encoder's [1, L, D] table: its model builds it with
+  add_position_embedding=False.
   """
   variant: str = "spatio_temporal"
   temporal_grid: int = 1
@@ -225,9 +417,25 @@ class VideoEncoder(vit.Encoder):
       return FactorisedSelfAttentionBlock, dict(
           kwargs, temporal_grid=self.temporal_grid, attention_order=self.attention_order,
           zero_init_time_attention=self.zero_init_time_attention)
+    if self.variant == DIVIDED:
+      return DividedSpaceTimeBlock, dict(kwargs, temporal_grid=self.temporal_grid)
     if self.variant not in VARIANTS:
-      raise ValueError(f"Unknown ViViT variant {self.variant!r}; choose one of {VARIANTS}.")
+      raise ValueError(f"Unknown ViViT variant {self.variant!r}; choose one of "
+                       f"{ENCODER_VARIANTS}.")
     return block_cls, kwargs
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               token_mask: Optional[jax.Array] = None,
+               token_positions: Optional[tuple[jax.Array, jax.Array]] = None) -> jax.Array:
+    """[B, L, D] -> [B, L, D] (vit.Encoder), after the divided variant's position embedding."""
+    if self.variant == DIVIDED:
+      if self.add_position_embedding or self.patch_grid is None:
+        raise ValueError("The divided_space_time encoder adds its own position embedding: "
+                         "build it with add_position_embedding=False and the patch_grid.")
+      x = SpaceTimePositionEmbs(self.num_prefix_tokens, self.temporal_grid, self.patch_grid,
+                                self.options.param_dtype, name="posembed_space_time")(x)
+    return super().__call__(x, deterministic, token_mask, token_positions)
 
 
 class VideoTransformer(vit.TransformerModel):
@@ -246,8 +454,12 @@ class VideoTransformer(vit.TransformerModel):
     patch_size: spatial patch (h, w) or one int for square patches.
     tubelet_size: frames per tubelet (t of the 3-D conv); must be 1 with
       embedding="frame".
-    variant: one of VARIANTS (the paper's Models 1-4 and the frame-averaging
-      baseline of Model 2).
+    variant: one of ENCODER_VARIANTS: the paper's Models 1-4 and the frame-averaging
+      baseline of Model 2 (VARIANTS), or TimeSformer's "divided_space_time"
+      (DividedSpaceTimeBlock; its position embedding is SpaceTimePositionEmbs, resized
+      to another frame count or grid by nearest rows, as TimeSformer does), or
+      VideoPrism's "factorised_encoder_tokens" (encode_tokens; classifier "map" is its
+      AttentionPool).
     embedding: "tubelet" (3-D conv, kernel [t, h, w, C, D], stride = kernel) or
       "frame" (uniform frame sampling: 2-D conv on every frame, kernel [h, w, C, D];
       sampling the frames from a longer video is the input pipeline's job).
@@ -290,8 +502,9 @@ class VideoTransformer(vit.TransformerModel):
 
   def check_config(self) -> None:
     """Raises on unknown options and on options the variant does not use."""
-    if self.variant not in VARIANTS:
-      raise ValueError(f"Unknown ViViT variant {self.variant!r}; choose one of {VARIANTS}.")
+    if self.variant not in ENCODER_VARIANTS:
+      raise ValueError(f"Unknown ViViT variant {self.variant!r}; choose one of "
+                       f"{ENCODER_VARIANTS}.")
     if self.embedding not in EMBEDDINGS:
       raise ValueError(f"Unknown embedding {self.embedding!r}; choose one of {EMBEDDINGS}.")
     if self.embedding == "frame" and self.tubelet_size != 1:
@@ -304,10 +517,10 @@ class VideoTransformer(vit.TransformerModel):
     temporal_options = {"temporal_encoder_layers": self.temporal_encoder_layers,
                         "temporal_encoder_mlp_dim": self.temporal_encoder_mlp_dim,
                         "temporal_encoder_heads": self.temporal_encoder_heads}
-    if self.variant != "factorised_encoder":
+    if self.variant not in ("factorised_encoder", FACTORISED_TOKENS):
       used = sorted(k for k, v in temporal_options.items() if v is not None)
       if used:
-        raise ValueError(f"{used} only apply to variant='factorised_encoder', not "
+        raise ValueError(f"{used} only apply to the factorised encoders, not "
                          f"{self.variant!r}.")
     if self.variant != "factorised_self_attention" and (
         self.attention_order is not None or self.zero_init_time_attention):
@@ -339,6 +552,16 @@ class VideoTransformer(vit.TransformerModel):
         raise ValueError(f"rope is not implemented for variant {self.variant!r} (its "
                          "attention runs on reshaped token groups); use 'spatio_temporal', "
                          "'factorised_encoder' or 'frame_average'.")
+    if self.variant == FACTORISED_TOKENS:
+      if o.num_prefix_tokens(self.classifier_in_use) or o.rope is not None or o.fc_norm:
+        raise ValueError("factorised_encoder_tokens (VideoPrism) has no cls or register "
+                         "tokens, no rope and ends each encoder in its LayerNorm: drop "
+                         "class_token / num_registers / rope / fc_norm.")
+    if self.variant == DIVIDED:
+      if o.rope is not None or o.posemb_resize is not None:
+        raise ValueError("divided_space_time has TimeSformer's position embeddings (a spatial "
+                         "table and a time table, resized by nearest rows as TimeSformer "
+                         "does): drop rope / posemb_resize.")
 
   def embed(self, video: jax.Array) -> jax.Array:
     """[B, T, H, W, C] -> tokens [B, t, gh, gw, D]."""
@@ -410,6 +633,34 @@ class VideoTransformer(vit.TransformerModel):
         f"{' + cls' if tokens != t * gh * gw else ''}): feed clips of the frame count and "
         "size the checkpoint was trained with (learned video position embeddings are not "
         "resized).")
+  def encode_tokens(self, x: jax.Array, train: bool) -> jax.Array:
+    """VideoPrism's factorised encoder and pooling: tokens [B, t, gh, gw, D] -> [B, D].
+
+    The spatial encoder runs on each frame's n = gh*gw patches, the temporal encoder on
+    each spatial position's t outputs (both: learned position embedding, blocks,
+    encoder_norm); the t*n tokens are pooled by AttentionPool ("map") or averaged.
+    Another frame size resizes the spatial position embedding with `posemb_resize`.
+    """
+    batch, t, gh, gw, width = x.shape
+    n = gh * gw
+    o = self.options
+    x = x.reshape(batch * t, n, width)  # [B, t, gh, gw, D] -> [B*t, n, D]
+    x = VideoEncoder(num_layers=self.num_layers, mlp_dim=self.mlp_dim,
+                     num_heads=self.num_heads, patch_grid=(gh, gw), options=o,
+                     name="SpatialTransformer")(x, deterministic=not train)
+    # [B*t, n, D] -> [B, n, t, D] -> [B*n, t, D]
+    x = x.reshape(batch, t, n, width).transpose(0, 2, 1, 3).reshape(batch * n, t, width)
+    x = VideoEncoder(num_layers=self.temporal_encoder_layers or DEFAULT_TEMPORAL_ENCODER_LAYERS,
+                     mlp_dim=self.temporal_encoder_mlp_dim or self.mlp_dim,
+                     num_heads=self.temporal_encoder_heads or self.num_heads,
+                     options=o.replace(posemb_resize=None),  # the frame count is fixed
+                     name="TemporalTransformer")(x, deterministic=not train)
+    # [B*n, t, D] -> [B, t, n, D] -> [B, t*n, D] (time-major)
+    x = x.reshape(batch, n, t, width).transpose(0, 2, 1, 3).reshape(batch, t * n, width)
+    if self.classifier_in_use == "gap":
+      return jnp.mean(x, axis=1)
+    return AttentionPool(mlp_dim=self.mlp_dim, num_heads=self.num_heads, options=o,
+                         name="AttentionPool")(x, deterministic=not train)
 
   @nn.compact
   def __call__(self, video: jax.Array, train: bool = False) -> jax.Array:
@@ -417,7 +668,9 @@ class VideoTransformer(vit.TransformerModel):
     x = self.embed(video)
     batch, t, gh, gw, width = x.shape
 
-    if self.variant in ("factorised_encoder", "frame_average"):
+    if self.variant == FACTORISED_TOKENS:
+      x = self.encode_tokens(x, train)  # [B, t*n, D]
+    elif self.variant in ("factorised_encoder", "frame_average"):
       # Every temporal index is a sequence of the spatial encoder (shared weights).
       x = x.reshape(batch * t, gh * gw, width)  # [B, t, gh, gw, D] -> [B*t, n, D]
       x = self.encode(x, "SpatialTransformer", "cls_SpatialTransformer",
@@ -441,9 +694,12 @@ class VideoTransformer(vit.TransformerModel):
       else:
         self.check_posemb_rows(
             t * gh * gw + self.options.num_prefix_tokens(self.classifier_in_use), (t, gh, gw))
+      divided = self.variant == DIVIDED  # its own position embedding on the (gh, gw) grid
+      if divided:
+        extra = dict(add_position_embedding=False)
       x = self.encode(x, "Transformer", "cls", self.num_layers, self.mlp_dim,
                       self.num_heads, train,
-                      patch_grid=(gh, gw) if self.options.rope is not None else None,
+                      patch_grid=(gh, gw) if self.options.rope is not None or divided else None,
                       variant=self.variant, temporal_grid=t,
                       attention_order=self.attention_order or ATTENTION_ORDERS[0],
                       zero_init_time_attention=self.zero_init_time_attention, **extra)

@@ -29,6 +29,9 @@ Videos (ViViT; t temporal indices of `tubelet_size` frames each, gh x gw patches
     attention only connects tokens of one spatial position, space attention
     tokens of one temporal index), then rolled out like the joint model; a
     factorised self-attention block is two residual stages, so two matrices.
+  divided_space_time (TimeSformer): like factorised_self_attention, time then space
+    per block; the cls token skips the time stage (an identity row) and its space row
+    is the mean over frames of its per-frame rows, as the block averages it.
   factorised_encoder / frame_average: the spatial encoder's rollout of each
     temporal index (its own cls token) gives the per-frame spatial maps; the
     temporal encoder's rollout of its cls over the t frame tokens is `temporal`
@@ -185,6 +188,36 @@ def _embed_factorised(time: Optional[jax.Array], space: Optional[jax.Array], t: 
   return full.reshape(full.shape[:3] + (t * n, t * n))
 
 
+def _embed_divided(time: jax.Array, space: jax.Array, t: int, n: int, batch: int,
+                   prefix: int) -> tuple[jax.Array, jax.Array]:
+  """Time [L, B*n, H, t, t] and space [L, B*t, H, P+n, P+n] attention of the divided
+  block -> its two stages in token space, each [L, B, H, P+N, P+N] (N = t*n).
+
+  The P prefix tokens skip the time stage (identity rows); in the space stage their row
+  is the mean over frames of their per-frame rows (the block averages their outputs).
+  """
+  p = prefix
+  time_full = _embed_factorised(time, None, t, n, batch)  # [L, B, H, N, N]
+  eye = jnp.broadcast_to(jnp.eye(p), time_full.shape[:3] + (p, p))
+  zeros = jnp.zeros(time_full.shape[:3] + (p, t * n))
+  time_full = jnp.concatenate([jnp.concatenate([eye, zeros], -1),
+                               jnp.concatenate([jnp.swapaxes(zeros, -1, -2), time_full], -1)],
+                              axis=-2)
+  layers, heads = space.shape[0], space.shape[2]
+  sm = space.reshape(layers, batch, t, heads, p + n, p + n)
+  patches = _embed_factorised(None, space[..., p:, p:], t, n, batch)  # [L, B, H, N, N]
+  # [L, B, t, H, n, P] -> [L, B, H, t, n, P] -> [L, B, H, N, P]
+  patch_prefix = sm[..., p:, :p].transpose(0, 1, 3, 2, 4, 5).reshape(
+      layers, batch, heads, t * n, p)
+  prefix_prefix = jnp.mean(sm[..., :p, :p], axis=2)  # [L, B, H, P, P]
+  # [L, B, t, H, P, n] / t -> [L, B, H, P, t, n] -> [L, B, H, P, N]
+  prefix_patch = (sm[..., :p, p:] / t).transpose(0, 1, 3, 4, 2, 5).reshape(
+      layers, batch, heads, p, t * n)
+  space_full = jnp.concatenate([jnp.concatenate([prefix_prefix, prefix_patch], -1),
+                                jnp.concatenate([patch_prefix, patches], -1)], axis=-2)
+  return time_full, space_full
+
+
 def _video_maps(model: vivit.VideoTransformer, videos: jax.Array, logits: jax.Array,
                 weights: Mapping[str, jax.Array]) -> dict[str, Any]:
   t, gh, gw = vivit.token_grid(model, videos.shape)
@@ -210,6 +243,13 @@ def _video_maps(model: vivit.VideoTransformer, videos: jax.Array, logits: jax.Ar
 
   if model.variant == "spatio_temporal":
     layers = encoder_layers(weights, "Transformer")  # [L, B, H, N(+1), N(+1)]
+  elif model.variant == vivit.DIVIDED:
+    time_full, space_full = _embed_divided(
+        encoder_layers(weights, "Transformer", "MultiHeadDotProductAttention_time"),
+        encoder_layers(weights, "Transformer", "MultiHeadDotProductAttention_space"),
+        t, n, batch, int(has_cls))
+    layers = jnp.stack([time_full, space_full], axis=1)  # [L, 2, B, H, N', N']
+    layers = layers.reshape((-1,) + layers.shape[2:])  # -> [2L, ...], in block order
   elif model.variant == "factorised_dot_product":
     layers = _embed_factorised(
         encoder_layers(weights, "Transformer", "MultiHeadDotProductAttention_0/time"),
