@@ -22,8 +22,13 @@ checkpoints map over:
     cls_SpatialTransformer, SpatialTransformer/...   posemb [1, gh*gw(+1), D]
     cls_TemporalTransformer, TemporalTransformer/... posemb [1, t(+1), D]
 
+  pooler/...                                       classifier="attentive" (V-JEPA 2):
+                                                   models.attentive_pooler
   pre_logits/{kernel, bias}                        only with representation_size
   output_projection/{kernel, bias}                 zero-initialised
+
+No `posembed_input` with posemb="none" (V-JEPA 2, whose rope="vjepa2" rotates queries
+and keys by each token's (temporal index, row, column) instead).
 
 t = T / tubelet_size temporal indices, gh x gw = H/h x W/w patches; tokens are
 time-major (all patches of temporal index 0, then of index 1, ...).
@@ -38,7 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.models import layers, numerics, vit
+from vit_jax.models import attentive_pooler, layers, numerics, positions, vit
 
 VARIANTS = ("spatio_temporal", "factorised_encoder", "frame_average",
             "factorised_self_attention", "factorised_dot_product")
@@ -47,13 +52,15 @@ ATTENTION_ORDERS = ("time_space", "space_time")
 # The paper (and Scenic) pool the factorised-attention models by averaging: their
 # blocks reshape the tokens to a [t, gh*gw] grid that has no place for a cls token.
 _CLASSIFIERS = {
-    "spatio_temporal": ("token", "gap"),
+    "spatio_temporal": ("token", "gap", "attentive"),
     "factorised_encoder": ("token", "gap"),
     "frame_average": ("token", "gap"),
     "factorised_self_attention": ("gap",),
     "factorised_dot_product": ("gap",),
 }
 DEFAULT_TEMPORAL_ENCODER_LAYERS = 4  # ViViT-B/L factorised encoder (paper, Scenic configs)
+# Absolute position embedding (`posemb`): "learn" (ViViT), "none" (V-JEPA 2: RoPE only).
+VIDEO_POSEMB_TYPES = ("learn", "none")
 
 
 def _time_major(x: jax.Array, temporal_grid: int) -> tuple[jax.Array, int]:
@@ -247,14 +254,18 @@ class VideoTransformer(vit.TransformerModel):
     embedding: "tubelet" (3-D conv, kernel [t, h, w, C, D], stride = kernel) or
       "frame" (uniform frame sampling: 2-D conv on every frame, kernel [h, w, C, D];
       sampling the frames from a longer video is the input pipeline's job).
-    classifier: "token" or "gap"; None picks the variant's default ("token" for
-      spatio_temporal and the factorised encoders, "gap" for the factorised
-      attention models, which only support "gap").
+    classifier: "token", "gap" or (spatio_temporal) "attentive": V-JEPA 2's pooler
+      (models.attentive_pooler) reads all tokens; None picks the variant's default
+      ("token" for spatio_temporal and the factorised encoders, "gap" for the
+      factorised attention models, which only support "gap").
     temporal_encoder_layers / _mlp_dim / _heads: the factorised encoder's temporal
       transformer (defaults: 4 layers, the spatial encoder's width and heads).
     attention_order: factorised_self_attention only: "time_space" or "space_time".
     zero_init_time_attention: factorised_self_attention only: zero the temporal
       attention's output projection so each block starts as an image block.
+    posemb: one of VIDEO_POSEMB_TYPES.
+    pooler_layers / pooler_mlp_dim: classifier="attentive" only: the pooler's
+      self-attention blocks (default 3) and MLP width (default 4 * hidden_size).
     options: EncoderOptions, as in vit.VisionTransformer; every variant supports every
       attention_score. `stochastic_depth` grows linearly from 0 over each encoder's
       depth; in the spatial encoder of the factorised encoders a block is dropped per
@@ -271,6 +282,9 @@ class VideoTransformer(vit.TransformerModel):
   temporal_encoder_heads: Optional[int] = None
   attention_order: Optional[str] = None
   zero_init_time_attention: bool = False
+  posemb: str = "learn"
+  pooler_layers: Optional[int] = None
+  pooler_mlp_dim: Optional[int] = None
 
   @property
   def classifier_in_use(self) -> str:
@@ -306,6 +320,15 @@ class VideoTransformer(vit.TransformerModel):
       raise ValueError(f"Unknown attention_order {self.attention_order!r}; "
                        f"choose one of {ATTENTION_ORDERS}.")
     o = self.options
+    if self.posemb not in VIDEO_POSEMB_TYPES:
+      raise ValueError(f"Unknown posemb {self.posemb!r}; choose one of {VIDEO_POSEMB_TYPES}.")
+    if o.rope == "vjepa2" and self.variant != "spatio_temporal":
+      raise ValueError(f"rope='vjepa2' rotates every token by its (frame, row, column) in one "
+                       f"sequence: it needs variant='spatio_temporal', not {self.variant!r}.")
+    if self.classifier_in_use != "attentive" and (
+        self.pooler_layers is not None or self.pooler_mlp_dim is not None):
+      raise ValueError("pooler_layers and pooler_mlp_dim only apply to "
+                       f"classifier='attentive', not {self.classifier_in_use!r}.")
     if o.distilled:
       raise ValueError("distilled=True (DeiT's distillation token and head) is an image-model "
                        "option; ViViT has no distillation head.")
@@ -362,7 +385,16 @@ class VideoTransformer(vit.TransformerModel):
         cls_name, "dist" + suffix, "registers" + suffix))  # [B, P + L, D]
     x = VideoEncoder(num_layers=num_layers, mlp_dim=mlp_dim, num_heads=num_heads,
                      num_prefix_tokens=o.num_prefix_tokens(classifier), patch_grid=patch_grid,
+                     add_position_embedding=self.posemb == "learn",
                      options=o, name=name, **encoder_kwargs)(x, deterministic=not train)
+    if classifier == "attentive":
+      # [B, P + L, D] -> [B, D]: the pooler reads every token (V-JEPA 2 has no prefix).
+      return attentive_pooler.AttentivePooler(
+          num_heads=num_heads,
+          mlp_dim=attentive_pooler.mlp_dim_of(x.shape[-1], self.pooler_mlp_dim),
+          num_layers=(attentive_pooler.DEFAULT_POOLER_LAYERS if self.pooler_layers is None
+                      else self.pooler_layers),
+          options=o, name="pooler")(x, deterministic=not train)
     x = vit.pool_tokens(x, classifier, o)
     if o.fc_norm:
       x = layers.layer_norm(o, name="fc_norm" + suffix)(x)
@@ -393,7 +425,7 @@ class VideoTransformer(vit.TransformerModel):
       x = x.reshape(batch, t * gh * gw, width)  # [B, t, gh, gw, D] -> [B, t*n, D]
       x = self.encode(x, "Transformer", "cls", self.num_layers, self.mlp_dim,
                       self.num_heads, train,
-                      patch_grid=(gh, gw) if self.options.rope is not None else None,
+                      patch_grid=positions.rope_token_grid(self.options, t, gh, gw),
                       variant=self.variant, temporal_grid=t,
                       attention_order=self.attention_order or ATTENTION_ORDERS[0],
                       zero_init_time_attention=self.zero_init_time_attention)
