@@ -20,6 +20,11 @@ from vit_jax.families import family as fam
 SIZES = {"L": dict(fam.SIZES["L"]), "H": dict(fam.SIZES["H"]),
          "g": dict(hidden_size=1408, num_layers=40, mlp_dim=6144, num_heads=22)}
 
+# The architecture of every V-JEPA 2 model (the registry's; the reader takes the same
+# from config.json): RoPE only, erf GELU, LayerNorm 1e-6; classifiers pool attentively.
+ARCHITECTURE = dict(posemb="none", classifier="attentive", rope="vjepa2",
+                    gelu_approximate=False, layernorm_epsilon=1e-6)
+
 FAMILY = fam.Family(
     name="vjepa2",
     models={},
