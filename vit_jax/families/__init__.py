@@ -34,7 +34,7 @@ from vit_jax.families.family import (
 )
 
 _MODULES = ("vit", "deit", "deit3", "dinov2", "dinov3", "clip", "siglip", "mae", "eva02",
-            "vivit_hf", "videomae", "timesformer", "videoprism")
+            "vivit_hf", "videomae", "timesformer", "videoprism", "vjepa2")
 _FAMILIES: dict[str, Family] = {}
 
 

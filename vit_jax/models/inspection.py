@@ -31,8 +31,10 @@ def _collect(tree: Mapping[str, Any], path: tuple[str, ...], found: dict) -> Non
 
 
 def _block_order(path: tuple[str, ...]) -> tuple:
-  # encoderblock_10 must sort after encoderblock_2.
-  return tuple(int(m.group(1)) if (m := _BLOCK.fullmatch(p)) else p for p in path)
+  # encoderblock_10 must sort after encoderblock_2; numbered blocks come before named
+  # modules of the same parent (V-JEPA 2's pooler: its blocks, then its cross-attention).
+  return tuple((0, int(m.group(1)), "") if (m := _BLOCK.fullmatch(p)) else (1, 0, p)
+               for p in path)
 
 
 def attention_weights(model: nn.Module, params: Any, inputs: jax.Array,

@@ -136,6 +136,8 @@ def apply_rope(x: jax.Array, angles: np.ndarray, options: EncoderOptions,
 
   `angles` [N, hd/2] are tiled over the N' / N frames of a video. EVA-02 rotates
   interleaved pairs (2i, 2i+1) by angle i, DINOv3 the halves' pairs (i, i + hd/2).
+  V-JEPA 2's angles are per channel, [N, hd] (positions._vjepa2_angles): channel 2i
+  becomes x_2i cos a_2i - x_2i+1 sin a_2i, channel 2i+1 x_2i+1 cos a_2i+1 + x_2i sin a_2i+1.
   """
   prefix, patches = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
   reps = patches.shape[1] // angles.shape[0]
@@ -148,6 +150,10 @@ def apply_rope(x: jax.Array, angles: np.ndarray, options: EncoderOptions,
   if options.rope == "eva02":
     x1, x2 = p[..., 0::2], p[..., 1::2]
     rotated = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).reshape(p.shape)
+  elif options.rope == "vjepa2":
+    x1, x2 = p[..., 0::2], p[..., 1::2]
+    partner = jnp.stack([-x2, x1], axis=-1).reshape(p.shape)  # (-x_2i+1, x_2i) pairs
+    rotated = p * cos + partner * sin
   else:
     x1, x2 = jnp.split(p, 2, axis=-1)
     rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)

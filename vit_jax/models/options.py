@@ -33,9 +33,10 @@ MLP_ACTIVATIONS = ("gelu", "quick_gelu", "swiglu")
 # query and value only (EVA-02, BEiT), or none (DINOv3).
 QKV_BIASES = ("qkv", "qv", "none")
 # 2-D rotary position embeddings of the patch tokens (`rope`); docs/conventions.md,
-# 'Rotary position embeddings', gives both frequency conventions.
-ROPE_VARIANTS = (None, "eva02", "dinov3")
-ROPE_DEFAULT_TEMPERATURE = {"eva02": 10_000.0, "dinov3": 100.0}
+# 'Rotary position embeddings', gives both frequency conventions. "vjepa2" is V-JEPA 2's
+# 3-D RoPE of video tokens (frame, row, column; positions.rope_angles_at).
+ROPE_VARIANTS = (None, "eva02", "dinov3", "vjepa2")
+ROPE_DEFAULT_TEMPERATURE = {"eva02": 10_000.0, "dinov3": 100.0, "vjepa2": 10_000.0}
 # How a learned position embedding follows an input of another size (`posemb_resize`),
 # inside the graph, as torch's F.interpolate(align_corners=False) resizes it:
 #   None                 the grid is fixed (another size is an error: resize the checkpoint)

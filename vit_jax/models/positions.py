@@ -14,7 +14,8 @@ and for the checkpoint code that fits position embeddings to them:
   sincos2d_posemb         the fixed 2-D sin-cos table (MoCo v3 / big_vision)
   rope_coordinates /      rotary angles from per-token (row, col) coordinates, so square
   rope_angles_at /        and non-square grids, video frames and packed sequences of
-  rope_angles             several images share one formula
+  rope_angles             several images share one formula; (frame, row, col) for
+                          V-JEPA 2's 3-D RoPE (vjepa2_band)
   resize_posemb_grid      a learned grid resized inside the jitted graph (any input size)
 
 Token order everywhere: [cls, dist, registers, patches], patches row-major (the width
@@ -164,7 +165,7 @@ def grid_indices(grid: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rope_coordinates(options: EncoderOptions, row: Array, col: Array, grid_h: Array,
-                     grid_w: Array) -> Array:
+                     grid_w: Array, frame: Optional[Array] = None) -> Array:
   """Per-token RoPE positions [..., 2] (row, col) of patches at (row, col) in their grid.
 
   Elementwise over any shape (a grid, a packed sequence whose tokens come from grids of
@@ -172,8 +173,16 @@ def rope_coordinates(options: EncoderOptions, row: Array, col: Array, grid_h: Ar
   (docs/conventions.md, 'Rotary position embeddings'):
     eva02   the index, or index / g * rope_reference_grid        (timm RotaryEmbeddingCat)
     dinov3  2 (index + 0.5) / g - 1, in (-1, 1)                  (timm RotaryEmbeddingDinoV3)
+    vjepa2  the index, unscaled, with the tubelet's temporal index `frame` first:
+            [..., 3] (frame, row, col)                 (transformers VJEPA2RopeAttention)
   """
   f32 = np.float32
+  if options.rope == "vjepa2":
+    if frame is None:
+      raise ValueError("rope='vjepa2' rotates video tokens by (frame, row, col): it needs "
+                       "their temporal index (a spatio_temporal VideoTransformer passes it).")
+    stack = jnp.stack if isinstance(row, jax.Array) else np.stack
+    return stack([frame.astype(f32), row.astype(f32), col.astype(f32)], axis=-1)
   out = []
   for index, size in ((row, grid_h), (col, grid_w)):
     c = index.astype(f32)
@@ -197,7 +206,10 @@ def rope_angles_at(options: EncoderOptions, positions: Array, head_dim: int) -> 
   frequencies:
     eva02   p / base^(j / (hd/4)), j < hd/4
     dinov3  2 pi p / base^(2j / (hd/2))
+  vjepa2: positions [..., 3] -> per-channel angles [..., hd] (_vjepa2_angles).
   """
+  if options.rope == "vjepa2":
+    return _vjepa2_angles(options, positions, head_dim)
   if head_dim % 4:
     raise ValueError(f"2-D rotary embeddings need head_dim % 4 == 0, got {head_dim}.")
   quarter = head_dim // 4
@@ -212,11 +224,65 @@ def rope_angles_at(options: EncoderOptions, positions: Array, head_dim: int) -> 
   return angles.reshape(*positions.shape[:-1], 2 * quarter).astype(np.float32)
 
 
-def rope_angles(options: EncoderOptions, grid: tuple[int, int], head_dim: int) -> np.ndarray:
-  """Rotation angles [gh*gw, hd/2] of the patches of a (gh, gw) grid (row-major)."""
+def rope_angles(options: EncoderOptions, grid: tuple[int, ...], head_dim: int) -> np.ndarray:
+  """Rotation angles [gh*gw, hd/2] of the patches of a (gh, gw) grid (row-major).
+
+  rope="vjepa2": `grid` is (t, gh, gw), the tokens time-major, and the angles are per
+  channel, [t*gh*gw, hd] (_vjepa2_angles).
+  """
+  if (len(grid) == 3) != (options.rope == "vjepa2"):
+    raise ValueError(f"rope={options.rope!r} got the token grid {tuple(grid)}: the 3-D "
+                     "'vjepa2' RoPE takes a (t, gh, gw) grid (a spatio_temporal "
+                     "VideoTransformer), the 2-D variants a (gh, gw) grid.")
+  if options.rope == "vjepa2":
+    frame, row, col = (a.reshape(-1) for a in np.meshgrid(
+        *(np.arange(n) for n in grid), indexing="ij"))
+    positions = rope_coordinates(options, row, col, np.int64(grid[1]), np.int64(grid[2]),
+                                 frame=frame)
+    return rope_angles_at(options, positions, head_dim)
   row, col = grid_indices(grid)
   positions = rope_coordinates(options, row, col, np.int64(grid[0]), np.int64(grid[1]))
   return rope_angles_at(options, positions, head_dim)
+
+
+def rope_token_grid(options: EncoderOptions, t: int, gh: int, gw: int
+                    ) -> Optional[tuple[int, ...]]:
+  """The grid a video encoder's RoPE rotates by: (t, gh, gw) for the 3-D "vjepa2", (gh, gw)
+  for the 2-D variants (the same angles in every frame), None without rope."""
+  if options.rope is None:
+    return None
+  return (t, gh, gw) if options.rope == "vjepa2" else (gh, gw)
+
+
+def vjepa2_band(head_dim: int) -> int:
+  """Channels of each of V-JEPA 2's three RoPE bands (frame, row, column): the even
+  2 floor(floor(hd / 3) / 2); the last hd - 3 band channels of a head are not rotated."""
+  return 2 * (head_dim // 3 // 2)
+
+
+def _vjepa2_angles(options: EncoderOptions, positions: Array, head_dim: int) -> Array:
+  """Per-channel rotation angles [..., hd] of V-JEPA 2's 3-D RoPE at positions [..., 3].
+
+  Channels [a*d, (a+1)*d) follow axis a (frame, row, col), d = vjepa2_band(hd), with
+  d/2 frequencies w_j = 1 / base^(j / (d/2)); the unrotated tail gets angle 0. Channel k
+  of a band takes frequency w_(k mod d/2): the reference tiles its d/2 angles over the
+  band (`emb_sin.repeat(1, 1, 1, 2)`) while it rotates interleaved pairs (2i, 2i+1)
+  (layers.apply_rope), so the two channels of a pair generally turn by different
+  angles. Reproduced as released: its checkpoints were trained so.
+  """
+  band = vjepa2_band(head_dim)
+  if band == 0:
+    raise ValueError(f"rope='vjepa2' needs head_dim >= 6 (two channels per axis), got "
+                     f"{head_dim}.")
+  half = band // 2
+  base = np.float32(options.rope_base)
+  freqs = np.float32(1.0) / base ** (np.arange(half, dtype=np.float32) / np.float32(half))
+  freqs = np.tile(freqs, 2)  # channel k -> w_(k mod d/2)
+  angles = positions[..., None] * freqs  # [..., 3, d]
+  angles = angles.reshape(*positions.shape[:-1], 3 * band)
+  pad = [(0, 0)] * (angles.ndim - 1) + [(0, head_dim - 3 * band)]
+  xp = jnp if isinstance(angles, jax.Array) else np
+  return xp.pad(angles, pad).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import flax.linen as nn
 
 from vit_jax import families
 from vit_jax.families import vit as vit_family
+from vit_jax.families import vjepa2 as vjepa2_family
 from vit_jax.models import options as options_lib
 from vit_jax.models import vit, vivit
 
@@ -91,6 +92,12 @@ for _size, _patch, _temporal in [("Mu", 4, 1), ("B", 18, 4), ("L", 18, 4)]:
            tubelet_size=1, variant=vivit.FACTORISED_TOKENS, embedding="frame", classifier="map",
            temporal_encoder_layers=_temporal, attention_logit_cap=50.0, gelu_approximate=False,
            posemb_resize="bilinear_antialias", **VIT_SIZES[_size])
+# V-JEPA 2 (families/vjepa2.py): VJEPA2-{size}_16x2 at the published sizes (L, H, g), and
+# Mu/Nano with 4x4 patches for tests; the classifiers' attentive pooler is their head.
+for _size, _patch in [("Mu", 4), ("Nano", 4), ("L", 16), ("H", 16), ("g", 16)]:
+  register(f"VJEPA2-{_size}_{_patch}x2", vivit.VideoTransformer, patch_size=_patch,
+           tubelet_size=2, **vjepa2_family.SIZES.get(_size, families.SIZES[_size]),
+           **vjepa2_family.ARCHITECTURE)
 
 
 def register_family(family: families.Family) -> None:

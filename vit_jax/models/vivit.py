@@ -38,8 +38,13 @@ checkpoints map over:
     AttentionPool/{probe, query, key, value, per_dim_scale, out, LayerNorm}
                                                    classifier "map" (the default)
 
+  pooler/...                                       classifier="attentive" (V-JEPA 2):
+                                                   models.attentive_pooler
   pre_logits/{kernel, bias}                        only with representation_size
   output_projection/{kernel, bias}                 zero-initialised
+
+No `posembed_input` with posemb="none" (V-JEPA 2, whose rope="vjepa2" rotates queries
+and keys by each token's (temporal index, row, column) instead).
 
 t = T / tubelet_size temporal indices, gh x gw = H/h x W/w patches; tokens are
 time-major (all patches of temporal index 0, then of index 1, ...).
@@ -55,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax.models import layers, numerics, positions, vit
+from vit_jax.models import attentive_pooler, layers, numerics, positions, vit
 from vit_jax.models.options import EncoderOptions, OptionsClone
 
 VARIANTS = ("spatio_temporal", "factorised_encoder", "frame_average",
@@ -72,7 +77,7 @@ ATTENTION_ORDERS = ("time_space", "space_time")
 # The paper (and Scenic) pool the factorised-attention models by averaging: their
 # blocks reshape the tokens to a [t, gh*gw] grid that has no place for a cls token.
 _CLASSIFIERS = {
-    "spatio_temporal": ("token", "gap"),
+    "spatio_temporal": ("token", "gap", "attentive"),
     "factorised_encoder": ("token", "gap"),
     "frame_average": ("token", "gap"),
     "factorised_self_attention": ("gap",),
@@ -84,7 +89,8 @@ DEFAULT_TEMPORAL_ENCODER_LAYERS = 4  # ViViT-B/L factorised encoder (paper, Scen
 # Position embeddings of the video models (`posemb`): "learn" (a parameter over all
 # tokens, the cls row first) or "sincos1d" (VideoMAE's fixed table over the t*gh*gw
 # time-major tokens, positions.sincos1d_posemb: not a parameter, computed for the input).
-VIDEO_POSEMB_TYPES = ("learn", "sincos1d")
+# "none": no absolute position embedding (V-JEPA 2: RoPE only).
+VIDEO_POSEMB_TYPES = ("learn", "sincos1d", "none")
 
 
 def _time_major(x: jax.Array, temporal_grid: int) -> tuple[jax.Array, int]:
@@ -463,9 +469,10 @@ class VideoTransformer(vit.TransformerModel):
     embedding: "tubelet" (3-D conv, kernel [t, h, w, C, D], stride = kernel) or
       "frame" (uniform frame sampling: 2-D conv on every frame, kernel [h, w, C, D];
       sampling the frames from a longer video is the input pipeline's job).
-    classifier: "token" or "gap"; None picks the variant's default ("token" for
-      spatio_temporal and the factorised encoders, "gap" for the factorised
-      attention models, which only support "gap").
+    classifier: "token", "gap" or (spatio_temporal) "attentive": V-JEPA 2's pooler
+      (models.attentive_pooler) reads all tokens; None picks the variant's default
+      ("token" for spatio_temporal and the factorised encoders, "gap" for the
+      factorised attention models, which only support "gap").
     temporal_encoder_layers / _mlp_dim / _heads: the factorised encoder's temporal
       transformer (defaults: 4 layers, the spatial encoder's width and heads).
     attention_order: factorised_self_attention only: "time_space" or "space_time".
@@ -476,6 +483,8 @@ class VideoTransformer(vit.TransformerModel):
     fc_norm_epsilon: epsilon of `fc_norm` when it differs from the other LayerNorms'
       (transformers' VideoMAE classifier: torch's default 1e-5 beside the configured
       layer_norm_eps); None: `options.layernorm_epsilon`.
+    pooler_layers / pooler_mlp_dim: classifier="attentive" only: the pooler's
+      self-attention blocks (default 3) and MLP width (default 4 * hidden_size).
     options: EncoderOptions, as in vit.VisionTransformer; every variant supports every
       attention_score. `stochastic_depth` grows linearly from 0 over each encoder's
       depth; in the spatial encoder of the factorised encoders a block is dropped per
@@ -494,6 +503,8 @@ class VideoTransformer(vit.TransformerModel):
   zero_init_time_attention: bool = False
   posemb: str = "learn"
   fc_norm_epsilon: Optional[float] = None
+  pooler_layers: Optional[int] = None
+  pooler_mlp_dim: Optional[int] = None
 
   @property
   def classifier_in_use(self) -> str:
@@ -538,6 +549,13 @@ class VideoTransformer(vit.TransformerModel):
       raise ValueError("posemb='sincos1d' indexes the t*gh*gw patch tokens of one encoder: "
                        "use it without cls / register tokens (classifier='gap') and with a "
                        "variant other than the factorised encoders.")
+    if o.rope == "vjepa2" and self.variant != "spatio_temporal":
+      raise ValueError(f"rope='vjepa2' rotates every token by its (frame, row, column) in one "
+                       f"sequence: it needs variant='spatio_temporal', not {self.variant!r}.")
+    if self.classifier_in_use != "attentive" and (
+        self.pooler_layers is not None or self.pooler_mlp_dim is not None):
+      raise ValueError("pooler_layers and pooler_mlp_dim only apply to "
+                       f"classifier='attentive', not {self.classifier_in_use!r}.")
     if o.distilled:
       raise ValueError("distilled=True (DeiT's distillation token and head) is an image-model "
                        "option; ViViT has no distillation head.")
@@ -607,9 +625,18 @@ class VideoTransformer(vit.TransformerModel):
     classifier = self.classifier_in_use
     x = vit.add_prefix_tokens(self, x, classifier, names=(
         cls_name, "dist" + suffix, "registers" + suffix))  # [B, P + L, D]
+    encoder_kwargs.setdefault("add_position_embedding", self.posemb == "learn")
     x = VideoEncoder(num_layers=num_layers, mlp_dim=mlp_dim, num_heads=num_heads,
                      num_prefix_tokens=o.num_prefix_tokens(classifier), patch_grid=patch_grid,
                      options=o, name=name, **encoder_kwargs)(x, deterministic=not train)
+    if classifier == "attentive":
+      # [B, P + L, D] -> [B, D]: the pooler reads every token (V-JEPA 2 has no prefix).
+      return attentive_pooler.AttentivePooler(
+          num_heads=num_heads,
+          mlp_dim=attentive_pooler.mlp_dim_of(x.shape[-1], self.pooler_mlp_dim),
+          num_layers=(attentive_pooler.DEFAULT_POOLER_LAYERS if self.pooler_layers is None
+                      else self.pooler_layers),
+          options=o, name="pooler")(x, deterministic=not train)
     x = vit.pool_tokens(x, classifier, o)
     if o.fc_norm and self.fc_norm_epsilon is not None:
       x = nn.LayerNorm(epsilon=self.fc_norm_epsilon, dtype=o.dtype, param_dtype=o.param_dtype,
@@ -633,6 +660,7 @@ class VideoTransformer(vit.TransformerModel):
         f"{' + cls' if tokens != t * gh * gw else ''}): feed clips of the frame count and "
         "size the checkpoint was trained with (learned video position embeddings are not "
         "resized).")
+
   def encode_tokens(self, x: jax.Array, train: bool) -> jax.Array:
     """VideoPrism's factorised encoder and pooling: tokens [B, t, gh, gw, D] -> [B, D].
 
@@ -690,7 +718,6 @@ class VideoTransformer(vit.TransformerModel):
       extra = {}
       if self.posemb == "sincos1d":
         x = x + jnp.asarray(positions.sincos1d_posemb(t * gh * gw, width), x.dtype)
-        extra = dict(add_position_embedding=False)
       else:
         self.check_posemb_rows(
             t * gh * gw + self.options.num_prefix_tokens(self.classifier_in_use), (t, gh, gw))
@@ -699,7 +726,8 @@ class VideoTransformer(vit.TransformerModel):
         extra = dict(add_position_embedding=False)
       x = self.encode(x, "Transformer", "cls", self.num_layers, self.mlp_dim,
                       self.num_heads, train,
-                      patch_grid=(gh, gw) if self.options.rope is not None or divided else None,
+                      patch_grid=(gh, gw) if divided else positions.rope_token_grid(
+                          self.options, t, gh, gw),
                       variant=self.variant, temporal_grid=t,
                       attention_order=self.attention_order or ATTENTION_ORDERS[0],
                       zero_init_time_attention=self.zero_init_time_attention, **extra)
