@@ -109,3 +109,23 @@ def test_export_round_trip_is_bit_exact(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match="a key bias"):
     hf_video.save_hf_video(pre.params, pre.model.clone(qkv_bias="qkv"), str(tmp_path / "x"),
                            num_frames=4)
+
+
+def test_predict_on_a_video_file_with_the_folders_class_names(tmp_path):
+  from tests.media import write_video  # noqa: PLC0415 (PyAV only here)
+  from vit_jax.tools import inference  # noqa: PLC0415
+
+  path, sd, config = V.folder(tmp_path, "vmae_cls", config_overrides={
+      "id2label": {"0": "archery", "1": "bowling", "2": "surfing water"}})
+  frames = np.random.default_rng(0).integers(0, 256, (12, 36, 40, 3), dtype=np.uint8)
+  write_video(str(tmp_path / "clip.mp4"), frames)
+  trained = inference.load(checkpoint_path=str(path))
+  files, raw = inference.read_inputs([str(tmp_path / "clip.mp4")])
+  inputs = trained.preprocess(raw)  # 4 frames every 4th, shorter side 32, ImageNet mean/std
+  assert inputs.shape == (1, 1, 4, 32, 32, 3)
+  probs = trained.probabilities(inputs)
+  expected = V.videomae_forward(sd, config, inputs[:, 0])
+  np.testing.assert_allclose(np.log(probs) - np.log(probs).mean(-1, keepdims=True),
+                             expected - expected.mean(-1, keepdims=True), atol=ATOL)
+  best = inference.top_k(probs, trained.class_names, 3)[0]
+  assert {name for name, _ in best} == {"archery", "bowling", "surfing water"}

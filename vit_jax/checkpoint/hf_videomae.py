@@ -134,7 +134,9 @@ def _unsupported(model: Any) -> list[str]:
       (model.num_classes is not None and not o.fc_norm,
        "a classifier without fc_norm (transformers' would classify the first patch token)"),
       (o.fc_norm and model.num_classes is not None and model.fc_norm_epsilon != FC_NORM_EPSILON,
-       f"fc_norm epsilon {model.fc_norm_epsilon} (transformers' is {FC_NORM_EPSILON})"),
+       f"fc_norm epsilon {model.fc_norm_epsilon or o.layernorm_epsilon} (transformers' "
+       f"classifier has {FC_NORM_EPSILON}: build the model with fc_norm_epsilon="
+       f"{FC_NORM_EPSILON})"),
   ]
   return [why for bad, why in checks if bad]
 

@@ -8,8 +8,10 @@ them gets its family's published default (`family_default`, from the family's mo
 `vit_jax.families`).
 
 `Preprocessing.data_overrides()` turns one into `config.data` keys (image_size, mean/std
-or value_range, resize_small), so that training, evaluation and `predict` feed the
-network what it was trained on.
+or value_range, resize_small; for video checkpoints num_frames and stride), so that
+training, evaluation and `predict` feed the network what it was trained on. transformers
+video models keep theirs in `video_preprocessor_config.json` or `preprocessor_config.json`
+(`from_hf_video_processor`: rescale and ViViT's offset folded into mean / std).
 """
 
 from __future__ import annotations

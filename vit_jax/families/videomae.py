@@ -11,9 +11,11 @@ and the configured LayerNorm epsilon. Reader: vit_jax.checkpoint.hf_videomae; th
 
 from vit_jax.families import family as fam
 
-# VideoTransformer fields and EncoderOptions of every VideoMAE model.
-OPTIONS = dict(fam.TORCH, posemb="sincos1d", classifier="gap", fc_norm=True, qkv_bias="qv",
-               fc_norm_epsilon=1e-5)
+# VideoTransformer fields and EncoderOptions of the registered VideoMAE models: the original
+# code's (MCG-NJU/VideoMAE modeling_finetune.py, LayerNorm epsilon 1e-6 everywhere). A
+# transformers folder states its own epsilons (layer_norm_eps, default 1e-12; its fc_norm
+# 1e-5), which the reader takes.
+OPTIONS = dict(fam.TORCH, posemb="sincos1d", classifier="gap", fc_norm=True, qkv_bias="qv")
 # VideoMAE V2's giant (its repository's vit_giant_patch14_224): width 1408, 40 layers,
 # 16 heads, mlp_ratio 48/11.
 GIANT = dict(hidden_size=1408, num_layers=40, mlp_dim=6144, num_heads=16)

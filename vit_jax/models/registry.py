@@ -33,6 +33,7 @@ from typing import Any
 import flax.linen as nn
 
 from vit_jax import families
+from vit_jax.families import videomae as videomae_family
 from vit_jax.families import vit as vit_family
 from vit_jax.families import vjepa2 as vjepa2_family
 from vit_jax.models import options as options_lib
@@ -66,16 +67,13 @@ for _size, _patch, _tubelet in [("Mu", 2, 1), ("Mu", 2, 2), ("Mu", 4, 1), ("Mu",
 # VideoMAE-{size}_{patch}x{tubelet} (transformers' videomae; families/videomae.py): the
 # paper's S/B/L/H with 16x16 patches and VideoMAE V2's giant with 14x14, all 2-frame
 # tubelets, the fixed sinusoidal table, mean pooling with fc_norm, q/v biases, erf GELU.
-from vit_jax.families import videomae as _videomae  # noqa: E402 (beside its registrations)
-
 for _size, _patch, _dims in [("Mu", 4, None), ("Nano", 4, None), ("S", 16, None),
                              ("B", 16, None), ("L", 16, None), ("H", 16, None),
-                             ("g", 14, _videomae.GIANT)]:
-  _options = dict(_videomae.OPTIONS)
-  if _size in ("Mu", "Nano"):  # test sizes: the ViT LayerNorm epsilon, no torch fc_norm
-    _options.pop("fc_norm_epsilon")
+                             ("g", 14, videomae_family.GIANT)]:
   register(f"VideoMAE{'v2' if _size == 'g' else ''}-{_size}_{_patch}x2", vivit.VideoTransformer,
-           patch_size=_patch, tubelet_size=2, **(_dims or families.SIZES[_size]), **_options)
+           patch_size=_patch, tubelet_size=2, **(_dims or families.SIZES[_size]),
+           **videomae_family.OPTIONS)
+
 # TimeSformer-{size}_{patch} (vit_jax.families.timesformer): divided space-time attention
 # on frame embeddings, erf GELU as the PyTorch release; the published base, HR and L models
 # are all ViT-B sized (they differ in frames and resolution).
@@ -92,6 +90,7 @@ for _size, _patch, _temporal in [("Mu", 4, 1), ("B", 18, 4), ("L", 18, 4)]:
            tubelet_size=1, variant=vivit.FACTORISED_TOKENS, embedding="frame", classifier="map",
            temporal_encoder_layers=_temporal, attention_logit_cap=50.0, gelu_approximate=False,
            posemb_resize="bilinear_antialias", **VIT_SIZES[_size])
+
 # V-JEPA 2 (families/vjepa2.py): VJEPA2-{size}_16x2 at the published sizes (L, H, g), and
 # Mu/Nano with 4x4 patches for tests; the classifiers' attentive pooler is their head.
 for _size, _patch in [("Mu", 4), ("Nano", 4), ("L", 16), ("H", 16), ("g", 16)]:
