@@ -231,7 +231,8 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
                           f"{vision['num_hidden_layers']}, the weights have {depth} layers.")
   settings.update(layernorm_epsilon=float(vision["layer_norm_eps"]),
                   act_layer=vision["hidden_act"],
-                  layer_scale=float(vision.get("layerscale_value", 1.0)))
+                  layer_scale=float(vision.get("layerscale_value", 1.0)),
+                  posemb_resize=hf_type.posemb_resize)
   found = timm_model.describe(sd, weights, settings=settings, num_heads=heads)
   params = st.timm_to_linen(sd, weights, heads)
   return params, dataclasses.replace(found, architecture=architecture, key_names="hf",

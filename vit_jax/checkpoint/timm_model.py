@@ -93,11 +93,12 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
           f"Hub {CONFIG_FILE} beside the file, or pass architecture=<timm name> (e.g. "
           "'eva02_base_patch14_224', 'vit_base_patch16_dinov3', "
           "'vit_base_patch16_clip_quickgelu_224').")
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = dict(posemb_resize=families.TIMM_POSEMB_RESIZE)
     family, published = None, {}
   else:
     family, entry, sizes = families.timm_architecture(architecture, path)
     settings = {k: v for k, v in entry.options.items() if k in families.ARCHITECTURE_ONLY}
+    settings.setdefault("posemb_resize", families.TIMM_POSEMB_RESIZE)
     if entry.global_pool:
       settings["global_pool"] = entry.global_pool
     published = dict(embed_dim=sizes["hidden_size"], depth=sizes["num_layers"],
@@ -181,7 +182,8 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
       head_bias=has("head.bias") or not has("head.weight"),
       mlp_inner_norm=has(block0 + "mlp.norm.weight"), qkv_bias=qkv_bias,
       qk_norm=has(block0 + "attn.q_norm.weight"), rope=settings.get("rope"),
-      rope_reference_grid=settings.get("rope_reference_grid"))
+      rope_reference_grid=settings.get("rope_reference_grid"),
+      posemb_resize=settings.get("posemb_resize") if has("pos_embed") else None)
   fields = dict(
       num_classes=tensors["head.weight"].shape[0] if has("head.weight") else None,
       patch_size=(ph, pw) if ph != pw else ph, hidden_size=width, num_layers=depth,

@@ -22,7 +22,9 @@ from typing import Any, Optional
 from vit_jax.families.family import (
     ACTIVATIONS,
     ARCHITECTURE_ONLY,
+    HF_POSEMB_RESIZE,
     SIZES,
+    TIMM_POSEMB_RESIZE,
     TIMM_SIZE_WORDS,
     Family,
     HfModelType,
@@ -134,7 +136,7 @@ def openclip_family() -> Family:
 
 
 __all__ = [
-    "ACTIVATIONS", "ARCHITECTURE_ONLY", "SIZES", "TIMM_SIZE_WORDS", "Family", "HfModelType",
+    "ACTIVATIONS", "ARCHITECTURE_ONLY", "HF_POSEMB_RESIZE", "SIZES", "TIMM_POSEMB_RESIZE", "TIMM_SIZE_WORDS", "Family", "HfModelType",
     "Model", "Preprocessing", "TimmArchitectures", "activation_name", "activation_options",
     "all_families", "get", "hf_model_type", "of_model", "openclip_family", "register",
     "timm_architecture", "timm_names", "unregister",

@@ -56,7 +56,15 @@ TORCH = dict(gelu_approximate=False)
 # tokens, norms, biases, SwiGLU, LayerScale's presence). A reader takes these from the
 # family and everything else from the weights.
 ARCHITECTURE_ONLY = ("layer_scale", "no_embed_class", "rope", "rope_reference_grid",
-                     "layernorm_epsilon", "mlp_activation", "gelu_approximate")
+                     "layernorm_epsilon", "mlp_activation", "gelu_approximate",
+                     "posemb_resize")
+# How the reference resizes a learned position embedding to an input of another size
+# (EncoderOptions.posemb_resize), so that a loaded model serves any H x W as its
+# reference does: timm's `resample_abs_pos_embed` (dynamic_img_size; Eva; OpenCLIP's
+# resize_pos_embed) is bicubic with antialias, transformers' `interpolate_pos_encoding`
+# bicubic without (DINOv2 with registers: with). A family states another in its options.
+TIMM_POSEMB_RESIZE = "bicubic_antialias"
+HF_POSEMB_RESIZE = "bicubic"
 
 
 def activation_options(name: str, source: str) -> dict[str, Any]:
@@ -141,11 +149,14 @@ class HfModelType:
       families), the module (`vit_jax.checkpoint.<name>`) whose `read(folder, config)`
       returns a `vit_jax.checkpoint.hf_video.VideoRead`; `keys` is then its key layout's
       name, for messages only.
+    posemb_resize: how its `interpolate_pos_encoding` resizes the learned position
+      embedding (EncoderOptions.posemb_resize; HF_POSEMB_RESIZE).
   """
   keys: str
   config_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   vision_config: bool = False
   reader: Optional[str] = None
+  posemb_resize: Optional[str] = HF_POSEMB_RESIZE
 
 
 @dataclasses.dataclass(frozen=True)
