@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -44,6 +45,9 @@ class Preprocessing:
     interpolation: resize filter of the reference ("bicubic", "bilinear", ...).
     crop_pct: evaluation resizes the shorter side to input / crop_pct, then centre-crops.
     source: where these values came from (a file, or a family default).
+    max_num_patches: a native-resolution (NaFlex) model's patch budget: each image is
+      resized, keeping its aspect ratio, to at most this many patches; `input_size` is
+      then the square of that budget. None for fixed-size models.
   """
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
@@ -51,6 +55,7 @@ class Preprocessing:
   interpolation: str = "bicubic"
   crop_pct: float = 0.875
   source: str = ""
+  max_num_patches: int | None = None
 
   def data_overrides(self, image_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """`config.data` keys that reproduce this preprocessing.
@@ -97,7 +102,7 @@ def family_default(family: str, input_size: tuple[int, int]) -> Preprocessing:
                           f"{sorted(family_names())}.")
   d = families.get(family).preprocessing
   return Preprocessing(tuple(d.mean), tuple(d.std), tuple(input_size), d.interpolation,
-                       d.crop_pct, f"{family} default")
+                       d.crop_pct, f"{family} default", d.max_num_patches)
 
 
 def _triple(value, what: str, source: str) -> tuple[float, float, float]:
@@ -147,6 +152,24 @@ def from_hf_preprocessor(config: Mapping[str, Any], source: str = "preprocessor_
                        _triple(config.get("image_std", IMAGENET_STD), "image_std", source),
                        input_size, _PIL_RESAMPLE.get(resample, str(resample)), crop_pct,
                        source)
+
+
+def from_naflex_processor(config: Mapping[str, Any], patch_size: int,
+                          source: str = "preprocessor_config.json") -> Preprocessing:
+  """A NaFlex image processor's settings (transformers Siglip2ImageProcessor): the patch
+  budget `max_num_patches` in place of a size; `input_size` is the budget's square."""
+  budget = config.get("max_num_patches")
+  if not isinstance(budget, int) or budget < 1:
+    raise CheckpointError(
+        f"{source}: a NaFlex image processor config needs max_num_patches (the patch budget "
+        f"each image is resized to), got {budget!r}: add e.g. \"max_num_patches\": 256 "
+        "(SigLIP 2's default).")
+  side = math.isqrt(budget) * patch_size
+  resample = config.get("resample", 2)
+  return Preprocessing(_triple(config.get("image_mean", HALF), "image_mean", source),
+                       _triple(config.get("image_std", HALF), "image_std", source),
+                       (side, side), _PIL_RESAMPLE.get(resample, str(resample)), 1.0, source,
+                       budget)
 
 
 def from_openclip_config(config: Mapping[str, Any], input_size: tuple[int, int],

@@ -35,7 +35,8 @@ from vit_jax.families.family import (
     activation_options,
 )
 
-_MODULES = ("vit", "deit", "deit3", "dinov2", "dinov3", "clip", "siglip", "mae", "eva02")
+_MODULES = ("vit", "deit", "deit3", "dinov2", "dinov3", "clip", "siglip", "mae", "eva02",
+            "siglip2_naflex")
 _FAMILIES: dict[str, Family] = {}
 
 

@@ -140,8 +140,9 @@ class HfModelType:
   """A transformers `model_type` a family answers to.
 
   Attributes:
-    keys: the key layout of its state dict: "vit" (ViT, DeiT, DINOv2, ViTMAE names) or
-      "clip" (CLIP and SigLIP vision towers).
+    keys: the key layout of its state dict: "vit" (ViT, DeiT, DINOv2, ViTMAE names),
+      "clip" (CLIP and SigLIP vision towers) or "siglip2" (SigLIP's names with a Linear
+      patch embedding, SigLIP 2 NaFlex).
     config_defaults: the transformers config class's defaults of the fields read when a
       config.json omits them (layer_norm_eps, hidden_act).
     vision_config: the vision tower's fields sit under `vision_config` (a full CLIPModel).
@@ -164,7 +165,9 @@ class Preprocessing:
   """A family's published input normalisation (pixels in [0, 1]) and evaluation crop.
 
   Video families also state their clip: `num_frames` frames taken every `frame_stride`
-  frames of the source video (None for image families).
+  frames of the source video (None for image families). Native-resolution (NaFlex)
+  families state their patch budget `max_num_patches`: each image is resized, keeping
+  its aspect ratio, to at most that many patches (None: a fixed square input).
   """
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
@@ -172,6 +175,7 @@ class Preprocessing:
   interpolation: str = "bicubic"
   num_frames: Optional[int] = None
   frame_stride: Optional[int] = None
+  max_num_patches: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
