@@ -37,8 +37,8 @@ from typing import Any, Optional
 import numpy as np
 
 from vit_jax import families
-from vit_jax.checkpoint import safetensors_io as st
 from vit_jax.checkpoint import naflex_io, timm_model
+from vit_jax.checkpoint import safetensors_io as st
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.model_spec import ModelSpec
 
