@@ -83,11 +83,14 @@ def test_patchify_and_packing_refusals():
     fixed.apply({"params": params}, packed)
 
 
-# A cls token and registers per image, with their own position rows (token pooling); and
-# DINOv3's layout: cls + registers without position rows, RoPE from each image's grid,
-# average pooling of the patches only.
+# A cls token and registers per image, with their own position rows (token pooling); a
+# cls token and a register without position rows (DINOv2-reg's no_embed_class) and MAP
+# pooling of the patches only; DINOv3's layout: cls + registers, no learned position
+# embedding, RoPE from each image's grid, average pooling of the patches only.
 PREFIX_MODELS = {
     "cls_registers": dict(classifier="token", num_registers=2, posemb_resize="bicubic"),
+    "map_reg_no_embed_class": dict(classifier="map", class_token=True, num_registers=1,
+                                   no_embed_class=True, posemb_resize="bilinear_antialias"),
     "dinov3_rope": dict(classifier="gap", class_token=True, num_registers=2, posemb="none",
                         rope="dinov3", qkv_bias="none", layer_scale=1e-5),
 }
