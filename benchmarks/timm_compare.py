@@ -23,6 +23,14 @@ on CUDA when torch sees a GPU, else on the CPU; bfloat16 runs timm under torch.a
 Without torch and timm importable (here or through --torch_python) the timm side is
 skipped with a message.
 
+With `--models families` it also runs SigLIP 2 NaFlex at native resolution: images of
+eight aspect ratios (1:1 to 16:9 and 1:2), each resized to the patch budget
+--max_num_patches (256) keeping its aspect ratio, as Siglip2ImageProcessor does; ours
+packs them into rows of that many patches (`models.packed.pack_images`, up to 4 images a
+row), timm's `naflexvit_base_patch16_siglip` takes them one image a row padded to the
+budget (its NaFlex dict input: patches, patch_coord, patch_valid). Both see the same
+patches; the table gives images/s and real (non-padding) patch tokens/s.
+
 Every measurement runs in a fresh subprocess of this script (`--jax_worker`, `--torch_worker`),
 so that the two frameworks never share a process, their thread pools do not compete (each
 uses every core of the machine), and no model inherits the heap of the one before.
@@ -198,7 +206,127 @@ def jax_driver_bench(args) -> dict:
   return result
 
 
-WORKERS = {"torch": torch_bench, "jax_library": jax_library_bench, "jax_driver": jax_driver_bench}
+NAFLEX_MODEL, NAFLEX_TIMM = "SigLIP2-NaFlex-B_16", "naflexvit_base_patch16_siglip"
+NAFLEX_ASPECTS = ((1, 1), (3, 4), (4, 3), (9, 16), (16, 9), (1, 2), (2, 1), (2, 3))
+NAFLEX_MAX_IMAGES = 4
+
+
+def naflex_images(count: int, budget: int, patch: int = 16, seed: int = 0) -> list:
+  """`count` images [H, W, 3] cycling through NAFLEX_ASPECTS, each the largest grid of its
+  aspect ratio within `budget` patches (the patch budget's aspect-preserving resize)."""
+  import numpy as np  # noqa: PLC0415
+
+  rand = np.random.RandomState(seed)
+  out = []
+  for i in range(count):
+    ah, aw = NAFLEX_ASPECTS[i % len(NAFLEX_ASPECTS)]
+    scale = (budget / (ah * aw)) ** 0.5
+    gh, gw = max(1, int(ah * scale)), max(1, int(aw * scale))
+    out.append(rand.uniform(-1, 1, (gh * patch, gw * patch, 3)).astype(np.float32))
+  return out
+
+
+def jax_naflex_bench(args) -> dict:
+  """Ours at native resolution: packed rows of `max_num_patches` patches (library API)."""
+  import jax  # noqa: PLC0415
+  import jax.numpy as jnp  # noqa: PLC0415
+  import numpy as np  # noqa: PLC0415
+  import optax  # noqa: PLC0415
+
+  from vit_jax import models  # noqa: PLC0415
+  from vit_jax.models.packed import pack_images  # noqa: PLC0415
+
+  model = models.create_model(NAFLEX_MODEL, num_classes=1000, dtype=jnp.dtype(args.dtypes),
+                              gelu_approximate=False)
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 256, 256, 3)))["params"]
+  pack = lambda n: pack_images(naflex_images(n, args.max_num_patches), (16, 16),
+                               args.max_num_patches, NAFLEX_MAX_IMAGES)
+  train, slots = pack(args.batch_size)
+  infer, _ = pack(args.infer_batch_size)
+  labels = np.zeros(train.image_ids.shape[:1] + (NAFLEX_MAX_IMAGES,), np.int32)
+  present = np.zeros(labels.shape, np.float32)
+  for i, slot in enumerate(slots):
+    labels[slot], present[slot] = i % 1000, 1.0
+  tx = optax.adamw(1e-3)
+
+  def loss_fn(params, batch):
+    logits = model.apply({"params": params}, batch, train=True)  # [rows, M, 1000]
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return jnp.sum(loss * present) / jnp.sum(present)
+
+  @jax.jit
+  def train_step(params, opt_state, batch):
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  run = jax.jit(lambda params, batch: model.apply({"params": params}, batch))
+  state = [params, tx.init(params)]
+
+  def step():
+    state[0], state[1], loss = train_step(state[0], state[1], train)
+    return loss
+
+  train_s, _ = timing.seconds_per_call(step, jax.block_until_ready, args.steps)
+  infer_s, _ = timing.seconds_per_call(lambda: run(state[0], infer), jax.block_until_ready,
+                                       args.steps)
+  return {"train_img_s": args.batch_size / train_s, "infer_img_s": args.infer_batch_size / infer_s,
+          "train_tokens": int((train.image_ids > 0).sum()),
+          "infer_tokens": int((infer.image_ids > 0).sum()),
+          "rows": [int(train.patches.shape[0]), int(infer.patches.shape[0])],
+          "version": f"jax {jax.__version__}"}
+
+
+def torch_naflex_bench(args) -> dict:
+  """timm's NaFlexViT on the same images: one image a row, padded to the budget."""
+  import numpy as np  # noqa: PLC0415
+  import torch  # noqa: PLC0415
+  timm = _import_timm()
+  torch.manual_seed(0)
+  model = timm.create_model(NAFLEX_TIMM, num_classes=1000)
+  autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtypes == "bfloat16")
+
+  def batch(n):
+    images, length = naflex_images(n, args.max_num_patches), args.max_num_patches
+    patches = np.zeros((n, length, 16 * 16 * 3), np.float32)
+    coords = np.zeros((n, length, 2), np.int64)
+    valid = np.zeros((n, length), bool)
+    for i, im in enumerate(images):
+      gh, gw = im.shape[0] // 16, im.shape[1] // 16
+      patches[i, :gh * gw] = im.reshape(gh, 16, gw, 16, 3).transpose(0, 2, 1, 3, 4).reshape(
+          gh * gw, -1)
+      coords[i, :gh * gw] = np.stack(np.divmod(np.arange(gh * gw), gw), -1)
+      valid[i, :gh * gw] = True
+    return {"patches": torch.from_numpy(patches), "patch_coord": torch.from_numpy(coords),
+            "patch_valid": torch.from_numpy(valid)}
+
+  train, infer = batch(args.batch_size), batch(args.infer_batch_size)
+  labels = torch.arange(args.batch_size) % 1000
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+  def train_step():
+    with autocast:
+      loss = torch.nn.functional.cross_entropy(model(train), labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+  def run():
+    with torch.inference_mode(), autocast:
+      model(infer)
+
+  model.train()
+  train_s, _ = timing.seconds_per_call(train_step, lambda _: None, args.steps)
+  model.eval()
+  infer_s, _ = timing.seconds_per_call(run, lambda _: None, args.steps)
+  return {"train_img_s": args.batch_size / train_s, "infer_img_s": args.infer_batch_size / infer_s,
+          "train_tokens": int(train["patch_valid"].sum()),
+          "infer_tokens": int(infer["patch_valid"].sum()),
+          "version": f"torch {torch.__version__}, timm {timm.__version__}"}
+
+
+WORKERS = {"torch": torch_bench, "jax_library": jax_library_bench, "jax_driver": jax_driver_bench,
+           "jax_naflex": jax_naflex_bench, "torch_naflex": torch_naflex_bench}
 
 
 def _worker(args, python: str, role: str, name: str, dtype: str) -> dict | str:
@@ -206,7 +334,8 @@ def _worker(args, python: str, role: str, name: str, dtype: str) -> dict | str:
   cmd = [python, os.path.abspath(__file__), "--worker", role, "--models", name,
          "--dtypes", dtype, "--batch_size", str(args.batch_size), "--infer_batch_size",
          str(args.infer_batch_size), "--image_size", str(args.image_size), "--steps",
-         str(args.steps), "--timm_reuse_host_memory", str(args.timm_reuse_host_memory)]
+         str(args.steps), "--timm_reuse_host_memory", str(args.timm_reuse_host_memory),
+         "--max_num_patches", str(args.max_num_patches)]
   proc = subprocess.run(cmd, capture_output=True, text=True)
   if proc.returncode:
     last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -227,6 +356,10 @@ def main():
   parser.add_argument("--timm_reuse_host_memory", type=int, default=0,
                       help="1: give timm's process the allocator settings of "
                       "vit_jax/host_memory.py too; 0 (default): glibc's, as timm runs")
+  parser.add_argument("--max_num_patches", type=int, default=256,
+                      help="patch budget of the native-resolution (NaFlex) rows")
+  parser.add_argument("--naflex_only", action="store_true",
+                      help="only the native-resolution NaFlex comparison")
   parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.worker:  # one measurement, as a JSON line; never both frameworks in one process
@@ -244,11 +377,12 @@ def main():
   header = (f"{'model':<19} {'dtype':<8} {'lib train':>9} {'drv train':>9} {'timm train':>10} "
             f"{'lib/timm':>8} {'drv/timm':>8} {'lib infer':>9} {'timm infer':>10} "
             f"{'lib/timm':>8} {'peak lib':>8} {'peak timm':>9}")
-  print(f"{header}\n{'-' * len(header)}  (images/s; peak: train FLOP/s over the float32 "
-        "matmul rate measured in the same process)", flush=True)
+  if not args.naflex_only:
+    print(f"{header}\n{'-' * len(header)}  (images/s; peak: train FLOP/s over the float32 "
+          "matmul rate measured in the same process)", flush=True)
   versions = set()
   names = FAMILY_MODELS if args.models == "families" else args.models.split(",")
-  for name in names:
+  for name in [] if args.naflex_only else names:
     for dtype in args.dtypes.split(","):
       lib = _worker(args, sys.executable, "jax_library", name, dtype)
       drv = _worker(args, sys.executable, "jax_driver", name, dtype)
@@ -273,8 +407,35 @@ def main():
             f"{lib['infer_img_s'] / t_infer:>8.2f} {share(lib):>8.0%} {share(theirs):>9.0%}"
             f"   page faults per train step: lib {lib['train_faults']:.0f}, "
             f"driver {drv['train_faults']:.0f}, timm {theirs['train_faults']:.0f}", flush=True)
+  if args.models == "families" or args.naflex_only:
+    naflex_table(args, versions)
   for v in sorted(versions):
     print(v)
+
+
+def naflex_table(args, versions: set) -> None:
+  """SigLIP 2 NaFlex at native resolution, ours (packed) against timm's NaFlexViT."""
+  print(f"\nNative resolution, patch budget {args.max_num_patches} (aspect ratios "
+        f"{', '.join(f'{h}:{w}' for h, w in NAFLEX_ASPECTS)}; ours packs up to "
+        f"{NAFLEX_MAX_IMAGES} images a row, timm one a row)")
+  header = (f"{'model':<24} {'dtype':<8} {'train img/s':>11} {'tok/s':>8} {'infer img/s':>11} "
+            f"{'tok/s':>8}")
+  print(f"{header}\n{'-' * len(header)}", flush=True)
+  for dtype in args.dtypes.split(","):
+    for label, role, python in (("ours " + NAFLEX_MODEL, "jax_naflex", sys.executable),
+                                ("timm " + NAFLEX_TIMM, "torch_naflex",
+                                 args.torch_python or sys.executable)):
+      r = _worker(args, python, role, NAFLEX_MODEL, dtype)
+      if isinstance(r, str):
+        print(f"{label:<24} {dtype:<8} skipped: {r}", flush=True)
+        continue
+      versions.add(f"{label.split()[0]}: {r['version']}")
+      tok = lambda kind, r=r: r[f"{kind}_img_s"] * r[f"{kind}_tokens"] / getattr(
+          args, "batch_size" if kind == "train" else "infer_batch_size")
+      print(f"{label:<24} {dtype:<8} {r['train_img_s']:>11.2f} {tok('train'):>8.0f} "
+            f"{r['infer_img_s']:>11.2f} {tok('infer'):>8.0f}"
+            + (f"   packed rows: train {r['rows'][0]}, infer {r['rows'][1]}" if "rows" in r
+               else ""), flush=True)
 
 
 if __name__ == "__main__":

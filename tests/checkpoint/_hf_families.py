@@ -12,6 +12,7 @@ pooled cls token, SigLIP's head is MAP attention with a fused in_proj.
 
 from __future__ import annotations
 
+import _timm_families as F
 import numpy as np
 from _ckpt_helpers import Filler, gelu, softmax
 from _ckpt_helpers import _layer_norm as _ln
@@ -138,9 +139,24 @@ def _mha(xq, xkv, q, k, v, heads):
   return out.transpose(0, 2, 1, 3).reshape(xq.shape[0], xq.shape[1], -1)
 
 
+def _interpolated(posemb, prefix, grid, model_type):
+  """`interpolate_pos_encoding=True`: the position embedding [..., P + N, D] of a square
+  stored grid at the input's `grid` (F.interpolate bicubic, align_corners=False;
+  Dinov2WithRegisters with antialias), the P prefix rows kept as they are."""
+  rows = posemb.shape[-2] - prefix
+  if rows == grid[0] * grid[1]:
+    return posemb
+  side = int(round(np.sqrt(rows)))
+  table = posemb[..., prefix:, :].reshape(side, side, posemb.shape[-1])
+  resized = F.torch_resize(table, grid, "bicubic", model_type == "dinov2_with_registers")
+  resized = resized.reshape(posemb.shape[:-2] + (grid[0] * grid[1], posemb.shape[-1]))
+  return np.concatenate([posemb[..., :prefix, :], resized], axis=-2)
+
+
 def hf_forward(case, sd, images):
   """The model's output: logits, CLIP's image_embeds, or `pooler_output` (ViTMAE: the
-  normed cls token of last_hidden_state)."""
+  normed cls token of last_hidden_state). Another input size than the stored grid's
+  interpolates the position embedding (`interpolate_pos_encoding=True`)."""
   model_type, architecture, p = CASES[case]
   eps, act = EPS[model_type], ACT.get(model_type, "gelu")
   activation = {"gelu": lambda h: gelu(h, False), "gelu_pytorch_tanh": lambda h: gelu(h, True),
@@ -155,6 +171,11 @@ def hf_forward(case, sd, images):
   if conv + ".bias" in sd:
     tokens = tokens + sd[conv + ".bias"]
   e = p + "embeddings."
+  sd = dict(sd)
+  for key, rows in ((e + "position_embedding.weight", int(e + "class_embedding" in sd)),
+                    (e + "position_embeddings", 1 + int(e + "distillation_token" in sd))):
+    if key in sd:
+      sd[key] = _interpolated(sd[key], rows, (h // PATCH, w // PATCH), model_type)
   if clip_like:
     if e + "class_embedding" in sd:
       tokens = np.concatenate([np.broadcast_to(sd[e + "class_embedding"], (b, 1, WIDTH)),

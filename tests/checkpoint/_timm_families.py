@@ -184,8 +184,65 @@ def _mlp(y, sd, p, act, eps):
   return _lin(h, sd, p + "mlp.fc2")
 
 
-def timm_family_forward(family, sd, images, heads=HEADS, depth=DEPTH):
-  """timm's eval forward of `family` on NHWC images; logits (or pooled features)."""
+def _cubic(x, a):
+  x = np.abs(x)
+  return np.where(x <= 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                  np.where(x < 2, a * x ** 3 - 5 * a * x * x + 8 * a * x - 4 * a, 0.0))
+
+
+def _torch_axis(n_in, n_out, mode, antialias):
+  """[n_out, n_in] weights of torch's F.interpolate(mode, align_corners=False, antialias)
+  along one axis, from aten's upsample kernels: `_upsample_*_aa` (separable filter
+  stretched by the scale when shrinking, taps clipped to the input and renormalised;
+  cubic a = -0.5) and upsample_bicubic2d (a = -0.75, border indices clamped)."""
+  scale = n_in / n_out
+  w = np.zeros((n_out, n_in))
+  for i in range(n_out):
+    if antialias:
+      stretch = max(scale, 1.0)
+      support = (1.0 if mode == "bilinear" else 2.0) * stretch
+      center = scale * (i + 0.5)
+      taps = np.arange(max(int(center - support + 0.5), 0),
+                       min(int(center + support + 0.5), n_in))
+      x = (taps + 0.5 - center) / stretch
+      f = np.maximum(1 - np.abs(x), 0) if mode == "bilinear" else _cubic(x, -0.5)
+      w[i, taps] = f / f.sum()
+    elif mode == "bicubic":
+      src = (i + 0.5) * scale - 0.5
+      i0 = int(np.floor(src))
+      for k in range(-1, 3):
+        w[i, min(max(i0 + k, 0), n_in - 1)] += _cubic(src - (i0 + k), -0.75)
+    else:
+      src = max((i + 0.5) * scale - 0.5, 0.0)
+      i0 = int(np.floor(src))
+      w[i, i0] += 1 - (src - i0)
+      w[i, min(i0 + 1, n_in - 1)] += src - i0
+  return w
+
+
+def torch_resize(grid, size, mode="bicubic", antialias=True):
+  """A position embedding grid [gh, gw, D] resized to `size` as F.interpolate does it."""
+  rows, cols = (_torch_axis(n, m, mode, antialias) for n, m in zip(grid.shape[:2], size))
+  return np.einsum("ph,qw,hwd->pqd", rows, cols, grid)
+
+
+def _resampled_posemb(posemb, prefix_rows, grid, resize):
+  """timm's resample_abs_pos_embed(pos_embed, grid, num_prefix_tokens=prefix_rows,
+  interpolation, antialias) of a square stored grid: [1, P + N, D] -> [1, P + gh*gw, D]."""
+  stored = posemb[0, prefix_rows:]
+  if len(stored) == grid[0] * grid[1]:  # the grid it was made for
+    return posemb
+  side = int(round(np.sqrt(len(stored))))
+  resized = torch_resize(stored.reshape(side, side, -1), grid, *resize)
+  return np.concatenate([posemb[:, :prefix_rows], resized.reshape(1, -1, posemb.shape[-1])], 1)
+
+
+def timm_family_forward(family, sd, images, heads=HEADS, depth=DEPTH,
+                        resize=("bicubic", True)):
+  """timm's eval forward of `family` on NHWC images; logits (or pooled features).
+
+  Images of another grid than the stored position embedding's resize it as timm's
+  `dynamic_img_size` does (`resize`: F.interpolate's mode and antialias)."""
   arch = FAMILIES[family][2]
   eps, act = arch.get("eps", 1e-6), arch.get("act", "gelu")
   x = images.astype(np.float64).transpose(0, 3, 1, 2)  # NCHW, as timm takes it
@@ -199,6 +256,9 @@ def timm_family_forward(family, sd, images, heads=HEADS, depth=DEPTH):
   prefix = [np.broadcast_to(sd[k], (b,) + sd[k].shape[1:])
             for k in ("cls_token", "dist_token", "reg_token") if k in sd]
   num_prefix = sum(t.shape[1] for t in prefix)
+  if "pos_embed" in sd:
+    sd = dict(sd, pos_embed=_resampled_posemb(
+        sd["pos_embed"], 0 if arch.get("no_embed_class") else num_prefix, grid, resize))
   if "pos_embed" in sd and arch.get("no_embed_class"):
     tokens = np.concatenate(prefix + [tokens + sd["pos_embed"]], 1)
   else:

@@ -40,6 +40,20 @@ def test_model_directory_gives_the_reference_output(tmp_path, case):
   np.testing.assert_allclose(out, expected, atol=ATOL)
 
 
+@pytest.mark.parametrize("case", ["dinov2_registers", "siglip"])
+def test_any_input_size_as_interpolate_pos_encoding(tmp_path, case):
+  # Two non-square grids from the 4x4 one, each shrinking one axis: bicubic, and bicubic
+  # with antialias for Dinov2WithRegisters (its interpolate_pos_encoding).
+  sd = H.hf_state_dict(case, GRID)
+  pre = checkpoint.load_pretrained(str(model_dir(tmp_path, case, sd)))
+  apply = jax.jit(pre.model.apply)
+  rng = np.random.default_rng(2)
+  for gh, gw in ((3, 5), (6, 2)):
+    x = rng.uniform(-1, 1, (2, gh * H.PATCH, gw * H.PATCH, 3)).astype(np.float32)
+    np.testing.assert_allclose(apply({"params": pre.params}, x), H.hf_forward(case, sd, x),
+                               atol=ATOL, err_msg=f"grid {gh}x{gw}")
+
+
 def test_full_clip_model_reads_the_vision_tower_and_load_takes_the_directory(tmp_path):
   sd = H.hf_state_dict("clip", GRID)
   sd.update({"text_model.embeddings.token_embedding.weight": np.zeros((10, 8), np.float32),

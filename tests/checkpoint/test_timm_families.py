@@ -8,6 +8,7 @@ the params back must give the same file.
 """
 
 import json
+import os
 
 import _timm_families as F
 import jax
@@ -55,6 +56,36 @@ def test_family_loads_runs_and_exports_bit_exact(tmp_path, family):
     assert back[key].dtype == value.dtype and np.array_equal(back[key], value), key
   # And the layout is found from the params alone.
   assert safetensors_io.timm_names(params) == found.key_names
+
+
+@pytest.mark.parametrize("family", ["deit", "dinov2_reg4", "siglip", "eva02_b"])
+def test_any_input_size_as_timm_dynamic_img_size(tmp_path, family):
+  """A model made at a square grid runs at two non-square ones, its position embedding
+  resized in the graph as timm's dynamic_img_size does (bicubic, antialias), RoPE from
+  the input's grid; cls rows (DeiT, EVA-02) and patch-only rows (DINOv2-reg) kept aside."""
+  sd = F.family_state_dict(family, (4, 4))
+  params, found = timm_model.read_timm(str(hub_folder(tmp_path, family, sd)))
+  assert found.options.posemb_resize == ("bicubic_antialias" if "pos_embed" in sd else None)
+  apply = jax.jit(found.model().apply)
+  rng = np.random.default_rng(3)
+  for grid in ((3, 5), (6, 2)):  # each shrinks one axis (antialias) and grows the other
+    x = rng.uniform(-1, 1, (2, grid[0] * F.PATCH, grid[1] * F.PATCH, 3)).astype(np.float32)
+    np.testing.assert_allclose(apply({"params": params}, x),
+                               F.timm_family_forward(family, sd, x), atol=ATOL,
+                               err_msg=f"grid {grid}")
+
+
+def test_numpy_resize_reproduces_torch():
+  # The reference's resize (F.torch_resize) against torch's own outputs (tests/models/
+  # data/torch_interpolate.json, made with torch 2.13).
+  path = os.path.join(os.path.dirname(__file__), "..", "models", "data",
+                      "torch_interpolate.json")
+  with open(path) as f:
+    data = json.load(f)
+  grid = np.asarray(data["grid"], np.float64)[0].transpose(1, 2, 0)  # [5, 7, 3]
+  for c in data["cases"]:
+    out = F.torch_resize(grid, c["size"], c["mode"], c["antialias"]).transpose(2, 0, 1)
+    np.testing.assert_allclose(out, np.asarray(c["out"])[0], atol=5e-6, err_msg=str(c))
 
 
 def test_rope_and_layer_scale_change_the_output(tmp_path):

@@ -1,7 +1,8 @@
 """Packed sequences (NaViT / NaFlex): each image's result equals running it alone.
 
 Images of four sizes and aspect ratios are packed greedily into rows of 32 patches with
-padding; the model (learned position embedding with posemb_resize, gap or MAP pooling)
+padding; the model (learned position embedding with posemb_resize, gap or MAP pooling;
+a cls token and registers per image; DINOv3-like RoPE from each image's own grid)
 gives, for each image, the logits and pooled features of that image run alone at its own
 size (1e-5), and padding changes nothing.
 """
@@ -69,8 +70,47 @@ def test_patchify_and_packing_refusals():
     pack_images([np.zeros((20, 20, 3))], PATCH, seq_len=16, max_images=2)
   with pytest.raises(ValueError, match="whole number of 4x4 patches"):
     patchify(np.zeros((3, 8, 3)), PATCH)
-  model = create_model("ViT-Mu_4", num_classes=5, posemb_resize="bicubic")  # cls token
+  model = create_model("ViT-Mu_4", num_classes=5, posemb="sincos2d")
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
   packed, _ = pack_images(_images()[:2], PATCH, seq_len=32, max_images=2)
-  with pytest.raises(ValueError, match="prefix tokens"):
+  with pytest.raises(ValueError, match="posemb='sincos2d'"):
     model.apply({"params": params}, packed)
+  with pytest.raises(ValueError, match="smaller than one 4x4 patch"):
+    model.apply({"params": params}, jnp.zeros((1, 2, 16, 3)))
+  fixed = create_model("ViT-Mu_4", num_classes=5, classifier="gap")  # no posemb_resize
+  params = fixed.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  with pytest.raises(ValueError, match="need posemb_resize"):
+    fixed.apply({"params": params}, packed)
+
+
+# A cls token and registers per image, with their own position rows (token pooling); a
+# cls token and a register without position rows (DINOv2-reg's no_embed_class) and MAP
+# pooling of the patches only; DINOv3's layout: cls + registers, no learned position
+# embedding, RoPE from each image's grid, average pooling of the patches only.
+PREFIX_MODELS = {
+    "cls_registers": dict(classifier="token", num_registers=2, posemb_resize="bicubic"),
+    "map_reg_no_embed_class": dict(classifier="map", class_token=True, num_registers=1,
+                                   no_embed_class=True, posemb_resize="bilinear_antialias"),
+    "dinov3_rope": dict(classifier="gap", class_token=True, num_registers=2, posemb="none",
+                        rope="dinov3", qkv_bias="none", layer_scale=1e-5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PREFIX_MODELS))
+def test_prefix_tokens_and_rope_per_packed_image(name):
+  model = create_model("ViT-Mu_4", num_classes=None, **PREFIX_MODELS[name])
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(1), p.shape),
+                        params)  # tokens and position rows that differ from their init
+  images = _images()[:4]
+  packed, slots = pack_images(images, PATCH, seq_len=32, max_images=3)
+  assert len({row for row, _ in slots}) < len(images)  # some rows hold several images
+  apply = jax.jit(model.apply)
+  pooled = apply({"params": params}, packed)  # [B, 3, D]
+  for image, slot in zip(images, slots):
+    np.testing.assert_allclose(pooled[slot], apply({"params": params}, image[None])[0],
+                               atol=1e-5, rtol=1e-5)
+  # Padding changes nothing: other values in the padding give the same outputs.
+  noisy = packed.replace(patches=np.where(packed.image_ids[..., None] == 0, 7.0,
+                                          packed.patches))
+  np.testing.assert_array_equal(apply({"params": params}, noisy), pooled)

@@ -101,6 +101,8 @@ TIMM_PARAMS = {
     "EVA02-S_14": 21_621_120,
     "EVA02-B_14": 85_758_720,
     "EVA02-L_14": 303_268_800,
+    "SigLIP2-NaFlex-B_16": 92_930_304,  # naflexvit_base_patch16_siglip (16x16 position grid)
+    "SigLIP2-NaFlex-So400m_16": 427_888_064,  # naflexvit_so400m_patch16_siglip
 }
 
 

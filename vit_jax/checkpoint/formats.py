@@ -36,6 +36,7 @@ from vit_jax.checkpoint import (
     hf_model,
     hf_video,
     hub,
+    naflex_io,
     npz,
     openclip_io,
     orbax_io,
@@ -188,7 +189,7 @@ def detect(source: str) -> Source:
   keys = header_keys(weights)
   if openclip_io.is_openclip(keys):
     return Source("openclip", path, weights)
-  if "patch_embed.proj.weight" in keys:
+  if "patch_embed.proj.weight" in keys or naflex_io.is_naflex(keys):
     return Source("timm", path, weights)
   if any(".embeddings." in f".{k}" for k in keys):
     return Source("hf_weights", path, weights)

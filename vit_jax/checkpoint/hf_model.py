@@ -11,6 +11,8 @@ The vision models researchers fine-tune from, read without torch or transformers
   vit_mae                 ViTMAEModel, ViTMAEForPreTraining (the encoder; its decoder is left out)
   clip_vision_model, clip CLIPVisionModel(WithProjection), CLIPModel's vision tower
   siglip_vision_model, siglip   SiglipVisionModel, SiglipModel's vision tower
+  siglip2_vision_model, siglip2 Siglip2VisionModel, Siglip2Model's vision tower (NaFlex:
+                          a Linear patch embedding, a 16x16 grid resized per image)
 
 `config.json` gives what the weights cannot: head count, LayerNorm epsilon, activation
 (`hidden_act`: "gelu" erf, "quick_gelu", "gelu_pytorch_tanh" tanh), SwiGLU
@@ -35,8 +37,8 @@ from typing import Any, Optional
 import numpy as np
 
 from vit_jax import families
+from vit_jax.checkpoint import naflex_io, timm_model
 from vit_jax.checkpoint import safetensors_io as st
-from vit_jax.checkpoint import timm_model
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.model_spec import ModelSpec
 
@@ -180,6 +182,8 @@ def to_timm_names(tensors: Mapping[str, np.ndarray], keys: str, path: str
   """
   get = st.Consumer(tensors, path)
   sd, settings = (_vit_like if keys == "vit" else _clip_like)(get, tensors, path)
+  if keys == "siglip2":  # SigLIP 2 NaFlex: a Linear patch embedding on (ph, pw, C) patches
+    sd["patch_embed.proj.weight"] = naflex_io.conv_from_linear(sd["patch_embed.proj.weight"])
   for key in tensors:
     if _TEXT_TOWER.match(key):
       get(key)  # a CLIPModel / SiglipModel's text tower, MAE's decoder: not the image model
@@ -231,7 +235,8 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
                           f"{vision['num_hidden_layers']}, the weights have {depth} layers.")
   settings.update(layernorm_epsilon=float(vision["layer_norm_eps"]),
                   act_layer=vision["hidden_act"],
-                  layer_scale=float(vision.get("layerscale_value", 1.0)))
+                  layer_scale=float(vision.get("layerscale_value", 1.0)),
+                  posemb_resize=hf_type.posemb_resize)
   found = timm_model.describe(sd, weights, settings=settings, num_heads=heads)
   params = st.timm_to_linen(sd, weights, heads)
   return params, dataclasses.replace(found, architecture=architecture, key_names="hf",

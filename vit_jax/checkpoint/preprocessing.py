@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -48,6 +49,9 @@ class Preprocessing:
     source: where these values came from (a file, or a family default).
     num_frames, frame_stride: video checkpoints: the clip, `num_frames` frames taken every
       `frame_stride` frames (config.data num_frames / stride); None for images.
+    max_num_patches: a native-resolution (NaFlex) model's patch budget: each image is
+      resized, keeping its aspect ratio, to at most this many patches; `input_size` is
+      then the square of that budget. None for fixed-size models.
   """
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
@@ -57,6 +61,7 @@ class Preprocessing:
   source: str = ""
   num_frames: int | None = None
   frame_stride: int | None = None
+  max_num_patches: int | None = None
 
   def data_overrides(self, image_size: tuple[int, int] | None = None) -> dict[str, Any]:
     """`config.data` keys that reproduce this preprocessing.
@@ -108,7 +113,8 @@ def family_default(family: str, input_size: tuple[int, int]) -> Preprocessing:
                           f"{sorted(family_names())}.")
   d = families.get(family).preprocessing
   return Preprocessing(tuple(d.mean), tuple(d.std), tuple(input_size), d.interpolation,
-                       d.crop_pct, f"{family} default", d.num_frames, d.frame_stride)
+                       d.crop_pct, f"{family} default", d.num_frames, d.frame_stride,
+                       d.max_num_patches)
 
 
 def _triple(value, what: str, source: str) -> tuple[float, float, float]:
@@ -187,6 +193,22 @@ def from_hf_video_processor(config: Mapping[str, Any], default: Preprocessing,
   std = tuple(v / factor for v in std)
   return dataclasses.replace(found, mean=mean, std=std, num_frames=num_frames,
                              frame_stride=default.frame_stride)
+def from_naflex_processor(config: Mapping[str, Any], patch_size: int,
+                          source: str = "preprocessor_config.json") -> Preprocessing:
+  """A NaFlex image processor's settings (transformers Siglip2ImageProcessor): the patch
+  budget `max_num_patches` in place of a size; `input_size` is the budget's square."""
+  budget = config.get("max_num_patches")
+  if not isinstance(budget, int) or budget < 1:
+    raise CheckpointError(
+        f"{source}: a NaFlex image processor config needs max_num_patches (the patch budget "
+        f"each image is resized to), got {budget!r}: add e.g. \"max_num_patches\": 256 "
+        "(SigLIP 2's default).")
+  side = math.isqrt(budget) * patch_size
+  resample = config.get("resample", 2)
+  return Preprocessing(_triple(config.get("image_mean", HALF), "image_mean", source),
+                       _triple(config.get("image_std", HALF), "image_std", source),
+                       (side, side), _PIL_RESAMPLE.get(resample, str(resample)), 1.0, source,
+                       max_num_patches=budget)
 
 
 def from_openclip_config(config: Mapping[str, Any], input_size: tuple[int, int],

@@ -32,6 +32,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from vit_jax import families
 from vit_jax.checkpoint import (
     formats,
     hf_model,
@@ -221,8 +222,13 @@ def _hf_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:
   model = spec.model()
   vision = config.get("vision_config", config)
   pre_cfg = prep.read_json(os.path.join(folder, HF_PREPROCESSOR))
-  pre = (prep.from_hf_preprocessor(pre_cfg, os.path.join(folder, HF_PREPROCESSOR)) if pre_cfg
-         else _family_default(spec.family, model, params, int(vision.get("image_size", 224))))
+  if pre_cfg and families.get(spec.family).preprocessing.max_num_patches:  # NaFlex
+    pre = prep.from_naflex_processor(pre_cfg, model.patch_hw[0],
+                                     os.path.join(folder, HF_PREPROCESSOR))
+  else:
+    pre = (prep.from_hf_preprocessor(pre_cfg, os.path.join(folder, HF_PREPROCESSOR))
+           if pre_cfg else
+           _family_default(spec.family, model, params, int(vision.get("image_size", 224))))
   weights = os.path.join(folder, hf_model.WEIGHTS_FILE)
   return Pretrained(model, params, pre, f"hf:{config.get('model_type')}", weights,
                     _left_out(formats.header_keys(weights)))
@@ -245,6 +251,9 @@ def _timm_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
   pre = prep.from_timm_config({"pretrained_cfg": found.pretrained_cfg}, weights) \
       if found.pretrained_cfg else None
   pre = pre or _family_default(found.family, model, params)
+  budget = found.family and families.get(found.family).preprocessing.max_num_patches
+  if budget and pre.max_num_patches is None:  # NaFlexViT: pretrained_cfg has no budget
+    pre = dataclasses.replace(pre, max_num_patches=budget)
   return Pretrained(model, params, pre, "timm", weights)
 
 

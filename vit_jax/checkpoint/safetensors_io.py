@@ -23,6 +23,7 @@ import safetensors
 import safetensors.numpy
 
 from vit_jax import families
+from vit_jax.checkpoint import naflex_io
 from vit_jax.checkpoint import tree as tree_lib
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.npz import atomic_write, storable
@@ -216,8 +217,11 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   registers, dist_token -> dist, norm_pre -> Transformer/pre_norm, fc_norm, ls{1,2}.gamma
   / gamma_{1,2} -> LayerScale_{0,1}, q_bias / v_bias, q_norm / k_norm, SwiGLU. The
   position embedding is kept as stored (with `no_embed_class` it covers the patches
-  only; the model must then be built with no_embed_class=True, see timm_model).
+  only; the model must then be built with no_embed_class=True, see timm_model). A timm
+  NaFlexViT's names are read as their ViT equivalents (naflex_io).
   """
+  if naflex_io.is_naflex(tensors):
+    tensors = naflex_io.to_vit_names(tensors)
   get = Consumer(tensors, path)
   width = tensors["patch_embed.proj.weight"].shape[0]
   heads = head_count(width, num_heads or config_heads(path), path)
@@ -275,7 +279,7 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   return tree_lib.unflatten(flat)
 
 
-TIMM_NAMES = ("vit", "eva", "eva_separate_qkv")
+TIMM_NAMES = ("vit", "eva", "eva_separate_qkv", "naflex")
 
 
 def timm_names(params: Mapping[str, Any]) -> str:
@@ -311,6 +315,8 @@ def linen_to_timm(params: Mapping[str, Any], names: Optional[str] = None) -> dic
     names = timm_names(params)
   if names not in TIMM_NAMES:
     raise CheckpointError(f"Unknown timm names {names!r}; choose one of {TIMM_NAMES}.")
+  if names == "naflex":  # timm NaFlexViT: the ViT's tensors under its own names
+    return naflex_io.from_vit_names(linen_to_timm(params, "vit"))
   if layout_lib.is_stacked(params):
     params = layout_lib.unstack_layers(params)
   flat = tree_lib.flatten(params)

@@ -39,7 +39,7 @@ from typing import Any, Optional
 import numpy as np
 
 from vit_jax import families
-from vit_jax.checkpoint import safetensors_io
+from vit_jax.checkpoint import naflex_io, safetensors_io
 from vit_jax.checkpoint.errors import CheckpointError
 from vit_jax.checkpoint.model_spec import ModelSpec
 from vit_jax.models import options as options_lib
@@ -70,6 +70,9 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
   with the weights (naming the field).
   """
   model_args = dict(model_args or {})
+  naflex = naflex_io.is_naflex(tensors)
+  if naflex:
+    tensors = naflex_io.to_vit_names(tensors)
   has = lambda k: k in tensors
   if not has("patch_embed.proj.weight"):
     raise CheckpointError(f"{path}: not a timm ViT checkpoint: no `patch_embed.proj.weight`; "
@@ -86,18 +89,20 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
         ("EVA-style names (gamma_1, q_bias, q_proj, fc1_g): EVA-02 or DINOv3 RoPE settings",
          eva_names),
         ("no pos_embed: a RoPE model", not has("pos_embed")),
-        ("norm_pre: a CLIP tower, GELU or QuickGELU", has("norm_pre.weight"))] if open_]
+        ("norm_pre: a CLIP tower, GELU or QuickGELU", has("norm_pre.weight")),
+        ("NaFlexViT names (embeds.*): its GELU form and position resize", naflex)] if open_]
     if unknown:
       raise CheckpointError(
           f"{path}: the weights do not determine the model ({'; '.join(unknown)}). Put the "
           f"Hub {CONFIG_FILE} beside the file, or pass architecture=<timm name> (e.g. "
           "'eva02_base_patch14_224', 'vit_base_patch16_dinov3', "
           "'vit_base_patch16_clip_quickgelu_224').")
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = dict(posemb_resize=families.TIMM_POSEMB_RESIZE)
     family, published = None, {}
   else:
     family, entry, sizes = families.timm_architecture(architecture, path)
     settings = {k: v for k, v in entry.options.items() if k in families.ARCHITECTURE_ONLY}
+    settings.setdefault("posemb_resize", families.TIMM_POSEMB_RESIZE)
     if entry.global_pool:
       settings["global_pool"] = entry.global_pool
     published = dict(embed_dim=sizes["hidden_size"], depth=sizes["num_layers"],
@@ -166,6 +171,8 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
     activation = families.activation_options(settings["act_layer"], f"{path}: act_layer")
   elif settings.get("mlp_activation") == "quick_gelu":
     activation = families.activation_options("quick_gelu", path)
+  elif settings.get("gelu_approximate"):  # timm's act_layer="gelu_tanh" (NaFlexViT SigLIP)
+    activation = families.activation_options("gelu_tanh", path)
   else:  # timm's default nn.GELU (erf)
     activation = families.activation_options("gelu", path)
   has_ls = has(block0 + "ls1.gamma") or has(block0 + "gamma_1")
@@ -181,7 +188,8 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
       head_bias=has("head.bias") or not has("head.weight"),
       mlp_inner_norm=has(block0 + "mlp.norm.weight"), qkv_bias=qkv_bias,
       qk_norm=has(block0 + "attn.q_norm.weight"), rope=settings.get("rope"),
-      rope_reference_grid=settings.get("rope_reference_grid"))
+      rope_reference_grid=settings.get("rope_reference_grid"),
+      posemb_resize=settings.get("posemb_resize") if has("pos_embed") else None)
   fields = dict(
       num_classes=tensors["head.weight"].shape[0] if has("head.weight") else None,
       patch_size=(ph, pw) if ph != pw else ph, hidden_size=width, num_layers=depth,
@@ -189,7 +197,9 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
       posemb="learn" if has("pos_embed") else "none",
       representation_size=(tensors["pre_logits.fc.weight"].shape[0]
                            if has("pre_logits.fc.weight") else None))
-  if eva_names or not has("pos_embed"):
+  if naflex:
+    key_names = "naflex"
+  elif eva_names or not has("pos_embed"):
     key_names = "eva_separate_qkv" if has(block0 + "attn.q_proj.weight") else "eva"
   else:
     key_names = "vit"

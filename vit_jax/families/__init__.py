@@ -22,7 +22,9 @@ from typing import Any, Optional
 from vit_jax.families.family import (
     ACTIVATIONS,
     ARCHITECTURE_ONLY,
+    HF_POSEMB_RESIZE,
     SIZES,
+    TIMM_POSEMB_RESIZE,
     TIMM_SIZE_WORDS,
     Family,
     HfModelType,
@@ -34,7 +36,8 @@ from vit_jax.families.family import (
 )
 
 _MODULES = ("vit", "deit", "deit3", "dinov2", "dinov3", "clip", "siglip", "mae", "eva02",
-            "vivit_hf", "videomae", "timesformer", "videoprism", "vjepa2")
+            "vivit_hf", "videomae", "timesformer", "videoprism", "vjepa2",
+            "siglip2_naflex")
 _FAMILIES: dict[str, Family] = {}
 
 
@@ -135,7 +138,7 @@ def openclip_family() -> Family:
 
 
 __all__ = [
-    "ACTIVATIONS", "ARCHITECTURE_ONLY", "SIZES", "TIMM_SIZE_WORDS", "Family", "HfModelType",
+    "ACTIVATIONS", "ARCHITECTURE_ONLY", "HF_POSEMB_RESIZE", "SIZES", "TIMM_POSEMB_RESIZE", "TIMM_SIZE_WORDS", "Family", "HfModelType",
     "Model", "Preprocessing", "TimmArchitectures", "activation_name", "activation_options",
     "all_families", "get", "hf_model_type", "of_model", "openclip_family", "register",
     "timm_architecture", "timm_names", "unregister",

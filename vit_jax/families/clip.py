@@ -12,7 +12,7 @@ OPTIONS = dict(pre_norm=True, patch_bias=False, layernorm_epsilon=1e-5,
 OPENCLIP_GELU = dict(OPTIONS, mlp_activation="gelu", **fam.TORCH)
 # OpenCLIP's towers: the projection `visual.proj` has no bias.
 OPENCLIP = dict({k: OPTIONS[k] for k in ("pre_norm", "patch_bias", "layernorm_epsilon")},
-                head_bias=False)
+                head_bias=False, posemb_resize=fam.TIMM_POSEMB_RESIZE)  # resize_pos_embed
 _HF = dict(layer_norm_eps=1e-5, hidden_act="quick_gelu")
 
 FAMILY = fam.Family(

@@ -27,5 +27,8 @@ FAMILY = fam.Family(
                                 options=OPTIONS),
           fam.TimmArchitectures(r"vit_(?P<size>small|base|large|giant)_patch14_reg4_dinov2",
                                 options=REG4)),
-    hf={"dinov2": _HF, "dinov2_with_registers": _HF},
+    hf={"dinov2": _HF,
+        # Its interpolate_pos_encoding antialiases (Dinov2Model's does not).
+        "dinov2_with_registers": fam.HfModelType(_HF.keys, _HF.config_defaults,
+                                                 posemb_resize="bicubic_antialias")},
 )

@@ -58,7 +58,15 @@ TORCH = dict(gelu_approximate=False)
 # tokens, norms, biases, SwiGLU, LayerScale's presence). A reader takes these from the
 # family and everything else from the weights.
 ARCHITECTURE_ONLY = ("layer_scale", "no_embed_class", "rope", "rope_reference_grid",
-                     "layernorm_epsilon", "mlp_activation", "gelu_approximate")
+                     "layernorm_epsilon", "mlp_activation", "gelu_approximate",
+                     "posemb_resize")
+# How the reference resizes a learned position embedding to an input of another size
+# (EncoderOptions.posemb_resize), so that a loaded model serves any H x W as its
+# reference does: timm's `resample_abs_pos_embed` (dynamic_img_size; Eva; OpenCLIP's
+# resize_pos_embed) is bicubic with antialias, transformers' `interpolate_pos_encoding`
+# bicubic without (DINOv2 with registers: with). A family states another in its options.
+TIMM_POSEMB_RESIZE = "bicubic_antialias"
+HF_POSEMB_RESIZE = "bicubic"
 
 
 def activation_options(name: str, source: str) -> dict[str, Any]:
@@ -134,8 +142,9 @@ class HfModelType:
   """A transformers `model_type` a family answers to.
 
   Attributes:
-    keys: the key layout of its state dict: "vit" (ViT, DeiT, DINOv2, ViTMAE names) or
-      "clip" (CLIP and SigLIP vision towers).
+    keys: the key layout of its state dict: "vit" (ViT, DeiT, DINOv2, ViTMAE names),
+      "clip" (CLIP and SigLIP vision towers) or "siglip2" (SigLIP's names with a Linear
+      patch embedding, SigLIP 2 NaFlex).
     config_defaults: the transformers config class's defaults of the fields read when a
       config.json omits them (layer_norm_eps, hidden_act).
     vision_config: the vision tower's fields sit under `vision_config` (a full CLIPModel).
@@ -143,11 +152,14 @@ class HfModelType:
       families), the module (`vit_jax.checkpoint.<name>`) whose `read(folder, config)`
       returns a `vit_jax.checkpoint.hf_video.VideoRead`; `keys` is then its key layout's
       name, for messages only.
+    posemb_resize: how its `interpolate_pos_encoding` resizes the learned position
+      embedding (EncoderOptions.posemb_resize; HF_POSEMB_RESIZE).
   """
   keys: str
   config_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   vision_config: bool = False
   reader: Optional[str] = None
+  posemb_resize: Optional[str] = HF_POSEMB_RESIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +167,9 @@ class Preprocessing:
   """A family's published input normalisation (pixels in [0, 1]) and evaluation crop.
 
   Video families also state their clip: `num_frames` frames taken every `frame_stride`
-  frames of the source video (None for image families).
+  frames of the source video (None for image families). Native-resolution (NaFlex)
+  families state their patch budget `max_num_patches`: each image is resized, keeping
+  its aspect ratio, to at most that many patches (None: a fixed square input).
   """
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
@@ -163,6 +177,7 @@ class Preprocessing:
   interpolation: str = "bicubic"
   num_frames: Optional[int] = None
   frame_stride: Optional[int] = None
+  max_num_patches: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)

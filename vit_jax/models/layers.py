@@ -146,18 +146,34 @@ def apply_rope(x: jax.Array, angles: np.ndarray, options: EncoderOptions,
                      f"{angles.shape[0]}-patch grid the angles were made for.")
   angles = np.tile(angles, (reps, 1))[None, :, None, :]  # [1, N', 1, hd/2]
   sin, cos = (jnp.asarray(f(angles), jnp.float32) for f in (np.sin, np.cos))
-  p = patches.astype(jnp.float32)
+  rotated = rotate_pairs(patches.astype(jnp.float32), sin, cos, options)
+  return jnp.concatenate([prefix, rotated.astype(x.dtype)], axis=1)
+
+
+def rotate_pairs(p: jax.Array, sin: jax.Array, cos: jax.Array,
+                 options: EncoderOptions) -> jax.Array:
+  """Float32 [..., hd] rotated by angles whose sin / cos broadcast to [..., hd/2]: EVA-02
+  rotates interleaved pairs (2i, 2i+1) by angle i, DINOv3 the halves' pairs (i, i + hd/2);
+  V-JEPA 2's sin / cos are per channel ([..., hd]): channel 2i becomes
+  x_2i cos a_2i - x_2i+1 sin a_2i, channel 2i+1 x_2i+1 cos a_2i+1 + x_2i sin a_2i+1."""
   if options.rope == "eva02":
     x1, x2 = p[..., 0::2], p[..., 1::2]
-    rotated = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).reshape(p.shape)
-  elif options.rope == "vjepa2":
+    return jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).reshape(p.shape)
+  if options.rope == "vjepa2":  # per-channel angles [..., hd]
     x1, x2 = p[..., 0::2], p[..., 1::2]
     partner = jnp.stack([-x2, x1], axis=-1).reshape(p.shape)  # (-x_2i+1, x_2i) pairs
-    rotated = p * cos + partner * sin
-  else:
-    x1, x2 = jnp.split(p, 2, axis=-1)
-    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return jnp.concatenate([prefix, rotated.astype(x.dtype)], axis=1)
+    return p * cos + partner * sin
+  x1, x2 = jnp.split(p, 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def apply_rope_at(x: jax.Array, angles: jax.Array, options: EncoderOptions) -> jax.Array:
+  """Rotates every token of x [B, L, H, hd] by its own angles [B, L, hd/2] (a packed
+  sequence: positions.rope_angles_at of each token's coordinates; angle 0 leaves a token,
+  e.g. a cls token, exactly as it is)."""
+  angles = angles.astype(jnp.float32)[:, :, None, :]  # [B, L, 1, hd/2]
+  rotated = rotate_pairs(x.astype(jnp.float32), jnp.sin(angles), jnp.cos(angles), options)
+  return rotated.astype(x.dtype)
 
 
 class DropPath(nn.Module):
@@ -352,13 +368,20 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
       qkv = qkv + bias
     return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
 
-  def position_queries_keys(self, query: jax.Array, key: jax.Array,
-                            head_dim: int) -> tuple[jax.Array, jax.Array]:
-    """QK-norm, then RoPE (timm's order): [B, L, H, hd] in and out."""
+  def position_queries_keys(self, query: jax.Array, key: jax.Array, head_dim: int,
+                            rope_angles: Optional[jax.Array] = None
+                            ) -> tuple[jax.Array, jax.Array]:
+    """QK-norm, then RoPE (timm's order): [B, L, H, hd] in and out.
+
+    `rope_angles` [B, L, hd/2]: every token's own angles (a packed sequence), in place of
+    those of `patch_grid`.
+    """
     o = self.options
     if o.qk_norm:
       query = layer_norm(o, name="query_norm")(query)
       key = layer_norm(o, name="key_norm")(key)
+    if o.rope is not None and rope_angles is not None:
+      return apply_rope_at(query, rope_angles, o), apply_rope_at(key, rope_angles, o)
     if o.rope is not None:
       if self.patch_grid is None:
         raise ValueError("rope needs the patch grid: this attention layer was built without "
@@ -417,10 +440,12 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
 
   @nn.compact
   def __call__(self, inputs_q: jax.Array, inputs_kv: Optional[jax.Array] = None,
-               deterministic: bool = True, mask: Optional[jax.Array] = None) -> jax.Array:
+               deterministic: bool = True, mask: Optional[jax.Array] = None,
+               rope_angles: Optional[jax.Array] = None) -> jax.Array:
     """inputs_q [B, Lq, D], inputs_kv [B, Lk, D] (defaults to inputs_q) -> [B, Lq, D].
 
     `mask`: boolean, broadcastable to [B, 1, Lq, Lk] (attention_mask / key_mask).
+    `rope_angles` [B, L, hd/2]: per-token RoPE angles of a packed self-attention.
     """
     if inputs_kv is None:
       inputs_kv = inputs_q
@@ -433,7 +458,7 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
       key = self.project("key", inputs_kv, head_dim)  # [B, Lk, H, hd]
       value = self.project("value", inputs_kv, head_dim)  # [B, Lk, H, hd]
     if self.options.qk_norm or self.options.rope is not None:
-      query, key = self.position_queries_keys(query, key, head_dim)
+      query, key = self.position_queries_keys(query, key, head_dim, rope_angles)
     out = self.attend(query, key, value, deterministic,
                       score_params=self.score_params(head_dim), mask=mask)
     return self.project_out(out, width)
@@ -480,11 +505,14 @@ class Encoder1DBlock(OptionsClone, nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, stochastic_depth: Union[float, jax.Array] = 0.0,
-               deterministic: bool = True, mask: Optional[jax.Array] = None
-               ) -> tuple[jax.Array, None]:
-    """[B, L, D] -> ([B, L, D], None); `mask` [B, 1, L, L] from attention_mask."""
+               deterministic: bool = True, mask: Optional[jax.Array] = None,
+               rope_angles: Optional[jax.Array] = None) -> tuple[jax.Array, None]:
+    """[B, L, D] -> ([B, L, D], None); `mask` [B, 1, L, L] from attention_mask;
+    `rope_angles` [B, L, hd/2] of a packed sequence (MultiHeadDotProductAttention)."""
     y = self.norm()(x)
     masked = {} if mask is None else {"mask": mask}
+    if rope_angles is not None:
+      masked["rope_angles"] = rope_angles
     y = self.attention()(y, deterministic=deterministic, **masked)
     x = self.residual(x, y, stochastic_depth, deterministic)
 

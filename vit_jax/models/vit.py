@@ -59,9 +59,10 @@ class AddPositionEmbs(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array,
-               token_positions: Optional[tuple[jax.Array, jax.Array]] = None) -> jax.Array:
-    """[B, L, D] -> [B, L, D]. `token_positions` (coords, grids), each [B, L, 2]: a packed
-    sequence (models.packed), each token taking the row of its own image's resized grid."""
+               token_positions: Optional[tuple[jax.Array, ...]] = None) -> jax.Array:
+    """[B, L, D] -> [B, L, D]. `token_positions` (coords, grids[, prefix_rows]): a packed
+    sequence (models.packed; packed_posemb), each token taking the row of its own image's
+    resized grid."""
     if token_positions is not None:
       return x + self.packed_posemb(x, *token_positions)
     # Checked before self.param, whose own shape error does not say what to do.
@@ -87,19 +88,32 @@ class AddPositionEmbs(nn.Module):
       posemb = jnp.concatenate([prefix, grid], axis=1)
     return x + posemb.astype(x.dtype)
 
-  def packed_posemb(self, x: jax.Array, coords: jax.Array, grids: jax.Array) -> jax.Array:
-    """[B, L, D] of a packed sequence's position embeddings (positions.posemb_at)."""
+  def packed_posemb(self, x: jax.Array, coords: jax.Array, grids: jax.Array,
+                    prefix_rows: Optional[jax.Array] = None) -> jax.Array:
+    """[B, L, D] of a packed sequence's position embeddings (positions.posemb_at).
+
+    coords, grids [B, L, 2] (models.packed.PackedPatches); `prefix_rows` [B, L]: for a
+    prefix token (cls, registers) the index of its row among the first `num_prefix_rows`
+    (none with no_embed_class: it then gets no position embedding), -1 for a patch.
+    """
     if not self.has_variable("params", "pos_embedding"):
       raise ValueError("A packed batch does not say the size of the learned position "
                        "embedding: initialise the model with images of its size, then apply "
                        "it to packed batches.")
-    if self.resize is None or self.num_prefix_rows:
+    if self.resize is None:
       raise ValueError("Packed sequences need posemb_resize (each image's grid is resized "
-                       "from the stored one) and no position rows for prefix tokens.")
-    posemb = self.get_variable("params", "pos_embedding")  # [1, GH * GW, D]
-    gh, gw = positions.grid_from_rows(posemb.shape[1], 0)
-    table = posemb[0].reshape(gh, gw, posemb.shape[-1])  # [GH, GW, D]
-    return positions.posemb_at(table, coords, grids, self.resize).astype(x.dtype)
+                       "from the stored one): build the model with posemb_resize, e.g. "
+                       "'bilinear_antialias'.")
+    posemb = self.get_variable("params", "pos_embedding")  # [1, P + GH * GW, D]
+    gh, gw = positions.grid_from_rows(posemb.shape[1], self.num_prefix_rows)
+    table = posemb[0, self.num_prefix_rows:].reshape(gh, gw, posemb.shape[-1])  # [GH, GW, D]
+    out = positions.posemb_at(table, coords, grids, self.resize)  # [B, L, D]
+    if prefix_rows is not None:
+      is_prefix = (prefix_rows >= 0)[..., None]
+      prefix = (posemb[0, jnp.clip(prefix_rows, 0, self.num_prefix_rows - 1)].astype(out.dtype)
+                if self.num_prefix_rows else jnp.zeros_like(out))
+      out = jnp.where(is_prefix, prefix, out)
+    return out.astype(x.dtype)
 
 
 class Encoder(OptionsClone, nn.Module):
@@ -135,14 +149,17 @@ class Encoder(OptionsClone, nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True,
                token_mask: Optional[jax.Array] = None,
-               token_positions: Optional[tuple[jax.Array, jax.Array]] = None) -> jax.Array:
+               token_positions: Optional[tuple[jax.Array, ...]] = None) -> jax.Array:
     """[B, L, D] -> [B, L, D].
 
     `token_mask` [B, L] (layers.attention_mask): 0 marks padding, which no real token
     attends to, so the real tokens' outputs are those of the sequence without the
     padding; equal non-zero ids form the images of a packed sequence. None compiles
-    to the unmasked program. `token_positions` (coords, grids) [B, L, 2] each: the
-    patch positions of a packed sequence (AddPositionEmbs).
+    to the unmasked program. `token_positions` (coords, grids[, prefix_rows]): the
+    positions of a packed sequence's tokens, coords and grids [B, L, 2] each and
+    prefix_rows [B, L] (-1: a patch; j: the j-th prefix token of its image); they give
+    each token its position embedding (AddPositionEmbs.packed_posemb) and RoPE angles
+    (prefix tokens are not rotated), in place of `patch_grid`.
     """
     o = self.options
     mask = None if token_mask is None else layers.attention_mask(token_mask)  # [B, 1, L, L]
@@ -150,11 +167,12 @@ class Encoder(OptionsClone, nn.Module):
       add = functools.partial(AddPositionEmbs, param_dtype=o.param_dtype,
                               resize=o.posemb_resize, grid=self.patch_grid,
                               name="posembed_input")
-      if o.no_embed_class and self.num_prefix_tokens:
+      if token_positions is not None:
+        rows = 0 if o.no_embed_class else self.num_prefix_tokens
+        x = add(num_prefix_rows=rows)(x, token_positions)
+      elif o.no_embed_class and self.num_prefix_tokens:
         prefix, patches = x[:, :self.num_prefix_tokens], x[:, self.num_prefix_tokens:]
         x = jnp.concatenate([prefix, add()(patches)], axis=1)
-      elif token_positions is not None:
-        x = add(num_prefix_rows=self.num_prefix_tokens)(x, token_positions)
       else:
         x = add(num_prefix_rows=self.num_prefix_tokens)(x)
     x = nn.Dropout(rate=o.dropout_rate)(x, deterministic=deterministic)
@@ -174,8 +192,13 @@ class Encoder(OptionsClone, nn.Module):
           policy=o.remat_policy_fn)
 
     # The mask rides as a 4th argument only when there is one: the unmasked call (and so
-    # its compiled program) is the one the blocks had before masks existed.
+    # its compiled program) is the one the blocks had before masks existed. A packed
+    # sequence's per-token RoPE angles ride as a 5th.
     masked = () if mask is None else (mask,)
+    if token_positions is not None and o.rope is not None:
+      if mask is None:
+        raise ValueError("A packed sequence needs its token_mask (image ids).")
+      masked += (packed_rope_angles(o, token_positions, x.shape[-1] // self.num_heads),)
     if o.scan_layers:
       if rates_are_static:
         rate_arg, rate_axis = 0.0, nn.broadcast
@@ -195,6 +218,20 @@ class Encoder(OptionsClone, nn.Module):
     if o.fc_norm:
       return x
     return layers.layer_norm(o, name="encoder_norm")(x)
+
+
+def packed_rope_angles(options: EncoderOptions, token_positions: tuple[jax.Array, ...],
+                       head_dim: int) -> jax.Array:
+  """RoPE angles [B, L, hd/2] of a packed sequence's tokens, each from its (row, col) in
+  its own image's grid (positions.rope_coordinates); prefix tokens get angle 0 (not
+  rotated), as in a single image's sequence."""
+  coords, grids = token_positions[:2]
+  at = positions.rope_coordinates(options, coords[..., 0], coords[..., 1], grids[..., 0],
+                                  grids[..., 1])  # [B, L, 2]
+  angles = positions.rope_angles_at(options, at, head_dim)  # [B, L, hd/2]
+  if len(token_positions) > 2:
+    angles = jnp.where((token_positions[2] >= 0)[..., None], 0.0, angles)
+  return angles
 
 
 class MAPHead(OptionsClone, nn.Module):
@@ -316,8 +353,9 @@ def pool_images(x: jax.Array, image_ids: jax.Array, max_images: int, classifier:
   elif classifier == "map":
     pooled = map_head(x, image_ids, max_images)
   else:
-    raise ValueError(f"Packed sequences pool each image with classifier 'gap' or 'map', "
-                     f"not {classifier!r} (a cls token per image is not supported).")
+    raise ValueError(f"pool_images pools each image's patches with classifier 'gap' or "
+                     f"'map', not {classifier!r} (VisionTransformer.packed reads each "
+                     "image's cls token itself).")
   return jnp.where(counts > 0, pooled, 0)
 
 
@@ -384,6 +422,9 @@ class VisionTransformer(TransformerModel):
       raise ValueError(f"Expected images [B, H, W, C], got shape {images.shape}.")
     ph, pw = self.patch_hw
     _, h, w, _ = images.shape
+    if h < ph or w < pw:
+      raise ValueError(f"Image size {h}x{w} is smaller than one {ph}x{pw} patch: resize the "
+                       f"images to at least {ph}x{pw} (a multiple of the patch size).")
     if h % ph or w % pw:
       raise ValueError(
           f"Image size {h}x{w} is not divisible by the patch size {ph}x{pw}; resize "
@@ -426,17 +467,24 @@ class VisionTransformer(TransformerModel):
     """A packed batch (models.packed) -> logits [B, M, num_classes] (pooled [B, M, D]).
 
     The same parameters as for images: each patch goes through the patch embedding
-    alone, the position embedding is each image's own resize of the stored grid, the
-    encoder masks attention to each image and pooling ("gap" or "map") is per image. So
-    each image's output equals running it alone at its size (tests/models/test_packed.py).
+    alone; each image gets its own prefix tokens (cls, registers), appended after the
+    row's L patches in M groups of P ([B, L, D] -> [B, L + M * P, D]; image k's at
+    L + (k - 1) P, with id k, or 0 when the row has no image k); the position embedding
+    is each image's own resize of the stored grid (prefix tokens: their own rows), RoPE
+    rotates each patch by its coordinates in its own grid; the encoder masks attention to
+    each image, and pooling is per image ("token": its cls token; "gap" / "map": its
+    patches). So each image's output equals running it alone at its size
+    (tests/models/test_packed.py). features=True: "patch_tokens" are the row's L patch
+    tokens [B, L, D].
     """
     o = self.options
-    if o.num_prefix_tokens(self.classifier) or o.rope is not None or self.posemb != "learn":
+    prefix = o.num_prefix_tokens(self.classifier)
+    if self.posemb == "sincos2d" or o.distilled or self.classifier == "unpooled":
       raise ValueError(
-          "Packed sequences are supported for models with a learned position embedding, no "
-          "cls / distillation / register tokens and no RoPE (SigLIP 2 NaFlex, NaViT); this "
-          f"model has classifier={self.classifier!r}, posemb={self.posemb!r}, "
-          f"rope={o.rope!r}, {o.num_prefix_tokens(self.classifier)} prefix tokens.")
+          "Packed sequences take models with a learned position embedding (with "
+          "posemb_resize) or RoPE only, and one pooled output per image ('token', 'gap' or "
+          f"'map', not distilled); this model has posemb={self.posemb!r}, classifier="
+          f"{self.classifier!r}, distilled={o.distilled}.")
     ph, pw = self.patch_hw
     b, length, dim = batch.patches.shape
     channels = dim // (ph * pw)
@@ -447,22 +495,41 @@ class VisionTransformer(TransformerModel):
                 use_bias=o.patch_bias, name="embedding", **numerics.conv_kwargs(o))(
                     pixels.astype(o.dtype))
     x = jnp.reshape(x, (b, length, self.hidden_size))  # [B*L, 1, 1, D] -> [B, L, D]
-    ids = batch.image_ids
+    ids, coords, grids = batch.image_ids, batch.coords, batch.grids
+    m = batch.max_images
+    images = jnp.arange(1, m + 1)
+    present = jnp.any(ids[:, :, None] == images, axis=1)  # [B, M]
+    positions_of = (coords, grids)
+    if prefix:
+      tokens = add_prefix_tokens(self, jnp.zeros((b * m, 0, self.hidden_size), x.dtype),
+                                 self.classifier)  # [B*M, P, D]
+      x = jnp.concatenate([x, tokens.reshape(b, m * prefix, self.hidden_size)], axis=1)
+      prefix_ids = jnp.repeat(jnp.where(present, images, 0), prefix, axis=1)  # [B, M*P]
+      ids = jnp.concatenate([ids, prefix_ids], axis=1)  # [B, L + M*P]
+      pad = lambda a, value: jnp.concatenate(
+          [a, jnp.full((b, m * prefix, 2), value, a.dtype)], axis=1)
+      rows = jnp.concatenate([jnp.full((b, length), -1, jnp.int32),
+                              jnp.tile(jnp.arange(prefix, dtype=jnp.int32), (b, m))], axis=1)
+      positions_of = (pad(coords, 0), pad(grids, 1), rows)
     x = Encoder(num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+                add_position_embedding=self.posemb == "learn", num_prefix_tokens=prefix,
                 options=o, name="Transformer")(
-                    x, deterministic=not train, token_mask=ids,
-                    token_positions=(batch.coords, batch.grids))
-    map_head = (MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads, options=o)
-                if self.classifier == "map" else None)
-    pooled = pool_images(x, ids, batch.max_images, self.classifier, map_head)  # [B, M, D]
+                    x, deterministic=not train, token_mask=ids, token_positions=positions_of)
+    patch_tokens = x[:, :length]  # [B, L + M*P, D] -> [B, L, D]
+    if self.classifier == "token":
+      pooled = x[:, length + prefix * jnp.arange(m)]  # each image's cls token: [B, M, D]
+    else:
+      map_head = (MAPHead(mlp_dim=self.mlp_dim, num_heads=self.num_heads, options=o)
+                  if self.classifier == "map" else None)
+      pooled = pool_images(patch_tokens, batch.image_ids, m, self.classifier,
+                           map_head)  # [B, M, D]
     if o.fc_norm:
       pooled = layers.layer_norm(o, name="fc_norm")(pooled)
     out = layers.classifier_head(pooled, self.representation_size,
                                  None if features else self.num_classes, o,
                                  head_name="head", head_bias_init=self.head_bias_init)
-    present = jnp.any(ids[:, :, None] == jnp.arange(1, batch.max_images + 1), axis=1)
     out = jnp.where(present[..., None], out, 0)  # slots without an image: zeros
-    return {"pooled": out, "patch_tokens": x} if features else out
+    return {"pooled": out, "patch_tokens": patch_tokens} if features else out
 
   def distilled_heads(self, x: jax.Array, pooled_only: bool = False) -> jax.Array:
     """DeiT distilled: mean of `head` on the cls token and `head_dist` on the
