@@ -2,7 +2,9 @@
 
 The sizes are known answers of transformers' `get_image_size_for_max_num_patches`
 (Siglip2ImageProcessor, transformers 5.24); the streams read a folder of images of
-mixed sizes and aspect ratios (tests/data/conftest.py:image_folder).
+mixed sizes and aspect ratios (tests/data/conftest.py:image_folder). Packed evaluation
+must give, on 1 and on 8 devices, the metrics of running each image alone at its own
+size, padding slots and rows counted for nothing.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import glob
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec
 
-from vit_jax import data
+from vit_jax import data, models
 from vit_jax.data import native
+from vit_jax.driver import parallel
 from vit_jax.errors import ConfigError
+from vit_jax.evals import classification
 from vit_jax.models import packed
 
 # (height, width, patch, max_num_patches) -> transformers' (height, width).
@@ -38,6 +43,44 @@ def test_target_size_is_siglip2s():
   for h, w in np.random.default_rng(0).integers(1, 400, (50, 2)):
     th, tw = native.target_size(int(h), int(w), (4, 4), 50)
     assert th % 4 == tw % 4 == 0 and (th // 4) * (tw // 4) <= 50
+
+
+def test_eval_is_per_image_and_exact_on_one_and_eight_devices(image_folder):
+  model = models.create_model("ViT-Mu_4", num_classes=3, classifier="gap",
+                              posemb_resize="bilinear_antialias")
+
+  @jax.jit
+  def init():
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    return jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(1), p.shape),
+                        params)  # a head that tells the images apart
+
+  params = init()
+  c = data.default_config()
+  c.update(dict(dataset=f"folder:{image_folder}", image_size=16, resolution_mode="native",
+                patch_size=4, max_num_patches=16, seq_len=40, max_images_per_row=4))
+  # The reference: each image alone in a row of its own (tests/models/test_packed.py: the
+  # same as unpacked at its size), all through one program.
+  apply = jax.jit(model.apply)
+  logits, labels = [], []
+  for path in sorted(glob.glob(os.path.join(image_folder, "test", "*", "*"))):
+    image = native.eval_image(tf.constant(data.decode_file(path)), c).numpy()
+    alone, _ = packed.pack_images([image], (4, 4), seq_len=40, max_images=1)
+    logits.append(np.asarray(apply({"params": params}, alone))[0, 0])
+    labels.append(["circle", "square", "stripes"].index(os.path.basename(os.path.dirname(path))))
+  logits, labels = np.stack(logits), np.asarray(labels)
+  log_p = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1,
+                                 keepdims=True)) - logits.max(-1, keepdims=True)
+  expected_loss = -np.mean(log_p[np.arange(len(labels)), labels])
+  expected_top1 = np.mean(np.argmax(logits, -1) == labels)
+  assert 0 < expected_top1 < 1  # the check below can tell a wrong label from a right one
+  for devices, batch in ((1, 4), (8, 8)):  # both leave padding slots; 8 also padding rows
+    mesh = parallel.create_mesh(1, jax.devices()[:devices])
+    step = classification.jit_step(model, 3, mesh)
+    got = classification.evaluate(step, params, c, batch_size=batch, mesh=mesh)
+    assert got["num_examples"] == 9, devices
+    assert got["top1"] == pytest.approx(expected_top1), devices
+    assert got["loss"] == pytest.approx(expected_loss, rel=1e-5), devices
 
 
 def _sharding(num_devices):
