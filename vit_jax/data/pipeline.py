@@ -211,9 +211,14 @@ def preprocess_for_eval(data_config: Mapping[str, Any],
       e.g. from `vit_jax.data.decode_file`; a list (sizes may differ) or a stacked array.
 
   Returns:
-    float32 [N, h, w, 3] for images, [N, V, T, h, w, 3] for videos.
+    float32 [N, h, w, 3] for images, [N, V, T, h, w, 3] for videos; with
+    resolution_mode="native" a list of N images [h_i, w_i, 3], each at its own size
+    under the patch budget (vit_jax/data/native.py).
   """
   c = config_lib.as_config(data_config)
+  if c.resolution_mode == "native":
+    return [native.eval_image(tf.convert_to_tensor(np.asarray(x, np.uint8)), c).numpy()
+            for x in raw_examples]
   outputs = []
   for example in raw_examples:
     example = tf.convert_to_tensor(np.asarray(example, np.uint8))
