@@ -40,6 +40,8 @@ _SUBMODULES = ("augment", "augment_spec", "builders", "config", "distribute", "f
                "randaugment_policy", "sources", "video_ops")
 # Video data as users store it, and the video recipes' augmentation.
 _SUBMODULES += ("dmvr", "dmvr_writer", "manifest", "video_augment")
+# Native resolution (NaViT / NaFlex): budget resize and packing.
+_SUBMODULES += ("native",)
 
 __all__ = sorted(_EXPORTS) + ["builders"]
 

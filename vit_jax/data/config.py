@@ -13,6 +13,9 @@ from vit_jax.data import augment_spec
 from vit_jax.errors import ConfigError, MissingFileError
 
 TRAIN_CROPS = ("inception", "resize", "random_crop")
+RESOLUTION_MODES = ("square", "native")
+# What native resolution supports of the square pipeline's options (data/native.py).
+NATIVE_TRAIN_CROPS = ("inception", "resize")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -52,6 +55,23 @@ def default_config() -> ml_collections.ConfigDict:
     repeated_augment: r > 1: repeated augmentation (DeiT's r = 3): each training batch
       holds batch / r examples, each r times with independent augmentations (each
       process's or shard's part of the batch must be divisible by r).
+
+  Native resolution (NaViT / NaFlex; images only, vit_jax/data/native.py):
+    resolution_mode: "square" (default: every image resized to image_size) or
+      "native": each image resized, keeping its aspect ratio, to at most
+      `max_num_patches` patches (SigLIP 2's rule), cut into patches and packed into rows
+      of `seq_len` patches holding at most `max_images_per_row` images each; batches are
+      `vit_jax.models.packed.PackedPatches` with a label and a mask per image slot.
+      image_size then only sizes the model's stored position embedding grid.
+    max_num_patches: the patch budget of one image (at most seq_len).
+    seq_len: patches per packed row.
+    max_images_per_row: images per row at most; a batch of B images takes
+      ceil(B / k) rows, k = min(max_images_per_row, seq_len // the most patches an
+      image can keep), so every batch holds its B images whatever their shapes.
+    token_drop_rate: NaViT's token dropping: training keeps a random
+      n - floor(rate * n) of each image's n patches (evaluation keeps all).
+    patch_size: the model's patch (int or (h, w)); None: the driver sets it from the
+      model (set it to use the pipeline alone).
 
   Video (ignored for image datasets):
     num_frames, stride: a clip is num_frames frames taken every `stride` frames;
@@ -108,6 +128,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.mean = config_dict.placeholder(tuple)
   c.std = config_dict.placeholder(tuple)
 
+  c.resolution_mode = "square"
+  c.max_num_patches = 256
+  c.seq_len = 1024
+  c.max_images_per_row = 4
+  c.token_drop_rate = 0.0
+  c.patch_size = config_dict.FieldReference(None, field_type=object)
+
   c.num_frames = 16
   c.stride = 2
   c.min_frames = 1
@@ -156,6 +183,48 @@ def validate(data_config: Mapping[str, Any]) -> None:
   if not 1.0 <= lo <= hi:
     raise ConfigError(f"scale_jitter={c['scale_jitter']} must satisfy 1 <= low <= high "
                      "(the resized frame must cover the crop).")
+  _validate_native(c)
+
+
+def _validate_native(c: Mapping[str, Any]) -> None:
+  """The native-resolution keys (checked in every mode: a typo shows at once)."""
+  if c["resolution_mode"] not in RESOLUTION_MODES:
+    raise ConfigError(f"data.resolution_mode={c['resolution_mode']!r}; use one of "
+                      f"{RESOLUTION_MODES}.")
+  for key in ("max_num_patches", "seq_len", "max_images_per_row"):
+    if not isinstance(c[key], int) or c[key] < 1:
+      raise ConfigError(f"data.{key}={c[key]!r} must be an int >= 1.")
+  if c["max_num_patches"] > c["seq_len"]:
+    raise ConfigError(f"data.max_num_patches={c['max_num_patches']} does not fit in a row of "
+                      f"data.seq_len={c['seq_len']} patches: raise seq_len to at least "
+                      f"{c['max_num_patches']} or lower max_num_patches.")
+  if not 0 <= c["token_drop_rate"] < 1:
+    raise ConfigError(f"data.token_drop_rate={c['token_drop_rate']} must be in [0, 1).")
+  if c["patch_size"] is not None:
+    patch_size(c)
+  if c["resolution_mode"] != "native":
+    return
+  if c["train_crop"] not in NATIVE_TRAIN_CROPS:
+    raise ConfigError(f"data.train_crop={c['train_crop']!r} crops to image_size; native "
+                      f"resolution takes one of {NATIVE_TRAIN_CROPS}.")
+  if c["augment"] or c["repeated_augment"] > 1:
+    raise ConfigError("data.augment and data.repeated_augment are not supported with "
+                      "data.resolution_mode='native' (the ops assume one image size): "
+                      "leave them unset.")
+
+
+def patch_size(data_config: Mapping[str, Any]) -> tuple[int, int]:
+  """data.patch_size as (height, width); native resolution needs it."""
+  size = data_config["patch_size"]
+  if size is None:
+    raise ConfigError("data.resolution_mode='native' needs data.patch_size (the model's "
+                      "patch; the training driver sets it): pass --config.data.patch_size=16.")
+  if isinstance(size, int) and size > 0:
+    return size, size
+  if (isinstance(size, (tuple, list)) and len(size) == 2
+      and all(isinstance(s, int) and s > 0 for s in size)):
+    return tuple(size)
+  raise ConfigError(f"data.patch_size={size!r}; use an int or a (height, width) pair.")
 
 
 def image_size(data_config: Mapping[str, Any]) -> tuple[int, int]:

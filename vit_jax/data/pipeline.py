@@ -29,6 +29,11 @@ Evaluation stream (one pass), per process: its share of the split in a fixed
 order, padded with masked zero examples to the number of batches of the largest
 share, so every process runs the same number of steps and every example is
 counted exactly once (`mask` marks the real ones).
+
+Native resolution (data.resolution_mode="native", vit_jax/data/native.py): the same
+streams with each image at its own size (tf.data's padded_batch), then packed on the
+host into rows of patches; a batch's leading dimension is then its rows, and its label
+and mask are per image slot [rows, k].
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from vit_jax.data import config as config_lib
-from vit_jax.data import distribute, dmvr, folder, preprocess, sources
+from vit_jax.data import distribute, dmvr, folder, native, preprocess, sources
 from vit_jax.errors import DataError
 
 # tf.data runs on CPU; keep TensorFlow away from any accelerator JAX uses.
@@ -51,6 +56,9 @@ tf.config.set_visible_devices([], "GPU")
 _PREPROCESSING_KEYS = ("image_size", "train_crop", "inception_area", "flip", "resize_small",
                        "value_range", "mean", "std", "resize_method", "num_frames", "stride", "scale_jitter",
                        "num_test_clips", "num_test_crops")
+# Recorded only for native runs, so that a square run's info stays what it was.
+_NATIVE_KEYS = ("resolution_mode", "max_num_patches", "seq_len", "max_images_per_row",
+                "patch_size")
 
 
 class BadDataError(DataError):
@@ -97,6 +105,9 @@ def get_info(data_config: Mapping[str, Any]) -> DatasetInfo:
   """
   c = config_lib.as_config(data_config)
   source = _open(c)
+  if source.is_video and c.resolution_mode == "native":
+    raise DataError(f"data.resolution_mode='native' packs images; {c.dataset} is a video "
+                    "dataset: use resolution_mode='square'.")
   # Found now, not at the first evaluation after hours of training.
   source.check_files(c.eval_split)
   h, w = config_lib.image_size(c)
@@ -107,7 +118,8 @@ def get_info(data_config: Mapping[str, Any]) -> DatasetInfo:
       num_eval_examples=source.num_examples(c.eval_split), is_video=source.is_video,
       input_shape=(c.num_frames, h, w, 3) if source.is_video else (h, w, 3),
       num_eval_views=views,
-      preprocessing={k: c[k] for k in _PREPROCESSING_KEYS})
+      preprocessing={k: c[k] for k in _PREPROCESSING_KEYS + (
+          _NATIVE_KEYS if c.resolution_mode == "native" else ())})
 
 
 def train_iterator(data_config: Mapping[str, Any], *, global_batch_size: int,
@@ -137,9 +149,18 @@ def train_iterator(data_config: Mapping[str, Any], *, global_batch_size: int,
                           seed=seed, start_step=start_step,
                           process_index=process_index * per_process + i, process_count=num_shards)
             for i in range(per_process)]
+  what = f"{c.dataset} {c.train_split}"
+  diagnose = _diagnose(source, c.train_split, process_index, process_count)
+  if c.resolution_mode == "native":
+    # Each shard packs its own images (batches independent of the process count).
+    row_multiple = distribute.num_batch_shards(sharding) // process_count
+    batches = native.pack_shards([_numpy_batches(ds, what, diagnose) for ds in shards],
+                                 native.Packer(c, train=True), max(row_multiple, 1))
+    rows = native.num_rows(c, global_batch_size // num_shards, True, max(row_multiple, 1),
+                           per_process)
+    return distribute.prefetch_to_device(batches, sharding, rows * process_count, c.prefetch)
   ds = shards[0] if per_process == 1 else tf.data.Dataset.zip(tuple(shards)).map(_concat)
-  batches = _numpy_batches(ds, f"{c.dataset} {c.train_split}",
-                           _diagnose(source, c.train_split, process_index, process_count))
+  batches = _numpy_batches(ds, what, diagnose)
   return distribute.prefetch_to_device(batches, sharding, global_batch_size, c.prefetch)
 
 
@@ -160,6 +181,12 @@ def eval_iterator(data_config: Mapping[str, Any], *, global_batch_size: int,
                     process_index=jax.process_index(), process_count=jax.process_count())
   batches = _numpy_batches(ds, f"{c.dataset} {split}",
                            _diagnose(source, split, jax.process_index(), jax.process_count()))
+  if c.resolution_mode == "native":
+    row_multiple = max(distribute.num_batch_shards(sharding) // jax.process_count(), 1)
+    batches = native.pack_shards([batches], native.Packer(c, train=False), row_multiple)
+    rows = native.num_rows(c, local, False, row_multiple)
+    return distribute.prefetch_to_device(batches, sharding, rows * jax.process_count(),
+                                         c.prefetch)
   return distribute.prefetch_to_device(batches, sharding, global_batch_size, c.prefetch)
 
 
@@ -184,9 +211,14 @@ def preprocess_for_eval(data_config: Mapping[str, Any],
       e.g. from `vit_jax.data.decode_file`; a list (sizes may differ) or a stacked array.
 
   Returns:
-    float32 [N, h, w, 3] for images, [N, V, T, h, w, 3] for videos.
+    float32 [N, h, w, 3] for images, [N, V, T, h, w, 3] for videos; with
+    resolution_mode="native" a list of N images [h_i, w_i, 3], each at its own size
+    under the patch budget (vit_jax/data/native.py).
   """
   c = config_lib.as_config(data_config)
+  if c.resolution_mode == "native":
+    return [native.eval_image(tf.convert_to_tensor(np.asarray(x, np.uint8)), c).numpy()
+            for x in raw_examples]
   outputs = []
   for example in raw_examples:
     example = tf.convert_to_tensor(np.asarray(example, np.uint8))
@@ -256,8 +288,13 @@ def train_dataset(c, source: sources.Source, *, local_batch_size: int, seed: int
     ds = ds.window(distinct, drop_remainder=True).flat_map(
         lambda window: _repeat_window(window, distinct, repeats))
   shape = _output_shape(c, source.is_video, train=True)
+  is_native = c.resolution_mode == "native"
+  if is_native:
+    shape = [None, None, 3]  # each image at its own size
 
   def augment(ex):
+    if is_native:
+      return native.train_image(ex["raw"], ex["seed"], c)
     return preprocess.train_image(ex["raw"], ex["seed"], c)
 
   def augment_video(ex):
@@ -275,16 +312,25 @@ def train_dataset(c, source: sources.Source, *, local_batch_size: int, seed: int
                           lambda: (tf.zeros(shape, tf.float32), tf.constant(False)))
     else:
       ok = ex["ok"]
+      zeros = [1, 1, 3] if is_native else shape
       image = tf.cond(ok, lambda: tf.ensure_shape(augment(ex), shape),
-                      lambda: tf.zeros(shape, tf.float32))
-    return {"image": image, "label": tf.cast(ex["label"], tf.int32), "ok": ok}
+                      lambda: tf.zeros(zeros, tf.float32))
+    return {"image": image, "label": tf.cast(ex["label"], tf.int32), "ok": ok,
+            "seed": ex["seed"]}
 
   def drop_ok(ex):
+    if is_native:  # the seed draws the dropped tokens; the size crops the padding off
+      return {"image": ex["image"], "label": ex["label"], "seed": ex["seed"],
+              "size": tf.shape(ex["image"])[:2]}
     return {"image": ex["image"], "label": ex["label"]}
 
   ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.filter(_is_ok).map(drop_ok)
-  return ds.batch(local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  if is_native:
+    ds = ds.padded_batch(local_batch_size, drop_remainder=True)
+  else:
+    ds = ds.batch(local_batch_size, drop_remainder=True)
+  return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _repeat_window(window, distinct: int, repeats: int) -> tf.data.Dataset:
@@ -318,6 +364,9 @@ def eval_dataset(c, source: sources.Source, *, local_batch_size: int, split: str
   counts = [source.num_examples(split, p, process_count) for p in range(process_count)]
   num_batches = distribute.num_eval_batches(counts, local_batch_size)
   shape = _output_shape(c, source.is_video, train=False)
+  is_native = c.resolution_mode == "native"
+  if is_native:
+    shape = [None, None, 3]  # each image at its own size
 
   def process(ex):
     # Evaluation never skips: a missing example would silently change the metric.
@@ -327,16 +376,23 @@ def eval_dataset(c, source: sources.Source, *, local_batch_size: int, split: str
       indices = preprocess.eval_clip_indices(tf.where(ex["ok"], ex["length"], 1), c)
       frames, _ = source.clip_frames(ex, indices, skip_bad=False)
       image = preprocess.eval_clips(frames, c)
+    elif is_native:
+      image = native.eval_image(ex["raw"], c)
     else:
       image = preprocess.eval_image(ex["raw"], c)
-    return {"image": tf.ensure_shape(image, shape),
-            "label": tf.cast(ex["label"], tf.int32), "mask": tf.constant(True)}
+    out = {"image": tf.ensure_shape(image, shape),
+           "label": tf.cast(ex["label"], tf.int32), "mask": tf.constant(True)}
+    return {**out, "size": tf.shape(image)[:2]} if is_native else out
 
   ds = raw.map(process, num_parallel_calls=tf.data.AUTOTUNE)
-  padding = tf.data.Dataset.from_tensors(
-      {"image": tf.zeros(shape, tf.float32), "label": tf.constant(0, tf.int32),
-       "mask": tf.constant(False)})
+  pad = {"image": tf.zeros([1, 1, 3] if is_native else shape, tf.float32),
+         "label": tf.constant(0, tf.int32), "mask": tf.constant(False)}
+  if is_native:
+    pad["size"] = tf.constant([1, 1], tf.int32)
+  padding = tf.data.Dataset.from_tensors(pad)
   ds = ds.concatenate(padding.repeat(num_batches * local_batch_size - counts[process_index]))
+  if is_native:
+    return ds.padded_batch(local_batch_size).prefetch(tf.data.AUTOTUNE)
   return ds.batch(local_batch_size).prefetch(tf.data.AUTOTUNE)
 
 

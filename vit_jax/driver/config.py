@@ -188,7 +188,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
        "optimizer.mu_dtype must be '', 'bfloat16' or 'float32'"),
       (config.mesh.fsdp >= 1, "mesh.fsdp must be >= 1"),
       (config.checkpoint.keep >= 1, "checkpoint.keep must be >= 1"),
-  ] + _video_init_checks(config)
+  ] + _video_init_checks(config) + _native_checks(config)
   bad = [msg for ok, msg in checks if not ok]
   if bad:
     raise ConfigError("Invalid config: " + "; ".join(bad) + ".")
@@ -197,6 +197,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
   evals = evals_registry.validate(config.evals, data.default_config())
   evals_registry.check_best_metric(evals, config.checkpoint.best_metric, config.eval_every_steps)
+
+
+def _native_checks(config: ml_collections.ConfigDict) -> list[tuple[bool, str]]:
+  """What data.resolution_mode='native' (packed batches) does not combine with."""
+  if config.data.resolution_mode != "native":
+    return []
+  mix = config.mixup
+  others = sorted(config.evals.keys()) if config.evals else []
+  return [
+      (not (mix.mixup_alpha or mix.cutmix_alpha),
+       "mixup/cutmix mix images of one size; with data.resolution_mode='native' set "
+       "mixup.mixup_alpha=0 and mixup.cutmix_alpha=0"),
+      (not others, f"evals {others} read features of square images; with "
+       "data.resolution_mode='native' only the run's own classification evaluates: remove "
+       "config.evals"),
+  ]
 
 
 def _check_model_options(config: ml_collections.ConfigDict) -> None:

@@ -8,6 +8,7 @@ scores the latest checkpoint of a workdir, or a pretrained file.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import signal
@@ -36,7 +37,7 @@ from vit_jax.driver.writer import MetricWriter, write_json_atomic
 from vit_jax.errors import ConfigError, UserError, WorkdirError
 from vit_jax.evals import classification, features
 from vit_jax.evals import runner as evals_runner
-from vit_jax.models import vivit
+from vit_jax.models import packed, vivit
 from vit_jax.models.positions import posemb_prefix_rows
 
 
@@ -228,6 +229,8 @@ class Setup:
     self.dummy = jnp.zeros((1,) + tuple(self.info.input_shape), jnp.float32)
     self.abstract_params = jax.eval_shape(
         lambda: self.model.init(jax.random.key(0), self.dummy)["params"])
+    if config.data.resolution_mode == "native":
+      self._check_native()
     self.tx = optim.create_optimizer(config, self.abstract_params)
     rng = jax.random.key(config.seed)
     self.init_rng, train_rng = jax.random.split(rng)
@@ -236,6 +239,31 @@ class Setup:
     self.state_shardings = _state_shardings(self.mesh, self.abstract_state)
     self.param_shardings = self.state_shardings.params
     self.eval_params_shardings = self.state_shardings.eval_params
+
+  def _check_native(self) -> None:
+    """Native resolution: data.patch_size from the model, and the model takes packed
+    batches (its own error, as a config error, when it does not)."""
+    c = self.config
+    patch = tuple(self.model.patch_hw)
+    if c.data.patch_size is not None and data.config.patch_size(c.data) != patch:
+      raise ConfigError(f"data.patch_size={c.data.patch_size!r} is not the model's patch "
+                        f"{patch}: leave it unset (the driver takes the model's).")
+    c.data.patch_size = patch
+    self.info = dataclasses.replace(
+        self.info, preprocessing={**self.info.preprocessing, "patch_size": patch})
+    k = data.native.images_per_row(c.data, train=True)
+    rows = data.native.num_rows(c.data, c.batch_size, train=True)
+    if rows % c.accum_steps:
+      raise ConfigError(f"accum_steps={c.accum_steps} must divide the {rows} packed rows of a "
+                        f"batch of {c.batch_size} images ({k} per row): pick a batch_size "
+                        f"that is a multiple of {k * c.accum_steps}.")
+    ph, pw = patch
+    probe = packed.pack_images([np.zeros((ph, pw, 3), np.float32)], patch, c.data.seq_len, k)[0]
+    try:
+      jax.eval_shape(lambda p: self.model.apply({"params": p}, probe), self.abstract_params)
+    except ValueError as e:
+      raise ConfigError(f"data.resolution_mode='native' packs images; {c.model_name} cannot "
+                        f"take packed batches: {e}") from None
 
   @property
   def eval_batch_size(self) -> int:

@@ -62,34 +62,72 @@ def pack_images(images: Sequence[np.ndarray], patch: tuple[int, int], seq_len: i
     (the packed batch, (row, slot) of each image in input order: its pooled output is
     `out[row, slot]`).
   """
-  rows: list[list[tuple[int, np.ndarray]]] = []
-  for index, image in enumerate(images):
-    tokens = patchify(np.asarray(image), patch)
-    if len(tokens) > seq_len:
-      raise ValueError(f"image {index} ({image.shape[0]}x{image.shape[1]}) has "
-                       f"{len(tokens)} patches, more than the sequence length {seq_len}: "
-                       "resize it to the patch budget (max_num_patches) first.")
-    for row in rows:
-      if len(row) < max_images and sum(len(t) for _, t in row) + len(tokens) <= seq_len:
-        row.append((index, tokens))
+  tokens, coords, grids = [], [], []
+  for image in images:
+    image = np.asarray(image)
+    grid = (image.shape[0] // patch[0], image.shape[1] // patch[1])
+    tokens.append(patchify(image, patch))
+    coords.append(grid_coords(grid))
+    grids.append(grid)
+  return pack_patches(tokens, coords, grids, seq_len, max_images)
+
+
+def grid_coords(grid: tuple[int, int]) -> np.ndarray:
+  """int32 [gh * gw, 2]: (row, col) of each patch of a grid, row-major (patchify's order)."""
+  return np.stack(np.divmod(np.arange(grid[0] * grid[1]), grid[1]), axis=-1).astype(np.int32)
+
+
+def pack_patches(tokens: Sequence[np.ndarray], coords: Sequence[np.ndarray],
+                 grids: Sequence[tuple[int, int]], seq_len: int, max_images: int,
+                 num_rows: int | None = None) -> tuple[PackedPatches, list[tuple[int, int]]]:
+  """The packer behind `pack_images`: images given as their patches, first-fit into rows.
+
+  Args:
+    tokens: per image [n_i, ph * pw * C], the patches it keeps (all of `patchify`'s, or a
+      subset: NaViT's token dropping keeps each kept patch's own coordinates).
+    coords: per image int [n_i, 2], (row, col) of each kept patch in the image's grid.
+    grids: per image (gh, gw), the grid its position embedding is resized to.
+    seq_len, max_images: the row length and the images per row at most.
+    num_rows: a fixed number of rows (trailing rows of padding); an error when the
+      images do not fit. None: as many rows as the packing needs.
+
+  Returns:
+    (the packed batch, (row, slot) of each image in input order).
+  """
+  rows: list[list[int]] = []
+  used: list[int] = []
+  for index, t in enumerate(tokens):
+    if len(t) > seq_len:
+      gh, gw = grids[index]
+      raise ValueError(f"image {index} ({gh}x{gw} patches) has {len(t)} patches, more than "
+                       f"the sequence length {seq_len}: resize it to the patch budget "
+                       "(max_num_patches) first.")
+    for b, row in enumerate(rows):
+      if len(row) < max_images and used[b] + len(t) <= seq_len:
+        row.append(index)
+        used[b] += len(t)
         break
     else:
-      rows.append([(index, tokens)])
-  dim = patch[0] * patch[1] * np.asarray(images[0]).shape[-1]
-  out = PackedPatches(np.zeros((len(rows), seq_len, dim), np.float32),
-                      np.zeros((len(rows), seq_len), np.int32),
-                      np.zeros((len(rows), seq_len, 2), np.int32),
-                      np.ones((len(rows), seq_len, 2), np.int32), max_images)
-  slots = [(0, 0)] * len(images)
+      rows.append([index])
+      used.append(len(t))
+  if num_rows is not None and len(rows) > num_rows:
+    raise ValueError(f"{len(tokens)} images need {len(rows)} rows of {seq_len} patches, more "
+                     f"than the {num_rows} rows of the batch.")
+  n = len(rows) if num_rows is None else num_rows
+  dim = tokens[0].shape[-1] if len(tokens) else 0
+  out = PackedPatches(np.zeros((n, seq_len, dim), np.float32),
+                      np.zeros((n, seq_len), np.int32),
+                      np.zeros((n, seq_len, 2), np.int32),
+                      np.ones((n, seq_len, 2), np.int32), max_images)
+  slots = [(0, 0)] * len(tokens)
   for b, row in enumerate(rows):
     start = 0
-    for k, (index, tokens) in enumerate(row, start=1):
+    for k, index in enumerate(row, start=1):
       slots[index] = (b, k - 1)
-      gh, gw = images[index].shape[0] // patch[0], images[index].shape[1] // patch[1]
-      stop = start + len(tokens)
-      out.patches[b, start:stop] = tokens
+      stop = start + len(tokens[index])
+      out.patches[b, start:stop] = tokens[index]
       out.image_ids[b, start:stop] = k
-      out.coords[b, start:stop] = np.stack(np.divmod(np.arange(len(tokens)), gw), axis=-1)
-      out.grids[b, start:stop] = (gh, gw)
+      out.coords[b, start:stop] = coords[index]
+      out.grids[b, start:stop] = grids[index]
       start = stop
   return out, slots

@@ -37,6 +37,12 @@ def define_flags(image_size_help: str) -> None:
   flags.DEFINE_string("model", None, "With --checkpoint: read the file as this registered "
                       "model (for files that do not say their model).")
   flags.DEFINE_integer("image_size", None, image_size_help)
+  flags.DEFINE_enum("resolution", None, ["native", "square"], "Image models: 'native' runs "
+                    "each image at its own aspect ratio under a patch budget (the model needs "
+                    "posemb_resize); 'square' resizes to the input size. Default: as the run "
+                    "or checkpoint says.")
+  flags.DEFINE_integer("max_num_patches", None, "With --resolution native: the patch budget "
+                       "(default: a native run's, else the patches of the input size).")
   flags.DEFINE_multi_string("input", None, "Image/video files or folders (repeatable; several "
                             "paths may follow one --input).")
   flags.DEFINE_bool("verbose", False, "Show the traceback of errors vit_jax reports on purpose.")
@@ -62,7 +68,9 @@ def run_on_inputs(program: str, argv: list[str],
   failed: list[tuple[str, str]] = []
   compilation_cache.use(f.compilation_cache)
   with errors.reported(program, f.verbose):
-    trained = inference.load(f.workdir, f.checkpoint, f.model, f.image_size)
+    trained = inference.with_resolution(
+        inference.load(f.workdir, f.checkpoint, f.model, f.image_size), f.resolution,
+        f.max_num_patches)
     return fn(trained, inputs, failed), failed
 
 

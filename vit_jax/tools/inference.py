@@ -31,7 +31,7 @@ import numpy as np
 from vit_jax import checkpoint, data, models
 from vit_jax.data import folder
 from vit_jax.errors import ConfigError, DataError, MissingFileError
-from vit_jax.models import positions
+from vit_jax.models import packed, positions
 
 # The bundle of a model, its params and its input: one type, `checkpoint.Pretrained`
 # (this name stays for the callers that used it).
@@ -54,9 +54,15 @@ def preprocess(trained: checkpoint.Pretrained, raw_examples: Sequence[np.ndarray
 
 def logits(trained: checkpoint.Pretrained, inputs: np.ndarray, batch_size: int = 64
            ) -> np.ndarray:
-  """Logits [N, C] of preprocessed inputs; video views are averaged as in evaluation."""
+  """Logits [N, C] of preprocessed inputs; video views are averaged as in evaluation.
+
+  Native resolution (`inputs` a list of images of their own sizes): packed as in
+  evaluation (data/native.py), `batch_size` images per packed batch.
+  """
   apply = _jitted_apply(trained.model)
   params = trained.device_params
+  if isinstance(inputs, list):
+    return _native_logits(trained, apply, params, inputs, batch_size)
   outputs = []
   # Equal chunks, the last padded: one compiled shape for any count (100 inputs at
   # batch_size 64 run as 2 x 50, not 64 + 36 with a second compilation).
@@ -75,6 +81,55 @@ def logits(trained: checkpoint.Pretrained, inputs: np.ndarray, batch_size: int =
       out = apply(params, x)
     outputs.append(np.asarray(out)[:real])
   return np.concatenate(outputs)
+
+
+def _native_logits(trained, apply, params, images: list[np.ndarray], batch_size: int
+                   ) -> np.ndarray:
+  """Logits [N, C] of images at their own sizes, packed into a fixed number of rows per
+  chunk (one compiled shape for every chunk of the same size)."""
+  c = data.config.as_config(trained.data_config())
+  patch = data.config.patch_size(c)
+  k = data.native.images_per_row(c, train=False)
+  outputs = []
+  n = len(images)
+  chunk = -(-n // -(-n // batch_size)) if n else 1
+  for start in range(0, n, chunk):
+    part = images[start:start + chunk]
+    tokens = [packed.patchify(x, patch) for x in part]
+    grids = [(x.shape[0] // patch[0], x.shape[1] // patch[1]) for x in part]
+    batch, slots = packed.pack_patches(tokens, [packed.grid_coords(g) for g in grids], grids,
+                                       c.seq_len, k, num_rows=data.native.num_rows(c, chunk, False))
+    out = np.asarray(apply(params, jax.tree.map(jnp.asarray, batch)))  # [R, k, C]
+    outputs.append(np.stack([out[r, j] for r, j in slots]))
+  return np.concatenate(outputs)
+
+
+def with_resolution(trained: checkpoint.Pretrained, resolution: Optional[str],
+                    max_num_patches: Optional[int] = None) -> checkpoint.Pretrained:
+  """The bundle with its inputs at `resolution`: "native" (each image at its own aspect
+  ratio under `max_num_patches` patches; default: a native run's budget, else the
+  patches of the model's input size), "square", or None (as the run or file says)."""
+  if resolution is None and max_num_patches is None:
+    return trained
+  if trained.is_video:
+    raise ConfigError("--resolution and --max_num_patches apply to image models; this is a "
+                      "video model.")
+  config = trained.data_config()
+  if resolution == "square":
+    config["resolution_mode"] = "square"
+    return dataclasses.replace(trained, eval_data=config)
+  if resolution not in (None, "native"):
+    raise ConfigError(f"--resolution={resolution}; use 'native' or 'square'.")
+  patch = tuple(trained.model.patch_hw)
+  size = config.get("image_size", 224)
+  h, w = (size, size) if isinstance(size, int) else size
+  was_native = config.get("resolution_mode") == "native"
+  budget = max_num_patches or (config["max_num_patches"] if was_native
+                               else (h // patch[0]) * (w // patch[1]))
+  config.update(resolution_mode="native", patch_size=patch, max_num_patches=budget,
+                seq_len=max(budget, config.get("seq_len", 0) if was_native else 0),
+                max_images_per_row=config.get("max_images_per_row", 1) if was_native else 1)
+  return dataclasses.replace(trained, eval_data=config)
 
 
 def probabilities(trained: checkpoint.Pretrained, inputs: np.ndarray, batch_size: int = 64

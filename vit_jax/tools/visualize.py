@@ -16,6 +16,10 @@ Videos also get:
   STEM_temporal.png     factorised encoder / frame_average: the temporal cls's
                         attention over the frames as a bar chart.
 Videos are shown with the first evaluation view (clip 0, centre crop).
+
+At native resolution (`--resolution native`, or a run trained that way) each image runs
+at its own aspect ratio under the patch budget and its maps are drawn over the file's
+own pixels, at the original image shape.
 """
 
 from __future__ import annotations
@@ -149,14 +153,17 @@ def visualize(trained, paths: Sequence[str], out_dir: str, k: int = 5, dpi: int 
     return []
   inputs = trained.preprocess(raw)
   value_range = trained.data_config().get("value_range")
+  # Native resolution: the input keeps the file's aspect ratio, so its maps are drawn on
+  # the file's own pixels at their original shape.
+  native = isinstance(inputs, list)
   written = []
-  for path, x in zip(files, inputs):
+  for path, x, original in zip(files, inputs, raw):
     stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
     best = inference.top_k(trained.probabilities(x[None]), trained.class_names, k)[0]
     if trained.is_video:
       x = x[0]  # first evaluation view [T, h, w, 3]
     maps = attention_maps.compute(trained.model, trained.params, x[None])
-    image = _display(x, value_range)
+    image = original / 255.0 if native else _display(x, value_range)
     if trained.is_video:
       tubelet = trained.model.tubelet_size
       # The rollout summed over time, shown on the middle frame.

@@ -1,0 +1,163 @@
+"""Native resolution inputs (vit_jax/data/native.py): SigLIP 2's patch budget, packed streams.
+
+The sizes are known answers of transformers' `get_image_size_for_max_num_patches`
+(Siglip2ImageProcessor, transformers 5.24); the streams read a folder of images of
+mixed sizes and aspect ratios (tests/data/conftest.py:image_folder). Packed evaluation
+must give, on 1 and on 8 devices, the metrics of running each image alone at its own
+size, padding slots and rows counted for nothing.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+from jax.sharding import NamedSharding, PartitionSpec
+
+from vit_jax import data, models
+from vit_jax.data import native
+from vit_jax.driver import parallel
+from vit_jax.errors import ConfigError
+from vit_jax.evals import classification
+from vit_jax.models import packed
+
+# (height, width, patch, max_num_patches) -> transformers' (height, width).
+SIGLIP2_SIZES = [
+    ((480, 640, 16, 256), (224, 288)), ((640, 480, 16, 256), (288, 224)),
+    ((224, 224, 16, 256), (256, 256)), ((1000, 100, 16, 256), (800, 80)),
+    ((37, 501, 14, 196), (56, 686)), ((8, 8, 2, 16), (8, 8)), ((13, 7, 4, 64), (40, 24)),
+    ((3000, 20, 16, 1024), (5456, 48)), ((500, 500, 16, 729), (432, 432)),
+    ((300, 900, 32, 64), (128, 384)), ((8, 8, 2, 12), (6, 6)),
+]
+PATCH = 4
+
+
+def test_target_size_is_siglip2s():
+  for (h, w, p, n), expected in SIGLIP2_SIZES:
+    assert native.target_size(h, w, (p, p), n) == expected, (h, w, p, n)
+  for h, w in np.random.default_rng(0).integers(1, 400, (50, 2)):
+    th, tw = native.target_size(int(h), int(w), (4, 4), 50)
+    assert th % 4 == tw % 4 == 0 and (th // 4) * (tw // 4) <= 50
+
+
+def test_eval_is_per_image_and_exact_on_one_and_eight_devices(image_folder):
+  model = models.create_model("ViT-Mu_4", num_classes=3, classifier="gap",
+                              posemb_resize="bilinear_antialias")
+
+  @jax.jit
+  def init():
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    return jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(1), p.shape),
+                        params)  # a head that tells the images apart
+
+  params = init()
+  c = data.default_config()
+  c.update(dict(dataset=f"folder:{image_folder}", image_size=16, resolution_mode="native",
+                patch_size=4, max_num_patches=16, seq_len=40, max_images_per_row=4))
+  # The reference: each image alone in a row of its own (tests/models/test_packed.py: the
+  # same as unpacked at its size), all through one program.
+  apply = jax.jit(model.apply)
+  logits, labels = [], []
+  for path in sorted(glob.glob(os.path.join(image_folder, "test", "*", "*"))):
+    image = native.eval_image(tf.constant(data.decode_file(path)), c).numpy()
+    alone, _ = packed.pack_images([image], (4, 4), seq_len=40, max_images=1)
+    logits.append(np.asarray(apply({"params": params}, alone))[0, 0])
+    labels.append(["circle", "square", "stripes"].index(os.path.basename(os.path.dirname(path))))
+  logits, labels = np.stack(logits), np.asarray(labels)
+  log_p = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1,
+                                 keepdims=True)) - logits.max(-1, keepdims=True)
+  expected_loss = -np.mean(log_p[np.arange(len(labels)), labels])
+  expected_top1 = np.mean(np.argmax(logits, -1) == labels)
+  assert 0 < expected_top1 < 1  # the check below can tell a wrong label from a right one
+  for devices, batch in ((1, 4), (8, 8)):  # both leave padding slots; 8 also padding rows
+    mesh = parallel.create_mesh(1, jax.devices()[:devices])
+    step = classification.jit_step(model, 3, mesh)
+    got = classification.evaluate(step, params, c, batch_size=batch, mesh=mesh)
+    assert got["num_examples"] == 9, devices
+    assert got["top1"] == pytest.approx(expected_top1), devices
+    assert got["loss"] == pytest.approx(expected_loss, rel=1e-5), devices
+
+
+def _sharding(num_devices):
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:num_devices]), ("data",))
+  return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def _config(root, **overrides):
+  config = data.default_config()
+  config.update(dict(dataset=f"folder:{root}", image_size=16, prefetch=1, flip=False,
+                     train_crop="resize", resolution_mode="native", patch_size=PATCH,
+                     max_num_patches=16, seq_len=40, max_images_per_row=4), **overrides)
+  return config
+
+
+def _images(batch):
+  """(label, grid, kept coords, kept patches) of each image slot of a packed batch."""
+  b = {k: np.asarray(v) for k, v in batch.items()}
+  out = []
+  for r, j in zip(*np.nonzero(b["mask"])):
+    at = b["image_ids"][r] == j + 1
+    out.append((b["label"][r, j], tuple(b["grids"][r][at][0]), b["coords"][r][at],
+                b["patches"][r][at]))
+  return out
+
+
+def test_eval_stream_holds_every_image_once_at_its_own_size(image_folder):
+  config = _config(image_folder)
+  files = sorted(glob.glob(os.path.join(image_folder, "test", "*", "*")))
+  batches = list(data.eval_iterator(config, global_batch_size=8, sharding=_sharding(8)))
+  # 8 images per batch, 2 per row (seq_len 40 holds two of 16 patches): 4 rows padded to
+  # the 8 devices; 9 images need two batches, the second mostly padding.
+  assert len(batches) == 2 and batches[0]["patches"].shape == (8, 40, PATCH * PATCH * 3)
+  assert batches[0]["label"].shape == (8, 2)
+  images = [x for b in batches for x in _images(b)]
+  assert [x[0] for x in images] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+  for path, (label, grid, coords, patches) in zip(files, images):
+    assert label == ["circle", "square", "stripes"].index(os.path.basename(os.path.dirname(path)))
+    raw = data.decode_file(path)
+    expected = native.eval_image(tf.constant(raw), config).numpy()
+    h, w = native.target_size(raw.shape[0], raw.shape[1], (PATCH, PATCH), 16)
+    assert expected.shape[:2] == (h, w) and grid == (h // PATCH, w // PATCH)
+    np.testing.assert_array_equal(coords, packed.grid_coords(grid))
+    np.testing.assert_allclose(patches, packed.patchify(expected, (PATCH, PATCH)), atol=1e-6)
+
+
+def test_token_dropping_keeps_a_random_part_of_each_image_and_resumes_exactly(image_folder):
+  config = _config(image_folder, token_drop_rate=0.5)
+  # Training rows hold 4 images of at most 8 kept patches (16 - floor(0.5 * 16)).
+  assert native.images_per_row(config, train=True) == 4
+  stream = data.train_iterator(config, global_batch_size=8, sharding=_sharding(2), seed=3)
+  first, second = next(stream), next(stream)
+  assert first["label"].shape == (2, 4) and np.asarray(first["mask"]).all()
+  for _, (gh, gw), coords, _ in _images(first):
+    n = gh * gw
+    assert len(coords) == n - n // 2
+    assert len({tuple(c) for c in coords}) == len(coords)  # no patch twice
+    assert (coords >= 0).all() and (coords < (gh, gw)).all()
+  assert any(len(c) < gh * gw and not np.array_equal(c, packed.grid_coords((gh, gw))[:len(c)])
+             for _, (gh, gw), c, _ in _images(first))  # not simply the first patches
+  resumed = next(data.train_iterator(config, global_batch_size=8, sharding=_sharding(2),
+                                     seed=3, start_step=1))
+  for key in second:
+    np.testing.assert_array_equal(np.asarray(resumed[key]), np.asarray(second[key]), key)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(resolution_mode="natve"), "resolution_mode='natve'"),
+    (dict(max_num_patches=64, seq_len=40), "does not fit in a row of data.seq_len=40"),
+    (dict(train_crop="random_crop"), "native resolution takes one of"),
+    (dict(token_drop_rate=1.0), "token_drop_rate=1.0 must be in"),
+])
+def test_bad_native_settings_are_short_errors(image_folder, overrides, message):
+  with pytest.raises(ConfigError, match=message):
+    data.get_info(_config(image_folder, **overrides))
+
+
+def test_the_pipeline_alone_asks_for_the_patch_size(image_folder):
+  with pytest.raises(ConfigError, match="needs data.patch_size"):
+    native.Packer(_config(image_folder, patch_size=None), train=False)
