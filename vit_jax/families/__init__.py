@@ -33,7 +33,8 @@ from vit_jax.families.family import (
     activation_options,
 )
 
-_MODULES = ("vit", "deit", "deit3", "dinov2", "dinov3", "clip", "siglip", "mae", "eva02")
+_MODULES = ("vit", "deit", "deit3", "dinov2", "dinov3", "clip", "siglip", "mae", "eva02",
+            "pe", "aimv2", "so150m", "rope_vit")
 _FAMILIES: dict[str, Family] = {}
 
 
@@ -111,7 +112,10 @@ def timm_architecture(architecture: str, source: str = "") -> tuple[
         f"project builds (it cannot tell that architecture's layers from a plain ViT's, so "
         f"it does not guess). Known families and their timm names: {timm_names()}.")
   family, entry, match = found[0]
-  size = entry.size_words[match.group("size")]
+  word = match.group("size")
+  if entry.dims and word in entry.dims:
+    return family, entry, dict(entry.dims[word])
+  size = entry.size_words[word]
   dims = {k: v for k, v in SIZES[size].items() if k != "mlp_dim"}
   return family, entry, dims
 

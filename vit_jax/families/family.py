@@ -56,7 +56,9 @@ TORCH = dict(gelu_approximate=False)
 # tokens, norms, biases, SwiGLU, LayerScale's presence). A reader takes these from the
 # family and everything else from the weights.
 ARCHITECTURE_ONLY = ("layer_scale", "no_embed_class", "rope", "rope_reference_grid",
-                     "layernorm_epsilon", "mlp_activation", "gelu_approximate")
+                     "layernorm_epsilon", "mlp_activation", "gelu_approximate",
+                     "rope_temperature", "rope_grid_offset", "rope_grid_indexing", "norm",
+                     "map_num_heads", "map_prefix_tokens", "final_norm")
 
 
 def activation_options(name: str, source: str) -> dict[str, Any]:
@@ -114,12 +116,16 @@ class TimmArchitectures:
     tag: a pretrained tag (after the ".") that selects this entry over an untagged one
       with the same name (MAE's `vit_base_patch16_224.mae`).
     size_words: size word -> size letter (SIZES), when not timm's (TIMM_SIZE_WORDS).
+    dims: size word -> hidden_size, num_layers, num_heads of models whose widths are
+      not a size letter's (So150m: 896 wide, 14 heads; PE lang L: 23 blocks); replaces
+      size_words for the words it has.
   """
   pattern: str
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   global_pool: Optional[str] = None
   tag: Optional[str] = None
   size_words: Mapping[str, str] = dataclasses.field(default_factory=lambda: TIMM_SIZE_WORDS)
+  dims: Optional[Mapping[str, Mapping[str, int]]] = None
 
   def match(self, name: str, tag: str) -> Optional[re.Match]:
     if self.tag is not None and self.tag != tag:

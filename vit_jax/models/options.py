@@ -34,8 +34,15 @@ MLP_ACTIVATIONS = ("gelu", "quick_gelu", "swiglu")
 QKV_BIASES = ("qkv", "qv", "none")
 # 2-D rotary position embeddings of the patch tokens (`rope`); docs/conventions.md,
 # 'Rotary position embeddings', gives both frequency conventions.
-ROPE_VARIANTS = (None, "eva02", "dinov3")
-ROPE_DEFAULT_TEMPERATURE = {"eva02": 10_000.0, "dinov3": 100.0}
+ROPE_VARIANTS = (None, "eva02", "dinov3", "mixed")
+ROPE_DEFAULT_TEMPERATURE = {"eva02": 10_000.0, "dinov3": 100.0, "mixed": 10.0}
+# Which coordinate of a patch the first half of each head's rotation angles follows
+# (`rope_grid_indexing`, timm's `grid_indexing`): "ij" the row (EVA-02), "xy" the column
+# (Perception Encoder, RoPE-ViT).
+ROPE_GRID_INDEXING = ("ij", "xy")
+# Normalisation layers (`norm`): LayerNorm (scale and bias) or RMSNorm (scale only, no
+# mean subtraction: x / sqrt(mean(x^2) + eps) * scale; AIMv2).
+NORMS = ("layernorm", "rmsnorm")
 # How a learned position embedding follows an input of another size (`posemb_resize`),
 # inside the graph, as torch's F.interpolate(align_corners=False) resizes it:
 #   None                 the grid is fixed (another size is an error: resize the checkpoint)
@@ -118,6 +125,27 @@ class EncoderOptions:
     posemb_resize: one of POSEMB_RESIZE: a learned position embedding made for one
       input size is resized in the graph to the patch grid of the input, so one set of
       parameters serves any H x W divisible by the patch (positions.resize_posemb_grid).
+
+  Options of the 2025 families (issue 25):
+    norm: one of NORMS, for every normalisation layer (the parameter names stay; an
+      RMSNorm has `scale` only). `layernorm_epsilon` is its epsilon either way.
+    proj_bias: the attention output projection and the MLP layers have biases (AIMv2's
+      have none; timm `proj_bias`).
+    patch_norm: a norm `embedding_norm` on the patch tokens right after the patch
+      embedding, before any token or position embedding is added (AIMv2, timm
+      `embed_norm_layer`).
+    final_norm: a final norm at all (`encoder_norm` or `fc_norm`); Perception Encoder's
+      lang and spatial towers have none.
+    map_num_heads, map_mlp_dim: the MAP head's head count and MLP width when they are
+      not the encoder's (Perception Encoder: 8 heads; timm `attn_pool_num_heads`).
+    map_prefix_tokens: the MAP head attends to the cls / register tokens too, as timm's
+      `attn_pool` reads every token (Perception Encoder, So150m); False: patches only.
+    rope_grid_offset: added to every patch index before any scaling (PE: 1; timm
+      `rope_grid_offset`); eva02 and mixed only.
+    rope_grid_indexing: one of ROPE_GRID_INDEXING.
+    rope "mixed" (RoPE-Mixed, Heo et al. 2024): each block's attention learns its own
+      frequencies `rope_freqs` [2, H, hd/2] (x and y rows, per head), and the angles are
+      col * fx + row * fy; the other variants' frequencies are fixed.
   """
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
@@ -149,6 +177,15 @@ class EncoderOptions:
   rope_temperature: Optional[float] = None
   rope_reference_grid: Optional[int] = None
   posemb_resize: Optional[str] = None
+  norm: str = "layernorm"
+  proj_bias: bool = True
+  patch_norm: bool = False
+  final_norm: bool = True
+  map_num_heads: Optional[int] = None
+  map_mlp_dim: Optional[int] = None
+  map_prefix_tokens: bool = False
+  rope_grid_offset: float = 0.0
+  rope_grid_indexing: str = "ij"
 
   def __post_init__(self):
     if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
@@ -167,7 +204,10 @@ class EncoderOptions:
     for name, value, choices in [("mlp_activation", self.mlp_activation, MLP_ACTIVATIONS),
                                  ("qkv_bias", self.qkv_bias, QKV_BIASES),
                                  ("rope", self.rope, ROPE_VARIANTS),
-                                 ("posemb_resize", self.posemb_resize, POSEMB_RESIZE)]:
+                                 ("posemb_resize", self.posemb_resize, POSEMB_RESIZE),
+                                 ("norm", self.norm, NORMS),
+                                 ("rope_grid_indexing", self.rope_grid_indexing,
+                                  ROPE_GRID_INDEXING)]:
       if value not in choices:
         raise ValueError(f"Unknown {name} {value!r}; choose one of {choices}.")
     if not self.layernorm_epsilon > 0:
@@ -189,6 +229,17 @@ class EncoderOptions:
                        f"with rope='eva02', not {self.rope!r}.")
     if self.rope_temperature is not None and not self.rope_temperature > 0:
       raise ValueError(f"rope_temperature must be > 0, got {self.rope_temperature}.")
+    if (self.rope_grid_offset or self.rope_grid_indexing != "ij") and self.rope not in (
+        "eva02", "mixed"):
+      raise ValueError("rope_grid_offset / rope_grid_indexing place timm's RotaryEmbeddingCat "
+                       f"and mixed grids; they need rope='eva02' or 'mixed', not {self.rope!r}.")
+    if self.fc_norm and not self.final_norm:
+      raise ValueError("fc_norm=True is the final norm after pooling; it contradicts "
+                       "final_norm=False (no final norm): drop one of them.")
+    for name in ("map_num_heads", "map_mlp_dim"):
+      value = getattr(self, name)
+      if value is not None and not value > 0:
+        raise ValueError(f"{name} must be > 0 (or None: the encoder's), got {value}.")
 
   def replace(self, **changes: Any) -> EncoderOptions:
     """A copy with `changes` (validated again); unknown names are an error."""
