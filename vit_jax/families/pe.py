@@ -17,7 +17,7 @@ is its own entry.
 from vit_jax.families import family as fam
 
 OPTIONS = dict(fam.TORCH, layernorm_epsilon=1e-5, rope="eva02", rope_grid_indexing="xy",
-               rope_grid_offset=1.0)
+               rope_grid_offset=1.0, no_embed_class=False)
 CORE = dict(OPTIONS, map_num_heads=8, map_prefix_tokens=True)
 NO_FINAL_NORM = dict(OPTIONS, final_norm=False)
 LANG = dict(NO_FINAL_NORM, layer_scale=0.1)

@@ -9,6 +9,8 @@ architecture's (a Hub config.json states no model_args for a published name).
 
 from vit_jax.families import family as fam
 
+# The registers have position rows (a square patch grid plus 4 rows is no evidence).
+OPTIONS = dict(fam.TORCH, no_embed_class=False)
 DIMS = {"so150m": dict(hidden_size=896, num_layers=18, num_heads=14),
         "so150m2": dict(hidden_size=832, num_layers=21, num_heads=13)}
 
@@ -17,7 +19,7 @@ FAMILY = fam.Family(
     models={},
     preprocessing=fam.Preprocessing(fam.HALF, fam.HALF, crop_pct=0.95),
     timm=(fam.TimmArchitectures(r"vit_(?P<size>so150m)_patch16_reg4_(gap|map)_(256|384)",
-                                options=fam.TORCH, dims=DIMS),
+                                options=OPTIONS, dims=DIMS),
           fam.TimmArchitectures(r"vit_(?P<size>so150m2)_patch16_reg1_gap_(256|384|448)",
-                                options=dict(fam.TORCH, layer_scale=1e-5), dims=DIMS)),
+                                options=dict(OPTIONS, layer_scale=1e-5), dims=DIMS)),
 )

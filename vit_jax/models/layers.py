@@ -50,11 +50,20 @@ def quick_gelu(x: jax.Array) -> jax.Array:
   return x * jax.nn.sigmoid(1.702 * x)
 
 
+class RMSNorm(nn.RMSNorm):
+  """flax's RMSNorm, auto-named `LayerNorm_<i>` as the LayerNorm it replaces: a block's
+  tree (`LayerNorm_0`, `LayerNorm_1`) and what reads it (freeze / layer-decay patterns,
+  readers) stay the same whichever norm a model uses."""
+
+
+RMSNorm.__name__ = "LayerNorm"
+
+
 def layer_norm(options: EncoderOptions, name: Optional[str] = None) -> nn.Module:
   """The options' norm (LayerNorm, or RMSNorm with `norm="rmsnorm"`) with their epsilon
   and dtypes. Both hold `scale` [D]; only LayerNorm has a `bias`."""
   if options.norm == "rmsnorm":
-    return nn.RMSNorm(epsilon=options.layernorm_epsilon, dtype=options.dtype,
+    return RMSNorm(epsilon=options.layernorm_epsilon, dtype=options.dtype,
                       param_dtype=options.param_dtype, name=name)
   return nn.LayerNorm(epsilon=options.layernorm_epsilon, dtype=options.dtype,
                       param_dtype=options.param_dtype, name=name)
