@@ -68,7 +68,7 @@ def hub_config(case: str) -> dict:
   args = DATA[case]["model_args"]
   return {"architecture": DATA[case]["architecture"], "num_classes": CLASSES,
           "num_features": WIDTH, "model_args": dict(args, num_classes=CLASSES),
-          "pretrained_cfg": {"input_size": [3, 16, 12], "crop_pct": 1.0}}
+          "pretrained_cfg": dict(DATA[case]["pretrained_cfg"], input_size=[3, 16, 12])}
 
 
 def _norm(x, sd, name, eps, rms):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
+from vit_jax import checkpoint
 from vit_jax.checkpoint import pretrained, safetensors_io, timm_model
 
 ATOL = 1e-4
@@ -44,8 +45,10 @@ def test_loads_matches_timm_and_exports_bit_exact(tmp_path, case):
   folder, sd = hub_folder(tmp_path, case)
   loaded = pretrained.load_pretrained(str(folder))
   assert loaded.format == "timm"
-  # Preprocessing from the config's pretrained_cfg; the family when the config has none.
-  assert loaded.preprocessing.crop_pct == 1.0
+  # Preprocessing from the config's pretrained_cfg (timm's published values).
+  cfg = T.DATA[case]["pretrained_cfg"]
+  assert (loaded.preprocessing.mean, loaded.preprocessing.std, loaded.preprocessing.crop_pct) == (
+      tuple(cfg["mean"]), tuple(cfg["std"]), cfg["crop_pct"])
   x = images()
   model = loaded.model.clone(sow_attention_weights=True)
   logits, state = jax.jit(lambda p, x: model.apply(
@@ -64,3 +67,63 @@ def test_loads_matches_timm_and_exports_bit_exact(tmp_path, case):
   assert sorted(back) == sorted(sd)
   for key, value in sd.items():
     assert back[key].dtype == value.dtype and np.array_equal(back[key], value), key
+
+
+def test_readers_refuse_what_the_architecture_contradicts(tmp_path):
+  # RMSNorm weights (no norm biases) under a LayerNorm architecture.
+  config = dict(T.hub_config("aimv2"), architecture="vit_so150m2_patch16_reg1_gap_256")
+  folder, _ = hub_folder(tmp_path, "aimv2", config=config)
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"block norms have no bias, but the architecture's norm is "
+                           r"'layernorm'.*aimv2_large_patch14_224"):
+    pretrained.load_pretrained(str(folder))
+  # A RoPE-Mixed architecture without the learned frequencies.
+  config = dict(T.hub_config("rope_axial"), architecture="vit_small_patch16_rope_mixed_224")
+  (tmp_path / "b").mkdir()
+  folder, _ = hub_folder(tmp_path / "b", "rope_axial", config=config)
+  with pytest.raises(checkpoint.CheckpointError, match=r"no `rope.freqs` for a RoPE-Mixed"):
+    pretrained.load_pretrained(str(folder))
+  # A bare PE file does not say its RoPE: asked for, then read with the architecture.
+  path = tmp_path / "pe.safetensors"
+  sd = T.state_dict("pe_lang")
+  sd["pos_embed"] = sd["pos_embed"][:, :1].repeat(17, axis=1) * np.linspace(
+      -1, 1, 17, dtype=np.float32)[:, None]  # a square 4 x 4 grid: the input size shows
+  safetensors.numpy.save_file(sd, str(path))
+  with pytest.raises(checkpoint.CheckpointError, match=r"do not determine the model.*"
+                     r"architecture="):
+    pretrained.load_pretrained(str(path))
+  found = pretrained.load_pretrained(str(path), architecture="vit_pe_lang_large_patch14_448")
+  x = np.random.default_rng(2).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  np.testing.assert_allclose(found.model.apply({"params": found.params}, x),
+                             T.timm_forward("pe_lang", sd, x), atol=ATOL)
+
+
+@pytest.mark.slow
+def test_fine_tunes_a_perception_encoder_through_the_driver(tmp_path, digits_data_dir):
+  from tests.helpers import restore_params, tiny_config
+  from vit_jax.driver import config as config_lib
+  from vit_jax.driver import train
+
+  # A square 4 x 4 grid (16 px) so that the driver resizes the posemb to 6 x 6 (24 px).
+  sd = T.state_dict("pe_core")
+  sd["pos_embed"] = np.random.default_rng(3).normal(0, 0.5, (1, 17, T.WIDTH)).astype(np.float32)
+  config = T.hub_config("pe_core")
+  config["model_args"]["img_size"] = [16, 16]
+  config["pretrained_cfg"]["input_size"] = [3, 16, 16]
+  folder, _ = hub_folder(tmp_path, "pe_core", sd, config)
+  c = tiny_config(digits_data_dir, model_name=config_lib.FROM_CHECKPOINT, total_steps=4,
+                  log_every_steps=2, eval_every_steps=0, **{
+                      "init_from.path": str(folder), "data.image_size": 24,
+                      "checkpoint.every_steps": 4, "lr.warmup_steps": 1})
+  setup = train.Setup(c, str(tmp_path / "setup"))
+  o = setup.model.options
+  assert (o.rope, o.rope_grid_indexing, o.rope_grid_offset, o.map_num_heads) == (
+      "eva02", "xy", 1.0, 4) and o.map_prefix_tokens and setup.model.num_classes == 10
+  # PE's normalisation (mean = std = 0.5, from the config): pixels to [-1, 1].
+  assert setup.config.data.value_range == (-1.0, 1.0) and setup.config.data.mean is None
+  results = train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert results["step"] == 4 and 0 <= results["top1"] <= 1
+  params = restore_params(tmp_path / "run", 4)
+  assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 37, T.WIDTH)
+  assert params["MAPHead_0"]["MultiHeadDotProductAttention_0"]["query"]["kernel"].shape == (
+      T.WIDTH, 4, T.WIDTH // 4)
