@@ -101,6 +101,10 @@ TIMM_PARAMS = {
     "EVA02-S_14": 21_621_120,
     "EVA02-B_14": 85_758_720,
     "EVA02-L_14": 303_268_800,
+    "PE-Core-Ti_16": 6_042_240,  # vit_pe_core_tiny_patch16_384
+    "AIMv2-L_14": 309_197_824,  # aimv2_large_patch14_224
+    "So150m2_16": 135_226_560,  # vit_so150m2_patch16_reg1_gap_256
+    "RoPE-Mixed-S_16": 21_603_840,  # vit_small_patch16_rope_mixed_224
 }
 
 

@@ -229,6 +229,14 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
     key_names = "eva_separate_qkv" if has(block0 + "attn.q_proj.weight") else "eva"
   else:
     key_names = "vit"
+  if family is not None:  # what the architecture states and the weights show must agree
+    for name, value in entry.options.items():
+      if name in options_lib.FIELDS and name not in families.ARCHITECTURE_ONLY and (
+          getattr(options, name) != value):
+        raise CheckpointError(
+            f"{path}: {CONFIG_FILE} says architecture={architecture!r}, which has "
+            f"{name}={value!r}, but the weights show {name}={getattr(options, name)!r}: the "
+            "config belongs to another model (fix its architecture).")
   return ModelSpec(architecture, fields, options, key_names, family=family and family.name)
 
 

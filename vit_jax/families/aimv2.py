@@ -18,7 +18,8 @@ DIMS = {"large": dict(hidden_size=1024, num_layers=24, num_heads=8),
 
 FAMILY = fam.Family(
     name="aimv2",
-    models={},
+    models={"AIMv2-L_14": fam.Model("L", 14, dict(OPTIONS, classifier="gap"),
+                                    dims=dict(DIMS["large"], mlp_dim=2816))},
     preprocessing=fam.Preprocessing(fam.OPENAI_CLIP_MEAN, fam.OPENAI_CLIP_STD, crop_pct=1.0),
     timm=(fam.TimmArchitectures(r"aimv2_(?P<size>large|huge|1b|3b)_patch14_(224|336|448)",
                                 options=OPTIONS, global_pool="avg", dims=DIMS),),

@@ -18,6 +18,9 @@ from vit_jax.families import family as fam
 
 OPTIONS = dict(fam.TORCH, layernorm_epsilon=1e-5, rope="eva02", rope_grid_indexing="xy",
                rope_grid_offset=1.0, no_embed_class=False)
+# norm_pre and a bias-free patch embedding: what the weights must show (timm's
+# use_pre_transformer_norm); a plain ViT's weights under a PE name are refused.
+OPTIONS.update(pre_norm=True, patch_bias=False)
 CORE = dict(OPTIONS, map_num_heads=8, map_prefix_tokens=True)
 NO_FINAL_NORM = dict(OPTIONS, final_norm=False)
 LANG = dict(NO_FINAL_NORM, layer_scale=0.1)
@@ -38,9 +41,13 @@ def _entry(pattern: str, options: dict, reference_grid: int, global_pool: str,
                                global_pool=global_pool, dims=dims)
 
 
+ARCH = dict(class_token=True)  # the registered model's cls token (the weights show it)
+
 FAMILY = fam.Family(
     name="pe",
-    models={},
+    models={"PE-Core-Ti_16": fam.Model(
+        "Ti", 16, dict(CORE, **ARCH, classifier="map", rope_reference_grid=24), 384,
+        dims=dict(DIMS["tiny"], mlp_dim=768))},
     preprocessing=fam.Preprocessing(fam.HALF, fam.HALF, crop_pct=1.0),
     timm=(
         _entry(r"vit_pe_core_(?P<size>tiny|small)_patch16_384", CORE, 24, "map"),

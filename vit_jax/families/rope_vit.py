@@ -22,7 +22,8 @@ SIZES = "(?P<size>small|base|large)"
 
 FAMILY = fam.Family(
     name="rope_vit",
-    models={},
+    models={"RoPE-Mixed-S_16": fam.Model("S", 16, dict(MIXED, classifier="token",
+                                                      posemb="none"))},
     preprocessing=fam.Preprocessing(fam.IMAGENET_MEAN, fam.IMAGENET_STD, crop_pct=0.9),
     timm=(fam.TimmArchitectures(rf"vit_{SIZES}_patch16_rope_224", options=AXIAL,
                                 global_pool="token"),

@@ -16,7 +16,10 @@ DIMS = {"so150m": dict(hidden_size=896, num_layers=18, num_heads=14),
 
 FAMILY = fam.Family(
     name="so150m",
-    models={},
+    models={"So150m2_16": fam.Model(
+        "So150m2", 16, dict(OPTIONS, layer_scale=1e-5, num_registers=1, qkv_bias="none",
+                            classifier="gap", fc_norm=True), 256,
+        dims=dict(DIMS["so150m2"], mlp_dim=2176))},
     preprocessing=fam.Preprocessing(fam.HALF, fam.HALF, crop_pct=0.95),
     timm=(fam.TimmArchitectures(r"vit_(?P<size>so150m)_patch16_reg4_(gap|map)_(256|384)",
                                 options=OPTIONS, dims=DIMS),
