@@ -267,7 +267,20 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
     flat.update(tree_lib.flatten(layer_norm(get, "norm"), "Transformer/encoder_norm/"))
   if "fc_norm.weight" in get:
     flat.update(tree_lib.flatten(layer_norm(get, "fc_norm"), "fc_norm/"))
-  if "attn_pool.latent" in get:
+  if "attn_pool.latent" in get and "attn_pool.q.weight" not in get:
+    # The attention-only head (transformers AIMv2): the latent is the query.
+    kv_w = get("attn_pool.kv.weight").reshape(2, width, width)  # [k | v] rows
+    kv_b = (get("attn_pool.kv.bias").reshape(2, width) if "attn_pool.kv.bias" in get
+            else (None, None))
+    heads_map = map_num_heads or heads
+    attn = {}
+    for name, w, b in (("key", kv_w[0], kv_b[0]), ("value", kv_w[1], kv_b[1])):
+      attn[name] = {"kernel": w.T.reshape(width, heads_map, -1)}
+      if b is not None:
+        attn[name]["bias"] = b.reshape(heads_map, -1)
+    attn["out"] = heads_out(get("attn_pool.proj.weight"), get("attn_pool.proj.bias"), heads_map)
+    flat.update(tree_lib.flatten(dict(attn, probe=get("attn_pool.latent")), "MAPHead_0/"))
+  elif "attn_pool.latent" in get:
     heads = map_num_heads or heads
     kv_w = get("attn_pool.kv.weight").reshape(2, width, width)  # [k | v] rows
     kv_b = get("attn_pool.kv.bias").reshape(2, width)
@@ -412,7 +425,15 @@ def linen_to_timm(params: Mapping[str, Any], names: Optional[str] = None) -> dic
     put_norm("norm", encoder["encoder_norm"])
   if "fc_norm" in params:
     put_norm("fc_norm", params["fc_norm"])
-  if "MAPHead_0" in params:
+  if "MAPHead_0" in params and "MultiHeadDotProductAttention_0" not in params["MAPHead_0"]:
+    head = params["MAPHead_0"]  # attention only (transformers AIMv2): no q, norm or MLP
+    out["attn_pool.latent"] = head["probe"]
+    kv = [merge_heads_in(head[n]) for n in ("key", "value")]
+    out["attn_pool.kv.weight"] = np.concatenate([w for w, _ in kv], axis=0)
+    if kv[0][1] is not None:
+      out["attn_pool.kv.bias"] = np.concatenate([b for _, b in kv], axis=0)
+    out["attn_pool.proj.weight"], out["attn_pool.proj.bias"] = merge_heads_out(head["out"])
+  elif "MAPHead_0" in params:
     head = params["MAPHead_0"]
     attn = head["MultiHeadDotProductAttention_0"]
     out["attn_pool.latent"] = head["probe"]

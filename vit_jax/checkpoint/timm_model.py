@@ -217,7 +217,8 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
       map_num_heads=settings.get("map_num_heads") if classifier == "map" else None,
       map_mlp_dim=map_mlp_dim if map_mlp_dim != mlp_dim else None,
       map_prefix_tokens=bool(settings.get("map_prefix_tokens")) and classifier == "map"
-      and prefix > 0)
+      and prefix > 0,
+      map_attention_only=has("attn_pool.latent") and not has("attn_pool.q.weight"))
   fields = dict(
       num_classes=tensors["head.weight"].shape[0] if has("head.weight") else None,
       patch_size=(ph, pw) if ph != pw else ph, hidden_size=width, num_layers=depth,

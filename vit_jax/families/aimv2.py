@@ -3,7 +3,10 @@ position embedding after an RMSNorm on the patch embedding (`patch_embed.norm`),
 (eps 1e-5) everywhere, SwiGLU MLPs, and no bias in q/k/v, the attention output or the
 MLP (the patch embedding and the head keep theirs); average pooling after the final norm.
 
-timm `aimv2_{large,huge,1b,3b}_patch14_{224,336,448}`.
+timm `aimv2_{large,huge,1b,3b}_patch14_{224,336,448}`; transformers `aimv2_vision_model`
+(Aimv2VisionModel), whose output is its attention-pooling head's when the folder has one
+(`use_head`: the cls token queries the tokens through bias-free k/v projections, then an
+output projection: MAPHead with `map_attention_only`), else the average of the tokens.
 """
 
 from vit_jax.families import family as fam
@@ -23,4 +26,6 @@ FAMILY = fam.Family(
     preprocessing=fam.Preprocessing(fam.OPENAI_CLIP_MEAN, fam.OPENAI_CLIP_STD, crop_pct=1.0),
     timm=(fam.TimmArchitectures(r"aimv2_(?P<size>large|huge|1b|3b)_patch14_(224|336|448)",
                                 options=OPTIONS, global_pool="avg", dims=DIMS),),
+    hf={"aimv2_vision_model": fam.HfModelType("aimv2", dict(rms_norm_eps=1e-5,
+                                                            hidden_act="silu"))},
 )

@@ -138,8 +138,8 @@ class HfModelType:
   """A transformers `model_type` a family answers to.
 
   Attributes:
-    keys: the key layout of its state dict: "vit" (ViT, DeiT, DINOv2, ViTMAE names) or
-      "clip" (CLIP and SigLIP vision towers).
+    keys: the key layout of its state dict: "vit" (ViT, DeiT, DINOv2, ViTMAE names),
+      "clip" (CLIP and SigLIP vision towers) or "aimv2" (AIMv2 vision models).
     config_defaults: the transformers config class's defaults of the fields read when a
       config.json omits them (layer_norm_eps, hidden_act).
     vision_config: the vision tower's fields sit under `vision_config` (a full CLIPModel).

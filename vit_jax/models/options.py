@@ -140,6 +140,9 @@ class EncoderOptions:
       not the encoder's (Perception Encoder: 8 heads; timm `attn_pool_num_heads`).
     map_prefix_tokens: the MAP head attends to the cls / register tokens too, as timm's
       `attn_pool` reads every token (Perception Encoder, So150m); False: patches only.
+    map_attention_only: the MAP head is one attention whose query is the probe itself (no
+      query projection), then its output projection: no LayerNorm, MLP or residual
+      (transformers AIMv2's Aimv2AttentionPoolingHead; parameters probe, key, value, out).
     rope_grid_offset: added to every patch index before any scaling (PE: 1; timm
       `rope_grid_offset`); eva02 and mixed only.
     rope_grid_indexing: one of ROPE_GRID_INDEXING.
@@ -184,6 +187,7 @@ class EncoderOptions:
   map_num_heads: Optional[int] = None
   map_mlp_dim: Optional[int] = None
   map_prefix_tokens: bool = False
+  map_attention_only: bool = False
   rope_grid_offset: float = 0.0
   rope_grid_indexing: str = "ij"
 

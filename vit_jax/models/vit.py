@@ -222,6 +222,8 @@ class MAPHead(OptionsClone, nn.Module):
     With `max_images` M, the probe pools each image k = 1..M of a packed row
     (`token_mask` holds the image ids) on its own: [B, L, D] -> [B, M, D].
     """
+    if self.options.map_attention_only:
+      return self.attention_only(x, token_mask, max_images)
     o = self.options.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
                              attention_score="scaled_dot")
     if o.qkv_bias != "qkv" or o.qk_norm or o.rope is not None or o.mlp_inner_norm or (
@@ -244,6 +246,32 @@ class MAPHead(OptionsClone, nn.Module):
     y = layers.layer_norm(o)(x)
     x = x + layers.MlpBlock(mlp_dim=o.map_mlp_dim or self.mlp_dim, options=o)(y)
     return x if max_images else x[:, 0]
+
+  def attention_only(self, x: jax.Array, token_mask: Optional[jax.Array],
+                     max_images: Optional[int]) -> jax.Array:
+    """`options.map_attention_only`: [B, L, D] -> [B, D] ([B, M, D] per packed image).
+
+    The probe [1, 1, D], split into heads, is the query; `key` / `value` [D, H, hd] (with
+    biases unless qkv_bias="none") project the tokens; `out` [H, hd, D] (with bias)."""
+    o = self.options
+    batch, _, width = x.shape
+    heads = o.map_num_heads or self.num_heads
+    linear = numerics.linear_kwargs(o)
+    probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, width), o.param_dtype)
+    queries = max_images or 1
+    query = jnp.tile(probe.astype(x.dtype), [batch, queries, 1]).reshape(
+        batch, queries, heads, width // heads)  # [B, M, H, hd]
+    key, value = (nn.DenseGeneral((heads, width // heads), use_bias=o.qkv_bias != "none",
+                                  kernel_init=layers.KERNEL_INIT, name=name, **linear)(x)
+                  for name in ("key", "value"))  # [B, L, H, hd]
+    mask = None
+    if max_images:  # query k attends to image k + 1's tokens: [B, 1, M, L]
+      mask = token_mask[:, None, None, :] == jnp.arange(1, queries + 1)[:, None]
+    elif token_mask is not None:
+      mask = layers.key_mask(token_mask)
+    out = jax.nn.dot_product_attention(query, key, value, mask=mask)  # [B, M, H, hd]
+    out = nn.DenseGeneral(width, axis=(-2, -1), name="out", **linear)(out)  # [B, M, D]
+    return out if max_images else out[:, 0]
 
 
 def check_token_options(options: EncoderOptions, classifier: str,
