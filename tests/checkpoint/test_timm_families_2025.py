@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import pytest
 import safetensors.numpy
+from _ckpt_helpers import softmax
 
 from vit_jax import checkpoint
 from vit_jax.checkpoint import pretrained, safetensors_io, timm_model
@@ -127,3 +128,65 @@ def test_fine_tunes_a_perception_encoder_through_the_driver(tmp_path, digits_dat
   assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 37, T.WIDTH)
   assert params["MAPHead_0"]["MultiHeadDotProductAttention_0"]["query"]["kernel"].shape == (
       T.WIDTH, 4, T.WIDTH // 4)
+
+
+# ------------------------------------------------------------ transformers AIMv2
+
+HF_DATA = json.loads((T.pathlib.Path(__file__).parent / "data" / "hf_aimv2_keys.json").read_text())
+
+
+def _hf_aimv2_forward(sd, images, config):
+  """transformers' Aimv2VisionModel in numpy (modeling_aimv2.py): RMSNorm after the patch
+  embedding, learned positions, pre-RMSNorm blocks with bias-free q/k/v/out and a SwiGLU
+  FFN, final RMSNorm; pooled = its attention-pooling head (cls token as the query) or,
+  without one, the mean of the tokens."""
+  eps, heads, p = config["rms_norm_eps"], config["num_attention_heads"], config["patch_size"]
+  rms = lambda x, name: x / np.sqrt((x ** 2).mean(-1, keepdims=True) + eps) * sd[name + ".weight"]
+  lin = lambda x, name: x @ sd[name + ".weight"].T + sd.get(name + ".bias", 0.0)
+  x = images.astype(np.float64)
+  b, h, w, _ = x.shape
+  patches = x.reshape(b, h // p, p, w // p, p, 3)
+  t = np.einsum("biyjxc,dcyx->bijd", patches, sd["embeddings.patch_embed.weight"])
+  t = rms(t.reshape(b, -1, t.shape[-1]) + sd["embeddings.patch_embed.bias"],
+          "embeddings.rms_norm") + sd["embeddings.position_embedding.weight"]
+  d = t.shape[-1]
+  split = lambda y: y.reshape(b, y.shape[1], heads, -1).transpose(0, 2, 1, 3)
+  for i in range(config["num_hidden_layers"]):
+    s = f"encoder.layers.{i}."
+    y = rms(t, s + "rms_norm1")
+    q, k, v = (split(lin(y, s + f"attention.{n}_proj")) for n in "qkv")
+    a = softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(d // heads)) @ v
+    t = t + lin(a.transpose(0, 2, 1, 3).reshape(b, -1, d), s + "attention.out_proj")
+    y = rms(t, s + "rms_norm2")
+    g = lin(y, s + "ffn.gate_proj")
+    t = t + lin(g / (1 + np.exp(-g)) * lin(y, s + "ffn.up_proj"), s + "ffn.down_proj")
+  t = rms(t, "rms_norm")
+  if "head.cls_token" not in sd:
+    return t.mean(1), t
+  q = split(np.broadcast_to(sd["head.cls_token"], (b, 1, d)))
+  k, v = split(lin(t, "head.k_proj")), split(lin(t, "head.v_proj"))
+  a = softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(d // heads)) @ v
+  return lin(a.transpose(0, 2, 1, 3).reshape(b, d), "head.output_proj"), t
+
+
+@pytest.mark.parametrize("case", ["aimv2_vision_model", "aimv2_vision_model_no_head"])
+def test_transformers_aimv2_folder_matches_its_forward(tmp_path, case):
+  entry, fill = HF_DATA[case], T.Filler(4)
+  sd = {k: (fill(*s, scale=0.2, around=1.0) if "norm" in k else
+            fill(*s, scale=s[-1] ** -0.5 if len(s) == 2 and "position" not in k else 0.5))
+        for k, s in entry["keys"].items()}
+  folder = tmp_path / case
+  folder.mkdir()
+  safetensors.numpy.save_file(sd, str(folder / "model.safetensors"))
+  (folder / "config.json").write_text(json.dumps(entry["config"]))
+  found = pretrained.load_pretrained(str(folder))
+  assert found.format == "hf:aimv2_vision_model"
+  x = np.random.default_rng(5).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  out = jax.jit(lambda p, x: found.model.apply({"params": p}, x, features=True))(found.params, x)
+  pooled, tokens = _hf_aimv2_forward(sd, x, entry["config"])
+  np.testing.assert_allclose(out["pooled"], pooled, atol=ATOL)
+  np.testing.assert_allclose(out["patch_tokens"], tokens, atol=ATOL)
+  # In timm's names (the canonical layout) the head is attn_pool without q / norm / MLP.
+  back = safetensors_io.linen_to_timm(found.params, "vit")
+  assert "attn_pool.q.weight" not in back and ("attn_pool.latent" in back) == (
+      "head.cls_token" in sd)
