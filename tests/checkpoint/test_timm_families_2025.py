@@ -190,3 +190,27 @@ def test_transformers_aimv2_folder_matches_its_forward(tmp_path, case):
   back = safetensors_io.linen_to_timm(found.params, "vit")
   assert "attn_pool.q.weight" not in back and ("attn_pool.latent" in back) == (
       "head.cls_token" in sd)
+
+
+def test_attention_maps_of_heads_that_read_the_cls_token_or_query_with_the_probe(tmp_path):
+  from vit_jax.tools import attention_maps
+
+  # PE core: the MAP probe attends to the cls token too; the maps draw the patches.
+  folder, _ = hub_folder(tmp_path, "pe_core")
+  pe = pretrained.load_pretrained(str(folder))
+  maps = attention_maps.compute(pe.model, pe.params, images())
+  assert maps.pool_heads.shape == (2, 4) + T.GRID and maps.rollout.shape == (2,) + T.GRID
+  assert (maps.pool_heads.sum((2, 3)) < 1).all()  # the cls token's share is not drawn
+  # transformers AIMv2's attention-only head sows its own weights (no prefix tokens).
+  entry, fill = HF_DATA["aimv2_vision_model"], T.Filler(4)
+  hf = tmp_path / "aimv2"
+  hf.mkdir()
+  safetensors.numpy.save_file({k: fill(*s) for k, s in entry["keys"].items()},
+                              str(hf / "model.safetensors"))
+  (hf / "config.json").write_text(json.dumps(entry["config"]))
+  aimv2 = pretrained.load_pretrained(str(hf))
+  x = np.random.default_rng(5).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  maps = attention_maps.compute(aimv2.model, aimv2.params, x)
+  np.testing.assert_allclose(maps.pool_heads.sum((2, 3)), 1.0, atol=1e-5)
+  np.testing.assert_allclose(maps.logits, aimv2.model.apply({"params": aimv2.params}, x),
+                             atol=1e-5)  # the sown path computes the fused one's output

@@ -269,7 +269,16 @@ class MAPHead(OptionsClone, nn.Module):
       mask = token_mask[:, None, None, :] == jnp.arange(1, queries + 1)[:, None]
     elif token_mask is not None:
       mask = layers.key_mask(token_mask)
-    out = jax.nn.dot_product_attention(query, key, value, mask=mask)  # [B, M, H, hd]
+    if o.sow_attention_weights:  # explicit softmax, stored as `attention_weights` here
+      logits = jnp.einsum("bqhd,bkhd->bhqk", query, key,
+                          preferred_element_type=jnp.float32) / jnp.sqrt(width // heads)
+      if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+      weights = jax.nn.softmax(logits, axis=-1)  # [B, H, M, L]
+      self.sow("intermediates", "attention_weights", weights)
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+    else:
+      out = jax.nn.dot_product_attention(query, key, value, mask=mask)  # [B, M, H, hd]
     out = nn.DenseGeneral(width, axis=(-2, -1), name="out", **linear)(out)  # [B, M, D]
     return out if max_images else out[:, 0]
 
