@@ -60,10 +60,16 @@ TIMM_NAMES = {"ViT-Ti_16": "vit_tiny_patch16_224", "ViT-S_16": "vit_small_patch1
               "CLIP-B_16": "vit_base_patch16_clip_quickgelu_224",
               "SigLIP-B_16": "vit_base_patch16_siglip_224",
               "MAE-B_16": "vit_base_patch16_224",
-              "EVA02-S_14": "eva02_small_patch14_224"}
+              "EVA02-S_14": "eva02_small_patch14_224",
+              # issue 25: RMSNorm + bias-free SwiGLU, PE's RoPE + MAP, learned RoPE, So150m.
+              "PE-Core-Ti_16": "vit_pe_core_tiny_patch16_384",
+              "AIMv2-L_14": "aimv2_large_patch14_224",
+              "So150m2_16": "vit_so150m2_patch16_reg1_gap_256",
+              "RoPE-Mixed-S_16": "vit_small_patch16_rope_mixed_224"}
 MATMUL_N = 2048  # the float32 matmul that measures the machine's rate ("peak")
 FAMILY_MODELS = ("DeiT-S_16-distilled", "DeiT3-S_16", "DINOv2-S_14-reg4", "DINOv3-S_16",
-                 "CLIP-B_16", "SigLIP-B_16", "MAE-B_16", "EVA02-S_14")
+                 "CLIP-B_16", "SigLIP-B_16", "MAE-B_16", "EVA02-S_14", "PE-Core-Ti_16",
+                 "AIMv2-L_14", "So150m2_16", "RoPE-Mixed-S_16")
 
 
 def _import_timm():

@@ -58,8 +58,6 @@ def test_a_family_in_one_file_is_registered_and_loaded(tmp_path):
 
 
 @pytest.mark.parametrize("architecture", [
-    "vit_pe_core_small_patch16_384",  # Perception Encoder: RoPE, its own pooling
-    "vit_pe_core_small_patch16_384.fb",
     "vit_base_patch16_rope_reg1_gap_256",
     "vit_relpos_base_patch16_224",  # relative position bias
     "vit_base_patch16_224_miil",
@@ -73,6 +71,19 @@ def test_an_unknown_timm_architecture_is_refused_not_approximated(tmp_path, arch
     checkpoint.load_pretrained(str(folder))
   with pytest.raises(CheckpointError, match=rf"'{architecture}' is not one this project"):
     checkpoint.load(str(folder))  # params only: not fitted into a plain ViT either
+
+
+@pytest.mark.parametrize("architecture", ["vit_pe_core_small_patch16_384",
+                                          "vit_pe_core_small_patch16_384.fb"])
+def test_plain_vit_weights_under_a_perception_encoder_name_are_refused(tmp_path, architecture):
+  # PE is read now (tests/checkpoint/test_timm_families_2025.py); a plain ViT's weights
+  # (no norm_pre, a patch bias) under its name are still not fitted into it.
+  folder = timm_folder(tmp_path, F.family_state_dict("deit", (4, 4)), architecture,
+                       model_args=dict(embed_dim=F.WIDTH, depth=F.DEPTH, num_heads=F.HEADS))
+  for load in (checkpoint.load_pretrained, checkpoint.load):
+    with pytest.raises(CheckpointError, match=rf"'{architecture}', which has pre_norm=True, "
+                       r"but the weights show pre_norm=False"):
+      load(str(folder))
 
 
 def test_architecture_sizes_that_are_not_the_weights_are_refused(tmp_path):

@@ -103,6 +103,10 @@ TIMM_PARAMS = {
     "EVA02-L_14": 303_268_800,
     "SigLIP2-NaFlex-B_16": 92_930_304,  # naflexvit_base_patch16_siglip (16x16 position grid)
     "SigLIP2-NaFlex-So400m_16": 427_888_064,  # naflexvit_so400m_patch16_siglip
+    "PE-Core-Ti_16": 6_042_240,  # vit_pe_core_tiny_patch16_384
+    "AIMv2-L_14": 309_197_824,  # aimv2_large_patch14_224
+    "So150m2_16": 135_226_560,  # vit_so150m2_patch16_reg1_gap_256
+    "RoPE-Mixed-S_16": 21_603_840,  # vit_small_patch16_rope_mixed_224
 }
 
 

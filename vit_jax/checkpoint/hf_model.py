@@ -13,6 +13,7 @@ The vision models researchers fine-tune from, read without torch or transformers
   siglip_vision_model, siglip   SiglipVisionModel, SiglipModel's vision tower
   siglip2_vision_model, siglip2 Siglip2VisionModel, Siglip2Model's vision tower (NaFlex:
                           a Linear patch embedding, a 16x16 grid resized per image)
+  aimv2_vision_model      Aimv2VisionModel (RMSNorm, SwiGLU, its attention-pooling head)
 
 `config.json` gives what the weights cannot: head count, LayerNorm epsilon, activation
 (`hidden_act`: "gelu" erf, "quick_gelu", "gelu_pytorch_tanh" tanh), SwiGLU
@@ -172,6 +173,48 @@ def _clip_like(get: st.Consumer, tensors, path: str) -> tuple[dict[str, np.ndarr
   return sd, {}
 
 
+def _aimv2_like(get: st.Consumer, tensors, path: str) -> tuple[dict[str, np.ndarray],
+                                                               dict[str, Any]]:
+  """transformers AIMv2 vision names -> (timm state dict, {"norm": "rmsnorm"}).
+
+  Its attention-pooling head (`head.*`: the cls token is the query, bias-free k/v, an
+  output projection; no norm or MLP) becomes timm's attn_pool names without `q`, `norm`
+  and `mlp` (MAPHead with `map_attention_only`)."""
+  p = _prefix(tensors, "embeddings.patch_embed.weight", path)
+  sd: dict[str, np.ndarray] = {}
+  _copy(get, p + "embeddings.patch_embed", "patch_embed.proj", sd)
+  _copy(get, p + "embeddings.rms_norm", "patch_embed.norm", sd)
+  sd["pos_embed"] = get(p + "embeddings.position_embedding.weight")[None]  # [N, D] -> [1, N, D]
+  depth = st.count_blocks(tensors, re.escape(p) + r"encoder\.layers\.(\d+)\.")
+  for i in range(depth):
+    src, dst = f"{p}encoder.layers.{i}.", f"blocks.{i}."
+    a = src + "attention."
+    _copy(get, src + "rms_norm1", dst + "norm1", sd)
+    sd[dst + "attn.qkv.weight"] = np.concatenate([get(a + n + ".weight")
+                                                  for n in ("q_proj", "k_proj", "v_proj")])
+    if a + "q_proj.bias" in get:  # config qkv_bias=True
+      sd[dst + "attn.qkv.bias"] = np.concatenate([get(a + n + ".bias")
+                                                  for n in ("q_proj", "k_proj", "v_proj")])
+    _copy(get, a + "out_proj", dst + "attn.proj", sd)
+    _copy(get, src + "rms_norm2", dst + "norm2", sd)
+    _copy(get, src + "ffn.gate_proj", dst + "mlp.fc1_g", sd)
+    _copy(get, src + "ffn.up_proj", dst + "mlp.fc1_x", sd)
+    _copy(get, src + "ffn.down_proj", dst + "mlp.fc2", sd)
+  _copy(get, p + "rms_norm", "norm", sd)
+  if p + "head.cls_token" in get:
+    sd["attn_pool.latent"] = get(p + "head.cls_token")
+    sd["attn_pool.kv.weight"] = np.concatenate([get(p + "head.k_proj.weight"),
+                                                get(p + "head.v_proj.weight")])
+    if p + "head.k_proj.bias" in get:
+      sd["attn_pool.kv.bias"] = np.concatenate([get(p + "head.k_proj.bias"),
+                                                get(p + "head.v_proj.bias")])
+    _copy(get, p + "head.output_proj", "attn_pool.proj", sd)
+  return sd, {"norm": "rmsnorm"}
+
+
+_RENAMERS = {"vit": _vit_like, "clip": _clip_like, "siglip2": _clip_like, "aimv2": _aimv2_like}
+
+
 def to_timm_names(tensors: Mapping[str, np.ndarray], keys: str, path: str
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """A transformers state dict in timm's names (the canonical layout), and the settings
@@ -181,7 +224,7 @@ def to_timm_names(tensors: Mapping[str, np.ndarray], keys: str, path: str
   (NOT_THE_IMAGE_MODEL); anything else left over is refused.
   """
   get = st.Consumer(tensors, path)
-  sd, settings = (_vit_like if keys == "vit" else _clip_like)(get, tensors, path)
+  sd, settings = _RENAMERS[keys](get, tensors, path)
   if keys == "siglip2":  # SigLIP 2 NaFlex: a Linear patch embedding on (ph, pw, C) patches
     sd["patch_embed.proj.weight"] = naflex_io.conv_from_linear(sd["patch_embed.proj.weight"])
   for key in tensors:
@@ -233,7 +276,8 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
   if vision.get("num_hidden_layers") not in (None, depth):
     raise CheckpointError(f"{path}: {CONFIG_FILE} says num_hidden_layers="
                           f"{vision['num_hidden_layers']}, the weights have {depth} layers.")
-  settings.update(layernorm_epsilon=float(vision["layer_norm_eps"]),
+  settings.update(layernorm_epsilon=float(vision.get("layer_norm_eps",
+                                                     vision.get("rms_norm_eps"))),
                   act_layer=vision["hidden_act"],
                   layer_scale=float(vision.get("layerscale_value", 1.0)),
                   posemb_resize=hf_type.posemb_resize)

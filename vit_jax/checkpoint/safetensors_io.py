@@ -125,6 +125,9 @@ def linear(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]
 
 
 def layer_norm(get: Callable[[str], np.ndarray], name: str) -> dict[str, np.ndarray]:
+  """torch LayerNorm -> {scale, bias}; an RMSNorm (a Consumer without `.bias`) -> {scale}."""
+  if isinstance(get, Consumer) and f"{name}.weight" in get and f"{name}.bias" not in get:
+    return {"scale": get(f"{name}.weight")}
   return {"scale": get(f"{name}.weight"), "bias": get(f"{name}.bias")}
 
 
@@ -183,7 +186,10 @@ def _timm_attention(get: Consumer, src: str, width: int, heads: int) -> dict[str
     attn[name] = {"kernel": weight.T.reshape(width, heads, -1)}
     if bias is not None:
       attn[name]["bias"] = bias.reshape(heads, -1)
-  attn["out"] = heads_out(get(src + "attn.proj.weight"), get(src + "attn.proj.bias"), heads)
+  out_weight = get(src + "attn.proj.weight")
+  attn["out"] = {"kernel": out_weight.T.reshape(heads, -1, width)}
+  if src + "attn.proj.bias" in get:  # AIMv2's has none
+    attn["out"]["bias"] = get(src + "attn.proj.bias")
   for short, name in (("q", "query_norm"), ("k", "key_norm")):
     if f"{src}attn.{short}_norm.weight" in get:
       attn[name] = layer_norm(get, f"{src}attn.{short}_norm")
@@ -193,8 +199,9 @@ def _timm_attention(get: Consumer, src: str, width: int, heads: int) -> dict[str
 def _timm_mlp(get: Consumer, src: str) -> dict[str, Any]:
   """timm Mlp, SwiGLUPacked / GluMlp (fc1 = [gate | x] rows) or SwiGLU (fc1_g, fc1_x),
   with EVA-02's optional inner `mlp.norm` -> MlpBlock params."""
-  if src + "mlp.fc1_g.weight" in get:
-    mlp = {"gate": linear(get, src + "mlp.fc1_g"), "up": linear(get, src + "mlp.fc1_x")}
+  if src + "mlp.fc1_g.weight" in get:  # AIMv2's have no biases
+    mlp = {"gate": optional_linear(get, src + "mlp.fc1_g"),
+           "up": optional_linear(get, src + "mlp.fc1_x")}
   else:
     fc1_w, fc1_b = get(src + "mlp.fc1.weight"), get(src + "mlp.fc1.bias")
     hidden = get.tensors[src + "mlp.fc2.weight"].shape[1]
@@ -205,12 +212,13 @@ def _timm_mlp(get: Consumer, src: str) -> dict[str, Any]:
       mlp = {"Dense_0": {"kernel": fc1_w.T, "bias": fc1_b}}
   if src + "mlp.norm.weight" in get:
     mlp["inner_norm"] = layer_norm(get, src + "mlp.norm")
-  mlp["Dense_1"] = linear(get, src + "mlp.fc2")
+  mlp["Dense_1"] = optional_linear(get, src + "mlp.fc2")
   return mlp
 
 
 def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
-                  num_heads: Optional[int] = None) -> dict[str, Any]:
+                  num_heads: Optional[int] = None,
+                  map_num_heads: Optional[int] = None) -> dict[str, Any]:
   """timm `VisionTransformer` / `Eva` state dict -> per-layer Linen params.
 
   Every timm name has its place (docs/checkpoint_formats.md, 'timm'): reg_token ->
@@ -218,7 +226,11 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   / gamma_{1,2} -> LayerScale_{0,1}, q_bias / v_bias, q_norm / k_norm, SwiGLU. The
   position embedding is kept as stored (with `no_embed_class` it covers the patches
   only; the model must then be built with no_embed_class=True, see timm_model). A timm
-  NaFlexViT's names are read as their ViT equivalents (naflex_io).
+  NaFlexViT's names are read as their ViT equivalents (naflex_io). Also:
+  patch_embed.norm -> embedding_norm, RMSNorms (no `.bias`) -> {scale}, bias-free
+  projections (AIMv2), RoPE-Mixed's rope.freqs [2, depth, H, hd/2] -> each block's
+  MultiHeadDotProductAttention_0/rope_freqs [2, H, hd/2]; `map_num_heads`: the
+  attn_pool's heads when not the encoder's (Perception Encoder).
   """
   if naflex_io.is_naflex(tensors):
     tensors = naflex_io.to_vit_names(tensors)
@@ -232,8 +244,11 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   for src, dst in (("cls_token", "cls"), ("dist_token", "dist"), ("reg_token", "registers")):
     if src in get:
       flat[dst] = get(src)
+  if "patch_embed.norm.weight" in get:
+    flat.update(tree_lib.flatten(layer_norm(get, "patch_embed.norm"), "embedding_norm/"))
   if "pos_embed" in get:
     flat["Transformer/posembed_input/pos_embedding"] = get("pos_embed")
+  rope_freqs = get("rope.freqs") if "rope.freqs" in get else None  # [2, depth, H, hd/2]
   if "norm_pre.weight" in get:
     flat.update(tree_lib.flatten(layer_norm(get, "norm_pre"), "Transformer/pre_norm/"))
   for i in range(count_blocks(tensors, r"blocks\.(\d+)\.")):
@@ -244,6 +259,8 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
         "LayerNorm_1": layer_norm(get, src + "norm2"),
         "MlpBlock_0": _timm_mlp(get, src),
     }
+    if rope_freqs is not None:
+      block["MultiHeadDotProductAttention_0"]["rope_freqs"] = rope_freqs[:, i]
     for j, (vit_name, eva_name) in enumerate((("ls1.gamma", "gamma_1"),
                                               ("ls2.gamma", "gamma_2"))):
       for name in (vit_name, eva_name):
@@ -254,7 +271,21 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
     flat.update(tree_lib.flatten(layer_norm(get, "norm"), "Transformer/encoder_norm/"))
   if "fc_norm.weight" in get:
     flat.update(tree_lib.flatten(layer_norm(get, "fc_norm"), "fc_norm/"))
-  if "attn_pool.latent" in get:
+  if "attn_pool.latent" in get and "attn_pool.q.weight" not in get:
+    # The attention-only head (transformers AIMv2): the latent is the query.
+    kv_w = get("attn_pool.kv.weight").reshape(2, width, width)  # [k | v] rows
+    kv_b = (get("attn_pool.kv.bias").reshape(2, width) if "attn_pool.kv.bias" in get
+            else (None, None))
+    heads_map = map_num_heads or heads
+    attn = {}
+    for name, w, b in (("key", kv_w[0], kv_b[0]), ("value", kv_w[1], kv_b[1])):
+      attn[name] = {"kernel": w.T.reshape(width, heads_map, -1)}
+      if b is not None:
+        attn[name]["bias"] = b.reshape(heads_map, -1)
+    attn["out"] = heads_out(get("attn_pool.proj.weight"), get("attn_pool.proj.bias"), heads_map)
+    flat.update(tree_lib.flatten(dict(attn, probe=get("attn_pool.latent")), "MAPHead_0/"))
+  elif "attn_pool.latent" in get:
+    heads = map_num_heads or heads
     kv_w = get("attn_pool.kv.weight").reshape(2, width, width)  # [k | v] rows
     kv_b = get("attn_pool.kv.bias").reshape(2, width)
     map_head = {
@@ -328,14 +359,17 @@ def linen_to_timm(params: Mapping[str, Any], names: Optional[str] = None) -> dic
       out[f"{name}.bias"] = dense["bias"]
 
   put_norm = lambda name, ln: out.update({f"{name}.weight": ln["scale"],
-                                          f"{name}.bias": ln["bias"]})
+                                          **({f"{name}.bias": ln["bias"]} if "bias" in ln
+                                             else {})})
   merge_heads_in = lambda d: (d["kernel"].reshape(d["kernel"].shape[0], -1).T,
                               d["bias"].reshape(-1) if "bias" in d else None)
-  merge_heads_out = lambda d: (d["kernel"].reshape(-1, d["kernel"].shape[-1]).T, d["bias"])
+  merge_heads_out = lambda d: (d["kernel"].reshape(-1, d["kernel"].shape[-1]).T, d.get("bias"))
 
   out["patch_embed.proj.weight"] = params["embedding"]["kernel"].transpose(3, 2, 0, 1)
   if "bias" in params["embedding"]:
     out["patch_embed.proj.bias"] = params["embedding"]["bias"]
+  if "embedding_norm" in params:
+    put_norm("patch_embed.norm", params["embedding_norm"])
   for src, dst in (("cls", "cls_token"), ("dist", "dist_token"), ("registers", "reg_token")):
     if src in params:
       out[dst] = params[src]
@@ -357,24 +391,26 @@ def linen_to_timm(params: Mapping[str, Any], names: Optional[str] = None) -> dic
           out[f"{dst}attn.{short}_proj.bias"] = b
     else:
       out[dst + "attn.qkv.weight"] = np.concatenate([w for w, _ in qkv], axis=0)
-      if names == "eva" and biases[0] is not None:
-        if biases[1] is not None:
-          raise CheckpointError("timm's Eva attention has query and value biases only; these "
-                                "params have a key bias too: export with names='vit'.")
+      if names == "eva" and biases[0] is not None and biases[1] is None:
         out[dst + "attn.q_bias"], out[dst + "attn.v_bias"] = biases[0], biases[2]
       elif all(b is not None for b in biases):
         out[dst + "attn.qkv.bias"] = np.concatenate(biases, axis=0)
       elif any(b is not None for b in biases):
         raise CheckpointError("timm's VisionTransformer has a bias on all of q, k, v or on "
                               "none; these params have it on some: export with names='eva'.")
-    out[dst + "attn.proj.weight"], out[dst + "attn.proj.bias"] = merge_heads_out(attn["out"])
+    out[dst + "attn.proj.weight"], proj_bias = merge_heads_out(attn["out"])
+    if proj_bias is not None:
+      out[dst + "attn.proj.bias"] = proj_bias
+    if "rope_freqs" in attn:  # stacked over the blocks again below: [2, depth, H, hd/2]
+      out.setdefault("rope.freqs", []).append(attn["rope_freqs"])
     for short, name in (("q", "query_norm"), ("k", "key_norm")):
       if name in attn:
         put_norm(f"{dst}attn.{short}_norm", attn[name])
     put_norm(dst + "norm1", block["LayerNorm_0"])
     put_norm(dst + "norm2", block["LayerNorm_1"])
     mlp = block["MlpBlock_0"]
-    if "gate" in mlp and "inner_norm" in mlp:  # timm SwiGLU (EVA-02 B/L)
+    if "gate" in mlp and ("inner_norm" in mlp or "bias" not in mlp["gate"]):
+      # timm SwiGLU: EVA-02 B/L (inner norm), AIMv2 (no biases)
       put_linear(dst + "mlp.fc1_g", mlp["gate"])
       put_linear(dst + "mlp.fc1_x", mlp["up"])
     elif "gate" in mlp:  # timm SwiGLUPacked / GluMlp: [gate | x] rows
@@ -389,11 +425,21 @@ def linen_to_timm(params: Mapping[str, Any], names: Optional[str] = None) -> dic
     for j, name in enumerate(gammas):
       if f"LayerScale_{j}" in block:
         out[dst + name] = block[f"LayerScale_{j}"]["scale"]
+  if "rope.freqs" in out:
+    out["rope.freqs"] = np.stack(out["rope.freqs"], axis=1)
   if "encoder_norm" in encoder:
     put_norm("norm", encoder["encoder_norm"])
   if "fc_norm" in params:
     put_norm("fc_norm", params["fc_norm"])
-  if "MAPHead_0" in params:
+  if "MAPHead_0" in params and "MultiHeadDotProductAttention_0" not in params["MAPHead_0"]:
+    head = params["MAPHead_0"]  # attention only (transformers AIMv2): no q, norm or MLP
+    out["attn_pool.latent"] = head["probe"]
+    kv = [merge_heads_in(head[n]) for n in ("key", "value")]
+    out["attn_pool.kv.weight"] = np.concatenate([w for w, _ in kv], axis=0)
+    if kv[0][1] is not None:
+      out["attn_pool.kv.bias"] = np.concatenate([b for _, b in kv], axis=0)
+    out["attn_pool.proj.weight"], out["attn_pool.proj.bias"] = merge_heads_out(head["out"])
+  elif "MAPHead_0" in params:
     head = params["MAPHead_0"]
     attn = head["MultiHeadDotProductAttention_0"]
     out["attn_pool.latent"] = head["probe"]

@@ -90,7 +90,9 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
          eva_names),
         ("no pos_embed: a RoPE model", not has("pos_embed")),
         ("norm_pre: a CLIP tower, GELU or QuickGELU", has("norm_pre.weight")),
-        ("NaFlexViT names (embeds.*): its GELU form and position resize", naflex)] if open_]
+        ("NaFlexViT names (embeds.*): its GELU form and position resize", naflex),
+        ("norms without a bias: RMSNorm (AIMv2)?",
+         has("blocks.0.norm1.weight") and not has("blocks.0.norm1.bias"))] if open_]
     if unknown:
       raise CheckpointError(
           f"{path}: the weights do not determine the model ({'; '.join(unknown)}). Put the "
@@ -107,8 +109,14 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
       settings["global_pool"] = entry.global_pool
     published = dict(embed_dim=sizes["hidden_size"], depth=sizes["num_layers"],
                      num_heads=sizes["num_heads"]) if check_sizes else {}
+    # The head count is the architecture's whenever the weights have its width: no table
+    # of widths knows So150m's 14 heads of 64 or AIMv2-L's 8 of 128.
+    if width == sizes["hidden_size"]:
+      published.setdefault("num_heads", sizes["num_heads"])
   settings.update({k: v for k, v in model_args.items()
                    if k in ("act_layer", "global_pool", "init_values", "no_embed_class")})
+  if "attn_pool_num_heads" in model_args:
+    settings["map_num_heads"] = model_args["attn_pool_num_heads"]
 
   # Fields model_args state that the weights also show must agree with them, and so must
   # the architecture's published sizes where model_args leave them.
@@ -161,9 +169,28 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
       no_embed_class = bool(prefix) and positions.prefix_rows_from_params(tokens_of, tokens) == 0
   else:
     no_embed_class = False
-  if has("norm.weight") == has("fc_norm.weight"):
+  final_norm = has("norm.weight") or has("fc_norm.weight")
+  if has("norm.weight") == has("fc_norm.weight") and (
+      final_norm or settings.get("final_norm", True)):
     raise CheckpointError(f"{path}: expected one final LayerNorm, `norm` or `fc_norm`; found "
                           f"{'both' if has('norm.weight') else 'neither'}.")
+  norm = settings.get("norm", "layernorm")
+  if (norm == "layernorm") != has(block0 + "norm1.bias"):
+    raise CheckpointError(
+        f"{path}: the block norms {'have' if has(block0 + 'norm1.bias') else 'have no'} bias, "
+        f"but the architecture's norm is {norm!r}: the config names another model (an RMSNorm "
+        "model such as AIMv2 needs its architecture, e.g. 'aimv2_large_patch14_224').")
+  proj_bias = has(block0 + "attn.proj.bias")
+  if proj_bias != has(block0 + "mlp.fc2.bias"):
+    raise CheckpointError(f"{path}: the attention output {'has' if proj_bias else 'has no'} "
+                          "bias but the MLP's differs; this project builds both or neither.")
+  if has("rope.freqs") != (settings.get("rope") == "mixed"):
+    raise CheckpointError(
+        f"{path}: {'`rope.freqs` (learned RoPE-Mixed frequencies) without' if has('rope.freqs') else 'no `rope.freqs` for'} "
+        "a RoPE-Mixed architecture: name the right architecture (e.g. "
+        "'vit_base_patch16_rope_mixed_224').")
+  map_mlp_dim = (tensors["attn_pool.mlp.fc1.weight"].shape[0]
+                 if has("attn_pool.mlp.fc1.weight") else None)
 
   if swiglu:
     activation = dict(mlp_activation="swiglu")
@@ -189,7 +216,17 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
       mlp_inner_norm=has(block0 + "mlp.norm.weight"), qkv_bias=qkv_bias,
       qk_norm=has(block0 + "attn.q_norm.weight"), rope=settings.get("rope"),
       rope_reference_grid=settings.get("rope_reference_grid"),
-      posemb_resize=settings.get("posemb_resize") if has("pos_embed") else None)
+      posemb_resize=settings.get("posemb_resize") if has("pos_embed") else None,
+      rope_temperature=settings.get("rope_temperature"),
+      rope_grid_offset=settings.get("rope_grid_offset", 0.0),
+      rope_grid_indexing=settings.get("rope_grid_indexing", "ij"),
+      norm=norm, proj_bias=proj_bias, patch_norm=has("patch_embed.norm.weight"),
+      final_norm=final_norm,
+      map_num_heads=settings.get("map_num_heads") if classifier == "map" else None,
+      map_mlp_dim=map_mlp_dim if map_mlp_dim != mlp_dim else None,
+      map_prefix_tokens=bool(settings.get("map_prefix_tokens")) and classifier == "map"
+      and prefix > 0,
+      map_attention_only=has("attn_pool.latent") and not has("attn_pool.q.weight"))
   fields = dict(
       num_classes=tensors["head.weight"].shape[0] if has("head.weight") else None,
       patch_size=(ph, pw) if ph != pw else ph, hidden_size=width, num_layers=depth,
@@ -203,6 +240,14 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
     key_names = "eva_separate_qkv" if has(block0 + "attn.q_proj.weight") else "eva"
   else:
     key_names = "vit"
+  if family is not None:  # what the architecture states and the weights show must agree
+    for name, value in entry.options.items():
+      if name in options_lib.FIELDS and name not in families.ARCHITECTURE_ONLY and (
+          getattr(options, name) != value):
+        raise CheckpointError(
+            f"{path}: {CONFIG_FILE} says architecture={architecture!r}, which has "
+            f"{name}={value!r}, but the weights show {name}={getattr(options, name)!r}: the "
+            "config belongs to another model (fix its architecture).")
   return ModelSpec(architecture, fields, options, key_names, family=family and family.name)
 
 
@@ -249,7 +294,8 @@ def read_timm(path: str, architecture: Optional[str] = None,
   model_args = (config or {}).get("model_args") or {}
   found = describe(tensors, weights, architecture or (config or {}).get("architecture"),
                    model_args, num_heads, check_sizes=architecture is None and bool(config))
-  params = safetensors_io.timm_to_linen(tensors, weights, found.fields["num_heads"])
+  params = safetensors_io.timm_to_linen(tensors, weights, found.fields["num_heads"],
+                                        map_num_heads=found.options.map_num_heads)
   if config:
     found = dataclasses.replace(found, pretrained_cfg=dict(config.get("pretrained_cfg") or {}))
   return params, found

@@ -5,7 +5,8 @@
     family, entry, sizes = families.timm_architecture("vit_small_patch14_dinov2")
     family, hf_type = families.hf_model_type("dinov2")
 
-Each module (`vit`, `deit`, `deit3`, `dinov2`, `dinov3`, `clip`, `siglip`, `mae`, `eva02`)
+Each module (`vit`, `deit`, `deit3`, `dinov2`, `dinov3`, `clip`, `siglip`, `mae`, `eva02`,
+`pe`, `aimv2`, `so150m`, `rope_vit`)
 defines one `Family` (family.py): registered names and sizes with their options, the
 published preprocessing, the timm architecture names (exact patterns) and transformers
 `model_type`s it answers to. The registry (`vit_jax.models.registry`), the checkpoint
@@ -37,7 +38,7 @@ from vit_jax.families.family import (
 
 _MODULES = ("vit", "deit", "deit3", "dinov2", "dinov3", "clip", "siglip", "mae", "eva02",
             "vivit_hf", "videomae", "timesformer", "videoprism", "vjepa2",
-            "siglip2_naflex")
+            "siglip2_naflex", "pe", "aimv2", "so150m", "rope_vit")
 _FAMILIES: dict[str, Family] = {}
 
 
@@ -115,7 +116,10 @@ def timm_architecture(architecture: str, source: str = "") -> tuple[
         f"project builds (it cannot tell that architecture's layers from a plain ViT's, so "
         f"it does not guess). Known families and their timm names: {timm_names()}.")
   family, entry, match = found[0]
-  size = entry.size_words[match.group("size")]
+  word = match.group("size")
+  if entry.dims and word in entry.dims:
+    return family, entry, dict(entry.dims[word])
+  size = entry.size_words[word]
   dims = {k: v for k, v in SIZES[size].items() if k != "mlp_dim"}
   return family, entry, dims
 

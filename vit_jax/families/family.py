@@ -59,7 +59,9 @@ TORCH = dict(gelu_approximate=False)
 # family and everything else from the weights.
 ARCHITECTURE_ONLY = ("layer_scale", "no_embed_class", "rope", "rope_reference_grid",
                      "layernorm_epsilon", "mlp_activation", "gelu_approximate",
-                     "posemb_resize")
+                     "posemb_resize", "rope_temperature", "rope_grid_offset",
+                     "rope_grid_indexing", "norm", "map_num_heads", "map_prefix_tokens",
+                     "final_norm")
 # How the reference resizes a learned position embedding to an input of another size
 # (EncoderOptions.posemb_resize), so that a loaded model serves any H x W as its
 # reference does: timm's `resample_abs_pos_embed` (dynamic_img_size; Eva; OpenCLIP's
@@ -124,12 +126,16 @@ class TimmArchitectures:
     tag: a pretrained tag (after the ".") that selects this entry over an untagged one
       with the same name (MAE's `vit_base_patch16_224.mae`).
     size_words: size word -> size letter (SIZES), when not timm's (TIMM_SIZE_WORDS).
+    dims: size word -> hidden_size, num_layers, num_heads of models whose widths are
+      not a size letter's (So150m: 896 wide, 14 heads; PE lang L: 23 blocks); replaces
+      size_words for the words it has.
   """
   pattern: str
   options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   global_pool: Optional[str] = None
   tag: Optional[str] = None
   size_words: Mapping[str, str] = dataclasses.field(default_factory=lambda: TIMM_SIZE_WORDS)
+  dims: Optional[Mapping[str, Mapping[str, int]]] = None
 
   def match(self, name: str, tag: str) -> Optional[re.Match]:
     if self.tag is not None and self.tag != tag:
@@ -143,8 +149,8 @@ class HfModelType:
 
   Attributes:
     keys: the key layout of its state dict: "vit" (ViT, DeiT, DINOv2, ViTMAE names),
-      "clip" (CLIP and SigLIP vision towers) or "siglip2" (SigLIP's names with a Linear
-      patch embedding, SigLIP 2 NaFlex).
+      "clip" (CLIP and SigLIP vision towers), "siglip2" (SigLIP's names with a Linear
+      patch embedding, SigLIP 2 NaFlex) or "aimv2" (AIMv2 vision models).
     config_defaults: the transformers config class's defaults of the fields read when a
       config.json omits them (layer_norm_eps, hidden_act).
     vision_config: the vision tower's fields sit under `vision_config` (a full CLIPModel).

@@ -50,8 +50,21 @@ def quick_gelu(x: jax.Array) -> jax.Array:
   return x * jax.nn.sigmoid(1.702 * x)
 
 
-def layer_norm(options: EncoderOptions, name: Optional[str] = None) -> nn.LayerNorm:
-  """A LayerNorm with the options' epsilon and dtypes."""
+class RMSNorm(nn.RMSNorm):
+  """flax's RMSNorm, auto-named `LayerNorm_<i>` as the LayerNorm it replaces: a block's
+  tree (`LayerNorm_0`, `LayerNorm_1`) and what reads it (freeze / layer-decay patterns,
+  readers) stay the same whichever norm a model uses."""
+
+
+RMSNorm.__name__ = "LayerNorm"
+
+
+def layer_norm(options: EncoderOptions, name: Optional[str] = None) -> nn.Module:
+  """The options' norm (LayerNorm, or RMSNorm with `norm="rmsnorm"`) with their epsilon
+  and dtypes. Both hold `scale` [D]; only LayerNorm has a `bias`."""
+  if options.norm == "rmsnorm":
+    return RMSNorm(epsilon=options.layernorm_epsilon, dtype=options.dtype,
+                      param_dtype=options.param_dtype, name=name)
   return nn.LayerNorm(epsilon=options.layernorm_epsilon, dtype=options.dtype,
                       param_dtype=options.param_dtype, name=name)
 
@@ -85,13 +98,13 @@ class MlpBlock(OptionsClone, nn.Module):
   Parameters: Dense_0 [D, mlp_dim], Dense_1 [mlp_dim, out]. With
   mlp_activation="swiglu" the first layer is two, `gate` and `up` [D, mlp_dim], and the
   hidden units are silu(gate(x)) * up(x); `mlp_inner_norm` adds a LayerNorm `inner_norm`
-  [mlp_dim] before Dense_1.
+  [mlp_dim] before Dense_1; `proj_bias=False` drops every bias (AIMv2).
 
   Attributes:
     mlp_dim: hidden width.
     out_dim: output width; defaults to the input width.
     options: reads dropout_rate, gelu_approximate, mlp_activation, mlp_inner_norm,
-      layernorm_epsilon, dtype, param_dtype.
+      layernorm_epsilon, proj_bias, dtype, param_dtype.
   """
   mlp_dim: int
   out_dim: Optional[int] = None
@@ -103,8 +116,8 @@ class MlpBlock(OptionsClone, nn.Module):
     o = self.options
     out_dim = self.out_dim or x.shape[-1]
     dense = lambda features, name=None: nn.Dense(
-        features, kernel_init=KERNEL_INIT, bias_init=BIAS_INIT, name=name,
-        **numerics.linear_kwargs(o))
+        features, kernel_init=KERNEL_INIT, bias_init=BIAS_INIT, use_bias=o.proj_bias,
+        name=name, **numerics.linear_kwargs(o))
     if o.mlp_activation == "swiglu":
       x = nn.silu(dense(self.mlp_dim, name="gate")(x)) * dense(self.mlp_dim, name="up")(x)
     else:
@@ -146,20 +159,20 @@ def apply_rope(x: jax.Array, angles: np.ndarray, options: EncoderOptions,
                      f"{angles.shape[0]}-patch grid the angles were made for.")
   angles = np.tile(angles, (reps, 1))[None, :, None, :]  # [1, N', 1, hd/2]
   sin, cos = (jnp.asarray(f(angles), jnp.float32) for f in (np.sin, np.cos))
-  rotated = rotate_pairs(patches.astype(jnp.float32), sin, cos, options)
+  rotated = rotate_pairs(patches.astype(jnp.float32), sin, cos, options.rope)
   return jnp.concatenate([prefix, rotated.astype(x.dtype)], axis=1)
 
 
-def rotate_pairs(p: jax.Array, sin: jax.Array, cos: jax.Array,
-                 options: EncoderOptions) -> jax.Array:
-  """Float32 [..., hd] rotated by angles whose sin / cos broadcast to [..., hd/2]: EVA-02
-  rotates interleaved pairs (2i, 2i+1) by angle i, DINOv3 the halves' pairs (i, i + hd/2);
-  V-JEPA 2's sin / cos are per channel ([..., hd]): channel 2i becomes
-  x_2i cos a_2i - x_2i+1 sin a_2i, channel 2i+1 x_2i+1 cos a_2i+1 + x_2i sin a_2i+1."""
-  if options.rope == "eva02":
+def rotate_pairs(p: jax.Array, sin: jax.Array, cos: jax.Array, rope: str) -> jax.Array:
+  """Float32 [..., hd] rotated by angles whose sin / cos broadcast to [..., hd/2], as the
+  `rope` variant pairs channels: the interleaved pairs (2i, 2i+1) by angle i (EVA-02, PE,
+  RoPE-ViT, RoPE-Mixed), DINOv3 the halves' pairs (i, i + hd/2); V-JEPA 2's sin / cos are
+  per channel ([..., hd]): channel 2i becomes x_2i cos a_2i - x_2i+1 sin a_2i, channel
+  2i+1 x_2i+1 cos a_2i+1 + x_2i sin a_2i+1."""
+  if rope in ("eva02", "mixed"):
     x1, x2 = p[..., 0::2], p[..., 1::2]
     return jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).reshape(p.shape)
-  if options.rope == "vjepa2":  # per-channel angles [..., hd]
+  if rope == "vjepa2":  # per-channel angles [..., hd]
     x1, x2 = p[..., 0::2], p[..., 1::2]
     partner = jnp.stack([-x2, x1], axis=-1).reshape(p.shape)  # (-x_2i+1, x_2i) pairs
     return p * cos + partner * sin
@@ -172,8 +185,36 @@ def apply_rope_at(x: jax.Array, angles: jax.Array, options: EncoderOptions) -> j
   sequence: positions.rope_angles_at of each token's coordinates; angle 0 leaves a token,
   e.g. a cls token, exactly as it is)."""
   angles = angles.astype(jnp.float32)[:, :, None, :]  # [B, L, 1, hd/2]
-  rotated = rotate_pairs(x.astype(jnp.float32), jnp.sin(angles), jnp.cos(angles), options)
+  rotated = rotate_pairs(x.astype(jnp.float32), jnp.sin(angles), jnp.cos(angles),
+                         options.rope)
   return rotated.astype(x.dtype)
+
+
+def apply_mixed_rope(x: jax.Array, angles: jax.Array, num_prefix_tokens: int) -> jax.Array:
+  """RoPE-Mixed: rotates the patch tokens of x [B, P + N, H, hd] by per-head angles
+  [N, H, hd/2] (positions.mixed_rope_angles), interleaved pairs; prefix tokens as they are."""
+  prefix, patches = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
+  if patches.shape[1] != angles.shape[0]:
+    raise ValueError(f"RoPE-Mixed: {patches.shape[1]} patch tokens, angles for "
+                     f"{angles.shape[0]} (mixed RoPE of video frames is not supported).")
+  sin, cos = jnp.sin(angles)[None], jnp.cos(angles)[None]  # [1, N, H, hd/2]
+  rotated = rotate_pairs(patches.astype(jnp.float32), sin, cos, "mixed")
+  return jnp.concatenate([prefix, rotated.astype(x.dtype)], axis=1)
+
+
+def mixed_rope_init(base: float) -> Initializer:
+  """timm's init_random_2d_freqs for one block: [2, H, hd/2] (x row, y row); each head's
+  hd/4 magnitudes 1 / base^(4j / hd) point along a random direction a and a + pi/2."""
+
+  def init(key: jax.Array, shape: tuple[int, int, int], dtype: Any = jnp.float32):
+    _, heads, half = shape
+    mag = 1.0 / base ** (jnp.arange(0, 2 * half, 4, dtype=jnp.float32) / (2 * half))
+    a = jax.random.uniform(key, (heads, 1), jnp.float32) * 2 * jnp.pi
+    fx = jnp.concatenate([mag * jnp.cos(a), mag * jnp.cos(a + jnp.pi / 2)], axis=-1)
+    fy = jnp.concatenate([mag * jnp.sin(a), mag * jnp.sin(a + jnp.pi / 2)], axis=-1)
+    return jnp.stack([fx, fy]).astype(dtype)
+
+  return init
 
 
 class DropPath(nn.Module):
@@ -386,6 +427,15 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
       if self.patch_grid is None:
         raise ValueError("rope needs the patch grid: this attention layer was built without "
                          "patch_grid (the model must pass it).")
+      if o.rope == "mixed":  # learned frequencies of this block: [2, H, hd/2]
+        freqs = self.param("rope_freqs", mixed_rope_init(o.rope_base),
+                           (2, self.num_heads, head_dim // 2), o.param_dtype)
+        row, col = positions.grid_indices(self.patch_grid)
+        coords = positions.rope_coordinates(o, row, col, np.int64(self.patch_grid[0]),
+                                            np.int64(self.patch_grid[1]))  # [N, 2]
+        angles = positions.mixed_rope_angles(coords, freqs)  # [N, H, hd/2]
+        return (apply_mixed_rope(query, angles, self.num_prefix_tokens),
+                apply_mixed_rope(key, angles, self.num_prefix_tokens))
       angles = positions.rope_angles(o, self.patch_grid, head_dim)
       query = apply_rope(query, angles, o, self.num_prefix_tokens)
       key = apply_rope(key, angles, o, self.num_prefix_tokens)
@@ -436,7 +486,8 @@ class MultiHeadDotProductAttention(OptionsClone, nn.Module):
     """[..., H, hd] -> [..., width]."""
     return nn.DenseGeneral(
         features=width, axis=(-2, -1), kernel_init=self.out_kernel_init,
-        bias_init=nn.initializers.zeros, name="out", **numerics.linear_kwargs(self.options))(x)
+        bias_init=nn.initializers.zeros, use_bias=self.options.proj_bias, name="out",
+        **numerics.linear_kwargs(self.options))(x)
 
   @nn.compact
   def __call__(self, inputs_q: jax.Array, inputs_kv: Optional[jax.Array] = None,

@@ -35,8 +35,17 @@ QKV_BIASES = ("qkv", "qv", "none")
 # 2-D rotary position embeddings of the patch tokens (`rope`); docs/conventions.md,
 # 'Rotary position embeddings', gives both frequency conventions. "vjepa2" is V-JEPA 2's
 # 3-D RoPE of video tokens (frame, row, column; positions.rope_angles_at).
-ROPE_VARIANTS = (None, "eva02", "dinov3", "vjepa2")
-ROPE_DEFAULT_TEMPERATURE = {"eva02": 10_000.0, "dinov3": 100.0, "vjepa2": 10_000.0}
+# "mixed" is RoPE-Mixed's learned per-head frequencies (Heo et al. 2024).
+ROPE_VARIANTS = (None, "eva02", "dinov3", "vjepa2", "mixed")
+ROPE_DEFAULT_TEMPERATURE = {"eva02": 10_000.0, "dinov3": 100.0, "vjepa2": 10_000.0,
+                            "mixed": 10.0}
+# Which coordinate of a patch the first half of each head's rotation angles follows
+# (`rope_grid_indexing`, timm's `grid_indexing`): "ij" the row (EVA-02), "xy" the column
+# (Perception Encoder, RoPE-ViT).
+ROPE_GRID_INDEXING = ("ij", "xy")
+# Normalisation layers (`norm`): LayerNorm (scale and bias) or RMSNorm (scale only, no
+# mean subtraction: x / sqrt(mean(x^2) + eps) * scale; AIMv2).
+NORMS = ("layernorm", "rmsnorm")
 # How a learned position embedding follows an input of another size (`posemb_resize`),
 # inside the graph, as torch's F.interpolate(align_corners=False) resizes it:
 #   None                 the grid is fixed (another size is an error: resize the checkpoint)
@@ -122,6 +131,30 @@ class EncoderOptions:
     attention_logit_cap: None, or the soft cap c of the attention logits,
       c * tanh(logits / c), before the softmax (VideoPrism: 50); takes the explicit
       attention path (the fused kernels have no cap).
+
+  Options of the 2025 families (issue 25):
+    norm: one of NORMS, for every normalisation layer (the parameter names stay; an
+      RMSNorm has `scale` only). `layernorm_epsilon` is its epsilon either way.
+    proj_bias: the attention output projection and the MLP layers have biases (AIMv2's
+      have none; timm `proj_bias`).
+    patch_norm: a norm `embedding_norm` on the patch tokens right after the patch
+      embedding, before any token or position embedding is added (AIMv2, timm
+      `embed_norm_layer`).
+    final_norm: a final norm at all (`encoder_norm` or `fc_norm`); Perception Encoder's
+      lang and spatial towers have none.
+    map_num_heads, map_mlp_dim: the MAP head's head count and MLP width when they are
+      not the encoder's (Perception Encoder: 8 heads; timm `attn_pool_num_heads`).
+    map_prefix_tokens: the MAP head attends to the cls / register tokens too, as timm's
+      `attn_pool` reads every token (Perception Encoder, So150m); False: patches only.
+    map_attention_only: the MAP head is one attention whose query is the probe itself (no
+      query projection), then its output projection: no LayerNorm, MLP or residual
+      (transformers AIMv2's Aimv2AttentionPoolingHead; parameters probe, key, value, out).
+    rope_grid_offset: added to every patch index before any scaling (PE: 1; timm
+      `rope_grid_offset`); eva02 and mixed only.
+    rope_grid_indexing: one of ROPE_GRID_INDEXING.
+    rope "mixed" (RoPE-Mixed, Heo et al. 2024): each block's attention learns its own
+      frequencies `rope_freqs` [2, H, hd/2] (x and y rows, per head), and the angles are
+      col * fx + row * fy; the other variants' frequencies are fixed.
   """
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
@@ -154,6 +187,16 @@ class EncoderOptions:
   rope_reference_grid: Optional[int] = None
   posemb_resize: Optional[str] = None
   attention_logit_cap: Optional[float] = None
+  norm: str = "layernorm"
+  proj_bias: bool = True
+  patch_norm: bool = False
+  final_norm: bool = True
+  map_num_heads: Optional[int] = None
+  map_mlp_dim: Optional[int] = None
+  map_prefix_tokens: bool = False
+  map_attention_only: bool = False
+  rope_grid_offset: float = 0.0
+  rope_grid_indexing: str = "ij"
 
   def __post_init__(self):
     if self.attention_implementation not in ATTENTION_IMPLEMENTATIONS:
@@ -172,7 +215,10 @@ class EncoderOptions:
     for name, value, choices in [("mlp_activation", self.mlp_activation, MLP_ACTIVATIONS),
                                  ("qkv_bias", self.qkv_bias, QKV_BIASES),
                                  ("rope", self.rope, ROPE_VARIANTS),
-                                 ("posemb_resize", self.posemb_resize, POSEMB_RESIZE)]:
+                                 ("posemb_resize", self.posemb_resize, POSEMB_RESIZE),
+                                 ("norm", self.norm, NORMS),
+                                 ("rope_grid_indexing", self.rope_grid_indexing,
+                                  ROPE_GRID_INDEXING)]:
       if value not in choices:
         raise ValueError(f"Unknown {name} {value!r}; choose one of {choices}.")
     if not self.layernorm_epsilon > 0:
@@ -197,6 +243,17 @@ class EncoderOptions:
     if self.attention_logit_cap is not None and not self.attention_logit_cap > 0:
       raise ValueError(f"attention_logit_cap must be > 0 (or None for no cap), got "
                        f"{self.attention_logit_cap}.")
+    if (self.rope_grid_offset or self.rope_grid_indexing != "ij") and self.rope not in (
+        "eva02", "mixed"):
+      raise ValueError("rope_grid_offset / rope_grid_indexing place timm's RotaryEmbeddingCat "
+                       f"and mixed grids; they need rope='eva02' or 'mixed', not {self.rope!r}.")
+    if self.fc_norm and not self.final_norm:
+      raise ValueError("fc_norm=True is the final norm after pooling; it contradicts "
+                       "final_norm=False (no final norm): drop one of them.")
+    for name in ("map_num_heads", "map_mlp_dim"):
+      value = getattr(self, name)
+      if value is not None and not value > 0:
+        raise ValueError(f"{name} must be > 0 (or None: the encoder's), got {value}.")
 
   def replace(self, **changes: Any) -> EncoderOptions:
     """A copy with `changes` (validated again); unknown names are an error."""

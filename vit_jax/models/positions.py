@@ -172,9 +172,12 @@ def rope_coordinates(options: EncoderOptions, row: Array, col: Array, grid_h: Ar
   different sizes), on numpy or jax arrays, in float32 as timm computes them
   (docs/conventions.md, 'Rotary position embeddings'):
     eva02   the index, or index / g * rope_reference_grid        (timm RotaryEmbeddingCat)
+            (index + rope_grid_offset first, when set: PE)
+    mixed   the index                                             (timm RotaryEmbeddingMixed)
     dinov3  2 (index + 0.5) / g - 1, in (-1, 1)                  (timm RotaryEmbeddingDinoV3)
     vjepa2  the index, unscaled, with the tubelet's temporal index `frame` first:
             [..., 3] (frame, row, col)                 (transformers VJEPA2RopeAttention)
+  With rope_grid_indexing "xy" the pair is (col, row) instead.
   """
   f32 = np.float32
   if options.rope == "vjepa2":
@@ -187,7 +190,9 @@ def rope_coordinates(options: EncoderOptions, row: Array, col: Array, grid_h: Ar
   for index, size in ((row, grid_h), (col, grid_w)):
     c = index.astype(f32)
     size = size.astype(f32) if hasattr(size, "astype") else f32(size)
-    if options.rope == "eva02":
+    if options.rope in ("eva02", "mixed"):
+      if options.rope_grid_offset:
+        c = c + f32(options.rope_grid_offset)
       if options.rope_reference_grid is not None:
         c = c / size * f32(options.rope_reference_grid)
     elif options.rope == "dinov3":
@@ -195,6 +200,8 @@ def rope_coordinates(options: EncoderOptions, row: Array, col: Array, grid_h: Ar
     else:
       raise ValueError(f"rope_coordinates of rope={options.rope!r}.")
     out.append(c)
+  if options.rope_grid_indexing == "xy":  # (col, row): the first angles follow the column
+    out = out[::-1]
   stack = jnp.stack if isinstance(out[0], jax.Array) else np.stack
   return stack(out, axis=-1)
 
@@ -222,6 +229,15 @@ def rope_angles_at(options: EncoderOptions, positions: Array, head_dim: int) -> 
     periods = base ** (np.float32(2.0) * j / np.float32(head_dim // 2))
     angles = np.float32(2 * np.pi) * positions[..., None] / periods
   return angles.reshape(*positions.shape[:-1], 2 * quarter).astype(np.float32)
+
+
+def mixed_rope_angles(positions: Array, freqs: jax.Array) -> jax.Array:
+  """RoPE-Mixed angles [..., H, hd/2] of tokens at `positions` [..., 2] (rope_coordinates,
+  "xy": (x, y)) with learned frequencies `freqs` [2, H, hd/2] (x row, y row): x fx + y fy,
+  in float32 (timm get_mixed_freqs)."""
+  p = jnp.asarray(positions, jnp.float32)[..., None, None, :]  # [..., 1, 1, 2]
+  f = freqs.astype(jnp.float32)
+  return p[..., 0] * f[0] + p[..., 1] * f[1]
 
 
 def rope_angles(options: EncoderOptions, grid: tuple[int, ...], head_dim: int) -> np.ndarray:

@@ -17,7 +17,10 @@ and, with the architecture options of EncoderOptions (docs/conventions.md, 'Arch
 options'): `dist` [1, 1, D] and `head_dist` (distilled), `registers` [1, R, D],
 `Transformer/pre_norm` (pre_norm), `fc_norm` in place of `Transformer/encoder_norm`
 (fc_norm), LayerScale_{0,1} in the blocks, no `embedding/bias` (patch_bias=False), no
-`head/bias` (head_bias=False), no position embedding with rope and posemb="none".
+`head/bias` (head_bias=False), no position embedding with rope and posemb="none";
+`embedding_norm` (patch_norm), no final norm at all (final_norm=False), `rope_freqs`
+[2, H, hd/2] in each block's attention (rope="mixed"), RMSNorms holding `scale` only
+(norm="rmsnorm") and no attention-output / MLP biases (proj_bias=False).
 
 Token order: [cls, dist, registers, patches]; the position embedding covers all of them,
 or only the patches with `no_embed_class`.
@@ -215,7 +218,7 @@ class Encoder(OptionsClone, nn.Module):
       for i in range(self.num_layers):
         x, _ = block_cls(name=f"encoderblock_{i}", **block_kwargs)(
             x, rates[i], deterministic, *masked)
-    if o.fc_norm:
+    if o.fc_norm or not o.final_norm:
       return x
     return layers.layer_norm(o, name="encoder_norm")(x)
 
@@ -241,7 +244,8 @@ class MAPHead(OptionsClone, nn.Module):
   LayerNorm_0, MlpBlock_0. As in big_vision the head has no dropout and keeps
   scaled dot-product attention whatever the encoder's `attention_score`, and (as timm's
   AttentionPoolLatent) plain attention with biases, without QK-norm or RoPE, and a GELU
-  MLP (the encoder's GELU form, or QuickGELU).
+  MLP (the encoder's GELU form, or QuickGELU), with biases. `options.map_num_heads` /
+  `map_mlp_dim` replace `num_heads` / `mlp_dim` where the head has its own (PE).
   """
   mlp_dim: int
   num_heads: int
@@ -255,12 +259,15 @@ class MAPHead(OptionsClone, nn.Module):
     With `max_images` M, the probe pools each image k = 1..M of a packed row
     (`token_mask` holds the image ids) on its own: [B, L, D] -> [B, M, D].
     """
+    if self.options.map_attention_only:
+      return self.attention_only(x, token_mask, max_images)
     o = self.options.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
                              attention_score="scaled_dot")
     if o.qkv_bias != "qkv" or o.qk_norm or o.rope is not None or o.mlp_inner_norm or (
-        o.mlp_activation == "swiglu"):
+        o.mlp_activation == "swiglu") or not o.proj_bias:
       o = o.replace(qkv_bias="qkv", qk_norm=False, rope=None, rope_temperature=None,
-                    rope_reference_grid=None, mlp_inner_norm=False,
+                    rope_reference_grid=None, rope_grid_offset=0.0, rope_grid_indexing="ij",
+                    mlp_inner_norm=False, proj_bias=True,
                     mlp_activation="gelu" if o.mlp_activation == "swiglu" else o.mlp_activation)
     batch, _, width = x.shape
     probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, width),
@@ -271,11 +278,46 @@ class MAPHead(OptionsClone, nn.Module):
       masked = {"mask": token_mask[:, None, None, :] == jnp.arange(1, queries + 1)[:, None]}
     else:
       masked = {} if token_mask is None else {"mask": layers.key_mask(token_mask)}
-    x = layers.MultiHeadDotProductAttention(num_heads=self.num_heads, options=o)(
-        probe, x, **masked)
+    x = layers.MultiHeadDotProductAttention(num_heads=o.map_num_heads or self.num_heads,
+                                            options=o)(probe, x, **masked)
     y = layers.layer_norm(o)(x)
-    x = x + layers.MlpBlock(mlp_dim=self.mlp_dim, options=o)(y)
+    x = x + layers.MlpBlock(mlp_dim=o.map_mlp_dim or self.mlp_dim, options=o)(y)
     return x if max_images else x[:, 0]
+
+  def attention_only(self, x: jax.Array, token_mask: Optional[jax.Array],
+                     max_images: Optional[int]) -> jax.Array:
+    """`options.map_attention_only`: [B, L, D] -> [B, D] ([B, M, D] per packed image).
+
+    The probe [1, 1, D], split into heads, is the query; `key` / `value` [D, H, hd] (with
+    biases unless qkv_bias="none") project the tokens; `out` [H, hd, D] (with bias)."""
+    o = self.options
+    batch, _, width = x.shape
+    heads = o.map_num_heads or self.num_heads
+    linear = numerics.linear_kwargs(o)
+    probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, width), o.param_dtype)
+    queries = max_images or 1
+    query = jnp.tile(probe.astype(x.dtype), [batch, queries, 1]).reshape(
+        batch, queries, heads, width // heads)  # [B, M, H, hd]
+    key, value = (nn.DenseGeneral((heads, width // heads), use_bias=o.qkv_bias != "none",
+                                  kernel_init=layers.KERNEL_INIT, name=name, **linear)(x)
+                  for name in ("key", "value"))  # [B, L, H, hd]
+    mask = None
+    if max_images:  # query k attends to image k + 1's tokens: [B, 1, M, L]
+      mask = token_mask[:, None, None, :] == jnp.arange(1, queries + 1)[:, None]
+    elif token_mask is not None:
+      mask = layers.key_mask(token_mask)
+    if o.sow_attention_weights:  # explicit softmax, stored as `attention_weights` here
+      logits = jnp.einsum("bqhd,bkhd->bhqk", query, key,
+                          preferred_element_type=jnp.float32) / jnp.sqrt(width // heads)
+      if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+      weights = jax.nn.softmax(logits, axis=-1)  # [B, H, M, L]
+      self.sow("intermediates", "attention_weights", weights)
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(value.dtype), value)
+    else:
+      out = jax.nn.dot_product_attention(query, key, value, mask=mask)  # [B, M, H, hd]
+    out = nn.DenseGeneral(width, axis=(-2, -1), name="out", **linear)(out)  # [B, M, D]
+    return out if max_images else out[:, 0]
 
 
 def check_token_options(options: EncoderOptions, classifier: str,
@@ -321,8 +363,9 @@ def pool_tokens(x: jax.Array, classifier: str, options: EncoderOptions,
   """Encoder output [B, P + N, D] -> [B, D] ([B, P + N, D] for "unpooled").
 
   "token" takes the cls token; "gap" and "map" pool the N patch tokens only (the
-  cls / distillation / register tokens are left out, as timm does), and with
-  `token_mask` [B, P + N] only those that are not padding (0).
+  cls / distillation / register tokens are left out, as timm's average pooling does), and
+  with `token_mask` [B, P + N] only those that are not padding (0). With
+  `options.map_prefix_tokens` the MAP head reads the prefix tokens too (timm's attn_pool).
   """
   prefix = options.num_prefix_tokens(classifier)
   if classifier == "token":
@@ -334,6 +377,8 @@ def pool_tokens(x: jax.Array, classifier: str, options: EncoderOptions,
       return jnp.mean(patches, axis=1)
     weights = (patch_mask != 0).astype(patches.dtype)[..., None]  # [B, N, 1]
     return jnp.sum(patches * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1)
+  if classifier == "map" and options.map_prefix_tokens:
+    return map_head(x) if token_mask is None else map_head(x, token_mask)
   if classifier == "map":
     return map_head(patches) if patch_mask is None else map_head(patches, patch_mask)
   return x
@@ -436,6 +481,8 @@ class VisionTransformer(TransformerModel):
                     images.astype(o.dtype))
     batch, gh, gw, width = x.shape
     x = jnp.reshape(x, (batch, gh * gw, width))  # [B, gh, gw, D] -> [B, N, D]
+    if o.patch_norm:
+      x = layers.layer_norm(o, name="embedding_norm")(x)
 
     if self.posemb == "sincos2d":
       x = x + jnp.asarray(sincos2d_posemb(gh, gw, width), o.dtype)
@@ -495,6 +542,8 @@ class VisionTransformer(TransformerModel):
                 use_bias=o.patch_bias, name="embedding", **numerics.conv_kwargs(o))(
                     pixels.astype(o.dtype))
     x = jnp.reshape(x, (b, length, self.hidden_size))  # [B*L, 1, 1, D] -> [B, L, D]
+    if o.patch_norm:
+      x = layers.layer_norm(o, name="embedding_norm")(x)
     ids, coords, grids = batch.image_ids, batch.coords, batch.grids
     m = batch.max_images
     images = jnp.arange(1, m + 1)

@@ -144,7 +144,8 @@ def _image_maps(model: vit.VisionTransformer, images: jax.Array, logits: jax.Arr
   batch, h, w = images.shape[:3]
   gh, gw = h // ph, w // pw
   layers = encoder_layers(weights, "Transformer")  # [L, B, H, P + N, P + N]
-  probe = weights.get("MAPHead_0/MultiHeadDotProductAttention_0")  # [B, H, 1, N]
+  probe = weights.get("MAPHead_0/MultiHeadDotProductAttention_0",
+                      weights.get("MAPHead_0"))  # [B, H, 1, N] (map_attention_only: its own)
   # Prefix tokens (cls, distillation, registers) take part in attention but are not
   # drawn: the maps cover the N patches. The pooled output's query: the cls row, the
   # mean of the cls and distillation rows (a distilled model averages both heads), the
@@ -155,6 +156,9 @@ def _image_maps(model: vit.VisionTransformer, images: jax.Array, logits: jax.Arr
     query = jnp.zeros((batch, total)).at[:, :2].set(0.5)
   elif model.classifier == "token":
     query = _query("token", total, batch)
+  elif model.classifier == "map" and probe.shape[-1] == total:  # map_prefix_tokens (PE)
+    query = jnp.mean(probe[:, :, 0, :], axis=1)
+    probe = probe[..., prefix:]
   elif model.classifier == "map":
     query = jnp.zeros((batch, total)).at[:, prefix:].set(jnp.mean(probe[:, :, 0, :], axis=1))
   else:
