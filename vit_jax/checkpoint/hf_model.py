@@ -11,6 +11,7 @@ The vision models researchers fine-tune from, read without torch or transformers
   vit_mae                 ViTMAEModel, ViTMAEForPreTraining (the encoder; its decoder is left out)
   clip_vision_model, clip CLIPVisionModel(WithProjection), CLIPModel's vision tower
   siglip_vision_model, siglip   SiglipVisionModel, SiglipModel's vision tower
+  dinov3_vit              DINOv3ViTModel, DINOv3ViTBackbone         ""
 
 `config.json` gives what the weights cannot: head count, LayerNorm epsilon, activation
 (`hidden_act`: "gelu" erf, "quick_gelu", "gelu_pytorch_tanh" tanh), SwiGLU
@@ -170,16 +171,76 @@ def _clip_like(get: st.Consumer, tensors, path: str) -> tuple[dict[str, np.ndarr
   return sd, {}
 
 
+def _dinov3_like(get: st.Consumer, tensors, path: str) -> tuple[dict[str, np.ndarray],
+                                                                dict[str, Any]]:
+  """DINOv3ViTModel names -> (timm `Eva` state dict as timm's DINOv3 has it, {}).
+
+  q/k/v Linears -> fused `qkv` with `qkv.bias` (a key bias) or `q_bias` / `v_bias`
+  (`query_bias` and `value_bias` only, the released config); `up_proj` / `down_proj` ->
+  `fc1` / `fc2`, or with `gate_proj` (use_gated_mlp) SwiGLU `fc1_g` / `fc1_x` / `fc2`.
+  transformers 5 names the blocks `model.layer.N.` in memory and `layer.N.` on disk:
+  both are read.
+  """
+  p = _prefix(tensors, "embeddings.patch_embeddings.weight", path)
+  sd: dict[str, np.ndarray] = {}
+  _copy(get, p + "embeddings.patch_embeddings", "patch_embed.proj", sd)
+  sd["cls_token"] = get(p + "embeddings.cls_token")
+  if p + "embeddings.register_tokens" in get and tensors[p + "embeddings.register_tokens"].shape[1]:
+    sd["reg_token"] = get(p + "embeddings.register_tokens")
+  for name in ("embeddings.mask_token", "embeddings.register_tokens"):
+    if p + name in get:
+      get(p + name)  # the masked-image-modelling input / an empty register tensor
+  blocks = p + ("model.layer." if any(k.startswith(p + "model.layer.") for k in tensors)
+                else "layer.")
+  depth = st.count_blocks(tensors, re.escape(blocks) + r"(\d+)\.")
+  for i in range(depth):
+    src, dst = f"{blocks}{i}.", f"blocks.{i}."
+    a = src + "attention."
+    missing = [n for n in (a + "o_proj.bias", src + "mlp.down_proj.bias") if n not in get]
+    if missing:
+      raise CheckpointError(f"{path}: no {missing[0]}: a DINOv3 with proj_bias=False or "
+                            "mlp_bias=False is not built here (the released models have both).")
+    sd[dst + "attn.qkv.weight"] = np.concatenate(
+        [get(f"{a}{n}_proj.weight") for n in "qkv"])
+    has_bias = [f"{a}{n}_proj.bias" in get for n in "qkv"]
+    if all(has_bias):
+      sd[dst + "attn.qkv.bias"] = np.concatenate([get(f"{a}{n}_proj.bias") for n in "qkv"])
+    elif has_bias == [True, False, True]:
+      sd[dst + "attn.q_bias"], sd[dst + "attn.v_bias"] = (get(a + "q_proj.bias"),
+                                                          get(a + "v_proj.bias"))
+    elif any(has_bias):
+      raise CheckpointError(
+          f"{path}: q/k/v biases {dict(zip('qkv', has_bias))}: a bias on all of them, on "
+          "query and value (query_bias, value_bias) or on none is built here, not this mix.")
+    _copy(get, a + "o_proj", dst + "attn.proj", sd)
+    _copy(get, src + "norm1", dst + "norm1", sd)
+    _copy(get, src + "norm2", dst + "norm2", sd)
+    sd[dst + "gamma_1"] = get(src + "layer_scale1.lambda1")
+    sd[dst + "gamma_2"] = get(src + "layer_scale2.lambda1")
+    if src + "mlp.gate_proj.weight" in get:  # DINOv3ViTGatedMLP: act(gate) * up
+      _copy(get, src + "mlp.gate_proj", dst + "mlp.fc1_g", sd)
+      _copy(get, src + "mlp.up_proj", dst + "mlp.fc1_x", sd)
+    else:
+      _copy(get, src + "mlp.up_proj", dst + "mlp.fc1", sd)
+    _copy(get, src + "mlp.down_proj", dst + "mlp.fc2", sd)
+  _copy(get, p + "norm", "norm", sd)
+  return sd, {}
+
+
+_KEY_LAYOUTS = {"vit": _vit_like, "clip": _clip_like, "dinov3": _dinov3_like}
+
+
 def to_timm_names(tensors: Mapping[str, np.ndarray], keys: str, path: str
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """A transformers state dict in timm's names (the canonical layout), and the settings
-  its names show. `keys`: the key layout ("vit" or "clip", families.HfModelType.keys).
+  its names show. `keys`: the key layout ("vit", "clip" or "dinov3",
+  families.HfModelType.keys).
 
   Every tensor is used: a text tower or MAE's decoder is set aside by name
   (NOT_THE_IMAGE_MODEL); anything else left over is refused.
   """
   get = st.Consumer(tensors, path)
-  sd, settings = (_vit_like if keys == "vit" else _clip_like)(get, tensors, path)
+  sd, settings = _KEY_LAYOUTS[keys](get, tensors, path)
   for key in tensors:
     if _TEXT_TOWER.match(key):
       get(key)  # a CLIPModel / SiglipModel's text tower, MAE's decoder: not the image model
@@ -232,6 +293,12 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
   settings.update(layernorm_epsilon=float(vision["layer_norm_eps"]),
                   act_layer=vision["hidden_act"],
                   layer_scale=float(vision.get("layerscale_value", 1.0)))
+  settings.update(hf_type.options)
+  if settings.get("rope") and "rope_theta" in vision:
+    settings["rope_temperature"] = float(vision["rope_theta"])
+  if "blocks.0.mlp.fc1_g.weight" in sd and vision["hidden_act"] != "silu":
+    raise CheckpointError(f"{config_path}: a gated MLP with hidden_act="
+                          f"{vision['hidden_act']!r} is not built here (SwiGLU is silu).")
   found = timm_model.describe(sd, weights, settings=settings, num_heads=heads)
   params = st.timm_to_linen(sd, weights, heads)
   return params, dataclasses.replace(found, architecture=architecture, key_names="hf",

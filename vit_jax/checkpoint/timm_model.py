@@ -181,7 +181,8 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
       head_bias=has("head.bias") or not has("head.weight"),
       mlp_inner_norm=has(block0 + "mlp.norm.weight"), qkv_bias=qkv_bias,
       qk_norm=has(block0 + "attn.q_norm.weight"), rope=settings.get("rope"),
-      rope_reference_grid=settings.get("rope_reference_grid"))
+      rope_reference_grid=settings.get("rope_reference_grid"),
+      rope_temperature=settings.get("rope_temperature"))
   fields = dict(
       num_classes=tensors["head.weight"].shape[0] if has("head.weight") else None,
       patch_size=(ph, pw) if ph != pw else ph, hidden_size=width, num_layers=depth,
@@ -191,6 +192,9 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
                            if has("pre_logits.fc.weight") else None))
   if eva_names or not has("pos_embed"):
     key_names = "eva_separate_qkv" if has(block0 + "attn.q_proj.weight") else "eva"
+    if key_names == "eva" and swiglu and has(block0 + "mlp.fc1_g.weight") and \
+        not has("pos_embed"):
+      key_names = "eva_swiglu"  # DINOv3 S+ / H+ / 7B (safetensors_io.timm_names)
   else:
     key_names = "vit"
   return ModelSpec(architecture, fields, options, key_names, family=family and family.name)
