@@ -30,6 +30,12 @@ FAMILIES = {
     "dinov3": ("vit_small_patch16_dinov3",
                dict(cls=True, ls="eva", reg=4, posemb=False, qkv="none"),
                dict(rope="dinov3", eps=1e-5, pool="avg")),
+    # DINOv3 S+ with q/v biases: SwiGLU as separate fc1_g / fc1_x (timm swiglu_align_to),
+    # the key bias a zero buffer (not saved).
+    "dinov3_splus_qkvb": ("vit_small_plus_patch16_dinov3_qkvb",
+                          dict(cls=True, ls="eva", reg=4, posemb=False, qkv="qv_fused",
+                               mlp="separate"),
+                          dict(rope="dinov3", eps=1e-5, pool="avg")),
     "clip": ("vit_base_patch16_clip_quickgelu_224",
              dict(cls=True, norm_pre=True, patch_bias=False),
              dict(act="quick_gelu", eps=1e-5)),
@@ -81,10 +87,11 @@ def family_state_dict(family, grid, seed=0, classes=CLASSES):
         sd[p + "attn.q_bias"], sd[p + "attn.v_bias"] = fill(WIDTH), fill(WIDTH)
     sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"] = linear(WIDTH, WIDTH), fill(WIDTH)
     mlp = keys.get("mlp", "gelu")
-    if mlp == "separate_norm":
+    if mlp in ("separate_norm", "separate"):
       for name in ("fc1_g", "fc1_x"):
         sd[f"{p}mlp.{name}.weight"], sd[f"{p}mlp.{name}.bias"] = linear(MLP, WIDTH), fill(MLP)
-      sd.update(norm(p + "mlp.norm", MLP))
+      if mlp == "separate_norm":
+        sd.update(norm(p + "mlp.norm", MLP))
     else:
       rows = 2 * MLP if mlp == "packed" else MLP
       sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"] = linear(rows, WIDTH), fill(rows)

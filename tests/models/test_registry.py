@@ -89,6 +89,14 @@ TIMM_PARAMS = {
     "DINOv3-S_16": 21_586_944,  # vit_small_patch16_dinov3
     "DINOv3-B_16": 85_641_216,
     "DINOv3-L_16": 303_079_424,
+    "DINOv3-S+_16": 28_683_264,  # vit_small_plus_patch16_dinov3
+    "DINOv3-H+_16": 840_509_440,
+    "DINOv3-7B_16": 6_716_030_976,
+    "DINOv3-S_16-qkvb": 21_596_160,  # vit_small_patch16_dinov3_qkvb
+    "DINOv3-S+_16-qkvb": 28_692_480,
+    "DINOv3-B_16-qkvb": 85_659_648,
+    "DINOv3-L_16-qkvb": 303_128_576,
+    "DINOv3-H+_16-qkvb": 840_591_360,
     "CLIP-B_32": 87_456_000,  # vit_base_patch32_clip_quickgelu_224
     "CLIP-B_16": 85_799_424,
     "CLIP-L_14": 303_179_776,
