@@ -102,6 +102,10 @@ TIMM_PARAMS = {
     "CLIP-L_14": 303_179_776,
     "SigLIP-B_16": 92_884_224,  # vit_base_patch16_siglip_224
     "SigLIP-So400m_14": 427_680_704,  # vit_so400m_patch14_siglip_224
+    "SigLIP-L_16": 315_956_224,  # vit_large_patch16_siglip_256
+    "SigLIP-B_32": 94_552_320,  # vit_base_patch32_siglip_256
+    "SigLIP-So400m_16": 427_888_064,  # vit_so400m_patch16_siglip_256
+    "SigLIP-gopt_16": 1_163_168_256,  # vit_giantopt_patch16_siglip_256
     "MAE-B_16": 85_798_656,  # vit_base_patch16_224 (.mae weights)
     "MAE-L_16": 303_301_632,
     "MAE-H_14": 630_764_800,
@@ -109,6 +113,9 @@ TIMM_PARAMS = {
     "EVA02-S_14": 21_621_120,
     "EVA02-B_14": 85_758_720,
     "EVA02-L_14": 303_268_800,
+    "IJEPA-H_14": 630_762_240,  # vit_huge_patch14_gap_224 (.in1k_ijepa weights)
+    "IJEPA-H_16": 631_668_480,  # vit_huge_patch16_gap_448
+    "IJEPA-g_16": 1_011_368_576,  # vit_giant_patch16_gap_224
 }
 
 

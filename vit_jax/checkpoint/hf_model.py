@@ -11,6 +11,7 @@ The vision models researchers fine-tune from, read without torch or transformers
   vit_mae                 ViTMAEModel, ViTMAEForPreTraining (the encoder; its decoder is left out)
   clip_vision_model, clip CLIPVisionModel(WithProjection), CLIPModel's vision tower
   siglip_vision_model, siglip   SiglipVisionModel, SiglipModel's vision tower
+  ijepa                   IJepaModel, IJepaForImageClassification   "" / "ijepa."
   dinov3_vit              DINOv3ViTModel, DINOv3ViTBackbone         ""
 
 `config.json` gives what the weights cannot: head count, LayerNorm epsilon, activation
@@ -80,7 +81,8 @@ def _vit_like(get: st.Consumer, tensors, path: str) -> tuple[dict[str, np.ndarra
   sd: dict[str, np.ndarray] = {}
   settings: dict[str, Any] = {}
   _copy(get, p + "embeddings.patch_embeddings.projection", "patch_embed.proj", sd)
-  sd["cls_token"] = get(p + "embeddings.cls_token")
+  if p + "embeddings.cls_token" in get:  # I-JEPA has none: patches only, mean-pooled
+    sd["cls_token"] = get(p + "embeddings.cls_token")
   posemb = get(p + "embeddings.position_embeddings")
   if p + "embeddings.distillation_token" in get:
     sd["dist_token"] = get(p + "embeddings.distillation_token")
@@ -118,16 +120,21 @@ def _vit_like(get: st.Consumer, tensors, path: str) -> tuple[dict[str, np.ndarra
       _copy(get, src + "intermediate.dense", dst + "mlp.fc1", sd)
       _copy(get, src + "output.dense", dst + "mlp.fc2", sd)
   _copy(get, p + "layernorm", "norm", sd)
+  if "cls_token" not in sd and p + "pooler.dense.weight" in get:
+    raise CheckpointError(f"{path}: a pooler (Dense + tanh on the first token) without a cls "
+                          "token (IJepaModel(add_pooling_layer=True)) is not built here: load "
+                          "the weights without `pooler.*` (the model pools the mean token).")
   _copy(get, p + "pooler.dense", "pre_logits.fc", sd)
   if "cls_classifier.weight" in get:  # DeiTForImageClassificationWithTeacher
     _copy(get, "cls_classifier", "head", sd)
     _copy(get, "distillation_classifier", "head_dist", sd)
   elif "classifier.weight" in get:
     weight = tensors["classifier.weight"]
-    if weight.shape[1] != sd["cls_token"].shape[-1]:
+    width = sd["patch_embed.proj.weight"].shape[0]
+    if weight.shape[1] != width:
       raise CheckpointError(
           f"{path}: classifier.weight {weight.shape} reads {weight.shape[1]} features, not "
-          f"the width {sd['cls_token'].shape[-1]} (Dinov2ForImageClassification's [cls, mean "
+          f"the width {width} (Dinov2ForImageClassification's [cls, mean "
           "patch] head is not built here): load the backbone without the classifier.")
     if "dist_token" in sd:
       raise CheckpointError(f"{path}: DeiTForImageClassification (a head on the cls token "

@@ -166,6 +166,8 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
     activation = families.activation_options(settings["act_layer"], f"{path}: act_layer")
   elif settings.get("mlp_activation") == "quick_gelu":
     activation = families.activation_options("quick_gelu", path)
+  elif settings.get("gelu_approximate"):  # a family's tanh GELU (timm act_layer="gelu_tanh")
+    activation = families.activation_options("gelu_tanh", path)
   else:  # timm's default nn.GELU (erf)
     activation = families.activation_options("gelu", path)
   has_ls = has(block0 + "ls1.gamma") or has(block0 + "gamma_1")

@@ -5,7 +5,8 @@
     family, entry, sizes = families.timm_architecture("vit_small_patch14_dinov2")
     family, hf_type = families.hf_model_type("dinov2")
 
-Each module (`vit`, `deit`, `deit3`, `dinov2`, `dinov3`, `clip`, `siglip`, `mae`, `eva02`)
+Each module (`vit`, `deit`, `deit3`, `dinov2`, `dinov3`, `clip`, `siglip`, `mae`, `eva02`,
+`ijepa`)
 defines one `Family` (family.py): registered names and sizes with their options, the
 published preprocessing, the timm architecture names (exact patterns) and transformers
 `model_type`s it answers to. The registry (`vit_jax.models.registry`), the checkpoint
@@ -33,7 +34,8 @@ from vit_jax.families.family import (
     activation_options,
 )
 
-_MODULES = ("vit", "deit", "deit3", "dinov2", "dinov3", "clip", "siglip", "mae", "eva02")
+_MODULES = ("vit", "deit", "deit3", "dinov2", "dinov3", "clip", "siglip", "mae", "eva02",
+            "ijepa")
 _FAMILIES: dict[str, Family] = {}
 
 

@@ -33,6 +33,10 @@ SIZES: dict[str, dict[str, int]] = {
     "S+": dict(hidden_size=384, num_layers=12, mlp_dim=1536, num_heads=6),
     "H+": dict(hidden_size=1280, num_layers=32, mlp_dim=5120, num_heads=20),
     "7B": dict(hidden_size=4096, num_layers=40, mlp_dim=8192, num_heads=32),
+    # big_vision's "g-opt" (SigLIP 2, timm `giantopt`): DINOv2-g's width, 16 heads.
+    "gopt": dict(hidden_size=1536, num_layers=40, mlp_dim=6144, num_heads=16),
+    # ViT-g of Zhai et al. 2022 (I-JEPA g/16; timm `vit_giant_patch16_gap_224`).
+    "g1408": dict(hidden_size=1408, num_layers=40, mlp_dim=6144, num_heads=16),
 }
 # timm's size words (`vit_small_...`) -> our size letters.
 TIMM_SIZE_WORDS = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H",
