@@ -61,6 +61,10 @@ def test_big_vision_siglip2_npz(tmp_path):
   pre = checkpoint.load_pretrained(path)
   assert pre.format == "big_vision" and pre.model.classifier == "map"
   assert pre.model.num_classes is None and pre.model.options.gelu_approximate
+  # big_vision's evaluation: resize (bilinear, no crop), value_range(-1, 1).
+  assert pre.preprocessing.data_overrides() == dict(
+      image_size=(16, 16), value_range=(-1.0, 1.0), mean=None, std=None, resize_small=None,
+      resize_method="bilinear")
   x = H.images(height=16, width=16)
   identity = dict(image, **{"head/kernel": np.eye(32), "head/bias": np.zeros(32)})
   expected = H.jax_style_forward(identity, x, depth=2, block_names=H.LINEN_BLOCK,

@@ -47,6 +47,12 @@ def _timm_entries():
   return tuple(entries)
 
 
+# big_vision's evaluation of its image-text models (SigLIP, SigLIP 2, LiT):
+# `resize(size)|value_range(-1, 1)`, the resize bilinear (big_vision's default) and no
+# crop. The preprocessing of a big_vision two-tower .npz, which carries none.
+BIG_VISION_IMAGE_TEXT = fam.Preprocessing(fam.HALF, fam.HALF, crop_pct=1.0,
+                                          interpolation="bilinear")
+
 FAMILY = fam.Family(
     name="siglip",
     models={"SigLIP-B_16": fam.Model("B", 16, dict(OPTIONS)),
