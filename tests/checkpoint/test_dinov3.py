@@ -133,3 +133,26 @@ def test_what_is_not_built_is_refused_by_name(tmp_path, change, match):
   folder, _, _ = folder_of(tmp_path, "dinov3_vit_gated", state, **changes)
   with pytest.raises(checkpoint.CheckpointError, match=match):
     checkpoint.load_pretrained(str(folder))
+
+
+def test_a_sharded_folder_reads_every_shard(tmp_path):
+  # facebook/dinov3-vit7b16-*: save_pretrained shards it (model-0000i-of-0000n.safetensors
+  # and model.safetensors.index.json mapping each tensor to its file).
+  folder, _, state = folder_of(tmp_path, "dinov3_vit_gated")
+  whole = checkpoint.load_pretrained(str(folder))
+  (folder / "model.safetensors").unlink()
+  names = sorted(state)
+  shards = {"model-00001-of-00002.safetensors": names[::2],
+            "model-00002-of-00002.safetensors": names[1::2]}
+  for file, keys in shards.items():
+    safetensors.numpy.save_file({k: state[k] for k in keys}, str(folder / file))
+  (folder / "model.safetensors.index.json").write_text(json.dumps(
+      {"metadata": {}, "weight_map": {k: f for f, keys in shards.items() for k in keys}}))
+  sharded = checkpoint.load_pretrained(str(folder))
+  flat, again = tree.flatten(whole.params), tree.flatten(sharded.params)
+  assert sorted(flat) == sorted(again) and all(np.array_equal(flat[k], again[k]) for k in flat)
+  assert sharded.model == whole.model
+  (folder / "model-00002-of-00002.safetensors").unlink()
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"names 2 shard\(s\); missing: model-00002-of-00002.safetensors"):
+    checkpoint.load_pretrained(str(folder))

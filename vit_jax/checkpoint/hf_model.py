@@ -44,6 +44,8 @@ from vit_jax.checkpoint.model_spec import ModelSpec
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# save_pretrained shards a large model (DINOv3 7B): the index maps each tensor to its file.
+INDEX_FILE = "model.safetensors.index.json"
 # Tensors of a full CLIP / SigLIP model that belong to the text tower: not read.
 # ... and ViTMAEForPreTraining's decoder (the facebook/vit-mae-* files): not read either.
 _TEXT_TOWER = re.compile(r"^(text_model\.|text_projection\.|logit_scale$|logit_bias$|decoder\.)")
@@ -255,6 +257,31 @@ def to_timm_names(tensors: Mapping[str, np.ndarray], keys: str, path: str
   return sd, settings
 
 
+def weights_files(path: str) -> list[str]:
+  """The .safetensors file(s) of a transformers directory: model.safetensors, or the shards
+  model.safetensors.index.json names (CheckpointError naming what is missing)."""
+  single = os.path.join(path, WEIGHTS_FILE)
+  if os.path.isfile(single):
+    return [single]
+  index = os.path.join(path, INDEX_FILE)
+  if not os.path.isfile(index):
+    raise CheckpointError(f"{path}: no {WEIGHTS_FILE}; a Hugging Face model directory has "
+                          f"{CONFIG_FILE} and {WEIGHTS_FILE} or {INDEX_FILE} with its shards "
+                          "(a pytorch_model.bin-only model must be saved with "
+                          "save_pretrained(..., safe_serialization=True) first).")
+  try:
+    with open(index) as f:
+      shards = sorted(set(json.load(f)["weight_map"].values()))
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    raise CheckpointError(f"{index}: cannot read its weight_map ({e}).") from e
+  files = [os.path.join(path, name) for name in shards]
+  missing = [name for name, file in zip(shards, files) if not os.path.isfile(file)]
+  if missing:
+    raise CheckpointError(f"{index} names {len(shards)} shard(s); missing: "
+                          f"{', '.join(missing)} (download the whole folder).")
+  return files
+
+
 def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
   """Reads a transformers model directory (config.json + model.safetensors).
 
@@ -266,13 +293,12 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
     `architecture` = config.json's `architectures[0]`).
   """
   path = os.fspath(path)
-  config_path, weights = os.path.join(path, CONFIG_FILE), os.path.join(path, WEIGHTS_FILE)
-  for needed in (config_path, weights):
-    if not os.path.isfile(needed):
-      raise CheckpointError(f"{path}: no {os.path.basename(needed)}; a Hugging Face model "
-                            f"directory has {CONFIG_FILE} and {WEIGHTS_FILE} (a sharded or "
-                            "pytorch_model.bin-only model must be saved with "
-                            "save_pretrained(..., safe_serialization=True) first).")
+  config_path = os.path.join(path, CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    raise CheckpointError(f"{path}: no {CONFIG_FILE}; a Hugging Face model directory has "
+                          f"{CONFIG_FILE} and {WEIGHTS_FILE}.")
+  files = weights_files(path)
+  weights = files[0] if len(files) == 1 else os.path.join(path, INDEX_FILE)
   try:
     with open(config_path) as f:
       config = json.load(f)
@@ -288,7 +314,8 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
   heads = vision.get("num_attention_heads")
   if not width or not heads:
     raise CheckpointError(f"{config_path}: needs hidden_size and num_attention_heads.")
-  sd, settings = to_timm_names(st.read_safetensors(weights), hf_type.keys, weights)
+  tensors = {k: v for file in files for k, v in st.read_safetensors(file).items()}
+  sd, settings = to_timm_names(tensors, hf_type.keys, weights)
   found_width = sd["patch_embed.proj.weight"].shape[0]
   if found_width != width:
     raise CheckpointError(f"{path}: {CONFIG_FILE} says hidden_size={width}, the weights have "

@@ -207,9 +207,9 @@ def _hf_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:
   pre_cfg = prep.read_json(os.path.join(folder, HF_PREPROCESSOR))
   pre = (prep.from_hf_preprocessor(pre_cfg, os.path.join(folder, HF_PREPROCESSOR)) if pre_cfg
          else _family_default(spec.family, model, params, int(vision.get("image_size", 224))))
-  weights = os.path.join(folder, hf_model.WEIGHTS_FILE)
-  return Pretrained(model, params, pre, f"hf:{config.get('model_type')}", weights,
-                    _left_out(formats.header_keys(weights)))
+  files = hf_model.weights_files(folder)
+  return Pretrained(model, params, pre, f"hf:{config.get('model_type')}", files[0],
+                    _left_out([k for file in files for k in formats.header_keys(file)]))
 
 
 def _openclip_pretrained(weights: str, keys: Mapping[str, Any], config: Optional[Mapping[str, Any]],
