@@ -71,3 +71,39 @@ def test_big_vision_siglip2_npz(tmp_path):
                                  scanned=True, posemb_before_cls=True, pool="map")
   np.testing.assert_allclose(jax.jit(pre.model.apply)({"params": pre.params}, x), expected,
                              atol=ATOL)
+
+
+# timm 1.0.31's SigLIP definitions (timm/models/vision_transformer.py): the names whose
+# model_args state act_layer="gelu_tanh", and those on timm's default erf GELU.
+TIMM_TANH = ["vit_base_patch32_siglip_256", "vit_large_patch16_siglip_512",
+             "vit_so400m_patch16_siglip_256", "vit_so400m_patch16_siglip_384",
+             "vit_so400m_patch16_siglip_512", "vit_giantopt_patch16_siglip_256",
+             "vit_giantopt_patch16_siglip_384", "vit_base_patch32_siglip_gap_256",
+             "vit_large_patch16_siglip_gap_512", "vit_so400m_patch16_siglip_gap_256",
+             "vit_so400m_patch16_siglip_gap_384", "vit_so400m_patch16_siglip_gap_512",
+             "vit_giantopt_patch16_siglip_gap_256", "vit_giantopt_patch16_siglip_gap_384"]
+TIMM_ERF = ["vit_base_patch16_siglip_224", "vit_base_patch16_siglip_256",
+            "vit_base_patch16_siglip_384", "vit_base_patch16_siglip_512",
+            "vit_large_patch16_siglip_256", "vit_large_patch16_siglip_384",
+            "vit_so400m_patch14_siglip_224", "vit_so400m_patch14_siglip_378",
+            "vit_so400m_patch14_siglip_384", "vit_base_patch16_siglip_gap_224",
+            "vit_base_patch16_siglip_gap_256", "vit_base_patch16_siglip_gap_384",
+            "vit_base_patch16_siglip_gap_512", "vit_large_patch16_siglip_gap_256",
+            "vit_large_patch16_siglip_gap_384", "vit_so400m_patch14_siglip_gap_224",
+            "vit_so400m_patch14_siglip_gap_378", "vit_so400m_patch14_siglip_gap_384",
+            "vit_so400m_patch14_siglip_gap_448", "vit_so400m_patch14_siglip_gap_896"]
+
+
+def test_every_timm_siglip_name_has_its_gelu_form_and_pooling():
+  from vit_jax import families  # noqa: PLC0415
+
+  for name in TIMM_TANH + TIMM_ERF:
+    matches = [(f.name, t) for f in families.all_families() for t in f.timm
+               if t.match(name, "v2_webli")]
+    assert len(matches) == 1 and matches[0][0] == "siglip", name
+    entry = matches[0][1]
+    assert entry.options["gelu_approximate"] == (name in TIMM_TANH), name
+    assert entry.global_pool == ("avg" if "_gap_" in name else None), name
+  # Sizes no timm SigLIP has are not read approximately.
+  for name in ("vit_so400m_patch14_siglip_512", "vit_large_patch16_siglip_224"):
+    assert not any(t.match(name, "") for f in families.all_families() for t in f.timm)
