@@ -156,3 +156,27 @@ def test_a_sharded_folder_reads_every_shard(tmp_path):
   with pytest.raises(checkpoint.CheckpointError,
                      match=r"names 2 shard\(s\); missing: model-00002-of-00002.safetensors"):
     checkpoint.load_pretrained(str(folder))
+
+
+@pytest.mark.slow  # the driver's Setup (data, mesh, init, adapt): ~8 s on an idle CPU
+def test_from_checkpoint_fine_tunes_the_folders_model(tmp_path, digits_data_dir):
+  # model_name="from_checkpoint": the architecture (RoPE, registers, no position
+  # embedding to resize) and the preprocessing come from the folder; the 28 px digits
+  # give a 7x7 grid where the checkpoint's RoPE needs no parameters changed.
+  from tests.helpers import tiny_config  # noqa: PLC0415
+  from vit_jax.driver import config as config_lib  # noqa: PLC0415
+  from vit_jax.driver import train  # noqa: PLC0415
+
+  folder, _, state = folder_of(tmp_path, "dinov3_vit_gated")
+  c = tiny_config(digits_data_dir, model_name=config_lib.FROM_CHECKPOINT, total_steps=2,
+                  **{"init_from.path": str(folder), "data.image_size": 28,
+                     "lr.warmup_steps": 1})
+  setup = train.Setup(c, str(tmp_path / "run"))
+  o = setup.model.options
+  assert (o.rope, o.num_registers, o.mlp_activation, setup.model.num_classes) == (
+      "dinov3", 4, "swiglu", 10)
+  assert setup.config.data.mean == P.IMAGENET_MEAN
+  params = jax.device_get(setup.pretrained_params(str(folder)))
+  np.testing.assert_array_equal(params["registers"], state["embeddings.register_tokens"])
+  assert "posembed_input" not in params["Transformer"]
+  assert params["head"]["kernel"].shape == (32, 10) and not np.any(params["head"]["kernel"])
