@@ -61,15 +61,20 @@ TIMM_NAMES = {"ViT-Ti_16": "vit_tiny_patch16_224", "ViT-S_16": "vit_small_patch1
               "SigLIP-B_16": "vit_base_patch16_siglip_224",
               "MAE-B_16": "vit_base_patch16_224",
               "EVA02-S_14": "eva02_small_patch14_224",
-              # issue 25: RMSNorm + bias-free SwiGLU, PE's RoPE + MAP, learned RoPE, So150m.
+              # issue 25: RMSNorm + bias-free SwiGLU, PE's RoPE + MAP, learned RoPE, So150m,
+              # DINOv3's SwiGLU sizes, SigLIP 2, I-JEPA.
               "PE-Core-Ti_16": "vit_pe_core_tiny_patch16_384",
               "AIMv2-L_14": "aimv2_large_patch14_224",
               "So150m2_16": "vit_so150m2_patch16_reg1_gap_256",
-              "RoPE-Mixed-S_16": "vit_small_patch16_rope_mixed_224"}
+              "RoPE-Mixed-S_16": "vit_small_patch16_rope_mixed_224",
+              "DINOv3-S+_16": "vit_small_plus_patch16_dinov3",  # SwiGLU as fc1_g / fc1_x
+              "SigLIP-B_32": "vit_base_patch32_siglip_256",  # a SigLIP 2 size (tanh GELU)
+              "IJEPA-H_14": "vit_huge_patch14_gap_224"}  # I-JEPA's smallest size
 MATMUL_N = 2048  # the float32 matmul that measures the machine's rate ("peak")
 FAMILY_MODELS = ("DeiT-S_16-distilled", "DeiT3-S_16", "DINOv2-S_14-reg4", "DINOv3-S_16",
                  "CLIP-B_16", "SigLIP-B_16", "MAE-B_16", "EVA02-S_14", "PE-Core-Ti_16",
-                 "AIMv2-L_14", "So150m2_16", "RoPE-Mixed-S_16")
+                 "AIMv2-L_14", "So150m2_16", "RoPE-Mixed-S_16", "DINOv3-S+_16",
+                 "SigLIP-B_32")
 
 
 def _import_timm():

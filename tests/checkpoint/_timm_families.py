@@ -30,10 +30,20 @@ FAMILIES = {
     "dinov3": ("vit_small_patch16_dinov3",
                dict(cls=True, ls="eva", reg=4, posemb=False, qkv="none"),
                dict(rope="dinov3", eps=1e-5, pool="avg")),
+    # DINOv3 S+ with q/v biases: SwiGLU as separate fc1_g / fc1_x (timm swiglu_align_to),
+    # the key bias a zero buffer (not saved).
+    "dinov3_splus_qkvb": ("vit_small_plus_patch16_dinov3_qkvb",
+                          dict(cls=True, ls="eva", reg=4, posemb=False, qkv="qv_fused",
+                               mlp="separate"),
+                          dict(rope="dinov3", eps=1e-5, pool="avg")),
     "clip": ("vit_base_patch16_clip_quickgelu_224",
              dict(cls=True, norm_pre=True, patch_bias=False),
              dict(act="quick_gelu", eps=1e-5)),
     "siglip": ("vit_base_patch16_siglip_224", dict(map=True), dict()),
+    # A name added for SigLIP 2: timm's definition states act_layer="gelu_tanh" (the MAP
+    # head's MLP too).
+    "siglip2_tanh": ("vit_so400m_patch16_siglip_256", dict(map=True), dict(act="gelu_tanh")),
+    "ijepa_g": ("vit_giant_patch16_gap_224", dict(), dict(pool="avg")),  # no cls token
     "eva02_ti": ("eva02_tiny_patch14_224",
                  dict(cls=True, qkv="qv_fused", mlp="packed", fc_norm=True),
                  dict(rope="eva02", pool="avg")),
@@ -81,10 +91,11 @@ def family_state_dict(family, grid, seed=0, classes=CLASSES):
         sd[p + "attn.q_bias"], sd[p + "attn.v_bias"] = fill(WIDTH), fill(WIDTH)
     sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"] = linear(WIDTH, WIDTH), fill(WIDTH)
     mlp = keys.get("mlp", "gelu")
-    if mlp == "separate_norm":
+    if mlp in ("separate_norm", "separate"):
       for name in ("fc1_g", "fc1_x"):
         sd[f"{p}mlp.{name}.weight"], sd[f"{p}mlp.{name}.bias"] = linear(MLP, WIDTH), fill(MLP)
-      sd.update(norm(p + "mlp.norm", MLP))
+      if mlp == "separate_norm":
+        sd.update(norm(p + "mlp.norm", MLP))
     else:
       rows = 2 * MLP if mlp == "packed" else MLP
       sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"] = linear(rows, WIDTH), fill(rows)
@@ -177,6 +188,8 @@ def _mlp(y, sd, p, act, eps):
       h = g / (1 + np.exp(-g)) * x
     elif act == "quick_gelu":
       h = h / (1 + np.exp(-1.702 * h))
+    elif act == "gelu_tanh":
+      h = gelu(h, approximate=True)
     else:
       h = gelu(h, approximate=False)
   if p + "mlp.norm.weight" in sd:
@@ -293,8 +306,8 @@ def timm_family_forward(family, sd, images, heads=HEADS, depth=DEPTH,
     k, v = kv.transpose(2, 0, 3, 1, 4)
     out = (softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(d // heads)) @ v)
     y = _lin(out.transpose(0, 2, 1, 3).reshape(b, 1, d), sd, "attn_pool.proj")
-    y = y + _lin(gelu(_lin(_ln(y, sd, "attn_pool.norm", eps), sd, "attn_pool.mlp.fc1"), False),
-                 sd, "attn_pool.mlp.fc2")
+    y = y + _lin(gelu(_lin(_ln(y, sd, "attn_pool.norm", eps), sd, "attn_pool.mlp.fc1"),
+                      act == "gelu_tanh"), sd, "attn_pool.mlp.fc2")
     pooled = y[:, 0]
   elif arch.get("pool") == "avg" or "cls_token" not in sd:
     pooled = patch_tokens.mean(1)

@@ -89,11 +89,23 @@ TIMM_PARAMS = {
     "DINOv3-S_16": 21_586_944,  # vit_small_patch16_dinov3
     "DINOv3-B_16": 85_641_216,
     "DINOv3-L_16": 303_079_424,
+    "DINOv3-S+_16": 28_683_264,  # vit_small_plus_patch16_dinov3
+    "DINOv3-H+_16": 840_509_440,
+    "DINOv3-7B_16": 6_716_030_976,
+    "DINOv3-S_16-qkvb": 21_596_160,  # vit_small_patch16_dinov3_qkvb
+    "DINOv3-S+_16-qkvb": 28_692_480,
+    "DINOv3-B_16-qkvb": 85_659_648,
+    "DINOv3-L_16-qkvb": 303_128_576,
+    "DINOv3-H+_16-qkvb": 840_591_360,
     "CLIP-B_32": 87_456_000,  # vit_base_patch32_clip_quickgelu_224
     "CLIP-B_16": 85_799_424,
     "CLIP-L_14": 303_179_776,
     "SigLIP-B_16": 92_884_224,  # vit_base_patch16_siglip_224
     "SigLIP-So400m_14": 427_680_704,  # vit_so400m_patch14_siglip_224
+    "SigLIP-L_16": 315_956_224,  # vit_large_patch16_siglip_256
+    "SigLIP-B_32": 94_552_320,  # vit_base_patch32_siglip_256
+    "SigLIP-So400m_16": 427_888_064,  # vit_so400m_patch16_siglip_256
+    "SigLIP-gopt_16": 1_163_168_256,  # vit_giantopt_patch16_siglip_256
     "MAE-B_16": 85_798_656,  # vit_base_patch16_224 (.mae weights)
     "MAE-L_16": 303_301_632,
     "MAE-H_14": 630_764_800,
@@ -107,6 +119,9 @@ TIMM_PARAMS = {
     "AIMv2-L_14": 309_197_824,  # aimv2_large_patch14_224
     "So150m2_16": 135_226_560,  # vit_so150m2_patch16_reg1_gap_256
     "RoPE-Mixed-S_16": 21_603_840,  # vit_small_patch16_rope_mixed_224
+    "IJEPA-H_14": 630_762_240,  # vit_huge_patch14_gap_224 (.in1k_ijepa weights)
+    "IJEPA-H_16": 631_668_480,  # vit_huge_patch16_gap_448
+    "IJEPA-g_16": 1_011_368_576,  # vit_giant_patch16_gap_224
 }
 
 

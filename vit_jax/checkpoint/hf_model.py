@@ -14,6 +14,8 @@ The vision models researchers fine-tune from, read without torch or transformers
   siglip2_vision_model, siglip2 Siglip2VisionModel, Siglip2Model's vision tower (NaFlex:
                           a Linear patch embedding, a 16x16 grid resized per image)
   aimv2_vision_model      Aimv2VisionModel (RMSNorm, SwiGLU, its attention-pooling head)
+  ijepa                   IJepaModel, IJepaForImageClassification   "" / "ijepa."
+  dinov3_vit              DINOv3ViTModel, DINOv3ViTBackbone         ""
 
 `config.json` gives what the weights cannot: head count, LayerNorm epsilon, activation
 (`hidden_act`: "gelu" erf, "quick_gelu", "gelu_pytorch_tanh" tanh), SwiGLU
@@ -45,6 +47,8 @@ from vit_jax.checkpoint.model_spec import ModelSpec
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# save_pretrained shards a large model (DINOv3 7B): the index maps each tensor to its file.
+INDEX_FILE = "model.safetensors.index.json"
 # Tensors of a full CLIP / SigLIP model that belong to the text tower: not read.
 # ... and ViTMAEForPreTraining's decoder (the facebook/vit-mae-* files): not read either.
 _TEXT_TOWER = re.compile(r"^(text_model\.|text_projection\.|logit_scale$|logit_bias$|decoder\.)")
@@ -82,7 +86,8 @@ def _vit_like(get: st.Consumer, tensors, path: str) -> tuple[dict[str, np.ndarra
   sd: dict[str, np.ndarray] = {}
   settings: dict[str, Any] = {}
   _copy(get, p + "embeddings.patch_embeddings.projection", "patch_embed.proj", sd)
-  sd["cls_token"] = get(p + "embeddings.cls_token")
+  if p + "embeddings.cls_token" in get:  # I-JEPA has none: patches only, mean-pooled
+    sd["cls_token"] = get(p + "embeddings.cls_token")
   posemb = get(p + "embeddings.position_embeddings")
   if p + "embeddings.distillation_token" in get:
     sd["dist_token"] = get(p + "embeddings.distillation_token")
@@ -120,16 +125,21 @@ def _vit_like(get: st.Consumer, tensors, path: str) -> tuple[dict[str, np.ndarra
       _copy(get, src + "intermediate.dense", dst + "mlp.fc1", sd)
       _copy(get, src + "output.dense", dst + "mlp.fc2", sd)
   _copy(get, p + "layernorm", "norm", sd)
+  if "cls_token" not in sd and p + "pooler.dense.weight" in get:
+    raise CheckpointError(f"{path}: a pooler (Dense + tanh on the first token) without a cls "
+                          "token (IJepaModel(add_pooling_layer=True)) is not built here: load "
+                          "the weights without `pooler.*` (the model pools the mean token).")
   _copy(get, p + "pooler.dense", "pre_logits.fc", sd)
   if "cls_classifier.weight" in get:  # DeiTForImageClassificationWithTeacher
     _copy(get, "cls_classifier", "head", sd)
     _copy(get, "distillation_classifier", "head_dist", sd)
   elif "classifier.weight" in get:
     weight = tensors["classifier.weight"]
-    if weight.shape[1] != sd["cls_token"].shape[-1]:
+    width = sd["patch_embed.proj.weight"].shape[0]
+    if weight.shape[1] != width:
       raise CheckpointError(
           f"{path}: classifier.weight {weight.shape} reads {weight.shape[1]} features, not "
-          f"the width {sd['cls_token'].shape[-1]} (Dinov2ForImageClassification's [cls, mean "
+          f"the width {width} (Dinov2ForImageClassification's [cls, mean "
           "patch] head is not built here): load the backbone without the classifier.")
     if "dist_token" in sd:
       raise CheckpointError(f"{path}: DeiTForImageClassification (a head on the cls token "
@@ -212,13 +222,71 @@ def _aimv2_like(get: st.Consumer, tensors, path: str) -> tuple[dict[str, np.ndar
   return sd, {"norm": "rmsnorm"}
 
 
-_RENAMERS = {"vit": _vit_like, "clip": _clip_like, "siglip2": _clip_like, "aimv2": _aimv2_like}
+def _dinov3_like(get: st.Consumer, tensors, path: str) -> tuple[dict[str, np.ndarray],
+                                                                dict[str, Any]]:
+  """DINOv3ViTModel names -> (timm `Eva` state dict as timm's DINOv3 has it, {}).
+
+  q/k/v Linears -> fused `qkv` with `qkv.bias` (a key bias) or `q_bias` / `v_bias`
+  (`query_bias` and `value_bias` only, the released config); `up_proj` / `down_proj` ->
+  `fc1` / `fc2`, or with `gate_proj` (use_gated_mlp) SwiGLU `fc1_g` / `fc1_x` / `fc2`.
+  transformers 5 names the blocks `model.layer.N.` in memory and `layer.N.` on disk:
+  both are read.
+  """
+  p = _prefix(tensors, "embeddings.patch_embeddings.weight", path)
+  sd: dict[str, np.ndarray] = {}
+  _copy(get, p + "embeddings.patch_embeddings", "patch_embed.proj", sd)
+  sd["cls_token"] = get(p + "embeddings.cls_token")
+  if p + "embeddings.register_tokens" in get and tensors[p + "embeddings.register_tokens"].shape[1]:
+    sd["reg_token"] = get(p + "embeddings.register_tokens")
+  for name in ("embeddings.mask_token", "embeddings.register_tokens"):
+    if p + name in get:
+      get(p + name)  # the masked-image-modelling input / an empty register tensor
+  blocks = p + ("model.layer." if any(k.startswith(p + "model.layer.") for k in tensors)
+                else "layer.")
+  depth = st.count_blocks(tensors, re.escape(blocks) + r"(\d+)\.")
+  for i in range(depth):
+    src, dst = f"{blocks}{i}.", f"blocks.{i}."
+    a = src + "attention."
+    missing = [n for n in (a + "o_proj.bias", src + "mlp.down_proj.bias") if n not in get]
+    if missing:
+      raise CheckpointError(f"{path}: no {missing[0]}: a DINOv3 with proj_bias=False or "
+                            "mlp_bias=False is not built here (the released models have both).")
+    sd[dst + "attn.qkv.weight"] = np.concatenate(
+        [get(f"{a}{n}_proj.weight") for n in "qkv"])
+    has_bias = [f"{a}{n}_proj.bias" in get for n in "qkv"]
+    if all(has_bias):
+      sd[dst + "attn.qkv.bias"] = np.concatenate([get(f"{a}{n}_proj.bias") for n in "qkv"])
+    elif has_bias == [True, False, True]:
+      sd[dst + "attn.q_bias"], sd[dst + "attn.v_bias"] = (get(a + "q_proj.bias"),
+                                                          get(a + "v_proj.bias"))
+    elif any(has_bias):
+      raise CheckpointError(
+          f"{path}: q/k/v biases {dict(zip('qkv', has_bias))}: a bias on all of them, on "
+          "query and value (query_bias, value_bias) or on none is built here, not this mix.")
+    _copy(get, a + "o_proj", dst + "attn.proj", sd)
+    _copy(get, src + "norm1", dst + "norm1", sd)
+    _copy(get, src + "norm2", dst + "norm2", sd)
+    sd[dst + "gamma_1"] = get(src + "layer_scale1.lambda1")
+    sd[dst + "gamma_2"] = get(src + "layer_scale2.lambda1")
+    if src + "mlp.gate_proj.weight" in get:  # DINOv3ViTGatedMLP: act(gate) * up
+      _copy(get, src + "mlp.gate_proj", dst + "mlp.fc1_g", sd)
+      _copy(get, src + "mlp.up_proj", dst + "mlp.fc1_x", sd)
+    else:
+      _copy(get, src + "mlp.up_proj", dst + "mlp.fc1", sd)
+    _copy(get, src + "mlp.down_proj", dst + "mlp.fc2", sd)
+  _copy(get, p + "norm", "norm", sd)
+  return sd, {}
+
+
+_RENAMERS = {"vit": _vit_like, "clip": _clip_like, "siglip2": _clip_like, "aimv2": _aimv2_like,
+             "dinov3": _dinov3_like}
 
 
 def to_timm_names(tensors: Mapping[str, np.ndarray], keys: str, path: str
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """A transformers state dict in timm's names (the canonical layout), and the settings
-  its names show. `keys`: the key layout ("vit" or "clip", families.HfModelType.keys).
+  its names show. `keys`: the key layout ("vit", "clip" or "dinov3",
+  families.HfModelType.keys).
 
   Every tensor is used: a text tower or MAE's decoder is set aside by name
   (NOT_THE_IMAGE_MODEL); anything else left over is refused.
@@ -234,6 +302,31 @@ def to_timm_names(tensors: Mapping[str, np.ndarray], keys: str, path: str
   return sd, settings
 
 
+def weights_files(path: str) -> list[str]:
+  """The .safetensors file(s) of a transformers directory: model.safetensors, or the shards
+  model.safetensors.index.json names (CheckpointError naming what is missing)."""
+  single = os.path.join(path, WEIGHTS_FILE)
+  if os.path.isfile(single):
+    return [single]
+  index = os.path.join(path, INDEX_FILE)
+  if not os.path.isfile(index):
+    raise CheckpointError(f"{path}: no {WEIGHTS_FILE}; a Hugging Face model directory has "
+                          f"{CONFIG_FILE} and {WEIGHTS_FILE} or {INDEX_FILE} with its shards "
+                          "(a pytorch_model.bin-only model must be saved with "
+                          "save_pretrained(..., safe_serialization=True) first).")
+  try:
+    with open(index) as f:
+      shards = sorted(set(json.load(f)["weight_map"].values()))
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    raise CheckpointError(f"{index}: cannot read its weight_map ({e}).") from e
+  files = [os.path.join(path, name) for name in shards]
+  missing = [name for name, file in zip(shards, files) if not os.path.isfile(file)]
+  if missing:
+    raise CheckpointError(f"{index} names {len(shards)} shard(s); missing: "
+                          f"{', '.join(missing)} (download the whole folder).")
+  return files
+
+
 def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
   """Reads a transformers model directory (config.json + model.safetensors).
 
@@ -245,13 +338,12 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
     `architecture` = config.json's `architectures[0]`).
   """
   path = os.fspath(path)
-  config_path, weights = os.path.join(path, CONFIG_FILE), os.path.join(path, WEIGHTS_FILE)
-  for needed in (config_path, weights):
-    if not os.path.isfile(needed):
-      raise CheckpointError(f"{path}: no {os.path.basename(needed)}; a Hugging Face model "
-                            f"directory has {CONFIG_FILE} and {WEIGHTS_FILE} (a sharded or "
-                            "pytorch_model.bin-only model must be saved with "
-                            "save_pretrained(..., safe_serialization=True) first).")
+  config_path = os.path.join(path, CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    raise CheckpointError(f"{path}: no {CONFIG_FILE}; a Hugging Face model directory has "
+                          f"{CONFIG_FILE} and {WEIGHTS_FILE}.")
+  files = weights_files(path)
+  weights = files[0] if len(files) == 1 else os.path.join(path, INDEX_FILE)
   try:
     with open(config_path) as f:
       config = json.load(f)
@@ -267,7 +359,8 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
   heads = vision.get("num_attention_heads")
   if not width or not heads:
     raise CheckpointError(f"{config_path}: needs hidden_size and num_attention_heads.")
-  sd, settings = to_timm_names(st.read_safetensors(weights), hf_type.keys, weights)
+  tensors = {k: v for file in files for k, v in st.read_safetensors(file).items()}
+  sd, settings = to_timm_names(tensors, hf_type.keys, weights)
   found_width = sd["patch_embed.proj.weight"].shape[0]
   if found_width != width:
     raise CheckpointError(f"{path}: {CONFIG_FILE} says hidden_size={width}, the weights have "
@@ -281,6 +374,12 @@ def read_hf(path: str) -> tuple[dict[str, Any], ModelSpec]:
                   act_layer=vision["hidden_act"],
                   layer_scale=float(vision.get("layerscale_value", 1.0)),
                   posemb_resize=hf_type.posemb_resize)
+  settings.update(hf_type.options)
+  if settings.get("rope") and "rope_theta" in vision:
+    settings["rope_temperature"] = float(vision["rope_theta"])
+  if "blocks.0.mlp.fc1_g.weight" in sd and vision["hidden_act"] != "silu":
+    raise CheckpointError(f"{config_path}: a gated MLP with hidden_act="
+                          f"{vision['hidden_act']!r} is not built here (SwiGLU is silu).")
   found = timm_model.describe(sd, weights, settings=settings, num_heads=heads)
   params = st.timm_to_linen(sd, weights, heads)
   return params, dataclasses.replace(found, architecture=architecture, key_names="hf",

@@ -64,6 +64,18 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
     ) from e
 
 
+def is_image_text(path: str) -> bool:
+  """A big_vision two-tower archive (SigLIP, SigLIP 2, LiT): `params/img/` beside
+  `params/txt/` (member names only; nothing is read)."""
+  try:
+    with zipfile.ZipFile(path) as archive:
+      names = archive.namelist()
+  except (zipfile.BadZipFile, OSError):
+    return False
+  return (any(n.startswith("params/img/") for n in names) and
+          any(n.startswith("params/txt/") for n in names))
+
+
 def _rename_block_children(key: str, table: Mapping[str, str]) -> str:
   parts = key.split("/")
   for i in range(1, len(parts)):

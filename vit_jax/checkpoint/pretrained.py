@@ -11,7 +11,8 @@ Everything comes from the file (and the configs beside it), nothing from the cal
     with model_type; hf_model)
   OpenCLIP (`visual.*`; openclip_io)      keys + open_clip_config.json    preprocess_cfg
   .npz (vit_jax / AugReg / big_vision),   the parameter shapes            the JAX default
-    Orbax checkpoint, Scenic msgpack
+    Orbax checkpoint, Scenic msgpack                                        (big_vision's for
+                                                                            a two-tower .npz)
   a training run's workdir (config.json   its saved config, as the        its saved evaluation
     with config and data_info)              driver builds it                preprocessing
   hf-hub:ORG/NAME                         its cached snapshot folder, as above
@@ -37,6 +38,7 @@ from vit_jax.checkpoint import (
     formats,
     hf_model,
     hf_video,
+    npz,
     openclip_io,
     orbax_io,
     safetensors_io,
@@ -44,6 +46,7 @@ from vit_jax.checkpoint import (
 )
 from vit_jax.checkpoint import preprocessing as prep
 from vit_jax.checkpoint.errors import CheckpointError
+from vit_jax.families import siglip as siglip_family
 from vit_jax.models import positions, vit
 
 HF_PREPROCESSOR = "preprocessor_config.json"
@@ -179,7 +182,12 @@ def describe_linen(params: Mapping[str, Any], fmt: str) -> vit.VisionTransformer
 def _linen_pretrained(found: formats.Source) -> Pretrained:
   params, fmt = formats.read_params(found)
   model = describe_linen(params, fmt)
-  return Pretrained(model, params, _family_default("vit", model, params), fmt, found.path)
+  pre = _family_default("vit", model, params)
+  if found.kind == "npz" and npz.is_image_text(found.path):  # SigLIP (2), LiT: big_vision's
+    d = siglip_family.BIG_VISION_IMAGE_TEXT
+    pre = prep.Preprocessing(d.mean, d.std, pre.input_size, d.interpolation, d.crop_pct,
+                             "big_vision image-text default")
+  return Pretrained(model, params, pre, fmt, found.path)
 
 
 HF_VIDEO_PREPROCESSOR = "video_preprocessor_config.json"
@@ -229,9 +237,9 @@ def _hf_pretrained(folder: str, config: Mapping[str, Any]) -> Pretrained:
     pre = (prep.from_hf_preprocessor(pre_cfg, os.path.join(folder, HF_PREPROCESSOR))
            if pre_cfg else
            _family_default(spec.family, model, params, int(vision.get("image_size", 224))))
-  weights = os.path.join(folder, hf_model.WEIGHTS_FILE)
-  return Pretrained(model, params, pre, f"hf:{config.get('model_type')}", weights,
-                    _left_out(formats.header_keys(weights)))
+  files = hf_model.weights_files(folder)
+  return Pretrained(model, params, pre, f"hf:{config.get('model_type')}", files[0],
+                    _left_out([k for file in files for k in formats.header_keys(file)]))
 
 
 def _openclip_pretrained(weights: str, keys: Mapping[str, Any], config: Optional[Mapping[str, Any]],

@@ -30,8 +30,11 @@ from vit_jax.checkpoint.npz import atomic_write, storable
 from vit_jax.models import layout as layout_lib
 
 # Width -> heads of every size letter of the families, and of three sizes no family here
-# registers: timm's medium (512), big_vision's giant (1408) and gigantic (1664).
-HEADS_BY_WIDTH = {s["hidden_size"]: s["num_heads"] for s in families.SIZES.values()}
+# registers: timm's medium (512), big_vision's giant (1408) and gigantic (1664). Where two
+# sizes share a width (H and DINOv3's H+), the first listed (the standard size) is kept.
+HEADS_BY_WIDTH: dict[int, int] = {}
+for _size in families.SIZES.values():
+  HEADS_BY_WIDTH.setdefault(_size["hidden_size"], _size["num_heads"])
 HEADS_BY_WIDTH.update({512: 8, 1408: 16, 1664: 16})
 
 _BLOCK = "Transformer/encoderblock_{}/"
@@ -310,7 +313,7 @@ def timm_to_linen(tensors: Mapping[str, np.ndarray], path: str,
   return tree_lib.unflatten(flat)
 
 
-TIMM_NAMES = ("vit", "eva", "eva_separate_qkv", "naflex")
+TIMM_NAMES = ("vit", "eva", "eva_separate_qkv", "eva_swiglu", "naflex")
 
 
 def timm_names(params: Mapping[str, Any]) -> str:
@@ -319,7 +322,10 @@ def timm_names(params: Mapping[str, Any]) -> str:
   "eva" (timm `Eva`: gamma_{1,2}, q_bias / v_bias) for models timm builds only in eva.py:
   query/value biases without a key bias, or no absolute position embedding (RoPE only);
   its EVA-02 B/L form "eva_separate_qkv" (q_proj / k_proj / v_proj) goes with the MLP's
-  inner LayerNorm, as in timm's EVA-02 definitions. Otherwise "vit" (VisionTransformer).
+  inner LayerNorm, as in timm's EVA-02 definitions; "eva_swiglu" (fused qkv, SwiGLU's gate
+  and value as separate `fc1_g` / `fc1_x`) is DINOv3's S+ / H+ / 7B (timm
+  `swiglu_align_to`): a SwiGLU without inner norm and without absolute position embedding.
+  Otherwise "vit" (VisionTransformer).
   """
   flat = tree_lib.flatten(params)
   query_bias = any(k.endswith("MultiHeadDotProductAttention_0/query/bias") and "/encoderblock"
@@ -329,7 +335,12 @@ def timm_names(params: Mapping[str, Any]) -> str:
   eva = (query_bias and not key_bias) or "Transformer/posembed_input/pos_embedding" not in flat
   if not eva:
     return "vit"
-  return "eva_separate_qkv" if any("/inner_norm/" in k for k in flat) else "eva"
+  if any("/inner_norm/" in k for k in flat):
+    return "eva_separate_qkv"
+  if "Transformer/posembed_input/pos_embedding" not in flat and any(
+      "/MlpBlock_0/gate/" in k for k in flat):
+    return "eva_swiglu"
+  return "eva"
 
 
 def linen_to_timm(params: Mapping[str, Any], names: Optional[str] = None) -> dict[str, np.ndarray]:
@@ -391,7 +402,10 @@ def linen_to_timm(params: Mapping[str, Any], names: Optional[str] = None) -> dic
           out[f"{dst}attn.{short}_proj.bias"] = b
     else:
       out[dst + "attn.qkv.weight"] = np.concatenate([w for w, _ in qkv], axis=0)
-      if names == "eva" and biases[0] is not None and biases[1] is None:
+      if names in ("eva", "eva_swiglu") and biases[0] is not None:
+        if biases[1] is not None:
+          raise CheckpointError("timm's Eva attention has query and value biases only; these "
+                                "params have a key bias too: export with names='vit'.")
         out[dst + "attn.q_bias"], out[dst + "attn.v_bias"] = biases[0], biases[2]
       elif all(b is not None for b in biases):
         out[dst + "attn.qkv.bias"] = np.concatenate(biases, axis=0)
@@ -409,8 +423,9 @@ def linen_to_timm(params: Mapping[str, Any], names: Optional[str] = None) -> dic
     put_norm(dst + "norm1", block["LayerNorm_0"])
     put_norm(dst + "norm2", block["LayerNorm_1"])
     mlp = block["MlpBlock_0"]
-    if "gate" in mlp and ("inner_norm" in mlp or "bias" not in mlp["gate"]):
-      # timm SwiGLU: EVA-02 B/L (inner norm), AIMv2 (no biases)
+    if "gate" in mlp and ("inner_norm" in mlp or "bias" not in mlp["gate"]
+                          or names == "eva_swiglu"):
+      # timm SwiGLU: EVA-02 B/L (inner norm), AIMv2 (no biases), DINOv3 S+/H+/7B
       put_linear(dst + "mlp.fc1_g", mlp["gate"])
       put_linear(dst + "mlp.fc1_x", mlp["up"])
     elif "gate" in mlp:  # timm SwiGLUPacked / GluMlp: [gate | x] rows

@@ -198,7 +198,7 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
     activation = families.activation_options(settings["act_layer"], f"{path}: act_layer")
   elif settings.get("mlp_activation") == "quick_gelu":
     activation = families.activation_options("quick_gelu", path)
-  elif settings.get("gelu_approximate"):  # timm's act_layer="gelu_tanh" (NaFlexViT SigLIP)
+  elif settings.get("gelu_approximate"):  # a family's tanh GELU (timm act_layer="gelu_tanh")
     activation = families.activation_options("gelu_tanh", path)
   else:  # timm's default nn.GELU (erf)
     activation = families.activation_options("gelu", path)
@@ -238,6 +238,9 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
     key_names = "naflex"
   elif eva_names or not has("pos_embed"):
     key_names = "eva_separate_qkv" if has(block0 + "attn.q_proj.weight") else "eva"
+    if key_names == "eva" and swiglu and has(block0 + "mlp.fc1_g.weight") and \
+        not has("pos_embed"):
+      key_names = "eva_swiglu"  # DINOv3 S+ / H+ / 7B (safetensors_io.timm_names)
   else:
     key_names = "vit"
   if family is not None:  # what the architecture states and the weights show must agree

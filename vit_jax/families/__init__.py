@@ -5,8 +5,9 @@
     family, entry, sizes = families.timm_architecture("vit_small_patch14_dinov2")
     family, hf_type = families.hf_model_type("dinov2")
 
-Each module (`vit`, `deit`, `deit3`, `dinov2`, `dinov3`, `clip`, `siglip`, `mae`, `eva02`,
-`pe`, `aimv2`, `so150m`, `rope_vit`)
+Each module (the image families `vit`, `deit`, `deit3`, `dinov2`, `dinov3`, `clip`,
+`siglip`, `mae`, `eva02`, `siglip2_naflex`, `pe`, `aimv2`, `so150m`, `rope_vit`, `ijepa`; the
+video families `vivit_hf`, `videomae`, `timesformer`, `videoprism`, `vjepa2`)
 defines one `Family` (family.py): registered names and sizes with their options, the
 published preprocessing, the timm architecture names (exact patterns) and transformers
 `model_type`s it answers to. The registry (`vit_jax.models.registry`), the checkpoint
@@ -38,7 +39,7 @@ from vit_jax.families.family import (
 
 _MODULES = ("vit", "deit", "deit3", "dinov2", "dinov3", "clip", "siglip", "mae", "eva02",
             "vivit_hf", "videomae", "timesformer", "videoprism", "vjepa2",
-            "siglip2_naflex", "pe", "aimv2", "so150m", "rope_vit")
+            "siglip2_naflex", "pe", "aimv2", "so150m", "rope_vit", "ijepa")
 _FAMILIES: dict[str, Family] = {}
 
 

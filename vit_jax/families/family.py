@@ -28,6 +28,15 @@ SIZES: dict[str, dict[str, int]] = {
     "H": dict(hidden_size=1280, num_layers=32, mlp_dim=5120, num_heads=16),
     "g": dict(hidden_size=1536, num_layers=40, mlp_dim=4096, num_heads=24),  # SwiGLU width
     "So400m": dict(hidden_size=1152, num_layers=27, mlp_dim=4304, num_heads=16),
+    # DINOv3's SwiGLU sizes (timm `small_plus`, `huge_plus`, `7b`): mlp_dim is the SwiGLU
+    # hidden width (fc1_g / fc1_x rows), 4 D for S+ and H+ (6 D * 2/3), 2 D for 7B.
+    "S+": dict(hidden_size=384, num_layers=12, mlp_dim=1536, num_heads=6),
+    "H+": dict(hidden_size=1280, num_layers=32, mlp_dim=5120, num_heads=20),
+    "7B": dict(hidden_size=4096, num_layers=40, mlp_dim=8192, num_heads=32),
+    # big_vision's "g-opt" (SigLIP 2, timm `giantopt`): DINOv2-g's width, 16 heads.
+    "gopt": dict(hidden_size=1536, num_layers=40, mlp_dim=6144, num_heads=16),
+    # ViT-g of Zhai et al. 2022 (I-JEPA g/16; timm `vit_giant_patch16_gap_224`).
+    "g1408": dict(hidden_size=1408, num_layers=40, mlp_dim=6144, num_heads=16),
 }
 # timm's size words (`vit_small_...`) -> our size letters.
 TIMM_SIZE_WORDS = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H",
@@ -150,7 +159,8 @@ class HfModelType:
   Attributes:
     keys: the key layout of its state dict: "vit" (ViT, DeiT, DINOv2, ViTMAE names),
       "clip" (CLIP and SigLIP vision towers), "siglip2" (SigLIP's names with a Linear
-      patch embedding, SigLIP 2 NaFlex) or "aimv2" (AIMv2 vision models).
+      patch embedding, SigLIP 2 NaFlex), "aimv2" (AIMv2 vision models) or "dinov3"
+      (DINOv3ViTModel).
     config_defaults: the transformers config class's defaults of the fields read when a
       config.json omits them (layer_norm_eps, hidden_act).
     vision_config: the vision tower's fields sit under `vision_config` (a full CLIPModel).
@@ -160,12 +170,15 @@ class HfModelType:
       name, for messages only.
     posemb_resize: how its `interpolate_pos_encoding` resizes the learned position
       embedding (EncoderOptions.posemb_resize; HF_POSEMB_RESIZE).
+    options: what neither the weights nor config.json show (ARCHITECTURE_ONLY fields,
+      e.g. DINOv3's `rope`), as TimmArchitectures.options.
   """
   keys: str
   config_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   vision_config: bool = False
   reader: Optional[str] = None
   posemb_resize: Optional[str] = HF_POSEMB_RESIZE
+  options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
