@@ -402,10 +402,9 @@ def linen_to_timm(params: Mapping[str, Any], names: Optional[str] = None) -> dic
           out[f"{dst}attn.{short}_proj.bias"] = b
     else:
       out[dst + "attn.qkv.weight"] = np.concatenate([w for w, _ in qkv], axis=0)
-      if names in ("eva", "eva_swiglu") and biases[0] is not None:
-        if biases[1] is not None:
-          raise CheckpointError("timm's Eva attention has query and value biases only; these "
-                                "params have a key bias too: export with names='vit'.")
+      # timm Eva's q_bias / v_bias (its key bias a zero buffer); a bias on all three is a
+      # fused qkv.bias (timm's AttentionRope: PE, RoPE-ViT).
+      if names in ("eva", "eva_swiglu") and biases[0] is not None and biases[1] is None:
         out[dst + "attn.q_bias"], out[dst + "attn.v_bias"] = biases[0], biases[2]
       elif all(b is not None for b in biases):
         out[dst + "attn.qkv.bias"] = np.concatenate(biases, axis=0)

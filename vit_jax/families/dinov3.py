@@ -41,9 +41,13 @@ FAMILY = fam.Family(
            for s in ("S", "S+", "B", "L", "H+")},
     },
     preprocessing=fam.Preprocessing(fam.IMAGENET_MEAN, fam.IMAGENET_STD, crop_pct=1.0),
+    # Two entries: what an architecture states must be what its weights show (the biases).
     timm=(fam.TimmArchitectures(
-        r"vit_(?P<size>small|small_plus|base|large|huge_plus|7b)_patch16_dinov3(_qkvb)?",
-        options=OPTIONS, global_pool="avg", size_words=SIZE_WORDS),),
+        r"vit_(?P<size>small|small_plus|base|large|huge_plus|7b)_patch16_dinov3",
+        options=OPTIONS, global_pool="avg", size_words=SIZE_WORDS),
+          fam.TimmArchitectures(
+        r"vit_(?P<size>small|small_plus|base|large|huge_plus)_patch16_dinov3_qkvb",
+        options=dict(OPTIONS, **QKVB), global_pool="avg", size_words=SIZE_WORDS)),
     hf={"dinov3_vit": fam.HfModelType(
         "dinov3", dict(layer_norm_eps=1e-5, hidden_act="gelu", rope_theta=100.0),
         options=dict(rope="dinov3"))},
