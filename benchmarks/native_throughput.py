@@ -133,6 +133,7 @@ def bench(args) -> list[dict]:
                      train_img_s=b / train_s, train_tok_s=tokens / train_s,
                      train_slot_s=slots / train_s, infer_img_s=b / infer_s,
                      infer_tok_s=tokens / infer_s))
+    _print_row(rows[-1])
   return rows
 
 
@@ -144,17 +145,19 @@ def main():
   parser.add_argument("--batch_size", type=int, default=16, help="images per batch")
   parser.add_argument("--steps", type=int, default=5)
   args = parser.parse_args()
-  rows = bench(args)
   print(f"\n{args.model}, {args.batch_size} images, budget {args.budget} patches of 16; "
         f"{jax.devices()[0].platform}: {_cpu_name()}, {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.1f}\n")
   print("| input | batch | rows | compile s | train img/s | train tokens/s (all slots) "
         "| infer img/s | infer tokens/s |")
-  print("|---|---|---|---|---|---|---|---|")
-  for r in rows:
-    print(f"| {r['input']} | {r['shape']} | {r['rows']} | {r['compile_s']:.1f} | "
-          f"{r['train_img_s']:.1f} | {r['train_tok_s']:.0f} ({r['train_slot_s']:.0f}) | "
-          f"{r['infer_img_s']:.1f} | {r['infer_tok_s']:.0f} |")
+  print("|---|---|---|---|---|---|---|---|", flush=True)
+  bench(args)
+
+
+def _print_row(r: dict) -> None:
+  print(f"| {r['input']} | {r['shape']} | {r['rows']} | {r['compile_s']:.1f} | "
+        f"{r['train_img_s']:.1f} | {r['train_tok_s']:.0f} ({r['train_slot_s']:.0f}) | "
+        f"{r['infer_img_s']:.1f} | {r['infer_tok_s']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
