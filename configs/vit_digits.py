@@ -22,7 +22,9 @@ import ml_collections
 from vit_jax.driver.config import base_config
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  if arg not in ("", "canvas"):
+    raise ValueError(f"Config argument {arg!r}: use no argument or 'canvas'.")
   config = base_config()
   config.model_name = "ViT-Nano_2"
   config.model.dropout_rate = 0.1
@@ -51,4 +53,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 100
   config.eval_every_steps = 500
   config.checkpoint.every_steps = 500
+
+  if arg == "canvas":
+    # moving_digits' frames as images: the 2x digit on the 32x32 canvas, resized to the
+    # 16x16 of configs/vivit_moving_digits.py, in the 4x4 patches of its ViViT-Nano_4x2.
+    config.model_name = "ViT-Nano_4"
+    config.data.dataset = "digits/canvas"
+    config.data.image_size = 16
+    config.data.shuffle_buffer = 6_000
+    config.total_steps = 1_500
   return config
