@@ -90,7 +90,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--variant", default="spatio_temporal")
+  parser.add_argument("--variant", default="factorised_encoder")
   parser.add_argument("--parallel", type=int, default=1)
   parser.add_argument("--table_only", action="store_true")
   args, extra = parser.parse_known_args()

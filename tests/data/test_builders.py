@@ -36,9 +36,10 @@ def test_digits_canvas_places_each_split_s_own_digits_on_the_canvas(canvas_data_
     positions = np.stack([ex["position"] for ex in examples])  # [N, 2] (y, x)
     assert images.shape == (placements * len(digits.load_digits_split(split)[1]), 32, 32)
     assert images.dtype == np.uint8
-    # Positions cover the canvas: 0..16 in y and in x (the 16x16 sprite touches each edge).
+    # Uniform positions: 0..16 in y and in x (the 16x16 sprite touches each edge), all 17^2
+    # of them among the 5,748 train images, most among the 360 test ones (~206 expected).
     assert positions.min() == 0 and positions.max() == 16
-    assert len(np.unique(positions, axis=0)) > 200
+    assert len(np.unique(positions, axis=0)) >= (289 if split == "train" else 150)
     found = collections.Counter()
     for image, (y, x), ex in zip(images, positions, examples):
       sprite = image[y:y + 16, x:x + 16]
