@@ -42,6 +42,19 @@ report is logged. Any image ViT-Nano with 2x2 patches works as init_from.path.
 Measured: factorised_encoder 35.8% after 300 steps (2m47s on a 2-core CPU): the
 image model saw digits filling the frame, without translations, and transfers poorly to a
 small digit moving in a larger canvas.
+
+From the `vit_digits.py:canvas` image run (`,vit_canvas`), the image-to-video transfer demo:
+
+    python -m vit_jax.main --config configs/vit_digits.py:canvas --workdir workdirs/vit_digits_canvas
+    python -m vit_jax.main --config configs/vivit_moving_digits.py:factorised_encoder,vit_canvas \
+        --workdir workdirs/vivit_fe_from_canvas [--config.init_from.path=workdirs/vit_digits_canvas]
+    python benchmarks/video_transfer.py --workdir workdirs/video_transfer --parallel 2  # the table
+
+That image model saw the video's frames as still images (a 2x digit anywhere on the 32x32
+canvas, resized to 16x16) with the 4x4 patches and width of ViViT-Nano_4x2, so the video
+model is the one trained from scratch above (8 frames, stride 2), its frame encoder
+inflated from the image run (central-frame tubelet kernel, cls token); 300 steps.
+Measured (benchmarks/README.md, "Image-to-video transfer"): factorised_encoder SEE_TABLE.
 """
 
 import ml_collections

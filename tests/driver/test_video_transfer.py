@@ -20,8 +20,8 @@ from vit_jax.driver import checkpointer, train
 def test_the_video_config_initialises_from_the_canvas_image_run(canvas_data_dir, video_data_dir,
                                                                tmp_path, caplog):
   image_workdir = str(tmp_path / "vit_digits_canvas")
-  image_config = load_config("configs/vit_digits.py:canvas",
-                             f"--config.data.data_dir={canvas_data_dir}")
+  image_config = load_config("configs/vit_digits.py:canvas")
+  image_config.data.data_dir = canvas_data_dir
   setup = train.Setup(image_config, image_workdir)
   assert setup.info.input_shape == (16, 16, 3) and setup.info.num_classes == 10
   ckpt = checkpointer.Checkpointer(image_workdir)
@@ -30,10 +30,10 @@ def test_the_video_config_initialises_from_the_canvas_image_run(canvas_data_dir,
   ckpt.close()
   image = checkpoint.load(image_workdir)
 
-  video_config = load_config("configs/vivit_moving_digits.py:spatio_temporal,vit_canvas",
-                             f"--config.init_from.path={image_workdir}",
-                             "--config.data.dataset=moving_digits/tiny",
-                             f"--config.data.data_dir={video_data_dir}")
+  video_config = load_config("configs/vivit_moving_digits.py:spatio_temporal,vit_canvas")
+  video_config.init_from.path = image_workdir
+  video_config.data.dataset = "moving_digits/tiny"
+  video_config.data.data_dir = video_data_dir
   with caplog.at_level(logging.INFO):
     params = jax.device_get(train.Setup(video_config, str(tmp_path / "video"))
                             .pretrained_params(image_workdir))
