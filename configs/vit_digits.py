@@ -21,7 +21,8 @@ and CPUs (XLA's float summation order) move it by a few digits; seed 0 gave 357,
 `moving_digits` frame does: upscaled 2x at a random position on a black 32x32 canvas
 (5,748 train images, 4 positions per train digit; 360 test), resized to the 16x16 of
 configs/vivit_moving_digits.py. ViT-Nano/4 has the 4x4 patches and the width of that
-config's ViViT-Nano_4x2, which `:factorised_encoder,vit_canvas` initialises from it:
+config's ViViT-Nano_4x2, which `configs/vivit_moving_digits.py:VARIANT,vit_canvas`
+initialises from this run:
 
     python -m vit_jax.main --config configs/vit_digits.py:canvas --workdir workdirs/vit_digits_canvas
 

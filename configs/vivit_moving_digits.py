@@ -52,8 +52,8 @@ From the `vit_digits.py:canvas` image run (`,vit_canvas`), the image-to-video tr
 
 That image model saw the video's frames as still images (a 2x digit anywhere on the 32x32
 canvas, resized to 16x16) with the 4x4 patches and width of ViViT-Nano_4x2, so the video
-model is the one trained from scratch above (8 frames, stride 2), its frame encoder
-inflated from the image run (central-frame tubelet kernel, cls token); 300 steps.
+model is that of the runs from scratch above (8 frames, stride 2) with a cls token, its
+frame encoder inflated from the image run (central-frame tubelet kernel); 300 steps.
 Measured over seeds 0-2 (benchmarks/README.md, "Image-to-video transfer"): factorised_encoder
 45.1% initialised vs. 24.7% from scratch (spreads 1.0 and 1.8 points): the image model
 gives the digit (91.8% right, seed 0), but in 300 steps the initialised model does not learn
@@ -122,8 +122,8 @@ def get_config(arg: str = "spatio_temporal") -> ml_collections.ConfigDict:
     config.lr.warmup_steps = 30
 
   if from_canvas:
-    # The model from scratch, its frame encoder from the canvas image run (same 4x4 patches
-    # and width): the benchmark (benchmarks/video_transfer.py) compares the two at 300 steps.
+    # ViViT-Nano_4x2 as from scratch (the image run has its 4x4 patches and width); 300
+    # steps, at which benchmarks/video_transfer.py compares it with the same run from scratch.
     config.init_from.path = "workdirs/vit_digits_canvas"
     config.total_steps = 300
     config.lr.warmup_steps = 30
