@@ -38,3 +38,12 @@ def video_data_dir(digits_data_dir) -> str:
 
   sources.tfds_builder("moving_digits/tiny", digits_data_dir)  # prepares it once
   return digits_data_dir
+
+
+@pytest.fixture(scope="session")
+def canvas_data_dir(digits_data_dir) -> str:
+  """digits_data_dir with the bundled `digits/canvas` (5,748 train / 360 test images) too."""
+  from vit_jax.data import sources  # noqa: PLC0415
+
+  sources.tfds_builder("digits/canvas", digits_data_dir)  # prepares it once
+  return digits_data_dir

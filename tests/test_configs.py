@@ -33,6 +33,7 @@ CONFIG_FILES = sorted(f[:-3] for f in os.listdir(CONFIGS) if f.endswith(".py"))
 # (one class per (verb, noun) pair) depends on the folder, and any count builds.
 NUM_CLASSES = {
     "digits": 10,
+  "digits/canvas": 10,
     "moving_digits": 20,  # 10 digits x 2 directions
     "moving_digits/tiny": 20,
     "cifar10": 10,
@@ -72,8 +73,11 @@ def config_arguments(name: str) -> list[str]:
     return ["", *module.TOTAL_STEPS]
   if name == "vivit_paper":  # DATASET[,SIZE]
     return ["", *module._DATASETS, *(f"{d},{s}" for d in module._DATASETS for s in ("B", "L"))]
-  if name == "vivit_moving_digits":  # VARIANT[,vit_digits]
-    return ["", *(v + o for v in module.VARIANTS for o in ("", ",vit_digits"))]
+  if name == "vit_digits":  # [canvas]
+    return ["", "canvas"]
+  if name == "vivit_moving_digits":  # VARIANT[,IMAGE_RUN]
+    options = ("", *(f",{r}" for r in module.IMAGE_RUNS))
+    return ["", *(v + o for v in module.VARIANTS for o in options)]
   if name == "finetune_pretrained":  # RECIPE
     return ["", *module.RECIPES]
   if name == "videomae_finetune":  # RECIPE
@@ -89,7 +93,8 @@ def expected_model(name: str, arg: str) -> str:
   if name in ("vit_b16_finetune", "vit_b16_i1k_augreg", "deit_b16_i1k"):
     return "ViT-B_16"
   if name in ("vit_digits", "vit_digits_finetune"):
-    return "ViT-Nano_2"  # vit_digits_finetune: "the vit_digits model"
+    # vit_digits_finetune: "the vit_digits model"; :canvas has the 4x4 patches of ViViT-Nano_4x2.
+    return "ViT-Nano_4" if arg == "canvas" else "ViT-Nano_2"
   if name == "vit_s16_i1k":
     return "ViT-S_16"
   if name in ("finetune_pretrained", "videomae_finetune"):  # the model of init_from.path
@@ -98,8 +103,8 @@ def expected_model(name: str, arg: str) -> str:
     size = arg.split(",")[1] if "," in arg else "L"
     return f"ViViT-{size}_16x2"
   if name == "vivit_moving_digits":
-    # ViViT-Nano: 4x4 patches x 2-frame tubelets; 2x2 patches from the vit_digits image
-    # model; one frame per token for frame_average.
+    # ViViT-Nano: 4x4 patches x 2-frame tubelets (also from the vit_canvas image run); 2x2
+    # patches from the vit_digits image model; one frame per token for frame_average.
     variant = arg.split(",")[0] or "spatio_temporal"
     patch = "2" if "vit_digits" in arg else "4"
     return f"ViViT-Nano_{patch}x{1 if variant == 'frame_average' else 2}"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vit_jax.data.builders import moving_digits
+from vit_jax.data.builders import digits, moving_digits
 
 
 def _numpy(name, data_dir, split):
@@ -22,6 +24,40 @@ def test_digits_splits_and_pixels(data_dir):
   assert images.shape == (360, 8, 8, 1) and images.dtype == np.uint8
   assert images.max() == 255 and images.min() == 0  # 0..16 scaled to 0..255.
   assert set(ex["label"] for ex in test) == set(range(10))
+
+
+def test_digits_canvas_places_each_split_s_own_digits_on_the_canvas(canvas_data_dir):
+  builder = tfds.builder("digits/canvas", data_dir=canvas_data_dir)
+  assert builder.info.features["label"].names == [str(i) for i in range(10)]
+  sources = {}  # split -> Counter of the 8x8 source digits' bytes, with their labels
+  for split, placements in (("train", 4), ("test", 1)):
+    examples = _numpy("digits/canvas", canvas_data_dir, split)
+    images = np.stack([ex["image"][..., 0] for ex in examples])
+    positions = np.stack([ex["position"] for ex in examples])  # [N, 2] (y, x)
+    assert images.shape == (placements * len(digits.load_digits_split(split)[1]), 32, 32)
+    assert images.dtype == np.uint8
+    # Uniform positions: 0..16 in y and in x (the 16x16 sprite touches each edge), all 17^2
+    # of them among the 5,748 train images, most among the 360 test ones (~206 expected).
+    assert positions.min() == 0 and positions.max() == 16
+    assert len(np.unique(positions, axis=0)) >= (289 if split == "train" else 150)
+    found = collections.Counter()
+    for image, (y, x), ex in zip(images, positions, examples):
+      sprite = image[y:y + 16, x:x + 16]
+      outside = image.copy()
+      outside[y:y + 16, x:x + 16] = 0
+      assert not outside.any(), "pixels outside the sprite's square"
+      np.testing.assert_array_equal(sprite, digits.upscale(sprite[::2, ::2], 2))
+      found[(sprite[::2, ::2].tobytes(), int(ex["label"]))] += 1
+    # Each of the split's digits, with its label, `placements` times: no other image.
+    split_images, labels = digits.load_digits_split(split)
+    expected = collections.Counter(
+        {k: placements * n for k, n in collections.Counter(
+            (im.tobytes(), int(label)) for im, label in zip(split_images, labels)).items()})
+    assert found == expected
+    sources[split] = found
+  # The splits share no digit image (scikit-learn's 1,797 digits hold no exact duplicate
+  # across the seeded split).
+  assert not {k[0] for k in sources["train"]} & {k[0] for k in sources["test"]}
 
 
 def test_moving_digits_tiny_shapes_and_labels(data_dir):

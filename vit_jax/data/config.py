@@ -22,7 +22,7 @@ def default_config() -> ml_collections.ConfigDict:
   """All keys of `config.data` with their defaults (ImageNet-style ViT preprocessing).
 
   Datasets:
-    dataset: "digits" | "moving_digits[/tiny]" (bundled, prepared on first use) |
+    dataset: "digits[/canvas]" | "moving_digits[/tiny]" (bundled, prepared on first use) |
       any TFDS name such as "cifar10", "imagenet2012", "ucf101" (must be prepared) |
       "folder:/path/to/root" with root/<split>/<class>/<file> (images or videos) |
       "manifest:/path/to/root" with root/<split>.csv of path,label lines (images or

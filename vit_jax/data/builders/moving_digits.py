@@ -27,7 +27,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vit_jax.data.builders.digits import load_digits_split
+from vit_jax.data.builders import digits
 
 DIRECTIONS = ("left", "right")
 
@@ -80,17 +80,10 @@ def render_clip(digit: np.ndarray, *, start: int, end: int, y: int, num_frames: 
   Returns:
     uint8 [T, C, C].
   """
-  h, w = digit.shape
-  if not (0 <= min(start, end) and max(start, end) + w <= canvas_size and 0 <= y <= canvas_size - h):
-    raise ValueError(f"A {h}x{w} digit on path x={start}->{end}, y={y} leaves the "
-                     f"{canvas_size}x{canvas_size} canvas.")
-  frames = np.zeros((num_frames, canvas_size, canvas_size), np.uint8)
   # t / (T-1) from both ends: x(t) of the forward path equals x(T-1-t) of the backward one.
   steps = np.arange(num_frames) / max(num_frames - 1, 1)
   xs = np.round(start + (end - start) * steps).astype(int)
-  for t, x in enumerate(xs):
-    frames[t, y:y + h, x:x + w] = digit
-  return frames
+  return digits.draw(digit, xs=xs, y=y, canvas_size=canvas_size)
 
 
 def generate_clips(config: MovingDigitsConfig, split: str):
@@ -98,10 +91,10 @@ def generate_clips(config: MovingDigitsConfig, split: str):
 
   Classes are balanced: clip k has class k % num_classes.
   """
-  images, labels = load_digits_split(split)
+  images, labels = digits.load_digits_split(split)
   size = {"train": config.train_size, "test": config.test_size}[split]
   rng = np.random.default_rng([config.seed, {"train": 0, "test": 1}[split]])
-  sprite_size = 8 * config.digit_scale
+  sprite_size = digits.DIGIT_SIZE * config.digit_scale
   max_x = config.canvas_size - sprite_size
   if max_x < 2:
     raise ValueError(f"canvas_size={config.canvas_size} leaves no room to move a "
@@ -112,7 +105,7 @@ def generate_clips(config: MovingDigitsConfig, split: str):
     digit_index, direction = divmod(label, 2)
     digit = config.digits[digit_index]
     sprite = images[rng.choice(by_digit[digit])]
-    sprite = np.kron(sprite, np.ones((config.digit_scale, config.digit_scale), np.uint8))
+    sprite = digits.upscale(sprite, config.digit_scale)
     # Travel at least half the free width so the motion is always visible.
     travel = int(rng.integers(max(max_x // 2, 1), max_x + 1))
     left = int(rng.integers(0, max_x - travel + 1))
