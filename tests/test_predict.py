@@ -151,6 +151,25 @@ def test_a_checkpoint_that_says_its_model_needs_no_model_name(tmp_path):
   np.testing.assert_allclose([p for _, p in best], np.sort(expected)[::-1], atol=1e-5)
 
 
+def test_a_backbone_without_a_head_is_refused_by_predict_and_drawn_by_visualize(tmp_path):
+  # A checkpoint whose output is features (num_classes=None) has no classes to rank.
+  from vit_jax import checkpoint, errors, models  # noqa: PLC0415
+  from vit_jax.tools import visualize  # noqa: PLC0415
+
+  model = models.create_model("ViT-Mu_4", num_classes=None)
+  params = model.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))["params"]
+  path = str(tmp_path / "backbone.npz")
+  checkpoint.save_npz(params, path)
+  loaded = inference.load(checkpoint_path=path)
+  assert loaded.class_names == ()
+  pixels = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+  Image.fromarray(pixels).save(tmp_path / "a.png")
+  with pytest.raises(errors.CheckpointError, match="no classification head"):
+    predict.predict(loaded, [str(tmp_path / "a.png")])
+  written = visualize.visualize(loaded, [str(tmp_path / "a.png")], str(tmp_path / "maps"))
+  assert [os.path.basename(w) for w in written] == ["a_rollout.png", "a_heads.png"]
+
+
 def test_a_run_is_one_source_of_load_pretrained(digits_run, tmp_path):
   from vit_jax import checkpoint  # noqa: PLC0415
   from vit_jax.errors import MissingFileError  # noqa: PLC0415

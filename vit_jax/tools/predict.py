@@ -31,6 +31,7 @@ from typing import Optional  # noqa: E402
 
 from absl import flags  # noqa: E402
 
+from vit_jax import errors  # noqa: E402
 from vit_jax.tools import cli  # noqa: E402
 
 PROGRAM = "vit_jax.predict"
@@ -45,6 +46,12 @@ def predict(trained, paths: Sequence[str], k: int = 5, batch_size: int = 64,
   """
   from vit_jax.tools import inference  # noqa: PLC0415 (after the TF log level is set)
 
+  if not trained.class_names:
+    raise errors.CheckpointError(
+        f"{trained.source or 'the model'} has no classification head (its output is a "
+        "feature vector, not class scores), so there is nothing to predict: fine-tune it "
+        "(model_name='from_checkpoint'), evaluate its features (vit-jax-evaluate), or draw "
+        "its attention (vit-jax-visualize).")
   files, raw = inference.read_inputs(paths, failed)
   if not files:
     return []

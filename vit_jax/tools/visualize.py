@@ -81,7 +81,8 @@ def rollout_figure(image: np.ndarray, heat: np.ndarray, best: Sequence[tuple[str
   axes[2].barh(range(len(best)), [p for _, p in best][::-1], color="tab:blue")
   axes[2].set_yticks(range(len(best)), names, fontsize=8)
   axes[2].set_xlim(0, 1)
-  axes[2].set_title(f"top-{len(best)} prediction", fontsize=9)
+  axes[2].set_title(f"top-{len(best)} prediction" if best else "no classification head",
+                    fontsize=9)
   axes[2].set_xlabel("probability", fontsize=8)
   return _save(fig, path, dpi)
 
@@ -159,7 +160,9 @@ def visualize(trained, paths: Sequence[str], out_dir: str, k: int = 5, dpi: int 
   written = []
   for path, x, original in zip(files, inputs, raw):
     stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
-    best = inference.top_k(trained.probabilities(x[None]), trained.class_names, k)[0]
+    # A backbone without a head (its output is features): maps without labels.
+    best = (inference.top_k(trained.probabilities(x[None]), trained.class_names, k)[0]
+            if trained.class_names else [])
     if trained.is_video:
       x = x[0]  # first evaluation view [T, h, w, 3]
     maps = attention_maps.compute(trained.model, trained.params, x[None])
