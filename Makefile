@@ -24,12 +24,16 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m vit_jax.main --config configs/vit_digits.py --workdir $(WORKDIR)
 
+# Two workers, each test file on one of them (its module fixtures built once): the suite
+# is bound by XLA compilation and process start-up, which two cores run side by side.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The suite without the tests marked slow (pyproject.toml: markers): a few minutes on 2 CPUs.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check vit_jax configs tests benchmarks
