@@ -315,7 +315,11 @@ def timm_names(params: Mapping[str, Any]) -> str:
   "eva" (timm `Eva`: gamma_{1,2}, q_bias / v_bias) for models timm builds only in eva.py:
   query/value biases without a key bias, or no absolute position embedding (RoPE only);
   its EVA-02 B/L form "eva_separate_qkv" (q_proj / k_proj / v_proj) goes with the MLP's
-  inner LayerNorm, as in timm's EVA-02 definitions. Otherwise "vit" (VisionTransformer).
+  inner LayerNorm, as in timm's EVA-02 definitions; RoPE-Mixed (`rope_freqs`) is "eva".
+  Otherwise "vit" (VisionTransformer). The params cannot show that a model with a position
+  embedding and all three biases was built by timm's Eva (Perception Encoder, RoPE-Axial
+  with APE): with LayerScale its names differ (gamma_1 / ls1.gamma), so pass the reader's
+  `ModelSpec.key_names` to write such a model back.
   """
   flat = tree_lib.flatten(params)
   query_bias = any(k.endswith("MultiHeadDotProductAttention_0/query/bias") and "/encoderblock"
@@ -323,6 +327,7 @@ def timm_names(params: Mapping[str, Any]) -> str:
   key_bias = any(k.endswith("MultiHeadDotProductAttention_0/key/bias") and "/encoderblock"
                  in k for k in flat)
   eva = (query_bias and not key_bias) or "Transformer/posembed_input/pos_embedding" not in flat
+  eva = eva or any(k.endswith("/rope_freqs") for k in flat)  # RoPE-Mixed: only timm's Eva
   if not eva:
     return "vit"
   return "eva_separate_qkv" if any("/inner_norm/" in k for k in flat) else "eva"
