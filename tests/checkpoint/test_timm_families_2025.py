@@ -17,7 +17,7 @@ import safetensors.numpy
 from _ckpt_helpers import softmax
 
 from vit_jax import checkpoint
-from vit_jax.checkpoint import pretrained, safetensors_io, timm_model
+from vit_jax.checkpoint import pretrained, safetensors_io, timm_model, tree
 
 ATOL = 1e-4
 
@@ -64,6 +64,10 @@ def test_loads_matches_timm_and_exports_bit_exact(tmp_path, case):
 
   params, found = timm_model.read_timm(str(folder))
   assert found.family == FAMILY[case] and found.architecture == T.DATA[case]["architecture"]
+  # checkpoint.load (params only) reads the same tree: heads and final norm from the config.
+  flat, loaded_flat = (tree.flatten(p) for p in (params, checkpoint.load(str(folder))))
+  assert sorted(flat) == sorted(loaded_flat)
+  assert all(np.array_equal(flat[k], loaded_flat[k]) for k in flat)
   back = safetensors_io.linen_to_timm(params, found.key_names)
   assert sorted(back) == sorted(sd)
   for key, value in sd.items():

@@ -216,6 +216,7 @@ def load_with_format(path: str, *, num_heads: Optional[int] = None,
 def read_params(found: Source, *, num_heads: Optional[int] = None,
                 allow_video: bool = False) -> tuple[dict[str, Any], str]:
   """The params and format of a detected source (`detect`), checked to be a ViT's."""
+  final_norm = True  # False: a timm architecture without one (PE lang / spatial)
   if found.kind in ("run", "orbax"):
     params, fmt = orbax_io.load_orbax(found.path)
   elif found.kind == "npz":
@@ -232,11 +233,16 @@ def read_params(found: Source, *, num_heads: Optional[int] = None,
     if found.kind == "openclip":
       params, fmt = openclip_io.openclip_to_linen(tensors, found.weights, num_heads), "openclip"
     elif found.kind == "timm":
-      timm_model.check_config(tensors, found.weights)
-      params, fmt = safetensors_io.timm_to_linen(tensors, found.weights, num_heads), "timm"
+      spec = timm_model.check_config(tensors, found.weights)
+      if spec is not None:  # the config's architecture knows the heads (So150m, PE's MAP)
+        num_heads = num_heads or spec.fields["num_heads"]
+        final_norm = spec.options.final_norm
+      params, fmt = safetensors_io.timm_to_linen(
+          tensors, found.weights, num_heads,
+          map_num_heads=spec.options.map_num_heads if spec else None), "timm"
     else:
       params, fmt = hf_model.weights_to_linen(tensors, found.weights, num_heads), "hf"
-  _check_vit(params, found.path, fmt, allow_video)
+  _check_vit(params, found.path, fmt, allow_video, final_norm)
   return params, fmt
 
 
@@ -279,7 +285,8 @@ def is_video_params(params: dict[str, Any]) -> bool:
   return "MultiHeadDotProductAttention_time" in block
 
 
-def _check_vit(params: dict[str, Any], path: str, fmt: str, allow_video: bool = False) -> None:
+def _check_vit(params: dict[str, Any], path: str, fmt: str, allow_video: bool = False,
+               final_norm: bool = True) -> None:
   if allow_video and is_video_params(params):
     _check_vivit(params, path, fmt)
     return
@@ -287,7 +294,8 @@ def _check_vit(params: dict[str, Any], path: str, fmt: str, allow_video: bool = 
   missing = [name for name, ok in [
       ("embedding/kernel", "kernel" in params.get("embedding", {})),
       ("Transformer/encoderblock_0", "encoderblock_0" in encoder),
-      ("Transformer/encoder_norm (or fc_norm)", "encoder_norm" in encoder or "fc_norm" in params)]
+      ("Transformer/encoder_norm (or fc_norm)",
+       "encoder_norm" in encoder or "fc_norm" in params or not final_norm)]
       if not ok]
   if missing:
     raise CheckpointError(

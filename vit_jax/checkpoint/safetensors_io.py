@@ -325,7 +325,10 @@ def timm_names(params: Mapping[str, Any]) -> str:
   inner LayerNorm, as in timm's EVA-02 definitions; "eva_swiglu" (fused qkv, SwiGLU's gate
   and value as separate `fc1_g` / `fc1_x`) is DINOv3's S+ / H+ / 7B (timm
   `swiglu_align_to`): a SwiGLU without inner norm and without absolute position embedding.
-  Otherwise "vit" (VisionTransformer).
+  RoPE-Mixed (`rope_freqs`) is "eva". Otherwise "vit" (VisionTransformer). The params cannot
+  show that a model with a position embedding and all three biases was built by timm's Eva
+  (Perception Encoder, RoPE-Axial with APE): with LayerScale its names differ (gamma_1 /
+  ls1.gamma), so pass the reader's `ModelSpec.key_names` to write such a model back.
   """
   flat = tree_lib.flatten(params)
   query_bias = any(k.endswith("MultiHeadDotProductAttention_0/query/bias") and "/encoderblock"
@@ -333,6 +336,7 @@ def timm_names(params: Mapping[str, Any]) -> str:
   key_bias = any(k.endswith("MultiHeadDotProductAttention_0/key/bias") and "/encoderblock"
                  in k for k in flat)
   eva = (query_bias and not key_bias) or "Transformer/posembed_input/pos_embedding" not in flat
+  eva = eva or any(k.endswith("/rope_freqs") for k in flat)  # RoPE-Mixed: only timm's Eva
   if not eva:
     return "vit"
   if any("/inner_norm/" in k for k in flat):

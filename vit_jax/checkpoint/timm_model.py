@@ -185,10 +185,10 @@ def describe(tensors: Mapping[str, np.ndarray], path: str, architecture: Optiona
     raise CheckpointError(f"{path}: the attention output {'has' if proj_bias else 'has no'} "
                           "bias but the MLP's differs; this project builds both or neither.")
   if has("rope.freqs") != (settings.get("rope") == "mixed"):
-    raise CheckpointError(
-        f"{path}: {'`rope.freqs` (learned RoPE-Mixed frequencies) without' if has('rope.freqs') else 'no `rope.freqs` for'} "
-        "a RoPE-Mixed architecture: name the right architecture (e.g. "
-        "'vit_base_patch16_rope_mixed_224').")
+    what = ("`rope.freqs` (learned RoPE-Mixed frequencies) without" if has("rope.freqs")
+            else "no `rope.freqs` for")
+    raise CheckpointError(f"{path}: {what} a RoPE-Mixed architecture: name the right "
+                          "architecture (e.g. 'vit_base_patch16_rope_mixed_224').")
   map_mlp_dim = (tensors["attn_pool.mlp.fc1.weight"].shape[0]
                  if has("attn_pool.mlp.fc1.weight") else None)
 
@@ -263,17 +263,18 @@ def _read_config(path: str) -> Optional[dict[str, Any]]:
   return config if isinstance(config, dict) and "architecture" in config else None
 
 
-def check_config(tensors: Mapping[str, np.ndarray], weights: str) -> None:
+def check_config(tensors: Mapping[str, np.ndarray], weights: str) -> Optional[ModelSpec]:
   """For params-only reads (`checkpoint.load`): a Hub config.json beside `weights` must
   name an architecture a family knows, with the weights' sizes (model_args included), as
   for `load_pretrained`: the params of a model this project cannot build (Perception
-  Encoder's RoPE, relative position biases) would otherwise be fitted into a plain ViT."""
+  Encoder's RoPE, relative position biases) would otherwise be fitted into a plain ViT.
+  Returns the model the config and weights describe (None without a config)."""
   config_path = os.path.join(os.path.dirname(os.path.abspath(weights)), CONFIG_FILE)
   config = _read_config(config_path) if os.path.exists(config_path) else None
   if not config:
-    return
-  describe(tensors, weights, config["architecture"], config.get("model_args") or {},
-           check_sizes=True)
+    return None
+  return describe(tensors, weights, config["architecture"], config.get("model_args") or {},
+                  check_sizes=True)
 
 
 def read_timm(path: str, architecture: Optional[str] = None,
