@@ -29,9 +29,9 @@ reference normalises with mean 0.45, std 0.225 for its timm weights). Epochs are
 converted to steps with the Kinetics-400 train-set size below (set `total_steps` for your
 copy).
 
-`:smoke` (2m38s on a loaded 2-core CPU, 27 s of CPU time; top-1 at chance, 5.3%): TimeSformer-Mu_4 from scratch on
-`moving_digits` (16 px frames, 4 frames 4 apart), 20 steps of 16 clips; it checks that the
-recipe's pipeline runs end to end, not an accuracy.
+`:smoke` (2m38s on a loaded 2-core CPU, 27 s of CPU time; top-1 at chance, 5.3%):
+TimeSformer-Mu_4 from scratch on `moving_digits` (16 px frames, 4 frames 4 apart), 20
+steps of 16 clips; it checks that the recipe's pipeline runs end to end, not an accuracy.
 """
 
 import ml_collections
