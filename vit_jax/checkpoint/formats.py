@@ -41,10 +41,12 @@ from vit_jax.checkpoint import (
     safetensors_io,
     scenic_io,
     timm_model,
+    videoprism_npz,
 )
 from vit_jax.checkpoint.errors import CheckpointError
 
-FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "openclip", "scenic")
+FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "openclip", "scenic",
+           "videoprism_npz")
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
@@ -118,7 +120,8 @@ def container(path: str) -> str:
 
 
 RUN_CONFIG = "config.json"  # a run's workdir (vit_jax.driver.workdir.CONFIG_FILE)
-SOURCES = ("run", "orbax", "npz", "scenic", "hf", "openclip", "timm", "hf_weights")
+SOURCES = ("run", "orbax", "npz", "scenic", "hf", "openclip", "timm", "hf_weights",
+           "videoprism_npz")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +132,7 @@ class Source:
     kind: one of SOURCES: "run" (this project's workdir: config.json + Orbax checkpoints),
       "orbax", "npz", "scenic", "hf" (a transformers folder: config.json with model_type),
       "openclip", "timm" (a file or Hub folder), "hf_weights" (transformers weights
-      without their config.json).
+      without their config.json), "videoprism_npz" (VideoPrism's released Flax encoder).
     path: the file or folder (a hf-hub: id resolved to its cached snapshot).
     weights: the .safetensors file of the safetensors kinds, else None.
   """
@@ -177,6 +180,10 @@ def detect(source: str) -> Source:
     if hf_model.is_hf_directory(path):
       return Source("hf", path, os.path.join(path, hf_model.WEIGHTS_FILE))
   kind = container(path)
+  if kind == "npz":
+    with np.load(path, allow_pickle=False) as archive:
+      if videoprism_npz.is_videoprism_npz(archive.files):
+        return Source("videoprism_npz", path)
   if kind != "safetensors":
     return Source(kind, path)
   weights = hub.weights_file(path) if os.path.isdir(path) else path
@@ -217,6 +224,8 @@ def read_params(found: Source, *, num_heads: Optional[int] = None,
     params, fmt = scenic_io.load_scenic(found.path)
   elif found.kind == "hf":
     params, fmt = hf_model.read_hf(found.path)[0], "hf"
+  elif found.kind == "videoprism_npz":
+    params, fmt = videoprism_npz.read(found.path).params, "videoprism_npz"
   else:
     tensors = safetensors_io.read_safetensors(found.weights)
     if found.kind == "openclip":
