@@ -82,6 +82,8 @@ def config_arguments(name: str) -> list[str]:
     return ["", *module.RECIPES]
   if name == "videomae_finetune":  # RECIPE
     return ["", *module.RECIPES]
+  if name == "timesformer_k400":  # "" or smoke
+    return list(module.ARGS)
   raise AssertionError(f"configs/{name}.py takes an argument: list the values its docstring "
                        "names in tests/test_configs.py:config_arguments.")
 
@@ -108,6 +110,8 @@ def expected_model(name: str, arg: str) -> str:
     variant = arg.split(",")[0] or "spatio_temporal"
     patch = "2" if "vit_digits" in arg else "4"
     return f"ViViT-Nano_{patch}x{1 if variant == 'frame_average' else 2}"
+  if name == "timesformer_k400":  # TimeSformer-B; the smoke run TimeSformer-Mu
+    return "TimeSformer-Mu_4" if arg == "smoke" else "TimeSformer-B_16"
   raise AssertionError(f"configs/{name}.py: add the model its docstring names here.")
 
 

@@ -43,10 +43,12 @@ from vit_jax.checkpoint import (
     safetensors_io,
     scenic_io,
     timm_model,
+    videoprism_npz,
 )
 from vit_jax.checkpoint.errors import CheckpointError
 
-FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "openclip", "scenic")
+FORMATS = ("orbax", "vit_jax", "big_vision", "linen", "timm", "hf", "openclip", "scenic",
+           "videoprism_npz")
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
@@ -120,7 +122,8 @@ def container(path: str) -> str:
 
 
 RUN_CONFIG = "config.json"  # a run's workdir (vit_jax.driver.workdir.CONFIG_FILE)
-SOURCES = ("run", "orbax", "npz", "scenic", "hf", "openclip", "timm", "hf_weights")
+SOURCES = ("run", "orbax", "npz", "scenic", "hf", "openclip", "timm", "hf_weights",
+           "videoprism_npz")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +134,7 @@ class Source:
     kind: one of SOURCES: "run" (this project's workdir: config.json + Orbax checkpoints),
       "orbax", "npz", "scenic", "hf" (a transformers folder: config.json with model_type),
       "openclip", "timm" (a file or Hub folder), "hf_weights" (transformers weights
-      without their config.json).
+      without their config.json), "videoprism_npz" (VideoPrism's released Flax encoder).
     path: the file or folder (a hf-hub: id resolved to its cached snapshot).
     weights: the .safetensors file of the safetensors kinds, else None.
   """
@@ -179,6 +182,10 @@ def detect(source: str) -> Source:
     if hf_model.is_hf_directory(path):
       return Source("hf", path, os.path.join(path, hf_model.WEIGHTS_FILE))
   kind = container(path)
+  if kind == "npz":
+    with np.load(path, allow_pickle=False) as archive:
+      if videoprism_npz.is_videoprism_npz(archive.files):
+        return Source("videoprism_npz", path)
   if kind != "safetensors":
     return Source(kind, path)
   weights = hub.weights_file(path) if os.path.isdir(path) else path
@@ -228,6 +235,8 @@ def read_params(found: Source, *, num_heads: Optional[int] = None,
         found.path, RUN_CONFIG))).params), "hf"  # a video family's reader (ViViT, VideoMAE)
   elif found.kind == "hf":
     params, fmt = hf_model.read_hf(found.path)[0], "hf"
+  elif found.kind == "videoprism_npz":
+    params, fmt = videoprism_npz.read(found.path).params, "videoprism_npz"
   else:
     tensors = safetensors_io.read_safetensors(found.weights)
     if found.kind == "openclip":

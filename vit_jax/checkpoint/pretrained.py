@@ -43,6 +43,7 @@ from vit_jax.checkpoint import (
     orbax_io,
     safetensors_io,
     timm_model,
+    videoprism_npz,
 )
 from vit_jax.checkpoint import preprocessing as prep
 from vit_jax.checkpoint.errors import CheckpointError
@@ -310,6 +311,10 @@ def _load_pretrained(path: str, architecture: Optional[str]) -> Pretrained:
         os.path.join(found.path, hf_model.CONFIG_FILE)))
   if found.kind in ("orbax", "npz", "scenic"):
     return _linen_pretrained(found)
+  if found.kind == "videoprism_npz":
+    read = videoprism_npz.read(found.path)
+    return Pretrained(read.model, read.params, prep.family_default(read.family, read.input_size),
+                      "videoprism_npz", found.path, read.left_out, is_video=True)
   if found.kind == "hf_weights":
     raise CheckpointError(
         f"{found.weights}: transformers weights without their config.json (model_type, "

@@ -289,6 +289,33 @@ class SpaceTimePositionEmbs(nn.Module):
     return jnp.concatenate([prefix, patches.reshape(batch, t * n, width)], axis=1)
 
 
+class SequencePositionEmbs(nn.Module):
+  """A learned position embedding `pos_embedding` [1, L0, D] of a 1-D sequence (the
+  temporal encoder's frames) added to [B, L, D].
+
+  Another length L is served by resizing the stored rows in the graph with `resize`
+  (options.POSEMB_RESIZE, as a 1 x L0 grid: VideoPrism's interpolate_pos_encoding is
+  "bilinear_antialias"); None refuses it.
+  """
+  resize: Optional[str] = None
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    length = x.shape[1]
+    stored = (self.get_variable("params", "pos_embedding").shape[1]
+              if self.has_variable("params", "pos_embedding") else length)
+    if stored != length and self.resize is None:
+      raise ValueError(f"The temporal position embedding has {stored} rows, the clip gives "
+                       f"{length} temporal indices: feed {stored} frames (per tubelet), or "
+                       "build the model with posemb_resize to resize it.")
+    posemb = self.param("pos_embedding", nn.initializers.normal(stddev=0.02),
+                        (1, stored, x.shape[-1]), self.param_dtype)
+    if stored != length:
+      posemb = positions.resize_posemb_grid(posemb, (1, stored), (1, length), self.resize)
+    return x + posemb.astype(x.dtype)
+
+
 class DividedSpaceTimeBlock(layers.Encoder1DBlock):
   """TimeSformer's block: temporal attention, spatial attention, then the MLP.
 
@@ -414,6 +441,9 @@ class VideoEncoder(vit.Encoder):
   temporal_grid: int = 1
   attention_order: str = "time_space"
   zero_init_time_attention: bool = False
+  # The position embedding is SequencePositionEmbs (a 1-D table resized with
+  # options.posemb_resize) in place of vit.Encoder's; needs add_position_embedding=False.
+  sequence_posemb: bool = False
 
   def block(self) -> tuple[type[nn.Module], dict[str, Any]]:
     block_cls, kwargs = super().block()
@@ -441,6 +471,12 @@ class VideoEncoder(vit.Encoder):
                          "build it with add_position_embedding=False and the patch_grid.")
       x = SpaceTimePositionEmbs(self.num_prefix_tokens, self.temporal_grid, self.patch_grid,
                                 self.options.param_dtype, name="posembed_space_time")(x)
+    elif self.sequence_posemb:
+      if self.add_position_embedding:
+        raise ValueError("sequence_posemb replaces the encoder's position embedding: build "
+                         "it with add_position_embedding=False.")
+      x = SequencePositionEmbs(self.options.posemb_resize, self.options.param_dtype,
+                               name="posembed_input")(x)
     return super().__call__(x, deterministic, token_mask, token_positions)
 
 
@@ -667,7 +703,8 @@ class VideoTransformer(vit.TransformerModel):
     The spatial encoder runs on each frame's n = gh*gw patches, the temporal encoder on
     each spatial position's t outputs (both: learned position embedding, blocks,
     encoder_norm); the t*n tokens are pooled by AttentionPool ("map") or averaged.
-    Another frame size resizes the spatial position embedding with `posemb_resize`.
+    Another frame size or frame count resizes the spatial / temporal position embedding
+    with `posemb_resize` (SequencePositionEmbs for the temporal one).
     """
     batch, t, gh, gw, width = x.shape
     n = gh * gw
@@ -681,7 +718,7 @@ class VideoTransformer(vit.TransformerModel):
     x = VideoEncoder(num_layers=self.temporal_encoder_layers or DEFAULT_TEMPORAL_ENCODER_LAYERS,
                      mlp_dim=self.temporal_encoder_mlp_dim or self.mlp_dim,
                      num_heads=self.temporal_encoder_heads or self.num_heads,
-                     options=o.replace(posemb_resize=None),  # the frame count is fixed
+                     add_position_embedding=False, sequence_posemb=True, options=o,
                      name="TemporalTransformer")(x, deterministic=not train)
     # [B*n, t, D] -> [B, t, n, D] -> [B, t*n, D] (time-major)
     x = x.reshape(batch, n, t, width).transpose(0, 2, 1, 3).reshape(batch, t * n, width)

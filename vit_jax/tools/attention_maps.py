@@ -32,6 +32,10 @@ Videos (ViViT; t temporal indices of `tubelet_size` frames each, gh x gw patches
   divided_space_time (TimeSformer): like factorised_self_attention, time then space
     per block; the cls token skips the time stage (an identity row) and its space row
     is the mean over frames of its per-frame rows, as the block averages it.
+  factorised_encoder_tokens (VideoPrism): the spatial encoder's layers (within each
+    frame) then the temporal encoder's (within each spatial position) in token space,
+    rolled out; the query is the attention pool's probe (classifier "map", its heads
+    in `pool_heads` [B, H, t, gh, gw]) or the mean token ("gap").
   factorised_encoder / frame_average: the spatial encoder's rollout of each
     temporal index (its own cls token) gives the per-frame spatial maps; the
     temporal encoder's rollout of its cls over the t frame tokens is `temporal`
@@ -243,6 +247,22 @@ def _video_maps(model: vivit.VideoTransformer, videos: jax.Array, logits: jax.Ar
       temporal = encoder_layers(weights, "TemporalTransformer")  # [Lt, B, Ht, t(+1), t(+1)]
       query = _query(model.classifier_in_use, temporal.shape[-1], batch)
       out["temporal"], out["temporal_layer_heads"] = _pooled(temporal, query, has_cls)
+    return out
+
+  if model.variant == vivit.FACTORISED_TOKENS:
+    # Spatial [Ls, B*t, H, n, n] then temporal [Lt, B*n, H, t, t] layers -> [Ls+Lt, B, H, N, N]
+    layers = jnp.concatenate([
+        _embed_factorised(None, encoder_layers(weights, "SpatialTransformer"), t, n, batch),
+        _embed_factorised(encoder_layers(weights, "TemporalTransformer"), None, t, n, batch)])
+    if model.classifier_in_use == "map":
+      probe = weights["AttentionPool"]  # [B, H, 1, N]
+      out["pool_heads"] = probe[:, :, 0].reshape(batch, -1, t, gh, gw)
+      query = jnp.mean(probe[:, :, 0, :], axis=1)  # [B, N]
+    else:
+      query = _query("gap", layers.shape[-1], batch)
+    rolled, raw = _pooled(layers, query, False)
+    out["rollout"] = rolled.reshape(batch, t, gh, gw)
+    out["layer_heads"] = raw.reshape(raw.shape[:3] + (t, gh, gw))
     return out
 
   if model.variant == "spatio_temporal":
