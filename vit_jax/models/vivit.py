@@ -354,6 +354,10 @@ class VideoTransformer(vit.TransformerModel):
       raise ValueError(
           f"Frame size {height}x{width} is not divisible by the patch size {ph}x{pw}; "
           f"resize to a multiple (e.g. {height // ph * ph}x{width // pw * pw}).")
+    if frames < self.tubelet_size:
+      raise ValueError(
+          f"A clip of {frames} frame(s) is shorter than one tubelet ({self.tubelet_size} "
+          f"frames): sample at least {self.tubelet_size} frames per clip.")
     if frames % self.tubelet_size:
       raise ValueError(
           f"{frames} frames are not divisible by tubelet_size={self.tubelet_size}; "
