@@ -110,6 +110,8 @@ def jax_bench(args) -> dict:
   from vit_jax import models  # noqa: PLC0415
   _, names, overrides, _ = MODELS[args.models]
   name = next(n for n in names if n in models.list_models())
+  if args.remat:  # recompute each block in the backward pass: what fits a small host
+    overrides = dict(overrides, remat=True, scan_layers=True)
   model = models.create_model(name, num_classes=NUM_CLASSES, **overrides)
   clips, infer_clips = _clips(args.train_batch_size, args), _clips(args.infer_batch_size, args)
   labels = np.arange(args.train_batch_size) % NUM_CLASSES
@@ -159,12 +161,14 @@ def _worker(args, python: str, role: str, key: str) -> dict | str:
   """One measurement in a fresh process of `python` (a JSON line), or why it failed."""
   cmd = [python, os.path.abspath(__file__), "--worker", role, "--models", key]
   for flag in ("train_batch_size", "infer_batch_size", "frames", "image_size", "steps",
-               "repeats", "warmup"):
+               "repeats", "warmup", "remat"):
     cmd += [f"--{flag}", str(getattr(args, flag))]
   proc = subprocess.run(cmd, capture_output=True, text=True)
   if proc.returncode:
     last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return f"failed with {python} ({last[:200]})"
+    killed = " (killed: out of memory? try --remat or a smaller batch)" if (
+        proc.returncode < 0) else ""
+    return f"failed with {python}, exit {proc.returncode}{killed} ({last[:200]})"
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -179,6 +183,9 @@ def main():
   parser.add_argument("--steps", type=int, default=1, help="calls per timed run")
   parser.add_argument("--repeats", type=int, default=2, help="timed runs (the median)")
   parser.add_argument("--warmup", type=int, default=1, help="untimed calls first")
+  parser.add_argument("--remat", type=int, default=0,
+                      help="1: our train step with remat=True, scan_layers=True (recomputes "
+                      "each block's activations: less memory, more compute)")
   parser.add_argument("--torch_python", default="",
                       help="interpreter with torch and transformers (default: this one)")
   parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -194,7 +201,8 @@ def main():
   print(f"{os.cpu_count()} CPUs; {args.frames} frames at {args.image_size} px, "
         f"{NUM_CLASSES} classes, float32; train batch {args.train_batch_size}, inference batch "
         f"{args.infer_batch_size}, AdamW; median of {args.repeats} runs of {args.steps} "
-        f"step(s) after {args.warmup} untimed; every measurement in a fresh process")
+        f"step(s) after {args.warmup} untimed; every measurement in a fresh process"
+        f"{'; ours with remat + scan_layers' if args.remat else ''}")
   header = (f"{'model':<17} {'ours train':>10} {'hf train':>9} {'ratio':>6} "
             f"{'ours infer':>10} {'hf infer':>9} {'ratio':>6}")
   print(f"{header}\n{'-' * len(header)}  (clips/s; ratio: ours / transformers)", flush=True)
