@@ -1,13 +1,17 @@
 """V-JEPA 2 ViT-L/16 protocol: an attentive probe on frozen clip tokens, Something-Something v2.
 
     python -m vit_jax.evaluate --config configs/evals/vjepa2_vitl_ssv2.py \
-        --source WORKDIR_OR_CHECKPOINT --workdir workdirs/vjepa2_ssv2
+        --workdir workdirs/vjepa2_ssv2          # source: the released ViT-L encoder
+    python -m vit_jax.evaluate --config configs/evals/vjepa2_vitl_ssv2.py:released \
+        --workdir workdirs/vjepa2_ssv2_released # the released probe's own head
     python -m vit_jax.evaluate --config configs/evals/vjepa2_vitl_ssv2.py:smoke \
         --workdir workdirs/vjepa2_smoke     # runs here: see below
 
-Published (facebookresearch/vjepa2 README, "Evaluation Attentive Probes"; Assran et al.
-2025): ViT-L/16 at 256 px, SSv2 attentive probe 73.7% top-1 (16 frames x 2 clips x 3
-crops).
+Published (Assran et al. 2025, "V-JEPA 2", arXiv 2506.09985; facebookresearch/vjepa2
+README, "Evaluation Attentive Probes"): ViT-L/16 at 256 px, SSv2 attentive probe 73.7%
+top-1 (16 frames x 2 clips x 3 crops). `:released` evaluates that probe as released
+(facebook/vjepa2-vitl-fpc16-256-ssv2, read with its attentive pooler and head by
+vit_jax.checkpoint.hf_vjepa2) with the model's own head: expect 73.7%.
 
 Protocol, after vjepa2's configs/eval/vitl/ssv2.yaml: 16 frames every 4, 256 px, 2
 temporal clips x 3 spatial crops per test video (their logits averaged), a probe of 16
@@ -16,15 +20,14 @@ query's cross-attention), AdamW, 20 epochs. V-JEPA 2 sweeps 5 learning rates x 4
 decays in parallel and reports the best; this config runs one point of that grid
 (lr 1e-3, wd 0.01) on cached tokens; sweep it with --config.evals.probe.learning_rate.
 
-Source: this project cannot read V-JEPA 2's checkpoints yet (a video ViT with 3-D RoPE
-and no class token; vit_jax.checkpoint.load_pretrained reads image towers and this
-project's ViViT runs), so there is no default source: pass a ViViT workdir or a
-checkpoint load_pretrained reads. Needs SSv2 as DMVR shards or a manifest
-(`dmvr:/path` or `manifest:/path`, 174 classes).
+Source: the released encoder `hf-hub:facebook/vjepa2-vitl-fpc64-256` (VJEPA2Model, 3-D
+RoPE, no class token; its predictor is left out), whose normed tokens the probe reads;
+pass --source for another (a workdir, a checkpoint load_pretrained reads). Needs SSv2 as
+DMVR shards or a manifest (`dmvr:/path` or `manifest:/path`, 174 classes).
 
 `:smoke` runs the same evaluator here in about a minute: a randomly initialised
-ViViT-Mu/4x2 (`random:ViViT-Mu_4x2`) on the bundled `moving_digits/tiny`, 2 test clips per
-video, a 1-block probe.
+V-JEPA 2-Mu (`random:VJEPA2-Mu_4x2`: the same 3-D RoPE encoder, width 32) on the bundled
+`moving_digits/tiny`, 2 test clips per video, a 1-block probe.
 """
 
 import ml_collections
@@ -33,9 +36,10 @@ from vit_jax.evals import registry
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  if arg not in ("", "smoke"):
-    raise ValueError(f"Config argument {arg!r}: use nothing or 'smoke'.")
+  if arg not in ("", "released", "smoke"):
+    raise ValueError(f"Config argument {arg!r}: use nothing, 'released' or 'smoke'.")
   c = registry.standalone_config()
+  c.source = "hf-hub:facebook/vjepa2-vitl-fpc64-256"
   c.data.dataset = "dmvr:/path/to/ssv2"
   c.data.train_split, c.data.eval_split = "train", "validation"
   c.data.image_size = 256
@@ -48,8 +52,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.evals.probe = dict(type="attentive", num_queries=1, num_heads=16, depth=3, epochs=20,
                        batch_size_probe=256, learning_rate=1e-3, weight_decay=0.01,
                        warmup_epochs=0)
+  if arg == "released":  # the released probe (pooler + head) on the same clips
+    c.source = "hf-hub:facebook/vjepa2-vitl-fpc16-256-ssv2"
+    c.evals = ml_collections.ConfigDict({"classification": dict(type="classification")})
   if arg == "smoke":
-    c.source = "random:ViViT-Mu_4x2"
+    c.source = "random:VJEPA2-Mu_4x2"
     c.data.dataset = "moving_digits/tiny"
     c.data.eval_split = "test"
     c.data.image_size = 16

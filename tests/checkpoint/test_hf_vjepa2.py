@@ -186,7 +186,7 @@ def test_unknown_tensor_is_refused(tmp_path):
 def test_clip_the_tubelets_cannot_cover_is_refused(tmp_path):
   found = pretrained.load_pretrained(
       write_folder(tmp_path, "VJEPA2Model", state_dict("VJEPA2Model")))
-  for frames in (1, 3):
-    # 1 frame: shorter than one tubelet; 3: not a multiple of it.
-    with pytest.raises(ValueError, match="tubelet"):
-      found.model.apply({"params": found.params}, clip(frames, 12, 12))
+  with pytest.raises(ValueError, match="1 frame\\(s\\) is shorter than one tubelet"):
+    found.model.apply({"params": found.params}, clip(1, 12, 12))
+  with pytest.raises(ValueError, match="3 frames are not divisible by tubelet_size=2"):
+    found.model.apply({"params": found.params}, clip(3, 12, 12))

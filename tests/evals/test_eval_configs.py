@@ -36,3 +36,15 @@ def test_eval_config_loads_validates_and_documents_its_command(name):
           "digits", "moving_digits")
   for quoted in PUBLISHED.get(name, ()):
     assert quoted in doc
+
+
+def test_vjepa2_config_reads_the_released_encoder_and_probe():
+  path = "configs/evals/vjepa2_vitl_ssv2.py"
+  c = load_config(path)
+  assert c.source == "hf-hub:facebook/vjepa2-vitl-fpc64-256"  # the probe reads its tokens
+  released = load_config(path + ":released")
+  assert released.source == "hf-hub:facebook/vjepa2-vitl-fpc16-256-ssv2"
+  # The released probe is evaluated with its own pooler and head, on the same clips.
+  assert [o["type"] for o in registry.validate_standalone(released).values()] == [
+      "classification"]
+  assert released.data.to_dict() == c.data.to_dict()

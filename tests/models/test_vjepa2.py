@@ -111,7 +111,7 @@ def test_attentive_pooler_is_permutation_invariant_and_sows_its_attention():
   pooler = attentive_pooler.AttentivePooler(num_heads=2, mlp_dim=64, num_layers=1,
                                             options=EncoderOptions(sow_attention_weights=True))
   tokens = jnp.asarray(np.random.default_rng(3).standard_normal((2, 7, 32)), jnp.float32)
-  params = pooler.init(jax.random.key(0), tokens)["params"]
+  params = jax.jit(pooler.init)(jax.random.key(0), tokens)["params"]
   assert params["query_tokens"].shape == (1, 1, 32)
   assert "out" not in params["cross_attention"]  # V-JEPA 2's has no output projection
   apply = jax.jit(lambda x: pooler.apply({"params": params}, x, mutable=["intermediates"]))
@@ -131,15 +131,23 @@ def test_attentive_pooler_is_permutation_invariant_and_sows_its_attention():
 def test_inspection_returns_the_encoder_and_probe_attention():
   model = models.create_model("VJEPA2-Mu_4x2", num_classes=3, pooler_layers=1)
   x = jnp.zeros((1, 4, 8, 8, 3))
-  params = model.init(jax.random.key(0), x)["params"]
+  params = jax.jit(model.init)(jax.random.key(0), x)["params"]
   assert "posembed_input" not in params["Transformer"]
-  logits, weights = inspection.attention_weights(model, params, x)
+  # One compiled program (eager dispatch of every small op is what costs here).
+  logits, weights = jax.jit(lambda p: inspection.attention_weights(model, p, x))(params)
   assert logits.shape == (1, 3)
-  assert list(weights) == [
+  # (jit returns the dict sorted; inspection orders it by layer, blocks before the
+  # pooler's named cross-attention, when it runs inside the trace)
+  assert set(weights) == {
       "Transformer/encoderblock_0/MultiHeadDotProductAttention_0",
       "Transformer/encoderblock_1/MultiHeadDotProductAttention_0",
       "pooler/encoderblock_0/MultiHeadDotProductAttention_0",
-      "pooler/cross_attention"]
+      "pooler/cross_attention"}
+  paths = [("pooler", "cross_attention"), ("pooler", "encoderblock_10"),
+           ("pooler", "encoderblock_2"), ("Transformer", "encoderblock_1")]
+  assert sorted(paths, key=inspection._block_order) == [  # the layer order
+      ("Transformer", "encoderblock_1"), ("pooler", "encoderblock_2"),
+      ("pooler", "encoderblock_10"), ("pooler", "cross_attention")]
   assert weights["Transformer/encoderblock_0/MultiHeadDotProductAttention_0"].shape == (
       1, 2, 8, 8)  # t * gh * gw = 2 * 2 * 2 tokens
   assert weights["pooler/cross_attention"].shape == (1, 2, 1, 8)
