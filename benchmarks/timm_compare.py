@@ -429,7 +429,7 @@ def naflex_table(args, versions: set) -> None:
   print(f"\nNative resolution, patch budget {args.max_num_patches} (aspect ratios "
         f"{', '.join(f'{h}:{w}' for h, w in NAFLEX_ASPECTS)}; ours packs up to "
         f"{NAFLEX_MAX_IMAGES} images a row, timm one a row)")
-  header = (f"{'model':<24} {'dtype':<8} {'train img/s':>11} {'tok/s':>8} {'infer img/s':>11} "
+  header = (f"{'model':<34} {'dtype':<8} {'train img/s':>11} {'tok/s':>8} {'infer img/s':>11} "
             f"{'tok/s':>8}")
   print(f"{header}\n{'-' * len(header)}", flush=True)
   for dtype in args.dtypes.split(","):
@@ -438,12 +438,12 @@ def naflex_table(args, versions: set) -> None:
                                  args.torch_python or sys.executable)):
       r = _worker(args, python, role, NAFLEX_MODEL, dtype)
       if isinstance(r, str):
-        print(f"{label:<24} {dtype:<8} skipped: {r}", flush=True)
+        print(f"{label:<34} {dtype:<8} skipped: {r}", flush=True)
         continue
       versions.add(f"{label.split()[0]}: {r['version']}")
       tok = lambda kind, r=r: r[f"{kind}_img_s"] * r[f"{kind}_tokens"] / getattr(
           args, "batch_size" if kind == "train" else "infer_batch_size")
-      print(f"{label:<24} {dtype:<8} {r['train_img_s']:>11.2f} {tok('train'):>8.0f} "
+      print(f"{label:<34} {dtype:<8} {r['train_img_s']:>11.2f} {tok('train'):>8.0f} "
             f"{r['infer_img_s']:>11.2f} {tok('infer'):>8.0f}"
             + (f"   packed rows: train {r['rows'][0]}, infer {r['rows'][1]}" if "rows" in r
                else ""), flush=True)

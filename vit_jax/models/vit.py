@@ -433,7 +433,9 @@ class VisionTransformer(TransformerModel):
   """ViT classifier: images [B, H, W, 3] in [-1, 1] -> logits [B, num_classes].
 
   H and W must be multiples of the patch size; the learned position embedding
-  fixes the token count at init time (resize it to fine-tune at another size).
+  fixes the token count at init time (resize it to fine-tune at another size), unless
+  `options.posemb_resize` resizes it in the graph to any input's grid. A
+  `models.packed.PackedPatches` batch (images of any sizes in rows) goes to `packed`.
   With classifier="unpooled" the output keeps the tokens: [B, N, num_classes]
   (or [B, N, D] features when num_classes is None).
 
