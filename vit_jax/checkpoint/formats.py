@@ -168,6 +168,17 @@ def header_keys(weights: str) -> list[str]:
     return list(safetensors_io.read_safetensors(weights))  # raises the clear error
 
 
+def _is_videoprism_npz(path: str) -> bool:
+  """A zip whose names are VideoPrism's; a damaged one is left to the npz reader's error."""
+  import zipfile  # noqa: PLC0415
+
+  try:
+    with np.load(path, allow_pickle=False) as archive:
+      return videoprism_npz.is_videoprism_npz(archive.files)
+  except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+    return False
+
+
 def detect(source: str) -> Source:
   """The one format detector: what `source` holds, from its content (not its name).
 
@@ -182,10 +193,8 @@ def detect(source: str) -> Source:
     if hf_model.is_hf_directory(path):
       return Source("hf", path, os.path.join(path, hf_model.WEIGHTS_FILE))
   kind = container(path)
-  if kind == "npz":
-    with np.load(path, allow_pickle=False) as archive:
-      if videoprism_npz.is_videoprism_npz(archive.files):
-        return Source("videoprism_npz", path)
+  if kind == "npz" and _is_videoprism_npz(path):
+    return Source("videoprism_npz", path)
   if kind != "safetensors":
     return Source(kind, path)
   weights = hub.weights_file(path) if os.path.isdir(path) else path
@@ -315,6 +324,11 @@ def _check_vit(params: dict[str, Any], path: str, fmt: str, allow_video: bool = 
     raise CheckpointError(
         f"{path}: embedding/kernel has shape {kernel.shape}, expected a 2-D patch "
         "embedding (ph, pw, 3, D); a 3-D (tubelet) kernel belongs to a video model.")
+  if is_video_params(params):  # a 2-D frame kernel under video blocks (TimeSformer)
+    raise CheckpointError(
+        f"{path}: a video model's checkpoint (read as {fmt!r}, its blocks attend over time): "
+        "it fits a video model (load it with allow_video=True, or fine-tune it on a video "
+        "dataset), not an image ViT.")
 
 
 def _check_vivit(params: dict[str, Any], path: str, fmt: str) -> None:
