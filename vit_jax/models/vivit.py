@@ -756,8 +756,9 @@ class VideoTransformer(vit.TransformerModel):
       if self.posemb == "sincos1d":
         x = x + jnp.asarray(positions.sincos1d_posemb(t * gh * gw, width), x.dtype)
       else:
-        self.check_posemb_rows(
-            t * gh * gw + self.options.num_prefix_tokens(self.classifier_in_use), (t, gh, gw))
+        prefix_rows = 0 if self.options.no_embed_class else self.options.num_prefix_tokens(
+            self.classifier_in_use)  # no_embed_class: the table covers the patches only
+        self.check_posemb_rows(t * gh * gw + prefix_rows, (t, gh, gw))
       divided = self.variant == DIVIDED  # its own position embedding on the (gh, gw) grid
       if divided:
         extra = dict(add_position_embedding=False)
