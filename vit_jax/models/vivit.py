@@ -649,11 +649,14 @@ class VideoTransformer(vit.TransformerModel):
 
   def encode(self, x: jax.Array, name: str, cls_name: str, num_layers: int, mlp_dim: int,
              num_heads: int, train: bool, patch_grid: Optional[tuple[int, int]] = None,
+             found: Optional[dict[str, jax.Array]] = None,
              **encoder_kwargs: Any) -> jax.Array:
     """cls / registers, VideoEncoder `name`, pooling (fc_norm): [B, L, D] -> [B, D].
 
     `patch_grid`: the spatial grid of the tokens (time-major frames of it) when the
-    encoder rotates by position; None: an encoder without RoPE.
+    encoder rotates by position; None: an encoder without RoPE. `found` (features=True):
+    receives the first encoder's outputs of the L input tokens, prefix tokens left out
+    ("tokens", [B, L, D]).
     """
     o = self.options if patch_grid is not None or self.options.rope is None else (
         self.options.replace(rope=None, rope_temperature=None, rope_reference_grid=None))
@@ -665,6 +668,8 @@ class VideoTransformer(vit.TransformerModel):
     x = VideoEncoder(num_layers=num_layers, mlp_dim=mlp_dim, num_heads=num_heads,
                      num_prefix_tokens=o.num_prefix_tokens(classifier), patch_grid=patch_grid,
                      options=o, name=name, **encoder_kwargs)(x, deterministic=not train)
+    if found is not None and "tokens" not in found:
+      found["tokens"] = x[:, o.num_prefix_tokens(classifier):]
     if classifier == "attentive":
       # [B, P + L, D] -> [B, D]: the pooler reads every token (V-JEPA 2 has no prefix).
       return attentive_pooler.AttentivePooler(
@@ -697,8 +702,10 @@ class VideoTransformer(vit.TransformerModel):
         "size the checkpoint was trained with (learned video position embeddings are not "
         "resized).")
 
-  def encode_tokens(self, x: jax.Array, train: bool) -> jax.Array:
-    """VideoPrism's factorised encoder and pooling: tokens [B, t, gh, gw, D] -> [B, D].
+  def encode_tokens(self, x: jax.Array, train: bool,
+                    found: Optional[dict[str, jax.Array]] = None) -> jax.Array:
+    """VideoPrism's factorised encoder and pooling: tokens [B, t, gh, gw, D] -> [B, D]
+    (`found`, features=True: receives the t*n output tokens, "tokens" [B, t*n, D]).
 
     The spatial encoder runs on each frame's n = gh*gw patches, the temporal encoder on
     each spatial position's t outputs (both: learned position embedding, blocks,
@@ -722,25 +729,39 @@ class VideoTransformer(vit.TransformerModel):
                      name="TemporalTransformer")(x, deterministic=not train)
     # [B*n, t, D] -> [B, t, n, D] -> [B, t*n, D] (time-major)
     x = x.reshape(batch, n, t, width).transpose(0, 2, 1, 3).reshape(batch, t * n, width)
+    if found is not None:
+      found["tokens"] = x
     if self.classifier_in_use == "gap":
       return jnp.mean(x, axis=1)
     return AttentionPool(mlp_dim=self.mlp_dim, num_heads=self.num_heads, options=o,
                          name="AttentionPool")(x, deterministic=not train)
 
   @nn.compact
-  def __call__(self, video: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, video: jax.Array, train: bool = False,
+               features: bool = False) -> jax.Array | dict[str, jax.Array]:
+    """videos [B, T, H, W, C] -> logits [B, num_classes] (pooled [B, D] without a head).
+
+    features=True returns {"pooled": the representation the head reads, [B, D] (after
+    pre_logits when there is one), "patch_tokens": [B, t*gh*gw, D], time-major, prefix
+    tokens left out: the encoder's output for every tubelet (the factorised encoders: the
+    spatial encoder's, frame by frame; VideoPrism: the temporal encoder's)} from one pass.
+    """
     self.check_config()
     x = self.embed(video)
     batch, t, gh, gw, width = x.shape
+    found = {} if features else None
 
     if self.variant == FACTORISED_TOKENS:
-      x = self.encode_tokens(x, train)  # [B, t*n, D]
+      x = self.encode_tokens(x, train, found)  # [B, t*n, D]
     elif self.variant in ("factorised_encoder", "frame_average"):
       # Every temporal index is a sequence of the spatial encoder (shared weights).
       x = x.reshape(batch * t, gh * gw, width)  # [B, t, gh, gw, D] -> [B*t, n, D]
       x = self.encode(x, "SpatialTransformer", "cls_SpatialTransformer",
                       self.num_layers, self.mlp_dim, self.num_heads, train,
-                      patch_grid=(gh, gw) if self.options.rope is not None else None)
+                      patch_grid=(gh, gw) if self.options.rope is not None else None,
+                      found=found)
+      if found is not None:  # [B*t, n, D] -> [B, t*n, D]
+        found["tokens"] = found["tokens"].reshape(batch, t * gh * gw, width)
       x = x.reshape(batch, t, width)  # [B*t, D] -> [B, t, D]
       if self.variant == "factorised_encoder":
         x = self.encode(
@@ -768,10 +789,13 @@ class VideoTransformer(vit.TransformerModel):
                           self.options, t, gh, gw),
                       variant=self.variant, temporal_grid=t,
                       attention_order=self.attention_order or ATTENTION_ORDERS[0],
-                      zero_init_time_attention=self.zero_init_time_attention, **extra)
+                      zero_init_time_attention=self.zero_init_time_attention, found=found,
+                      **extra)
 
-    return layers.classifier_head(x, self.representation_size, self.num_classes,
-                                  self.options, head_name="output_projection")
+    out = layers.classifier_head(x, self.representation_size,
+                                 None if features else self.num_classes, self.options,
+                                 head_name="output_projection")
+    return {"pooled": out, "patch_tokens": found["tokens"]} if features else out
 
 
 def token_grid(model: VideoTransformer, video_shape: Sequence[int]) -> tuple[int, int, int]:
