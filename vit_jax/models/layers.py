@@ -64,7 +64,7 @@ def layer_norm(options: EncoderOptions, name: Optional[str] = None) -> nn.Module
   and dtypes. Both hold `scale` [D]; only LayerNorm has a `bias`."""
   if options.norm == "rmsnorm":
     return RMSNorm(epsilon=options.layernorm_epsilon, dtype=options.dtype,
-                      param_dtype=options.param_dtype, name=name)
+                   param_dtype=options.param_dtype, name=name)
   return nn.LayerNorm(epsilon=options.layernorm_epsilon, dtype=options.dtype,
                       param_dtype=options.param_dtype, name=name)
 
