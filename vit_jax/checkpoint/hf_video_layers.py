@@ -47,6 +47,30 @@ def num_layers(keys: Mapping[str, Any], prefix: str) -> int:
   return st.count_blocks(keys, re.escape(prefix) + r"encoder\.layer\.(\d+)\.")
 
 
+def check_encoder(tensors: Mapping[str, Any], prefix: str, c: Mapping[str, Any],
+                  weights: str) -> tuple[Any, int, int, int]:
+  """The config.json fields ViViT and VideoMAE share, checked against the weights (a
+  disagreement is a CheckpointError naming the field): width, input channels, depth, MLP
+  width and the head count. Returns (tubelet kernel [D, C, t, h, w], width, depth, heads)."""
+  from vit_jax.checkpoint import hf_video  # noqa: PLC0415 (hf_video imports the families)
+
+  kernel = tensors[f"{prefix}{PATCH}.weight"]  # [D, C, t, h, w]
+  width, channels = kernel.shape[:2]
+  check = lambda field, value, found, what: hf_video.check_field(weights, field, value, found,
+                                                                 what)
+  check("hidden_size", c.get("hidden_size"), width, "the tubelet embedding's width")
+  check("num_channels", c["num_channels"], channels, "input channels of the tubelet embedding")
+  depth = num_layers(tensors, prefix)
+  check("num_hidden_layers", c.get("num_hidden_layers"), depth, "encoder layers")
+  check("intermediate_size", c.get("intermediate_size"),
+        tensors[f"{prefix}encoder.layer.0.intermediate.dense.weight"].shape[0], "the MLP width")
+  heads = int(c.get("num_attention_heads") or 0)
+  if not heads or width % heads:
+    raise CheckpointError(f"{weights}: config.json num_attention_heads={heads or None} does not "
+                          f"divide the width {width}.")
+  return kernel, width, depth, heads
+
+
 def tubelet_to_linen(get: st.Consumer, prefix: str) -> dict[str, np.ndarray]:
   """Conv3d [D, C, t, h, w] -> flax Conv kernel [t, h, w, C, D] and bias."""
   return {"kernel": get(f"{prefix}{PATCH}.weight").transpose(2, 3, 4, 1, 0),

@@ -53,26 +53,15 @@ def read(folder: str, config: Mapping[str, Any]) -> hf_video.VideoRead:
   tensors = {k: v for k, v in tensors.items() if k not in left_out}
   prefix = hf_video_layers.model_prefix(tensors, "videomae.", weights)
   get = st.Consumer(tensors, weights)
-  kernel = tensors[f"{prefix}{hf_video_layers.PATCH}.weight"]  # [D, C, t, h, w]
-  width, channels = kernel.shape[:2]
+  kernel, width, depth, heads = hf_video_layers.check_encoder(tensors, prefix, c, weights)
   check = lambda field, value, found, what: hf_video.check_field(weights, field, value, found,
                                                                  what)
-  check("hidden_size", c.get("hidden_size"), width, "the tubelet embedding's width")
-  check("num_channels", c["num_channels"], channels, "input channels of the tubelet embedding")
   check("tubelet_size", int(c["tubelet_size"]), kernel.shape[2], "the tubelet's frames")
   check("patch_size", hf_video.pair(c["patch_size"]), tuple(kernel.shape[3:]),
         "the tubelet's height and width")
-  depth = hf_video_layers.num_layers(tensors, prefix)
-  check("num_hidden_layers", c.get("num_hidden_layers"), depth, "encoder layers")
   first = f"{prefix}encoder.layer.0."
-  check("intermediate_size", c.get("intermediate_size"),
-        tensors[first + "intermediate.dense.weight"].shape[0], "the MLP width")
   check("qv_bias", bool(c["qv_bias"]), first + "attention.attention.q_bias" in tensors,
         "query/value biases")
-  heads = int(c.get("num_attention_heads") or 0)
-  if not heads or width % heads:
-    raise CheckpointError(f"{weights}: config.json num_attention_heads={heads or None} does not "
-                          f"divide the width {width}.")
   mean_pooling = bool(c["use_mean_pooling"])
   final_norm = f"{prefix}layernorm.weight" in tensors
   check("use_mean_pooling", mean_pooling, not final_norm,

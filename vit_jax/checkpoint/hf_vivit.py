@@ -42,25 +42,14 @@ def read(folder: str, config: Mapping[str, Any]) -> hf_video.VideoRead:
   tensors, weights = hf_video.read_weights(folder)
   prefix = hf_video_layers.model_prefix(tensors, "vivit.", weights)
   get = st.Consumer(tensors, weights)
-  kernel = tensors[f"{prefix}{hf_video_layers.PATCH}.weight"]  # [D, C, t, h, w]
-  width, channels = kernel.shape[:2]
+  kernel, width, depth, heads = hf_video_layers.check_encoder(tensors, prefix, c, weights)
   check = lambda field, value, found, what: hf_video.check_field(weights, field, value, found,
                                                                  what)
-  check("hidden_size", c.get("hidden_size"), width, "the tubelet embedding's width")
-  check("num_channels", c["num_channels"], channels, "input channels of the tubelet embedding")
   check("tubelet_size", list(c["tubelet_size"]), list(kernel.shape[2:]),
         "the tubelet embedding's kernel (frames, height, width)")
-  depth = hf_video_layers.num_layers(tensors, prefix)
-  check("num_hidden_layers", c.get("num_hidden_layers"), depth, "encoder layers")
   first = f"{prefix}encoder.layer.0."
-  check("intermediate_size", c.get("intermediate_size"),
-        tensors[first + "intermediate.dense.weight"].shape[0], "the MLP width")
   check("qkv_bias", bool(c["qkv_bias"]), first + "attention.attention.query.bias" in tensors,
         "query/key/value biases")
-  heads = int(c.get("num_attention_heads") or 0)
-  if not heads or width % heads:
-    raise CheckpointError(f"{weights}: config.json num_attention_heads={heads or None} does not "
-                          f"divide the width {width}.")
   t, ph, pw = (int(v) for v in c["tubelet_size"])
   height, image_width = hf_video.pair(c["image_size"])
   grid = (int(c["num_frames"]) // t, height // ph, image_width // pw)
