@@ -4,7 +4,7 @@
 from timm's own tiny models) with random values. `timm_forward` is timm's eval forward
 written out in numpy, float64, from timm's definitions (eva.py `Eva` with
 `AttentionRope` and the RotaryEmbeddingCat / RotaryEmbeddingMixed tables,
-vision_transformer.py `VisionTransformer`): `ARCH` states per case what only the
+vision_transformer.py `VisionTransformer`, naflexvit.py `NaFlexEmbeds`): `ARCH` states per case what only the
 architecture says. It shares no code with the loader.
 """
 
@@ -16,6 +16,7 @@ import pathlib
 import numpy as np
 from _ckpt_helpers import Filler, gelu, softmax
 from _ckpt_helpers import _linear as _lin
+from _timm_families import torch_resize
 
 DATA = json.loads((pathlib.Path(__file__).parent / "data" / "timm_2025_keys.json").read_text())
 CASES = sorted(k for k in DATA if not k.startswith("_"))
@@ -41,6 +42,9 @@ ARCH = {
                            no_embed_class=True),
     "rope_mixed": dict(rope=("mixed", "xy"), pool="token"),
     "rope_mixed_ape": dict(rope=("mixed", "xy"), pool="token", no_embed_class=True),
+    # NaFlexViT (naflexvit.py NaFlexEmbeds): the grid is the patches' only.
+    "naflex_so150m2_gap": dict(pool="avg", no_embed_class=True),
+    "naflex_so150m2_map": dict(pool="map", no_embed_class=True),
 }
 
 
@@ -49,12 +53,13 @@ def state_dict(case: str, seed: int = 0) -> dict[str, np.ndarray]:
   fill = Filler(seed)
   sd = {}
   for key, shape in DATA[case]["keys"].items():
+    name = key.removeprefix("embeds.")  # NaFlexViT's tokens and grid
     if key.endswith("gamma_1") or key.endswith("gamma_2") or key.endswith(".gamma") or (
         len(shape) == 1 and "norm" in key and key.endswith("weight")):
       sd[key] = fill(*shape, scale=0.2, around=1.0)
     elif key == "rope.freqs":
       sd[key] = fill(*shape, scale=0.7)
-    elif len(shape) == 1 or key in ("cls_token", "reg_token", "pos_embed", "attn_pool.latent"):
+    elif len(shape) == 1 or name in ("cls_token", "reg_token", "pos_embed", "attn_pool.latent"):
       sd[key] = fill(*shape, scale=0.5 if len(shape) > 1 else 0.1)
     elif len(shape) == 4:  # conv OIHW
       sd[key] = fill(*shape, scale=(np.prod(shape[1:])) ** -0.5)
@@ -143,15 +148,37 @@ def _attn_pool(x, sd, heads, eps):
   return (y + _lin(h, sd, "attn_pool.mlp.fc2"))[:, 0]
 
 
+def _naflex_as_vit(sd, size):
+  """NaFlexEmbeds' tensors for an image of `size` pixels: the Linear patch embedding, and
+  the grid [1, GH, GW, D] F.interpolate'd (bicubic, antialias) to the image's patch grid,
+  flattened; the register as a prefix token (added after the position embedding)."""
+  grid = (size[0] // PATCH, size[1] // PATCH)
+  table = sd["embeds.pos_embed"][0]
+  if table.shape[:2] != grid:
+    table = torch_resize(table, grid, "bicubic", True)
+  out = {k: v for k, v in sd.items() if not k.startswith("embeds.")}
+  out.update({"patch_embed.linear": sd["embeds.proj.weight"],
+              "patch_embed.proj.bias": sd["embeds.proj.bias"],
+              "reg_token": sd["embeds.reg_token"],
+              "pos_embed": table.reshape(1, -1, table.shape[-1])})
+  return out
+
+
 def timm_forward(case, sd, images, heads=2, depth=2):
   """timm's eval forward of `case` on NHWC images -> logits [B, CLASSES]."""
   arch = ARCH[case]
   eps, rms = arch.get("eps", 1e-6), arch.get("rms", False)
+  if "embeds.proj.weight" in sd:
+    sd = _naflex_as_vit(sd, images.shape[1:3])
   x = images.astype(np.float64).transpose(0, 3, 1, 2)  # NCHW
   b, _, h, w = x.shape
   grid = (h // PATCH, w // PATCH)
   patches = x.reshape(b, 3, grid[0], PATCH, grid[1], PATCH)
-  tokens = np.einsum("bciyjx,dcyx->bijd", patches, sd["patch_embed.proj.weight"])
+  if "patch_embed.linear" in sd:  # NaFlexViT: each patch flattened (y, x, channel)
+    flat = patches.transpose(0, 2, 4, 3, 5, 1).reshape(b, grid[0] * grid[1], -1)
+    tokens = flat @ sd["patch_embed.linear"].T
+  else:
+    tokens = np.einsum("bciyjx,dcyx->bijd", patches, sd["patch_embed.proj.weight"])
   tokens = tokens.reshape(b, -1, WIDTH)
   if "patch_embed.proj.bias" in sd:
     tokens = tokens + sd["patch_embed.proj.bias"]

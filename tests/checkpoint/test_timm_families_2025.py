@@ -38,7 +38,8 @@ def images(seed=1):
 
 FAMILY = {"pe_core": "pe", "pe_lang": "pe", "pe_spatial": "pe", "aimv2": "aimv2",
           "so150m_map": "so150m", "so150m2": "so150m", "rope_axial": "rope_vit",
-          "rope_axial_ape": "rope_vit", "rope_mixed": "rope_vit", "rope_mixed_ape": "rope_vit"}
+          "rope_axial_ape": "rope_vit", "rope_mixed": "rope_vit", "rope_mixed_ape": "rope_vit",
+          "naflex_so150m2_gap": "so150m", "naflex_so150m2_map": "so150m"}
 
 
 @pytest.mark.parametrize("case", T.CASES)
@@ -101,6 +102,32 @@ def test_readers_refuse_what_the_architecture_contradicts(tmp_path):
   x = np.random.default_rng(2).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
   np.testing.assert_allclose(found.model.apply({"params": found.params}, x),
                              T.timm_forward("pe_lang", sd, x), atol=ATOL)
+
+
+@pytest.mark.parametrize("case", ["naflex_so150m2_gap", "naflex_so150m2_map"])
+def test_naflexvit_so150m2_at_native_sizes_alone_and_packed(tmp_path, case):
+  # Two non-square grids (the 16 x 16 table resized bicubic with antialias to each) and
+  # the square one, alone and packed three to a sequence, against timm's forward.
+  from vit_jax.models.packed import pack_images  # noqa: PLC0415
+
+  folder, sd = hub_folder(tmp_path, case)
+  loaded = pretrained.load_pretrained(str(folder))
+  o = loaded.model.options
+  assert (o.posemb_resize, o.no_embed_class, o.num_registers, o.map_prefix_tokens) == (
+      "bicubic_antialias", True, 1, False)
+  rng = np.random.default_rng(4)
+  imgs = [rng.uniform(-1, 1, (gh * T.PATCH, gw * T.PATCH, 3)).astype(np.float32)
+          for gh, gw in [(2, 5), (5, 3), (16, 16)]]
+  apply = jax.jit(loaded.model.apply)
+  expected = [T.timm_forward(case, sd, image[None])[0] for image in imgs]
+  for image, want in zip(imgs, expected):
+    np.testing.assert_allclose(apply({"params": loaded.params}, image[None])[0], want,
+                               atol=ATOL)
+  packed, slots = pack_images(imgs, (T.PATCH, T.PATCH), seq_len=288, max_images=3)
+  assert packed.patches.shape[0] == 1  # all three in one row, padding after them
+  out = apply({"params": loaded.params}, packed)
+  for slot, want in zip(slots, expected):
+    np.testing.assert_allclose(out[slot], want, atol=ATOL)
 
 
 @pytest.mark.slow
