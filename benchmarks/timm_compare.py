@@ -160,7 +160,6 @@ def jax_library_bench(args) -> dict:
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
-  import optax  # noqa: PLC0415
 
   from vit_jax import models  # noqa: PLC0415
   rand = np.random.RandomState(0)
@@ -171,34 +170,15 @@ def jax_library_bench(args) -> dict:
   model = models.create_model(args.models, num_classes=1000, dtype=jnp.dtype(args.dtypes),
                               gelu_approximate=False)
   params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
-  tx = optax.adamw(1e-3)
-
-  def loss_fn(params, x, y, rng):
-    logits = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-  @jax.jit
-  def train_step(params, opt_state, x, y, rng):
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, rng)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  infer = jax.jit(lambda params, x: model.apply({"params": params}, x))
-  state = [params, tx.init(params)]
-  rng = jax.random.key(1)
-
-  def step():
-    state[0], state[1], loss = train_step(state[0], state[1], images, labels, rng)
-    return loss
-
-  train_s, train_faults = timing.seconds_per_call(step, jax.block_until_ready, args.steps)
-  infer_s, _ = timing.seconds_per_call(lambda: infer(state[0], infer_images),
-                                       jax.block_until_ready, args.steps)
+  import jax_library  # noqa: PLC0415  (benchmarks/: jax only in the jax worker)
+  calls = jax_library.train_and_infer(model, params, images, labels, infer_images)
+  train_s, train_faults = timing.seconds_per_call(calls.step, jax.block_until_ready, args.steps)
+  infer_s, _ = timing.seconds_per_call(calls.infer, jax.block_until_ready, args.steps)
   a = jnp.asarray(rand.standard_normal((MATMUL_N, MATMUL_N)).astype(np.float32))
   matmul = jax.jit(lambda a: a @ a)
   matmul_s, _ = timing.seconds_per_call(lambda: matmul(a), jax.block_until_ready, args.steps)
   from gpu_check import xla_cost  # noqa: PLC0415  (XLA's cost analysis, as every table)
-  flops = xla_cost(train_step.lower(*state, images, labels, rng).compile()).get("flops", float("nan"))
+  flops = xla_cost(calls.lowered().compile()).get("flops", float("nan"))
   return {"train_img_s": args.batch_size / train_s,
           "infer_img_s": args.infer_batch_size / infer_s, "train_faults": train_faults,
           "train_flops": flops, "matmul_flops": 2 * MATMUL_N ** 3 / matmul_s,

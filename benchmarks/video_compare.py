@@ -105,7 +105,6 @@ def jax_bench(args) -> dict:
   """Ours through the library API: create_model, model.apply, optax.adamw, jax.jit."""
   import jax  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
-  import optax  # noqa: PLC0415
 
   from vit_jax import models  # noqa: PLC0415
   _, names, overrides, _ = MODELS[args.models]
@@ -116,28 +115,10 @@ def jax_bench(args) -> dict:
   clips, infer_clips = _clips(args.train_batch_size, args), _clips(args.infer_batch_size, args)
   labels = np.arange(args.train_batch_size) % NUM_CLASSES
   params = jax.jit(model.init)(jax.random.key(0), clips[:1])["params"]
-  tx = optax.adamw(1e-3)
-
-  def loss_fn(params, x, y, rng):
-    logits = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-  @jax.jit
-  def train_step(params, opt_state, x, y, rng):
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, rng)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  infer = jax.jit(lambda params, x: model.apply({"params": params}, x))
-  state = [params, tx.init(params)]
-  rng = jax.random.key(1)
-
-  def step():
-    state[0], state[1], loss = train_step(state[0], state[1], clips, labels, rng)
-    return loss
-
-  train_s, _ = _seconds(step, jax.block_until_ready, args)
-  infer_s, _ = _seconds(lambda: infer(state[0], infer_clips), jax.block_until_ready, args)
+  import jax_library  # noqa: PLC0415  (benchmarks/: jax only in the jax worker)
+  calls = jax_library.train_and_infer(model, params, clips, labels, infer_clips)
+  train_s, _ = _seconds(calls.step, jax.block_until_ready, args)
+  infer_s, _ = _seconds(calls.infer, jax.block_until_ready, args)
   return {"train_clip_s": args.train_batch_size / train_s,
           "infer_clip_s": args.infer_batch_size / infer_s, "name": name,
           "version": f"jax {jax.__version__} on {jax.local_devices()[0].device_kind}"}
