@@ -10,13 +10,27 @@ definitions rather than from our loader, so a misplaced value changes the output
 
 from __future__ import annotations
 
+import json
+import pathlib
+
 import numpy as np
+import safetensors.numpy
 import scipy.special
 
 EPS = 1e-6
 
 # Mu: hidden 32, 2 layers, mlp 64, 2 heads (vit_jax.models.registry.VIT_SIZES).
 MU = dict(width=32, depth=2, mlp=64, heads=2)
+
+
+def write_hub_folder(folder, sd, config) -> pathlib.Path:
+  """`folder` as transformers' save_pretrained / timm's Hub upload write it: the state
+  dict in model.safetensors (metadata format "pt") and config.json."""
+  folder = pathlib.Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  safetensors.numpy.save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+  (folder / "config.json").write_text(json.dumps(config))
+  return folder
 
 
 # --------------------------------------------------------------------------- math

@@ -5,13 +5,12 @@ Each directory has exactly the key names and shapes `save_pretrained` writes
 an independent numpy forward of the transformers model.
 """
 
-import json
 
 import _hf_families as H
 import jax
 import numpy as np
 import pytest
-import safetensors.numpy
+from _ckpt_helpers import write_hub_folder
 
 from vit_jax import checkpoint
 from vit_jax.checkpoint import hf_model
@@ -21,11 +20,7 @@ ATOL = 1e-4
 
 
 def model_dir(tmp_path, case, sd, config=None):
-  folder = tmp_path / case
-  folder.mkdir()
-  safetensors.numpy.save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
-  (folder / "config.json").write_text(json.dumps(config or H.config(case, GRID)))
-  return folder
+  return write_hub_folder(tmp_path / case, sd, config or H.config(case, GRID))
 
 
 @pytest.mark.parametrize("case", sorted(H.CASES))

@@ -16,8 +16,7 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-import safetensors.numpy
-from _ckpt_helpers import Filler, gelu, softmax
+from _ckpt_helpers import Filler, gelu, softmax, write_hub_folder
 from _ckpt_helpers import _layer_norm as _ln
 from _ckpt_helpers import _linear as _lin
 
@@ -41,10 +40,8 @@ def write_folder(folder, case, seed=0, config_changes=None, extra=None):
     else:
       sd[key] = fill(*shape, scale=0.3)
   sd.update(extra or {})
-  folder.mkdir(parents=True, exist_ok=True)
-  safetensors.numpy.save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
   config = dict(spec["config"], **(config_changes or {}))
-  (folder / "config.json").write_text(json.dumps(config))
+  write_hub_folder(folder, sd, config)
   return sd, config
 
 

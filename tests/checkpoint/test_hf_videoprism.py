@@ -16,8 +16,7 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-import safetensors.numpy
-from _ckpt_helpers import Filler, gelu, layer_norm, softmax
+from _ckpt_helpers import Filler, gelu, layer_norm, softmax, write_hub_folder
 from _ckpt_helpers import _linear as _lin
 
 from vit_jax.checkpoint.errors import CheckpointError
@@ -38,10 +37,8 @@ def write_folder(folder, case, seed=0, config_changes=None, extra=None):
     else:  # LayerNorm weights (scale - 1), biases, embeddings, per_dim_scale
       sd[key] = fill(*shape, scale=0.3)
   sd.update(extra or {})
-  folder.mkdir(parents=True, exist_ok=True)
-  safetensors.numpy.save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
   config = dict(spec["config"], **(config_changes or {}))
-  (folder / "config.json").write_text(json.dumps(config))
+  write_hub_folder(folder, sd, config)
   return sd, config
 
 

@@ -14,8 +14,7 @@ import os
 import jax
 import numpy as np
 import pytest
-import safetensors.numpy
-from _ckpt_helpers import gelu, layer_norm, softmax
+from _ckpt_helpers import gelu, layer_norm, softmax, write_hub_folder
 
 from vit_jax.checkpoint import pretrained
 from vit_jax.errors import CheckpointError
@@ -42,11 +41,8 @@ def state_dict(architecture, seed=0):
 
 
 def write_folder(tmp_path, architecture, sd, config=None):
-  folder = tmp_path / architecture
-  folder.mkdir(exist_ok=True)
-  safetensors.numpy.save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
-  (folder / "config.json").write_text(json.dumps(config or DATA[architecture]["config"]))
-  return str(folder)
+  return str(write_hub_folder(tmp_path / architecture, sd,
+                              config or DATA[architecture]["config"]))
 
 
 # ------------------------------------------------------------- numpy reference forward

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 import safetensors.numpy
+from _ckpt_helpers import write_hub_folder
 
 from vit_jax import checkpoint
 from vit_jax.checkpoint import safetensors_io, timm_model, tree
@@ -24,14 +25,10 @@ ATOL = 1e-4
 
 
 def hub_folder(tmp_path, family, sd, model_args=None):
-  folder = tmp_path / family
-  folder.mkdir()
-  safetensors.numpy.save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
   args = dict(embed_dim=F.WIDTH, depth=F.DEPTH, num_heads=F.HEADS, **(model_args or {}))
   config = {"architecture": F.FAMILIES[family][0], "num_classes": F.CLASSES,
             "model_args": args, "pretrained_cfg": {"input_size": [3, 16, 12]}}
-  (folder / "config.json").write_text(json.dumps(config))
-  return folder
+  return write_hub_folder(tmp_path / family, sd, config)
 
 
 def images():

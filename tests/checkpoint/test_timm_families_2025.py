@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 import safetensors.numpy
-from _ckpt_helpers import softmax
+from _ckpt_helpers import softmax, write_hub_folder
 
 from vit_jax import checkpoint
 from vit_jax.checkpoint import pretrained, safetensors_io, timm_model, tree
@@ -23,12 +23,8 @@ ATOL = 1e-4
 
 
 def hub_folder(tmp_path, case, sd=None, config=None):
-  folder = tmp_path / case
-  folder.mkdir()
   sd = T.state_dict(case) if sd is None else sd
-  safetensors.numpy.save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
-  (folder / "config.json").write_text(json.dumps(config or T.hub_config(case)))
-  return folder, sd
+  return write_hub_folder(tmp_path / case, sd, config or T.hub_config(case)), sd
 
 
 def images(seed=1):
