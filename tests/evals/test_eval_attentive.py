@@ -86,6 +86,25 @@ def test_a_probe_trained_on_the_fly_learns_digits_from_a_random_backbone(digits_
   assert evaluators.cache.computed == []  # nothing extracted: both splits streamed
 
 
+def test_label_smoothing_and_dropout_act_in_training_only():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(4, 5)).astype(np.float32)
+  labels = np.array([0, 3, 4, 1])
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  smoothed = 0.9 * np.eye(5)[labels] + 0.1 / 5  # optax.smooth_labels, as the trainer's
+  np.testing.assert_allclose(attentive._losses(logits, labels, 0.1),
+                             -(smoothed * logp).sum(-1), rtol=1e-5)
+  np.testing.assert_allclose(attentive._losses(logits, labels, 0.0),
+                             -logp[np.arange(4), labels], rtol=1e-5)
+  probe = attentive.AttentiveProbe(num_classes=3, num_heads=2, dropout_rate=0.5)
+  x = jax.random.normal(jax.random.key(0), (2, 6, 8))
+  params = probe.init(jax.random.key(1), x)["params"]
+  test = attentive._apply_views(probe, params, x)
+  np.testing.assert_array_equal(test, probe.apply({"params": params}, x))  # no dropout
+  a, b = (attentive._apply_views(probe, params, x, jax.random.key(k)) for k in (2, 3))
+  assert not np.allclose(a, test) and not np.allclose(a, b)
+
+
 def test_on_the_fly_options_are_validated_once_with_short_errors():
   o = registry.validate({"p": {"type": "attentive", "mode": "on_the_fly"}})["p"]
   assert o["steps"] == 1000 and o["warmup_steps"] == 0  # the linear probe's `steps` option
@@ -95,7 +114,8 @@ def test_on_the_fly_options_are_validated_once_with_short_errors():
          ({"mode": "streaming"}, "mode must be 'cached' or 'on_the_fly'"),
          ({"mode": "on_the_fly", "epochs": 5}, "epochs is read only with mode='cached'"),
          ({"mode": "on_the_fly", "cache": False}, "cache is read only with mode='cached'"),
-         ({"steps": 100}, "steps is read only with mode='on_the_fly'")]
+         ({"steps": 100}, "steps is read only with mode='on_the_fly'"),
+         ({"dropout_rate": 1.0}, "dropout_rate must be in \\[0, 1\\)")]
   for entry, message in bad:
     with pytest.raises(ConfigError, match=message):
       registry.validate({"p": {"type": "attentive", **entry}})

@@ -123,6 +123,8 @@ TYPES: dict[str, dict[str, Any]] = {
         "cache": True,
         **_TRAINING_DATA,
         "warmup_steps": 0,
+        "dropout_rate": 0.0,  # on the pooled feature before the classifier, in training
+        "label_smoothing": 0.0,
     },
 }
 FEATURE_PROTOCOLS = ("knn", "linear", "fewshot", "attentive")
@@ -231,6 +233,8 @@ def _check(name: str, o: dict[str, Any]) -> None:
         (o["epochs"] > 0, f"{p}epochs must be positive"),
         (o["batch_size_probe"] > 0, f"{p}batch_size_probe must be positive"),
         (o["learning_rate"] > 0, f"{p}learning_rate must be positive"),
+        (0 <= o["dropout_rate"] < 1, f"{p}dropout_rate must be in [0, 1)"),
+        (0 <= o["label_smoothing"] < 1, f"{p}label_smoothing must be in [0, 1)"),
         *_training_data_checks(p, o),
         (o["warmup_steps"] >= 0 and (o["mode"] != "on_the_fly" or o["warmup_steps"] < o["steps"]),
          f"{p}warmup_steps must be >= 0 and below steps={o['steps']}")]

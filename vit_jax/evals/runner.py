@@ -238,7 +238,7 @@ class Evaluators:
 
 # The attentive probe's options both modes pass on (registry.TYPES["attentive"]).
 _ATTENTIVE_PROBE = ("num_queries", "num_heads", "depth", "mlp_ratio", "learning_rate",
-                    "weight_decay", "seed")
+                    "weight_decay", "seed", "dropout_rate", "label_smoothing")
 
 
 def _split_linear(out: Mapping[str, Any], names) -> tuple[dict[str, float], dict[str, Any]]:
