@@ -98,11 +98,16 @@ def test_label_smoothing_and_dropout_act_in_training_only():
                              -logp[np.arange(4), labels], rtol=1e-5)
   probe = attentive.AttentiveProbe(num_classes=3, num_heads=2, dropout_rate=0.5)
   x = jax.random.normal(jax.random.key(0), (2, 6, 8))
-  params = probe.init(jax.random.key(1), x)["params"]
-  test = attentive._apply_views(probe, params, x)
-  np.testing.assert_array_equal(test, probe.apply({"params": params}, x))  # no dropout
-  a, b = (attentive._apply_views(probe, params, x, jax.random.key(k)) for k in (2, 3))
-  assert not np.allclose(a, test) and not np.allclose(a, b)
+
+  @jax.jit  # one program (op-by-op dispatch of the probe is slow)
+  def outputs(x):
+    params = probe.init(jax.random.key(1), x)["params"]
+    test = attentive._apply_views(probe, params, x)
+    trained = [attentive._apply_views(probe, params, x, jax.random.key(k)) for k in (2, 3)]
+    return test, probe.apply({"params": params}, x), *trained
+  test, plain, a, b = outputs(x)
+  np.testing.assert_array_equal(test, plain)  # testing: no dropout
+  assert not np.allclose(a, test) and not np.allclose(a, b)  # training: a mask per key
 
 
 def test_on_the_fly_options_are_validated_once_with_short_errors():

@@ -5,8 +5,9 @@
 cross-attend to the (normed) tokens, an MLP refines them (pre-norm, residual), their mean
 goes through a LayerNorm, optional dropout (`dropout_rate`, training only) and a linear
 classifier. Trained with AdamW, linear warmup and a cosine schedule on the cross-entropy,
-optionally with smoothed labels (`label_smoothing`). Clips with several eval views [N, V, L, D]: the views' logits are
-averaged (in training and testing), as the video evaluators average.
+optionally with smoothed labels (`label_smoothing`). Clips with several eval views
+[N, V, L, D]: the views' logits are averaged (in training and testing), as the video
+evaluators average.
 
 Two ways to feed it (registry.MODES):
   `train` / `evaluate`: cached tokens [N, (V,) L, D] held whole on the device, epochs
@@ -250,7 +251,7 @@ def train_stream(batches: Iterator[tuple[jax.Array, jax.Array]], tokens_of: Toke
       break
   if done < steps:
     raise ConfigError(f"The attentive probe's training stream ended after {done} of "
-                      f"{steps} steps; data.train_iterator repeats, so check the data.")
+                      f"{steps} steps: check data.train_split.")
   return probe, params
 
 

@@ -15,7 +15,8 @@ Cadence (training runs): `every_steps=N` evaluates every N steps and at the end;
 
 Data: `data` overrides keys of the run's `config.data` (dataset, data_dir, splits,
 eval resizing...); the frozen-feature protocols fit on `data.train_split` and report on
-`data.eval_split`, both read once with evaluation preprocessing (no augmentation).
+`data.eval_split`, both read once with evaluation preprocessing (no augmentation), except
+the probes trained on the fly (`MODES`), which read augmented training batches.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def options_of(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
       hints.append(f"'evals.{name}.{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
     raise ConfigError(f"Invalid config: unknown key {', '.join(hints)} for a {kind!r} "
                       f"evaluator; its keys: {sorted(known)}.")
-  mode = entry.get("mode", "cached")
+  mode = entry.get("mode", _TRAINING_DATA["mode"])
   for owner, keys in MODE_ONLY.get(kind, {}).items():
     given = [k for k in keys if k in entry]
     if given and owner != mode and mode in MODES:
