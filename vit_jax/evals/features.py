@@ -11,6 +11,8 @@ submodules (`nn.intercept_methods`), so the models stay as they are:
   ViViT factorised        encoder "SpatialTransformer" -> [B*t, P + n, D] (per frame:
                           the class token is averaged over the t frames, the patch
                           tokens are concatenated to [B, t*n, D])
+  VideoPrism              no encoder of those names: its tokens are the temporal
+                          encoder's [B, t*n, D], from the model (features=True)
 
 `pooled` is what the head reads (ViT: `features=True`; ViViT: the input of
 `output_projection`). Models with scanned layers are unstacked first (blocks under
@@ -128,7 +130,11 @@ def compute(model: nn.Module, params: Any, inputs: jax.Array,
     return next_fun(*args, **kwargs)
 
   with nn.intercept_methods(interceptor):
-    if is_video:
+    if is_video and model.variant == models.vivit.FACTORISED_TOKENS:
+      found = model.apply({"params": params}, inputs, features=True)
+      pooled = found["pooled"]
+      rec["tokens"] = found["patch_tokens"]  # no prefix tokens
+    elif is_video:
       out = model.apply({"params": params}, inputs)
       pooled = rec.get("pooled", out) if model.num_classes is not None else out
     else:

@@ -15,7 +15,8 @@ Cadence (training runs): `every_steps=N` evaluates every N steps and at the end;
 
 Data: `data` overrides keys of the run's `config.data` (dataset, data_dir, splits,
 eval resizing...); the frozen-feature protocols fit on `data.train_split` and report on
-`data.eval_split`, both read once with evaluation preprocessing (no augmentation).
+`data.eval_split`, both read once with evaluation preprocessing (no augmentation), except
+the probes trained on the fly (`MODES`), which read augmented training batches.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ VECTOR_FEATURES = ("pooled", "cls", "patch_mean", "cls_patch_mean")
 _LAST_N = re.compile(r"^cls_last(\d+)(_patch_mean)?$")
 TOKENS = "tokens"
 
+# How the probes that train (linear, attentive) see their training data, declared once:
+# "cached": the features of data.train_split extracted once (augmentation-free) and held
+# whole, the probe trained for `epochs` on them (small data). "on_the_fly": nothing
+# dataset-sized is held: `steps` batches of data.train_split with config.data's training
+# augmentation go through the frozen backbone straight into the probe's step (datasets
+# too big to cache).
+MODES = ("cached", "on_the_fly")
+_TRAINING_DATA = {"mode": "cached", "steps": 1000}
+# The options only one mode reads: given with the other mode they are an error, not
+# silently ignored.
+MODE_ONLY = {
+    "linear": {"cached": ("epochs", "val_fraction"), "on_the_fly": ("steps", "val_split")},
+    "attentive": {"cached": ("epochs", "warmup_epochs", "cache"),
+                  "on_the_fly": ("steps", "warmup_steps")},
+}
+
 TYPES: dict[str, dict[str, Any]] = {
     # The model's own head on data.eval_split: top1, top5, loss, num_examples.
     "classification": {},
@@ -73,14 +90,10 @@ TYPES: dict[str, dict[str, Any]] = {
         "val_fraction": 0.1,  # of train, held out to choose the grid point
         "seed": 0,
         "cache": True,
-        # "cached": features of data.train_split extracted once (augmentation-free), the
-        # grid trained for `epochs` on them. "on_the_fly": nothing cached for training:
-        # `steps` batches of data.train_split with config.data's training augmentation go
-        # through the frozen backbone into the grid, for datasets too big to cache; the
-        # grid point is chosen on `val_split` (e.g. train_split "train[1%:]" and val_split
-        # "train[:1%]"), whose features, like the eval split's, are extracted once.
-        "mode": "cached",
-        "steps": 1000,
+        # mode (MODES): on the fly, the grid point is chosen on `val_split` (e.g.
+        # train_split "train[1%:]" and val_split "train[:1%]"), whose features, like the
+        # eval split's, are extracted once (and cached).
+        **_TRAINING_DATA,
         "val_split": "",
     },
     # big_vision's fewshot_lsr: closed-form L2-regularised least squares on k shots per
@@ -93,6 +106,10 @@ TYPES: dict[str, dict[str, Any]] = {
         "cache": True,
     },
     # V-JEPA's attentive probe: learned queries cross-attend to the frozen patch tokens.
+    # mode (MODES): cached holds every clip's tokens [N, V, L, D] on the device (small
+    # data only); on the fly the probe trains on `steps` augmented batches of
+    # batch_size_probe (warmup_steps, then cosine) and the eval split is streamed batch
+    # by batch, so memory is bounded by the batch.
     "attentive": {
         "num_queries": 1,
         "num_heads": 4,
@@ -105,6 +122,10 @@ TYPES: dict[str, dict[str, Any]] = {
         "warmup_epochs": 1,
         "seed": 0,
         "cache": True,
+        **_TRAINING_DATA,
+        "warmup_steps": 0,
+        "dropout_rate": 0.0,  # on the pooled feature before the classifier, in training
+        "label_smoothing": 0.0,
     },
 }
 FEATURE_PROTOCOLS = ("knn", "linear", "fewshot", "attentive")
@@ -151,6 +172,13 @@ def options_of(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
       hints.append(f"'evals.{name}.{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
     raise ConfigError(f"Invalid config: unknown key {', '.join(hints)} for a {kind!r} "
                       f"evaluator; its keys: {sorted(known)}.")
+  mode = entry.get("mode", _TRAINING_DATA["mode"])
+  for owner, keys in MODE_ONLY.get(kind, {}).items():
+    given = [k for k in keys if k in entry]
+    if given and owner != mode and mode in MODES:
+      raise ConfigError(f"Invalid config: evals.{name}.{given[0]} is read only with "
+                        f"mode={owner!r}, and this {kind} evaluator has mode={mode!r}: drop "
+                        f"it or set mode={owner!r}.")
   options = {**known, **entry}
   options["data"] = dict(options["data"] or {})
   _check(name, options)
@@ -188,8 +216,7 @@ def _check(name: str, o: dict[str, Any]) -> None:
         (o["batch_size_probe"] > 0, f"{p}batch_size_probe must be positive"),
         (o["weight_decay"] >= 0, f"{p}weight_decay must be >= 0"),
         (0 < o["val_fraction"] < 1, f"{p}val_fraction must be in (0, 1)"),
-        (o["mode"] in ("cached", "on_the_fly"), f"{p}mode must be 'cached' or 'on_the_fly'"),
-        (o["steps"] > 0, f"{p}steps must be positive"),
+        *_training_data_checks(p, o),
         (o["mode"] != "on_the_fly" or o["val_split"],
          f"{p}mode='on_the_fly' needs val_split, a split held out from training to choose "
          "the grid point (e.g. data.train_split='train[1%:]', val_split='train[:1%]')")]
@@ -206,10 +233,22 @@ def _check(name: str, o: dict[str, Any]) -> None:
         (o["depth"] >= 0, f"{p}depth must be >= 0"),
         (o["epochs"] > 0, f"{p}epochs must be positive"),
         (o["batch_size_probe"] > 0, f"{p}batch_size_probe must be positive"),
-        (o["learning_rate"] > 0, f"{p}learning_rate must be positive")]
+        (o["learning_rate"] > 0, f"{p}learning_rate must be positive"),
+        (0 <= o["dropout_rate"] < 1, f"{p}dropout_rate must be in [0, 1)"),
+        (0 <= o["label_smoothing"] < 1, f"{p}label_smoothing must be in [0, 1)"),
+        *_training_data_checks(p, o),
+        (o["warmup_steps"] >= 0 and (o["mode"] != "on_the_fly" or o["warmup_steps"] < o["steps"]),
+         f"{p}warmup_steps must be >= 0 and below steps={o['steps']}")]
   bad = [msg for ok, msg in checks if not ok]
   if bad:
     raise ConfigError("Invalid config: " + "; ".join(bad) + ".")
+
+
+def _training_data_checks(p: str, o: Mapping[str, Any]) -> list[tuple[bool, str]]:
+  """The checks of `_TRAINING_DATA` (mode, steps), the same for every probe that trains."""
+  return [(o["mode"] in MODES, f"{p}mode must be 'cached' or 'on_the_fly'"),
+          (isinstance(o["steps"], int) and o["steps"] >= 1,
+           f"{p}steps must be an int >= 1 (training batches on the fly)")]
 
 
 def validate(evals: Mapping[str, Any], data_keys: Mapping[str, Any] | None = None

@@ -66,6 +66,10 @@ class Evaluators:
       if size % n:
         raise ConfigError(f"evals.{name}.batch_size={size} is not divisible by the {n} "
                           f"devices; use a multiple of {n}.")
+      if o.get("mode") == "on_the_fly" and o["batch_size_probe"] % n:
+        # On the fly batch_size_probe is the global training batch, split over devices.
+        raise ConfigError(f"evals.{name}.batch_size_probe={o['batch_size_probe']} is not "
+                          f"divisible by the {n} devices; use a multiple of {n}.")
 
   def batch_size(self, options: Mapping[str, Any]) -> int:
     return self.eval_batch_size if options["batch_size"] == -1 else options["batch_size"]
@@ -121,6 +125,8 @@ class Evaluators:
     for o in due.values():
       if o["type"] == "classification":
         continue
+      if o["type"] == "attentive" and o["mode"] == "on_the_fly":
+        continue  # streams both splits through the backbone; nothing extracted ahead
       cfg = self.data_config(o)
       on_the_fly = o["type"] == "linear" and o["mode"] == "on_the_fly"
       splits = {o["val_split"] if on_the_fly else cfg["train_split"], cfg["eval_split"]}
@@ -156,6 +162,8 @@ class Evaluators:
     get = lambda split: source.get(cfg, split, names, batch_size=batch, use_cache=o["cache"])
     if o["type"] == "linear" and o["mode"] == "on_the_fly":
       return self._linear_on_the_fly(o, cfg, names, num_classes, source, get)
+    if o["type"] == "attentive" and o["mode"] == "on_the_fly":
+      return self._attentive_on_the_fly(o, cfg, num_classes, source), {}
     train, test = get(cfg["train_split"]), get(cfg["eval_split"])
     if o["type"] == "knn":
       f = names[0]
@@ -176,21 +184,17 @@ class Evaluators:
                             val_fraction=o["val_fraction"], seed=o["seed"])
       return _split_linear(out, names)
     # attentive
-    keys = ("num_queries", "num_heads", "depth", "mlp_ratio", "epochs", "learning_rate",
-            "weight_decay", "warmup_epochs", "seed")
-    return attentive.evaluate(train["tokens"], train["label"], test["tokens"], test["label"],
-                              num_classes=num_classes, batch_size=o["batch_size_probe"],
-                              **{k: o[k] for k in keys}), {}
-
+    keys = _ATTENTIVE_PROBE + ("epochs", "warmup_epochs")
+    out = attentive.evaluate(train["tokens"], train["label"], test["tokens"], test["label"],
+                             num_classes=num_classes, batch_size=o["batch_size_probe"],
+                             **{k: o[k] for k in keys})
+    return {**out, "num_examples": len(test["label"])}, {}
 
   def _linear_on_the_fly(self, o, cfg, names, num_classes, source, get):
     """The linear grid trained on augmented training batches through the frozen backbone."""
     from vit_jax import data  # noqa: PLC0415
 
-    bs = o["batch_size_probe"]
-    if bs % jax.device_count():
-      raise ConfigError(f"linear batch_size_probe={bs} is not divisible by the "
-                        f"{jax.device_count()} devices; use a multiple.")
+    bs = o["batch_size_probe"]  # divides the device count (checked in __init__)
     sharding = parallel.batch_sharding(self.mesh)
     stream = data.train_iterator(cfg, global_batch_size=bs, sharding=sharding, seed=o["seed"])
     model, params = source.model, source.params
@@ -209,6 +213,32 @@ class Evaluators:
     out = linear.select_and_test(heads, names, val, val["label"], test, test["label"],
                                  learning_rates=o["learning_rates"], num_classes=num_classes)
     return _split_linear(out, names)
+
+
+  def _attentive_on_the_fly(self, o, cfg, num_classes, source) -> dict[str, float]:
+    """The attentive probe trained on augmented training batches through the frozen
+    backbone, then tested on the eval split streamed batch by batch (nothing cached)."""
+    from vit_jax import data  # noqa: PLC0415
+
+    model, params = source.model, source.params
+    features.check_supported(model, (registry.TOKENS,))
+    sharding = parallel.batch_sharding(self.mesh)
+    tokens_of = lambda p, x: features.compute(model, p, x, (registry.TOKENS,))[registry.TOKENS]
+    train = data.train_iterator(cfg, global_batch_size=o["batch_size_probe"],
+                                sharding=sharding, seed=o["seed"])
+    probe, probe_params = attentive.train_stream(
+        ((b["image"], b["label"]) for b in train), tokens_of, params, mesh=self.mesh,
+        num_classes=num_classes, steps=o["steps"], warmup_steps=o["warmup_steps"],
+        **{k: o[k] for k in _ATTENTIVE_PROBE})
+    test = data.eval_iterator(cfg, global_batch_size=self.batch_size(o), sharding=sharding)
+    return attentive.evaluate_stream(
+        probe, probe_params, ((b["image"], b["label"], b["mask"]) for b in test), tokens_of,
+        params, mesh=self.mesh, num_classes=num_classes)
+
+
+# The attentive probe's options both modes pass on (registry.TYPES["attentive"]).
+_ATTENTIVE_PROBE = ("num_queries", "num_heads", "depth", "mlp_ratio", "learning_rate",
+                    "weight_decay", "seed", "dropout_rate", "label_smoothing")
 
 
 def _split_linear(out: Mapping[str, Any], names) -> tuple[dict[str, float], dict[str, Any]]:
