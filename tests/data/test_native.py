@@ -45,6 +45,52 @@ def test_target_size_is_siglip2s():
     assert th % 4 == tw % 4 == 0 and (th // 4) * (tw // 4) <= 50
 
 
+def _triangle_weights(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in]: an antialiased bilinear shrink by s = n_in / n_out in closed form.
+
+  Output pixel i (centre (i + 0.5) s in input units) averages the input pixels j with
+  triangle weights max(0, 1 - |j + 0.5 - (i + 0.5) s| / s), normalised over the pixels
+  inside the image (PIL's and torchvision's antialias=True).
+  """
+  s = n_in / n_out
+  d = np.abs(np.arange(n_in)[None] + 0.5 - (np.arange(n_out)[:, None] + 0.5) * s)
+  w = np.maximum(0.0, 1.0 - d / s)
+  return w / w.sum(1, keepdims=True)
+
+
+def test_antialiased_resize_is_the_triangle_filter_average():
+  from vit_jax.data import image_ops  # noqa: PLC0415
+
+  image = np.random.default_rng(0).uniform(0, 255, (16, 24, 3)).astype(np.float32)
+  for out_hw in ((8, 12), (4, 6), (5, 8)):  # 2x, 4x, and 3.2x / 3x
+    got = image_ops.resize(tf.constant(image), out_hw, "bilinear", antialias=True).numpy()
+    rows, cols = _triangle_weights(16, out_hw[0]), _triangle_weights(24, out_hw[1])
+    np.testing.assert_allclose(got, np.einsum("ih,jw,hwc->ijc", rows, cols, image),
+                               atol=1e-3, err_msg=str(out_hw))
+  # The 2x shrink's interior weights are (1, 3, 3, 1) / 8 per side.
+  taps = np.array([1, 3, 3, 1]) / 8
+  got = image_ops.resize(tf.constant(image), (8, 12), "bilinear", antialias=True).numpy()
+  np.testing.assert_allclose(got[3, 5], np.einsum("h,w,hwc->c", taps, taps, image[5:9, 9:13]),
+                             atol=1e-3)
+
+
+def test_native_resize_does_not_alias_stripes():
+  # 1-pixel black and white columns, shrunk 5x by the budget (40x40 -> 8x8 at 4 patches of
+  # 4x4): a plain bilinear resize samples single columns (stripes at full contrast); the
+  # antialiased one averages 9 columns (11 at the borders), leaving the mean grey within
+  # 2% (5% at the borders) of the range [-1, 1].
+  stripes = np.zeros((40, 40, 3), np.uint8)
+  stripes[:, 1::2] = 255
+  c = _config("unused", max_num_patches=4)
+  image = native.eval_image(tf.constant(stripes), c).numpy()  # value_range (-1, 1)
+  assert image.shape == (8, 8, 3)
+  assert np.abs(image[:, 1:-1]).max() < 0.05 and np.abs(image).max() < 0.1, image[..., 0]
+  from vit_jax.data import image_ops  # noqa: PLC0415
+
+  aliased = image_ops.resize(tf.constant(stripes), (8, 8), "bilinear").numpy() / 127.5 - 1
+  assert np.abs(aliased).max() > 0.9  # what the check above would catch
+
+
 def test_eval_is_per_image_and_exact_on_one_and_eight_devices(image_folder):
   model = models.create_model("ViT-Mu_4", num_classes=3, classifier="gap",
                               posemb_resize="bilinear_antialias")

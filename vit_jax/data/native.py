@@ -99,7 +99,10 @@ def _resize_to_budget(image, c: Mapping[str, Any]):
 
   size = tf.numpy_function(size_of, [tf.shape(image)[:2]], tf.int32, stateful=False)
   size = tf.ensure_shape(size, [2])
-  image = image_ops.resize(image, size, c["resize_method"])
+  # Antialiased, as SigLIP 2's processor (torchvision, antialias=True) and timm's
+  # NaFlex transforms resize: the budget often shrinks an image several times over,
+  # where a plain bilinear resize would alias fine detail (image_ops.resize).
+  image = image_ops.resize(image, size, c["resize_method"], antialias=True)
   return tf.ensure_shape(image, [None, None, 3])
 
 
