@@ -193,6 +193,40 @@ def test_token_dropping_keeps_a_random_part_of_each_image_and_resumes_exactly(im
     np.testing.assert_array_equal(np.asarray(resumed[key]), np.asarray(second[key]), key)
 
 
+def test_augment_changes_native_train_images_not_their_sizes(image_folder):
+  # Whole images (train_crop="resize", no flip): without data.augment each training image
+  # is its evaluation image; RandAugment and random erasing change the pixels of each image
+  # at its own size, so the grids, patch counts and labels stay those of the plain batch.
+  plain = next(data.train_iterator(_config(image_folder), global_batch_size=8,
+                                   sharding=_sharding(2), seed=0))
+  augmented = next(data.train_iterator(
+      _config(image_folder, augment="randaug(2, 10)|random_erasing(1.0)"),
+      global_batch_size=8, sharding=_sharding(2), seed=0))
+  plain, augmented = _images(plain), _images(augmented)
+  assert len(plain) == len(augmented) == 8
+  for (y, grid, coords, patches), (y2, grid2, coords2, patches2) in zip(plain, augmented):
+    assert (y, grid) == (y2, grid2)
+    assert len(coords2) == grid[0] * grid[1]
+    np.testing.assert_array_equal(coords, coords2)
+    assert np.abs(patches - patches2).max() > 0.5  # every image changed, visibly
+  sizes = {grid for _, grid, _, _ in plain}
+  assert len(sizes) > 2  # images of several shapes went through the ops
+
+
+def test_repeated_augment_packs_each_image_r_times(image_folder):
+  # r = 2: 4 examples, each twice; with nothing random (whole images, no flip, no augment)
+  # the two copies are the same patches, so every image of the batch occurs an even number
+  # of times; with token dropping each copy keeps its own patches.
+  batch = next(data.train_iterator(_config(image_folder, repeated_augment=2),
+                                   global_batch_size=8, sharding=_sharding(2), seed=0))
+  images = [(y, patches.tobytes()) for y, _, _, patches in _images(batch)]
+  assert len(images) == 8 and all(images.count(x) % 2 == 0 for x in images), images
+  batch = next(data.train_iterator(_config(image_folder, repeated_augment=2, token_drop_rate=0.5),
+                                   global_batch_size=8, sharding=_sharding(2), seed=0))
+  kept = [coords.tobytes() for _, _, coords, _ in _images(batch)]
+  assert len(set(kept)) == 8
+
+
 @pytest.mark.parametrize("overrides,message", [
     (dict(resolution_mode="natve"), "resolution_mode='natve'"),
     (dict(max_num_patches=64, seq_len=40), "does not fit in a row of data.seq_len=40"),

@@ -207,10 +207,6 @@ def _validate_native(c: Mapping[str, Any]) -> None:
   if c["train_crop"] not in NATIVE_TRAIN_CROPS:
     raise ConfigError(f"data.train_crop={c['train_crop']!r} crops to image_size; native "
                       f"resolution takes one of {NATIVE_TRAIN_CROPS}.")
-  if c["augment"] or c["repeated_augment"] > 1:
-    raise ConfigError("data.augment and data.repeated_augment are not supported with "
-                      "data.resolution_mode='native' (the ops assume one image size): "
-                      "leave them unset.")
 
 
 def patch_size(data_config: Mapping[str, Any]) -> tuple[int, int]:

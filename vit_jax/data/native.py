@@ -2,10 +2,10 @@
 
 `config.data.resolution_mode = "native"`. Per example (tf.data, `train_image` /
 `eval_image`): decode -> (training: random resized crop with train_crop="inception")
--> resize, keeping the aspect ratio, to the largest size of whole patches with at most
-`max_num_patches` patches (`target_size`, SigLIP 2's rule) -> (training: flip) ->
-normalise: float32 [h, w, 3] with h, w multiples of the patch, h * w / patch area <=
-max_num_patches.
+-> resize with antialias, keeping the aspect ratio, to the largest size of whole patches
+with at most `max_num_patches` patches (`target_size`, SigLIP 2's rule) -> (training:
+flip, data.augment's pixel ops) -> normalise (-> training: random_erasing): float32
+[h, w, 3] with h, w multiples of the patch, h * w / patch area <= max_num_patches.
 
 Per batch (numpy, `Packer`): the B images of a batch (padded to the largest in
 tf.data's padded_batch, with their sizes) are patchified, optionally thinned by token
@@ -107,13 +107,14 @@ def _resize_to_budget(image, c: Mapping[str, Any]):
 
 
 def train_image(raw, seed, c: Mapping[str, Any]):
-  """Encoded or uint8 image -> float32 [h, w, 3] at the patch budget, cropped and flipped.
+  """Encoded or uint8 image -> float32 [h, w, 3] at the patch budget, cropped, flipped and
+  augmented (data.augment).
 
   The seeds are split as preprocess.train_image splits them.
   """
   import tensorflow as tf  # noqa: PLC0415
 
-  from vit_jax.data import image_ops  # noqa: PLC0415
+  from vit_jax.data import image_ops, preprocess  # noqa: PLC0415
 
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   image = image_ops.decode(raw)
@@ -122,7 +123,12 @@ def train_image(raw, seed, c: Mapping[str, Any]):
   image = _resize_to_budget(image, c)
   if c["flip"]:
     image = image_ops.random_flip(image, flip_seed)
-  return image_ops.normalize(image, c["value_range"], c["mean"], c["std"])
+  # data.augment after the budget resize, as the square pipeline applies it after its
+  # resize: its pixel magnitudes (big_vision's 100 px translations, 40 px cutouts) were
+  # tuned for images at the model's input scale, which the budget gives; a resize after
+  # the ops would blur them; and they cost at most max_num_patches patches of pixels
+  # instead of a full-resolution decode. Every op reads the image's own height and width.
+  return preprocess.augment_and_normalize(image, seed, c)
 
 
 def eval_image(raw, c: Mapping[str, Any]):
