@@ -23,7 +23,7 @@ from vit_jax import data, models
 from vit_jax.data import native
 from vit_jax.driver import parallel
 from vit_jax.errors import ConfigError
-from vit_jax.evals import classification
+from vit_jax.evals import classification, features
 from vit_jax.models import packed
 
 # (height, width, patch, max_num_patches) -> transformers' (height, width).
@@ -127,6 +127,14 @@ def test_eval_is_per_image_and_exact_on_one_and_eight_devices(image_folder):
     assert got["num_examples"] == 9, devices
     assert got["top1"] == pytest.approx(expected_top1), devices
     assert got["loss"] == pytest.approx(expected_loss, rel=1e-5), devices
+  # The frozen-feature protocols (kNN, linear, few-shot) read `pooled` from the same packed
+  # batches (8 devices): one vector per image, in the split's order, padding dropped, which
+  # the head turns into the image's logits alone.
+  got = features.extract(model, params, c, "test", ("pooled",), batch_size=8, mesh=mesh)
+  assert got["label"].tolist() == labels.tolist()
+  head = params["head"]
+  np.testing.assert_allclose(got["pooled"] @ np.asarray(head["kernel"]) + np.asarray(head["bias"]),
+                             logits, rtol=1e-5, atol=1e-5)
 
 
 def _sharding(num_devices):

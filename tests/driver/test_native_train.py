@@ -38,6 +38,20 @@ def test_models_that_cannot_pack_and_bad_combinations_are_refused(tmp_path, digi
   assert not os.path.exists(tmp_path / "w")
 
 
+def test_evaluators_that_need_more_than_pooled_features_are_refused(digits_data_dir):
+  c = tiny_config(digits_data_dir, **NATIVE)
+  c.evals.knn = dict(type="knn")  # pooled: fine
+  c.evals.probe = dict(type="attentive")
+  c.evals.lin = dict(type="linear", features=("pooled", "cls"))
+  with pytest.raises(ConfigError, match=r"evals.lin.features='cls', evals.probe \(attentive: "
+                     r"patch tokens\): packed native-resolution batches give one 'pooled' "
+                     r"feature per image"):
+    config_lib.validate(c)
+  del c.evals.probe
+  c.evals.lin.data = dict(resolution_mode="square")  # square images: any feature
+  config_lib.validate(c)
+
+
 @pytest.fixture(scope="module")
 def varied_digits(tmp_path_factory) -> str:
   """folder:root/{train,test}/<digit>/*.png: the bundled digits, each stretched to a random
@@ -85,14 +99,17 @@ def test_native_run_learns_and_fine_tunes_from_its_checkpoint(tmp_path, varied_d
 def test_native_run_with_randaugment_learns(tmp_path, digits_data_dir):
   # DeiT's RandAugment (relative translations: big_vision's 100 px ones would empty an 8x8
   # digit) on each image after the budget resize; losses logged every 4 of 48 steps.
+  # A kNN probe on the packed images' pooled features evaluates beside the run's head.
   c = tiny_config(digits_data_dir, **NATIVE, **{
       "data.augment": "timm_randaug('rand-m5-mstd0.5-inc1')", "data.eval_split": "test[:64]",
       "total_steps": 48, "eval_every_steps": 0, "checkpoint.every_steps": 48})
+  c.evals.knn = dict(type="knn", ks=(10,), data=dict(train_split="train[:256]"))
   results = train.train_and_evaluate(c, str(tmp_path / "augmented"))
   losses = logged(tmp_path / "augmented" / "metrics.jsonl", "loss")
   assert all(math.isfinite(x) for x in losses)
   assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1, losses
   assert results["loss"] < 2.2, results  # chance: ln(10) = 2.30
+  assert results["knn/top1_k10"] > 0.3, results  # neighbours among 256 train digits
 
 
 # Loaded by both processes through PYTHONPATH: every batch a process packs is logged to

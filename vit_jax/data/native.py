@@ -14,11 +14,13 @@ dropping, and packed first-fit (models.packed.pack_patches) into a fixed number 
     {"patches": float32 [R, seq_len, ph * pw * 3], "image_ids": int32 [R, seq_len],
      "coords": int32 [R, seq_len, 2], "grids": int32 [R, seq_len, 2],
      "label": int32 [R, k], "mask": bool [R, k]}
+    and in evaluation "position": int32 [R, k]
 
 R = ceil(B / k) rounded up to a multiple of the batch shards, k the images per row
 (`images_per_row`); `label[r, j]` is the label of row r's image j + 1 and `mask` marks
 the slots that hold an image (padding examples of evaluation, trailing slots and rows:
-False). The model's output for a PackedPatches is [R, k, ...] in the same slots, so the
+False); `position[r, j]` is that image's place in this process's batch (first-fit packing
+reorders images; feature extraction, vit_jax/evals/features.py, puts them back). The model's output for a PackedPatches is [R, k, ...] in the same slots, so the
 loss and metrics are per image, padding weighted 0 (driver/steps.py).
 
 Because k images at the most patches one can keep always fit in a row, every batch of
@@ -189,11 +191,14 @@ class Packer:
                                             num_rows=rows)
     label = np.zeros((rows, self.k), np.int32)
     mask = np.zeros((rows, self.k), bool)
+    position = np.zeros((rows, self.k), np.int32)
     for i, (r, j) in zip(kept, slots):
       label[r, j] = labels[i]
       mask[r, j] = True
-    return {"patches": packed.patches, "image_ids": packed.image_ids, "coords": packed.coords,
-            "grids": packed.grids, "label": label, "mask": mask}
+      position[r, j] = i
+    out = {"patches": packed.patches, "image_ids": packed.image_ids, "coords": packed.coords,
+           "grids": packed.grids, "label": label, "mask": mask}
+    return out if self.train else {**out, "position": position}
 
 
 def pack_shards(shard_batches: list[Iterator[Mapping[str, np.ndarray]]], packer: Packer,
