@@ -2,9 +2,9 @@
 
 A tiny run on digits (random resized crops: every aspect ratio, token dropping) must
 learn and count every evaluation image once, and a run must fine-tune from it with
-model_name="from_checkpoint"; the same in 2 processes joined by jax.distributed, each
-packing its own share. The exactness of packed evaluation on 1 and 8 devices:
-tests/data/test_native.py.
+model_name="from_checkpoint"; a run in 2 processes joined by jax.distributed, with
+RandAugment and a kNN probe, must learn with each process packing its own share. The
+exactness of packed evaluation and features on 1 and 8 devices: tests/data/test_native.py.
 """
 
 from __future__ import annotations
@@ -13,19 +13,18 @@ import json
 import math
 import os
 import textwrap
+from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.driver.test_multihost import launch
-from tests.helpers import logged, overrides_as_flags, read_jsonl, tiny_config
+from tests.helpers import TINY_DIGITS_CONFIG, logged, overrides_as_flags, read_jsonl, tiny_config
+from tests.tiny_digits_config import NATIVE
+from vit_jax.data import pipeline
 from vit_jax.driver import config as config_lib
 from vit_jax.driver import train
 from vit_jax.errors import ConfigError
-
-NATIVE = {"model.classifier": "gap", "model.posemb_resize": "bilinear_antialias",
-          "data.resolution_mode": "native", "data.max_num_patches": 16, "data.seq_len": 40,
-          "data.max_images_per_row": 4}
 
 
 def test_models_that_cannot_pack_and_bad_combinations_are_refused(tmp_path, digits_data_dir):
@@ -95,26 +94,9 @@ def test_native_run_learns_and_fine_tunes_from_its_checkpoint(tmp_path, varied_d
   assert tuned["top1"] > 0.2, tuned  # it started from the run, not from scratch
 
 
-@pytest.mark.slow
-def test_native_run_with_randaugment_learns(tmp_path, digits_data_dir):
-  # DeiT's RandAugment (relative translations: big_vision's 100 px ones would empty an 8x8
-  # digit) on each image after the budget resize; losses logged every 4 of 48 steps.
-  # A kNN probe on the packed images' pooled features evaluates beside the run's head.
-  c = tiny_config(digits_data_dir, **NATIVE, **{
-      "data.augment": "timm_randaug('rand-m5-mstd0.5-inc1')", "data.eval_split": "test[:64]",
-      "total_steps": 48, "eval_every_steps": 0, "checkpoint.every_steps": 48})
-  c.evals.knn = dict(type="knn", ks=(10,), data=dict(train_split="train[:256]"))
-  results = train.train_and_evaluate(c, str(tmp_path / "augmented"))
-  losses = logged(tmp_path / "augmented" / "metrics.jsonl", "loss")
-  assert all(math.isfinite(x) for x in losses)
-  assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1, losses
-  assert results["loss"] < 2.2, results  # chance: ln(10) = 2.30
-  assert results["knn/top1_k10"] > 0.3, results  # neighbours among 256 train digits
-
-
 # Loaded by both processes through PYTHONPATH: every batch a process packs is logged to
-# LOGS/p<process>.jsonl (its valid images and labels), observing the real pipeline
-# without changing it.
+# LOGS/p<process>.jsonl (its valid images and labels; in training the examples' seeds),
+# observing the real pipeline without changing it.
 LOG_PACKED_IMAGES = textwrap.dedent("""
     import json, os
     from vit_jax.data import native
@@ -122,70 +104,79 @@ LOG_PACKED_IMAGES = textwrap.dedent("""
 
     def logged_pack(self, batch):
       valid = batch["mask"] if "mask" in batch else [True] * len(batch["label"])
-      images = [batch["image"][i, :h, :w].round(4).tolist()
-                for i, (h, w) in enumerate(batch["size"]) if valid[i]]
-      labels = [int(y) for y, v in zip(batch["label"], valid) if v]
+      record = {"train": self.train,
+                "labels": [int(y) for y, v in zip(batch["label"], valid) if v]}
+      if self.train:
+        record["seeds"] = batch["seed"].tolist()
+      else:
+        record["images"] = [batch["image"][i, :h, :w].round(4).tolist()
+                            for i, (h, w) in enumerate(batch["size"]) if valid[i]]
       path = os.path.join(LOGS, f"p{os.environ['VIT_JAX_PROCESS_ID']}.jsonl")
       with open(path, "a") as f:
-        f.write(json.dumps({"train": self.train, "images": images, "labels": labels}) + "\\n")
+        f.write(json.dumps(record) + "\\n")
       return _pack(self, batch)
 
     native.Packer.__call__ = logged_pack
 """)
 
 
-def _share(c, split: str, process: int, train: bool) -> list[tuple[int, np.ndarray]]:
-  """(label, native image) of each example of `process`'s share of 2, in reading order."""
+def _share(c, split: str, process: int, images: bool = True) -> list[tuple[int, Any]]:
+  """(label, evaluation image or None) of each example of `process`'s share of 2, in order."""
   from vit_jax.data import native, sources  # noqa: PLC0415
 
   source = sources.open_source(c)
+  ds = source.read(split, process, 2)
+  if not images:
+    return [(int(ex["label"]), None) for ex in ds.as_numpy_iterator()]
 
   def prepare(ex):
     return ex["label"], native.eval_image(source.load(ex, skip_bad=False)["raw"], c)
 
-  ds = source.read(split, process, 2, shuffle_files=train).map(prepare, num_parallel_calls=2)
-  return [(int(y), x) for y, x in ds.as_numpy_iterator()]
-
-
-def _found(label: int, image: np.ndarray, share: list[tuple[int, np.ndarray]]) -> bool:
-  return any(y == label and x.shape == image.shape and np.allclose(x, image, atol=1e-3)
-             for y, x in share)
+  return [(int(y), x) for y, x in ds.map(prepare, num_parallel_calls=2).as_numpy_iterator()]
 
 
 @pytest.mark.slow
-def test_two_processes_train_and_evaluate_each_on_its_own_share(tmp_path, varied_digits):
+def test_two_processes_train_augmented_and_evaluate_each_on_its_own_share(tmp_path,
+                                                                         varied_digits):
   # 2 processes x 2 devices (launch: parameters FSDP-split over all 4, data.train_shards=2),
-  # images of every aspect ratio resized whole (no random crop, no flip, no token
-  # dropping: a logged training image is exactly its evaluation image, so it can be found
-  # in a share); evaluation batches of 64 leave padding slots and rows on both processes.
-  overrides = {**NATIVE, "data.dataset": f"folder:{varied_digits}", "total_steps": 8,
-               "eval_every_steps": 8, "checkpoint.every_steps": 8, "lr.warmup_steps": 2}
-  hook = tmp_path / "hook"
+  # digits of every aspect ratio, each resized whole to the budget, with DeiT's
+  # RandAugment per image (relative translations: big_vision's 100 px would empty an 8x8
+  # digit); evaluation batches of 64 leave padding slots and rows on both processes. The
+  # run's classification and a kNN probe (tests/tiny_digits_config.py:native) evaluate.
+  overrides = {"data.dataset": f"folder:{varied_digits}", "lr.base": 1e-2,
+               "data.augment": "timm_randaug('rand-m5-mstd0.5-inc1')", "total_steps": 48,
+               "eval_every_steps": 48, "checkpoint.every_steps": 48}
+  hook, logs, workdir = tmp_path / "hook", tmp_path / "packed", tmp_path / "run"
   hook.mkdir()
-  workdir, logs = tmp_path / "run", tmp_path / "packed"
   logs.mkdir()
   (hook / "sitecustomize.py").write_text(LOG_PACKED_IMAGES.replace("LOGS", repr(str(logs))))
-  launch(workdir, None, *overrides_as_flags(overrides), pythonpath=hook)
+  launch(workdir, None, *overrides_as_flags(overrides), pythonpath=hook,
+         config=f"{TINY_DIGITS_CONFIG}:native")
 
-  assert all(math.isfinite(x) for x in logged(workdir / "metrics.jsonl", "loss"))
+  losses = logged(workdir / "metrics.jsonl", "loss")  # every 4 steps
+  assert all(math.isfinite(x) for x in losses)
+  assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.1, losses
   with open(workdir / "results.json") as f:
-    assert json.load(f)["num_examples"] == 360  # the size of the test split
+    results = json.load(f)
+  assert results["num_examples"] == 360, results  # the size of the test split
+  assert results["loss"] < 2.2 and results["knn/top1_k10"] > 0.2, results  # chance: 2.30, 0.1
 
-  c = tiny_config(tmp_path, **overrides, **{"data.patch_size": 2}).data
+  c = tiny_config(tmp_path, **NATIVE, **overrides, **{"data.patch_size": 2}).data
   for p in (0, 1):
     records = read_jsonl(logs / f"p{p}.jsonl")
-    # Evaluation: this process's share of the test split, every image once, in order.
-    evaluated = [(y, np.asarray(x, np.float32)) for r in records if not r["train"]
+    # Training: this process read its own shard's stream (each example's seed starts
+    # with the stream's seed, pipeline._host_seed(seed, shard)), every step full.
+    seeds = [s for r in records if r["train"] for s in r["seeds"]]
+    assert len(seeds) >= 48 * 16 and {s[0] for s in seeds} == {pipeline._host_seed(0, p)}, p
+    # Evaluation: the run's classification of the test split, then the kNN probe's
+    # extraction of the test and train splits (sorted): each time this process's share,
+    # every image once, in order (the train split's 719 by their labels alone).
+    evaluated = [(y, x) for r in records if not r["train"]
                  for y, x in zip(r["labels"], r["images"])]
-    share = _share(c, "test", p, train=False)
-    assert len(evaluated) == len(share) == 180, p
-    for (y, x), (label, expected) in zip(evaluated, share):
-      assert y == label and x.shape == expected.shape, p
-      np.testing.assert_allclose(x, expected, atol=1e-3)
-    # Training: only images of this process's share of the train split (and at least
-    # the 8 steps x 16 images it trained on; the pipeline reads a few batches ahead).
-    trained = [(y, np.asarray(x, np.float32)) for r in records if r["train"]
-               for y, x in zip(r["labels"], r["images"])]
-    assert len(trained) >= 8 * 16, p
-    share = _share(c, "train", p, train=True)
-    assert all(_found(y, x, share) for y, x in trained), p
+    test = _share(c, "test", p)
+    expected = test + test + _share(c, "train", p, images=False)
+    assert len(test) == 180 and len(evaluated) == len(expected), (p, len(evaluated))
+    for (y, x), (label, image) in zip(evaluated, expected):
+      assert y == label, p
+      if image is not None:
+        np.testing.assert_allclose(np.asarray(x, np.float32), image, atol=1e-3)
