@@ -19,9 +19,10 @@ dropping, and packed first-fit (models.packed.pack_patches) into a fixed number 
 R = ceil(B / k) rounded up to a multiple of the batch shards, k the images per row
 (`images_per_row`); `label[r, j]` is the label of row r's image j + 1 and `mask` marks
 the slots that hold an image (padding examples of evaluation, trailing slots and rows:
-False); `position[r, j]` is that image's place in this process's batch (first-fit packing
-reorders images; feature extraction, vit_jax/evals/features.py, puts them back). The model's output for a PackedPatches is [R, k, ...] in the same slots, so the
-loss and metrics are per image, padding weighted 0 (driver/steps.py).
+False); `position[r, j]` is that image's place in this process's batch, from which
+feature extraction (vit_jax/evals/features.py) restores the split's order whatever order
+the packer chose. The model's output for a PackedPatches is [R, k, ...] in the same
+slots, so the loss and metrics are per image, padding weighted 0 (driver/steps.py).
 
 Because k images at the most patches one can keep always fit in a row, every batch of
 B images packs into R rows whatever their shapes: the batches keep a fixed number of

@@ -97,7 +97,7 @@ def compute(model: nn.Module, params: Any, inputs: jax.Array | packed.PackedPatc
   """The named features of `inputs` from one forward pass (see the module docstring)."""
   if isinstance(inputs, packed.PackedPatches):
     others = [n for n in names if n != "pooled"]
-    if others:  # registry.native_unsupported refuses these at config validation
+    if others:  # registry.native_problem refuses these at config validation
       raise ConfigError(f"Features {others} are not per image in a packed batch: use "
                         "'pooled' with data.resolution_mode='native'.")
     pooled = model.apply({"params": params}, inputs, features=True)["pooled"]  # [R, k, D]
