@@ -25,6 +25,7 @@ from vit_jax.data import pipeline
 from vit_jax.driver import config as config_lib
 from vit_jax.driver import train
 from vit_jax.errors import ConfigError
+from vit_jax.evals import registry as evals_registry
 
 
 def test_models_that_cannot_pack_and_bad_combinations_are_refused(tmp_path, digits_data_dir):
@@ -49,6 +50,12 @@ def test_evaluators_that_need_more_than_pooled_features_are_refused(digits_data_
   del c.evals.probe
   c.evals.lin.data = dict(resolution_mode="square")  # square images: any feature
   config_lib.validate(c)
+  # The standalone evaluator (python -m vit_jax.evaluate) refuses the same.
+  standalone = evals_registry.standalone_config()
+  standalone.data.resolution_mode = "native"
+  standalone.evals.knn = dict(type="knn", features="cls")
+  with pytest.raises(ConfigError, match=r"evals.knn.features='cls': packed native"):
+    evals_registry.validate_standalone(standalone)
 
 
 @pytest.fixture(scope="module")
