@@ -58,7 +58,7 @@ CACHE_DIR = "feature_cache"
 # config.data keys that change nothing in evaluation inputs (training-only or runtime).
 _NOT_IN_FEATURES = ("train_crop", "inception_area", "flip", "augment", "repeated_augment",
                     "scale_jitter", "shuffle_buffer", "train_shards", "cache", "prefetch",
-                    "skip_bad_examples", "min_frames", "token_drop_rate")
+                    "skip_bad_examples", "min_frames")
 
 
 def _classifier(model: nn.Module) -> str:
