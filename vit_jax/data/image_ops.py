@@ -86,9 +86,11 @@ def resize(image: tf.Tensor, size, method: str = "bilinear",
   pixel averages all the input pixels it covers (PIL's and torchvision's
   `antialias=True`: a 2x bilinear shrink is the triangle-weighted mean of 4 pixels per
   side). Without it each output pixel reads only its 2 (bilinear) or 4 (bicubic)
-  nearest inputs per side, and detail finer than the output grid aliases. Upscaling is
-  the same either way. The square pipeline keeps the default False (its numbers are
-  those of the released ViT pipelines); native resolution turns it on (native.py).
+  nearest inputs per side, and detail finer than the output grid aliases. A bilinear
+  upscale is the same either way (TensorFlow's antialiased bicubic uses another cubic
+  kernel: up to ~0.1 of 255 apart). The square pipeline keeps the default False (its
+  numbers are those of the released ViT pipelines); native resolution turns it on
+  (native.py).
   """
   out = tf.image.resize(image, size, method=method, antialias=antialias)
   return tf.clip_by_value(out, 0.0, 255.0) if method == "bicubic" else out
