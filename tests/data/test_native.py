@@ -203,12 +203,13 @@ def test_token_dropping_keeps_a_random_part_of_each_image_and_resumes_exactly(im
 
 def test_augment_changes_native_train_images_not_their_sizes(image_folder):
   # Whole images (train_crop="resize", no flip): without data.augment each training image
-  # is its evaluation image; RandAugment and random erasing change the pixels of each image
-  # at its own size, so the grids, patch counts and labels stay those of the plain batch.
+  # is its evaluation image; RandAugment changes the pixels of each image at its own size
+  # (all but the plain white ones, which most ops leave white), so the grids, patch counts
+  # and labels stay those of the plain batch.
   plain = next(data.train_iterator(_config(image_folder), global_batch_size=8,
                                    sharding=_sharding(2), seed=0))
   augmented = next(data.train_iterator(
-      _config(image_folder, augment="randaug(2, 10)|random_erasing(1.0)"),
+      _config(image_folder, augment="randaug(2, 10)"),
       global_batch_size=8, sharding=_sharding(2), seed=0))
   plain, augmented = _images(plain), _images(augmented)
   assert len(plain) == len(augmented) == 8
@@ -216,9 +217,11 @@ def test_augment_changes_native_train_images_not_their_sizes(image_folder):
     assert (y, grid) == (y2, grid2)
     assert len(coords2) == grid[0] * grid[1]
     np.testing.assert_array_equal(coords, coords2)
-    assert np.abs(patches - patches2).max() > 0.5  # every image changed, visibly
+    if np.ptp(patches) > 0.1:
+      assert np.abs(patches - patches2).max() > 0.5  # changed, visibly
   sizes = {grid for _, grid, _, _ in plain}
   assert len(sizes) > 2  # images of several shapes went through the ops
+  assert sum(np.ptp(patches) > 0.1 for _, _, _, patches in plain) >= 4
 
 
 def test_repeated_augment_packs_each_image_r_times(image_folder):
