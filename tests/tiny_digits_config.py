@@ -1,16 +1,24 @@
 """The tiny digits config of tests/driver/test_train.py as a config file, for command-line runs.
 
     python -m vit_jax.main --config tests/tiny_digits_config.py --workdir DIR
+    python -m vit_jax.main --config tests/tiny_digits_config.py:native --workdir DIR
 
-VIT_JAX_DATA_DIR points it at the tests' prepared data directory.
+VIT_JAX_DATA_DIR points it at the tests' prepared data directory. ":native" trains at
+native resolution (NATIVE) with a kNN probe on the packed images' pooled features.
 """
 
 import ml_collections
 
 from vit_jax.driver import config as config_lib
 
+# Native resolution for ViT-Mu/2: a budget of 16 2x2 patches per image (8x8 digits keep
+# their size), 2 such images per 40-patch row; a model that packs (resized posemb, gap).
+NATIVE = {"model.classifier": "gap", "model.posemb_resize": "bilinear_antialias",
+          "data.resolution_mode": "native", "data.max_num_patches": 16, "data.seq_len": 40,
+          "data.max_images_per_row": 4}
 
-def get_config() -> ml_collections.ConfigDict:
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c = config_lib.base_config()
   c.model_name = "ViT-Mu_2"
   c.data.dataset = "digits"
@@ -28,4 +36,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 12
   c.checkpoint.every_steps = 12
   c.progress_bar = False
+  if arg == "native":
+    c.update_from_flattened_dict(NATIVE)
+    c.evals.knn = dict(type="knn", ks=(10,))
+  elif arg:
+    raise ValueError(f"tests/tiny_digits_config.py:{arg}: use no argument or ':native'.")
   return c

@@ -23,7 +23,7 @@ from vit_jax import data, models
 from vit_jax.data import native
 from vit_jax.driver import parallel
 from vit_jax.errors import ConfigError
-from vit_jax.evals import classification
+from vit_jax.evals import classification, features
 from vit_jax.models import packed
 
 # (height, width, patch, max_num_patches) -> transformers' (height, width).
@@ -43,6 +43,52 @@ def test_target_size_is_siglip2s():
   for h, w in np.random.default_rng(0).integers(1, 400, (50, 2)):
     th, tw = native.target_size(int(h), int(w), (4, 4), 50)
     assert th % 4 == tw % 4 == 0 and (th // 4) * (tw // 4) <= 50
+
+
+def _triangle_weights(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in]: an antialiased bilinear shrink by s = n_in / n_out in closed form.
+
+  Output pixel i (centre (i + 0.5) s in input units) averages the input pixels j with
+  triangle weights max(0, 1 - |j + 0.5 - (i + 0.5) s| / s), normalised over the pixels
+  inside the image (PIL's and torchvision's antialias=True).
+  """
+  s = n_in / n_out
+  d = np.abs(np.arange(n_in)[None] + 0.5 - (np.arange(n_out)[:, None] + 0.5) * s)
+  w = np.maximum(0.0, 1.0 - d / s)
+  return w / w.sum(1, keepdims=True)
+
+
+def test_antialiased_resize_is_the_triangle_filter_average():
+  from vit_jax.data import image_ops  # noqa: PLC0415
+
+  image = np.random.default_rng(0).uniform(0, 255, (16, 24, 3)).astype(np.float32)
+  for out_hw in ((8, 12), (4, 6), (5, 8)):  # 2x, 4x, and 3.2x / 3x
+    got = image_ops.resize(tf.constant(image), out_hw, "bilinear", antialias=True).numpy()
+    rows, cols = _triangle_weights(16, out_hw[0]), _triangle_weights(24, out_hw[1])
+    np.testing.assert_allclose(got, np.einsum("ih,jw,hwc->ijc", rows, cols, image),
+                               atol=1e-3, err_msg=str(out_hw))
+  # The 2x shrink's interior weights are (1, 3, 3, 1) / 8 per side.
+  taps = np.array([1, 3, 3, 1]) / 8
+  got = image_ops.resize(tf.constant(image), (8, 12), "bilinear", antialias=True).numpy()
+  np.testing.assert_allclose(got[3, 5], np.einsum("h,w,hwc->c", taps, taps, image[5:9, 9:13]),
+                             atol=1e-3)
+
+
+def test_native_resize_does_not_alias_stripes():
+  # 1-pixel black and white columns, shrunk 5x by the budget (40x40 -> 8x8 at 4 patches of
+  # 4x4): a plain bilinear resize samples single columns (stripes at full contrast); the
+  # antialiased one averages 9 columns (11 at the borders), leaving the mean grey within
+  # 2% (5% at the borders) of the range [-1, 1].
+  stripes = np.zeros((40, 40, 3), np.uint8)
+  stripes[:, 1::2] = 255
+  c = _config("unused", max_num_patches=4)
+  image = native.eval_image(tf.constant(stripes), c).numpy()  # value_range (-1, 1)
+  assert image.shape == (8, 8, 3)
+  assert np.abs(image[:, 1:-1]).max() < 0.05 and np.abs(image).max() < 0.1, image[..., 0]
+  from vit_jax.data import image_ops  # noqa: PLC0415
+
+  aliased = image_ops.resize(tf.constant(stripes), (8, 8), "bilinear").numpy() / 127.5 - 1
+  assert np.abs(aliased).max() > 0.9  # what the check above would catch
 
 
 def test_eval_is_per_image_and_exact_on_one_and_eight_devices(image_folder):
@@ -81,6 +127,14 @@ def test_eval_is_per_image_and_exact_on_one_and_eight_devices(image_folder):
     assert got["num_examples"] == 9, devices
     assert got["top1"] == pytest.approx(expected_top1), devices
     assert got["loss"] == pytest.approx(expected_loss, rel=1e-5), devices
+  # The frozen-feature protocols (kNN, linear, few-shot) read `pooled` from the same packed
+  # batches (8 devices): one vector per image, in the split's order, padding dropped, which
+  # the head turns into the image's logits alone.
+  got = features.extract(model, params, c, "test", ("pooled",), batch_size=8, mesh=mesh)
+  assert got["label"].tolist() == labels.tolist()
+  head = params["head"]
+  np.testing.assert_allclose(got["pooled"] @ np.asarray(head["kernel"]) + np.asarray(head["bias"]),
+                             logits, rtol=1e-5, atol=1e-5)
 
 
 def _sharding(num_devices):
@@ -145,6 +199,43 @@ def test_token_dropping_keeps_a_random_part_of_each_image_and_resumes_exactly(im
                                      seed=3, start_step=1))
   for key in second:
     np.testing.assert_array_equal(np.asarray(resumed[key]), np.asarray(second[key]), key)
+
+
+def test_augment_changes_native_train_images_not_their_sizes(image_folder):
+  # Whole images (train_crop="resize", no flip): without data.augment each training image
+  # is its evaluation image; RandAugment changes the pixels of each image at its own size
+  # (all but the plain white ones, which most ops leave white), so the grids, patch counts
+  # and labels stay those of the plain batch.
+  plain = next(data.train_iterator(_config(image_folder), global_batch_size=8,
+                                   sharding=_sharding(2), seed=0))
+  augmented = next(data.train_iterator(
+      _config(image_folder, augment="randaug(2, 10)"),
+      global_batch_size=8, sharding=_sharding(2), seed=0))
+  plain, augmented = _images(plain), _images(augmented)
+  assert len(plain) == len(augmented) == 8
+  for (y, grid, coords, patches), (y2, grid2, coords2, patches2) in zip(plain, augmented):
+    assert (y, grid) == (y2, grid2)
+    assert len(coords2) == grid[0] * grid[1]
+    np.testing.assert_array_equal(coords, coords2)
+    if np.ptp(patches) > 0.1:
+      assert np.abs(patches - patches2).max() > 0.5  # changed, visibly
+  sizes = {grid for _, grid, _, _ in plain}
+  assert len(sizes) > 2  # images of several shapes went through the ops
+  assert sum(np.ptp(patches) > 0.1 for _, _, _, patches in plain) >= 4
+
+
+def test_repeated_augment_packs_each_image_r_times(image_folder):
+  # r = 2: 4 examples, each twice; with nothing random (whole images, no flip, no augment)
+  # the two copies are the same patches, so every image of the batch occurs an even number
+  # of times; with token dropping each copy keeps its own patches.
+  batch = next(data.train_iterator(_config(image_folder, repeated_augment=2),
+                                   global_batch_size=8, sharding=_sharding(2), seed=0))
+  images = [(y, patches.tobytes()) for y, _, _, patches in _images(batch)]
+  assert len(images) == 8 and all(images.count(x) % 2 == 0 for x in images), images
+  batch = next(data.train_iterator(_config(image_folder, repeated_augment=2, token_drop_rate=0.5),
+                                   global_batch_size=8, sharding=_sharding(2), seed=0))
+  kept = [coords.tobytes() for _, _, coords, _ in _images(batch)]
+  assert len(set(kept)) == 8
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -60,11 +60,12 @@ SIGTERM_PROCESS_1 = textwrap.dedent("""
 """)
 
 
-def launch(workdir, data_dir, *flags, pythonpath=None, timeout=420, check=True, status=0):
+def launch(workdir, data_dir, *flags, pythonpath=None, timeout=420, check=True, status=0,
+           config=TINY_DIGITS_CONFIG):
   # devices=None: the launcher sets each process's device count.
   env = subprocess_env(None, data_dir, [pythonpath] if pythonpath else (),
                        PYTHON=sys.executable, KILL_GRACE_S="5")
-  cmd = [LAUNCHER, "2", "2", "--", "--config", TINY_DIGITS_CONFIG,
+  cmd = [LAUNCHER, "2", "2", "--", "--config", config,
          "--workdir", str(workdir), "--compilation_cache=", *FLAGS, *flags]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
   if check:

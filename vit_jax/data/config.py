@@ -43,7 +43,8 @@ def default_config() -> ml_collections.ConfigDict:
     flip: random horizontal flips in training.
     resize_small: evaluation resizes the shorter side to this and takes the central
       image_size crop; None resizes the whole image to image_size.
-    augment: the training augmentation chain after the crop and flip, as
+    augment: the training augmentation chain after the crop and flip (native resolution:
+      per image at its own size, after the budget resize), as
       "op(args)|op(args)" or a list of such items, e.g. "randaug(2, 10)" or
       "timm_randaug('rand-m9-mstd0.5-inc1')|random_erasing(0.25)"; "" (default):
       none. Ops and arguments: vit_jax/data/augment_spec.py, docs/augmentation.md.
@@ -58,7 +59,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   Native resolution (NaViT / NaFlex; images only, vit_jax/data/native.py):
     resolution_mode: "square" (default: every image resized to image_size) or
-      "native": each image resized, keeping its aspect ratio, to at most
+      "native": each image resized (with antialias), keeping its aspect ratio, to at most
       `max_num_patches` patches (SigLIP 2's rule), cut into patches and packed into rows
       of `seq_len` patches holding at most `max_images_per_row` images each; batches are
       `vit_jax.models.packed.PackedPatches` with a label and a mask per image slot.
@@ -207,10 +208,6 @@ def _validate_native(c: Mapping[str, Any]) -> None:
   if c["train_crop"] not in NATIVE_TRAIN_CROPS:
     raise ConfigError(f"data.train_crop={c['train_crop']!r} crops to image_size; native "
                       f"resolution takes one of {NATIVE_TRAIN_CROPS}.")
-  if c["augment"] or c["repeated_augment"] > 1:
-    raise ConfigError("data.augment and data.repeated_augment are not supported with "
-                      "data.resolution_mode='native' (the ops assume one image size): "
-                      "leave them unset.")
 
 
 def patch_size(data_config: Mapping[str, Any]) -> tuple[int, int]:

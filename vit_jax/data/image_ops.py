@@ -75,13 +75,24 @@ def random_crop(image: tf.Tensor, size: tuple[int, int], seed: tf.Tensor) -> tf.
 RESIZE_METHODS = ("bilinear", "bicubic")
 
 
-def resize(image: tf.Tensor, size, method: str = "bilinear") -> tf.Tensor:
+def resize(image: tf.Tensor, size, method: str = "bilinear",
+           antialias: bool = False) -> tf.Tensor:
   """Resize to `size` (height, width); float32 output in the input's range.
 
   "bicubic" (the filter timm's and most PyTorch checkpoints were evaluated with) can
   overshoot, so its output is clipped to [0, 255] as PIL's uint8 output is.
+
+  antialias: when shrinking, widen the filter by the scale factor, so that every output
+  pixel averages all the input pixels it covers (PIL's and torchvision's
+  `antialias=True`: a 2x bilinear shrink is the triangle-weighted mean of 4 pixels per
+  side). Without it each output pixel reads only its 2 (bilinear) or 4 (bicubic)
+  nearest inputs per side, and detail finer than the output grid aliases. A bilinear
+  upscale is the same either way (TensorFlow's antialiased bicubic uses another cubic
+  kernel: up to ~0.1 of 255 apart). The square pipeline keeps the default False (its
+  numbers are those of the released ViT pipelines); native resolution turns it on
+  (native.py).
   """
-  out = tf.image.resize(image, size, method=method)
+  out = tf.image.resize(image, size, method=method, antialias=antialias)
   return tf.clip_by_value(out, 0.0, 255.0) if method == "bicubic" else out
 
 

@@ -2,10 +2,10 @@
 
 `config.data.resolution_mode = "native"`. Per example (tf.data, `train_image` /
 `eval_image`): decode -> (training: random resized crop with train_crop="inception")
--> resize, keeping the aspect ratio, to the largest size of whole patches with at most
-`max_num_patches` patches (`target_size`, SigLIP 2's rule) -> (training: flip) ->
-normalise: float32 [h, w, 3] with h, w multiples of the patch, h * w / patch area <=
-max_num_patches.
+-> resize with antialias, keeping the aspect ratio, to the largest size of whole patches
+with at most `max_num_patches` patches (`target_size`, SigLIP 2's rule) -> (training:
+flip, data.augment's pixel ops) -> normalise (-> training: random_erasing): float32
+[h, w, 3] with h, w multiples of the patch, h * w / patch area <= max_num_patches.
 
 Per batch (numpy, `Packer`): the B images of a batch (padded to the largest in
 tf.data's padded_batch, with their sizes) are patchified, optionally thinned by token
@@ -14,12 +14,15 @@ dropping, and packed first-fit (models.packed.pack_patches) into a fixed number 
     {"patches": float32 [R, seq_len, ph * pw * 3], "image_ids": int32 [R, seq_len],
      "coords": int32 [R, seq_len, 2], "grids": int32 [R, seq_len, 2],
      "label": int32 [R, k], "mask": bool [R, k]}
+    and in evaluation "position": int32 [R, k]
 
 R = ceil(B / k) rounded up to a multiple of the batch shards, k the images per row
 (`images_per_row`); `label[r, j]` is the label of row r's image j + 1 and `mask` marks
 the slots that hold an image (padding examples of evaluation, trailing slots and rows:
-False). The model's output for a PackedPatches is [R, k, ...] in the same slots, so the
-loss and metrics are per image, padding weighted 0 (driver/steps.py).
+False); `position[r, j]` is that image's place in this process's batch, from which
+feature extraction (vit_jax/evals/features.py) restores the split's order whatever order
+the packer chose. The model's output for a PackedPatches is [R, k, ...] in the same
+slots, so the loss and metrics are per image, padding weighted 0 (driver/steps.py).
 
 Because k images at the most patches one can keep always fit in a row, every batch of
 B images packs into R rows whatever their shapes: the batches keep a fixed number of
@@ -99,18 +102,22 @@ def _resize_to_budget(image, c: Mapping[str, Any]):
 
   size = tf.numpy_function(size_of, [tf.shape(image)[:2]], tf.int32, stateful=False)
   size = tf.ensure_shape(size, [2])
-  image = image_ops.resize(image, size, c["resize_method"])
+  # Antialiased, as SigLIP 2's processor (torchvision, antialias=True) and timm's
+  # NaFlex transforms resize: the budget often shrinks an image several times over,
+  # where a plain bilinear resize would alias fine detail (image_ops.resize).
+  image = image_ops.resize(image, size, c["resize_method"], antialias=True)
   return tf.ensure_shape(image, [None, None, 3])
 
 
 def train_image(raw, seed, c: Mapping[str, Any]):
-  """Encoded or uint8 image -> float32 [h, w, 3] at the patch budget, cropped and flipped.
+  """Encoded or uint8 image -> float32 [h, w, 3] at the patch budget, cropped, flipped and
+  augmented (data.augment).
 
   The seeds are split as preprocess.train_image splits them.
   """
   import tensorflow as tf  # noqa: PLC0415
 
-  from vit_jax.data import image_ops  # noqa: PLC0415
+  from vit_jax.data import image_ops, preprocess  # noqa: PLC0415
 
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   image = image_ops.decode(raw)
@@ -119,7 +126,12 @@ def train_image(raw, seed, c: Mapping[str, Any]):
   image = _resize_to_budget(image, c)
   if c["flip"]:
     image = image_ops.random_flip(image, flip_seed)
-  return image_ops.normalize(image, c["value_range"], c["mean"], c["std"])
+  # data.augment after the budget resize, as the square pipeline applies it after its
+  # resize: its pixel magnitudes (big_vision's 100 px translations, 40 px cutouts) were
+  # tuned for images at the model's input scale, which the budget gives; a resize after
+  # the ops would blur them; and they cost at most max_num_patches patches of pixels
+  # instead of a full-resolution decode. Every op reads the image's own height and width.
+  return preprocess.augment_and_normalize(image, seed, c)
 
 
 def eval_image(raw, c: Mapping[str, Any]):
@@ -180,11 +192,14 @@ class Packer:
                                             num_rows=rows)
     label = np.zeros((rows, self.k), np.int32)
     mask = np.zeros((rows, self.k), bool)
+    position = np.zeros((rows, self.k), np.int32)
     for i, (r, j) in zip(kept, slots):
       label[r, j] = labels[i]
       mask[r, j] = True
-    return {"patches": packed.patches, "image_ids": packed.image_ids, "coords": packed.coords,
-            "grids": packed.grids, "label": label, "mask": mask}
+      position[r, j] = i
+    out = {"patches": packed.patches, "image_ids": packed.image_ids, "coords": packed.coords,
+           "grids": packed.grids, "label": label, "mask": mask}
+    return out if self.train else {**out, "position": position}
 
 
 def pack_shards(shard_batches: list[Iterator[Mapping[str, np.ndarray]]], packer: Packer,

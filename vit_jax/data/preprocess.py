@@ -47,12 +47,7 @@ def train_image(raw: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.Ten
     image = image_ops.resize(image, size, _method(c))
   if c["flip"]:
     image = image_ops.random_flip(image, flip_seed)
-  # Folded in rather than split off `seed`, so the crop and flip stay those of a run
-  # without data.augment.
-  ops = augment_spec.parse(c["augment"])
-  augment_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-  image = augment_pixels(image, augment_seed, ops)
-  return augment_normalized(_normalize(image, c), augment_seed, ops)
+  return augment_and_normalize(image, seed, c)
 
 
 # ----------------------------------------------------------------------------------------
@@ -60,6 +55,21 @@ def train_image(raw: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.Ten
 # Each op gets the seed fold_in(seed, its position), so adding an op at the end leaves
 # the draws of the earlier ones unchanged.
 # ----------------------------------------------------------------------------------------
+
+
+def augment_and_normalize(image: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.Tensor:
+  """Cropped and flipped pixels -> the model input: data.augment's pixel ops, the
+  normalisation, then its ops on the normalised image (random_erasing).
+
+  image: [H, W, 3] or a clip [T, H, W, 3] in [0, 255], any H and W (native resolution
+  passes each image at its own size); seed: the example's seed, as given to the crop.
+  """
+  # Folded in rather than split off `seed`, so the crop and flip stay those of a run
+  # without data.augment.
+  ops = augment_spec.parse(c["augment"])
+  augment_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+  image = augment_pixels(image, augment_seed, ops)
+  return augment_normalized(_normalize(image, c), augment_seed, ops)
 
 _PIXEL_OPS = {
     "randaug": lambda x, seed, kw: randaugment.randaugment(
@@ -165,10 +175,7 @@ def train_clip(frames: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any]) -> tf.T
   if c["flip"]:
     frames = image_ops.random_flip(frames, flip_seed)
   # data.augment on the whole clip: one draw for all its frames (seeded as for images).
-  ops = augment_spec.parse(c["augment"])
-  augment_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-  frames = augment_pixels(frames, augment_seed, ops)
-  return augment_normalized(_normalize(frames, c), augment_seed, ops)
+  return augment_and_normalize(frames, seed, c)
 
 
 def eval_video(video: tf.Tensor, c: Mapping[str, Any],

@@ -203,15 +203,16 @@ def _native_checks(config: ml_collections.ConfigDict) -> list[tuple[bool, str]]:
   """What data.resolution_mode='native' (packed batches) does not combine with."""
   if config.data.resolution_mode != "native":
     return []
+  from vit_jax.evals import registry as evals_registry  # noqa: PLC0415
+
   mix = config.mixup
-  others = sorted(config.evals.keys()) if config.evals else []
+  problem = evals_registry.native_problem(
+      evals_registry.validate(config.evals, data.default_config()), "native")
   return [
       (not (mix.mixup_alpha or mix.cutmix_alpha),
        "mixup/cutmix mix images of one size; with data.resolution_mode='native' set "
        "mixup.mixup_alpha=0 and mixup.cutmix_alpha=0"),
-      (not others, f"evals {others} read features of square images; with "
-       "data.resolution_mode='native' only the run's own classification evaluates: remove "
-       "config.evals"),
+      (problem is None, problem),
   ]
 
 

@@ -20,6 +20,8 @@ nn.scan cannot be intercepted one by one).
 
 Shapes: images [B, H, W, 3] -> vectors [B, F], tokens [B, L, D]; videos with V eval
 views [B, V, T, H, W, 3] -> vectors averaged over the views [B, F], tokens [B, V, L, D].
+Native resolution (packed batches, vit_jax/data/native.py): `pooled` only, each image's
+own (VisionTransformer.packed, features=True): [R, k, D] -> [R * k, D], one per slot.
 
 `extract` reads one split with the evaluation pipeline (padded batches, `mask`), sharded
 over every device of every host, and keeps each real example exactly once, in the split's
@@ -48,6 +50,7 @@ from vit_jax import models, paths
 from vit_jax.driver import parallel
 from vit_jax.errors import ConfigError
 from vit_jax.evals import registry
+from vit_jax.models import packed
 
 _ENCODERS = ("Transformer", "SpatialTransformer")
 _HEADS = ("head", "output_projection")
@@ -91,9 +94,16 @@ def check_supported(model: nn.Module, names: Sequence[str]) -> None:
                         "'patch_mean'.")
 
 
-def compute(model: nn.Module, params: Any, inputs: jax.Array,
+def compute(model: nn.Module, params: Any, inputs: jax.Array | packed.PackedPatches,
             names: Sequence[str]) -> dict[str, jax.Array]:
   """The named features of `inputs` from one forward pass (see the module docstring)."""
+  if isinstance(inputs, packed.PackedPatches):
+    others = [n for n in names if n != "pooled"]
+    if others:  # registry.native_problem refuses these at config validation
+      raise ConfigError(f"Features {others} are not per image in a packed batch: use "
+                        "'pooled' with data.resolution_mode='native'.")
+    pooled = model.apply({"params": params}, inputs, features=True)["pooled"]  # [R, k, D]
+    return {"pooled": pooled.reshape(-1, pooled.shape[-1]).astype(jnp.float32)}
   is_video = isinstance(model, models.VideoTransformer)
   views = None
   if is_video and inputs.ndim == 6:  # [B, V, T, H, W, C] -> [B*V, T, H, W, C]
@@ -204,19 +214,31 @@ def extract(model: nn.Module, params: Any, data_config: Mapping[str, Any], split
   parts: dict[str, list[np.ndarray]] = {k: [] for k in names + ("label", "process", "position")}
   for step, batch in enumerate(data.eval_iterator(data_config, global_batch_size=batch_size,
                                                   sharding=sharding, split=split)):
-    out = fn(params, batch["image"])
-    # Where each row came from: (process, position in its share). Shares are contiguous
-    # ranges of the split in order, so sorting by them gives the split's order whatever
-    # the number of processes (the protocols that sample, few-shot and the held-out
-    # part of a linear sweep, then draw the same examples on 1 host and on N).
-    origin = distribute.to_global(
-        {"process": np.full(local, jax.process_index(), np.int32),
-         "position": np.arange(step * local, (step + 1) * local, dtype=np.int32)},
-        sharding, batch_size)
-    host = _to_host({**out, **origin, "label": batch["label"], "mask": batch["mask"]})
+    # Where each example came from: (process, position in its share). Shares are
+    # contiguous ranges of the split in order, so sorting by them gives the split's order
+    # whatever the number of processes (the protocols that sample, few-shot and the
+    # held-out part of a linear sweep, then draw the same examples on 1 host and on N).
+    if data.native.is_packed(batch):
+      # Per image slot [R, k] (R rows over all processes), flattened as the features are;
+      # the packer recorded each image's place in its process's batch.
+      out = fn(params, data.native.packed_patches(batch))
+      rows, k = batch["label"].shape
+      process = np.full((rows // jax.process_count(), k), jax.process_index(), np.int32)
+      host = _to_host({**out, **distribute.to_global({"process": process}, sharding, rows),
+                       **{key: batch[key] for key in ("label", "mask", "position")}})
+      host = {key: np.reshape(v, (-1,) + np.shape(v)[2:]) if key not in out else v
+              for key, v in host.items()}
+      host["position"] = host["position"] + step * local
+    else:
+      out = fn(params, batch["image"])
+      origin = distribute.to_global(
+          {"process": np.full(local, jax.process_index(), np.int32),
+           "position": np.arange(step * local, (step + 1) * local, dtype=np.int32)},
+          sharding, batch_size)
+      host = _to_host({**out, **origin, "label": batch["label"], "mask": batch["mask"]})
     keep = np.asarray(host["mask"], bool)
-    for k in parts:
-      parts[k].append(np.asarray(host[k])[keep])
+    for key in parts:
+      parts[key].append(np.asarray(host[key])[keep])
   if not parts["label"]:
     raise ConfigError(f"The split {split!r} of {data_config['dataset']!r} is empty: check "
                       "the evaluator's data.train_split / data.eval_split.")

@@ -275,6 +275,34 @@ def validate(evals: Mapping[str, Any], data_keys: Mapping[str, Any] | None = Non
   return out
 
 
+def native_problem(evals: Mapping[str, dict[str, Any]], base_resolution_mode: str
+                   ) -> str | None:
+  """What of the evaluators (validated options) cannot read packed native-resolution
+  batches, with the fix; None if they all can.
+
+  A packed batch gives one vector per image, the `pooled` feature
+  (VisionTransformer.packed); the others (cls, patch means, intermediate blocks, the
+  attentive probe's tokens) would need per-image bookkeeping of every token. Training
+  batches on the fly (linear mode="on_the_fly") read images, not packed rows. An evaluator
+  whose `data` sets resolution_mode="square" reads square images and may take any.
+  """
+  bad = []
+  for name, o in evals.items():
+    if o["data"].get("resolution_mode", base_resolution_mode) != "native":
+      continue
+    if o["type"] == "attentive":
+      bad.append(f"evals.{name} (attentive: patch tokens)")
+    elif o["type"] == "linear" and o["mode"] == "on_the_fly":
+      bad.append(f"evals.{name} (linear mode='on_the_fly')")
+    else:
+      bad += [f"evals.{name}.features={f!r}" for f in features_of(o) if f != "pooled"]
+  if not bad:
+    return None
+  return (f"{', '.join(bad)}: packed native-resolution batches give one 'pooled' feature "
+          "per image; use features='pooled' (kNN, linear with mode='cached', few-shot) or "
+          "classification, or set the evaluator's data.resolution_mode='square'")
+
+
 def standalone_config() -> Any:
   """The schema of an evaluation config (`python -m vit_jax.evaluate --config FILE`).
 
@@ -319,7 +347,11 @@ def validate_standalone(config: Any) -> dict[str, dict[str, Any]]:
   if not config.evals:
     raise ConfigError("Invalid config: no evaluators in config.evals; add one, e.g. "
                       "config.evals.knn = dict(type='knn').")
-  return validate(config.evals, data_config_lib.default_config())
+  evals = validate(config.evals, data_config_lib.default_config())
+  problem = native_problem(evals, config.data.resolution_mode)
+  if problem:
+    raise ConfigError(f"Invalid config: {problem}.")
+  return evals
 
 
 def check_best_metric(evals: Mapping[str, dict[str, Any]], best_metric: str,
