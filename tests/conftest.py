@@ -17,8 +17,28 @@ if _FLAG not in os.environ.get("XLA_FLAGS", ""):
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("VIT_JAX_REUSE_HOST_MEMORY", "0")
+# One persistent compilation cache for the whole session, every program however fast it
+# compiled: the suite compiles the same tiny models' steps in many tests and in their
+# child processes (which inherit these variables; the pytest-xdist workers inherit the
+# controller's directory). A test that checks compiling passes its own --compilation_cache.
+_SESSION_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  import tempfile  # noqa: E402
+
+  _SESSION_CACHE = tempfile.mkdtemp(prefix="vit_jax_test_xla_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
 import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session):
+  """The process that made the session's compilation cache removes it at the end."""
+  if _SESSION_CACHE is not None:
+    import shutil  # noqa: PLC0415
+
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
