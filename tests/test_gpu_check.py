@@ -52,6 +52,9 @@ BLOCKER = textwrap.dedent("""
 
 def _run(tmp_path, *args, blocked=False):
   env = subprocess_env(devices=None)
+  # As on the device machine: no persistent compilation cache (the session's, from
+  # tests/conftest.py, has etils probe for TensorFlow, an import attempt this test counts).
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   if blocked:
     site = tmp_path / "site"
     site.mkdir()
