@@ -71,6 +71,7 @@ def augment_and_normalize(image: tf.Tensor, seed: tf.Tensor, c: Mapping[str, Any
   image = augment_pixels(image, augment_seed, ops)
   return augment_normalized(_normalize(image, c), augment_seed, ops)
 
+
 _PIXEL_OPS = {
     "randaug": lambda x, seed, kw: randaugment.randaugment(
         x, seed, randaugment.big_vision_policy(kw["num_layers"], kw["magnitude"])),
