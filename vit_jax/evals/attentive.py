@@ -24,6 +24,7 @@ Shapes: tokens [B, L, D] or [B, V, L, D] -> logits [B, C].
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -239,7 +240,7 @@ def train_stream(batches: Iterator[tuple[jax.Array, jax.Array]], tokens_of: Toke
     return optax.apply_updates(params, updates), opt_state, loss
 
   log_every = max(steps // 10, 1)
-  stream = _chain(first, batches)
+  stream = itertools.chain([first], batches)
   done = 0
   for inputs, labels in stream:
     params, opt_state, loss = step_fn(params, opt_state, frozen, inputs, labels,
@@ -284,8 +285,3 @@ def evaluate_stream(probe: AttentiveProbe, params: Any,
     raise ConfigError("The attentive probe's evaluation split is empty: check "
                       "data.eval_split.")
   return {"top1": top1 / n, "top5": top5 / n, "num_examples": n}
-
-
-def _chain(first, rest):
-  yield first
-  yield from rest

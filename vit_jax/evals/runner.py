@@ -62,14 +62,13 @@ class Evaluators:
     self.details: dict[str, Any] = {}
     n = jax.device_count()
     for name, o in self.options.items():
-      size = self.batch_size(o)
-      if size % n:
-        raise ConfigError(f"evals.{name}.batch_size={size} is not divisible by the {n} "
-                          f"devices; use a multiple of {n}.")
-      if o.get("mode") == "on_the_fly" and o["batch_size_probe"] % n:
-        # On the fly batch_size_probe is the global training batch, split over devices.
-        raise ConfigError(f"evals.{name}.batch_size_probe={o['batch_size_probe']} is not "
-                          f"divisible by the {n} devices; use a multiple of {n}.")
+      sizes = {"batch_size": self.batch_size(o)}
+      if o.get("mode") == "on_the_fly":  # the global training batch, split over devices
+        sizes["batch_size_probe"] = o["batch_size_probe"]
+      for key, size in sizes.items():
+        if size % n:
+          raise ConfigError(f"evals.{name}.{key}={size} is not divisible by the {n} "
+                            f"devices; use a multiple of {n}.")
 
   def batch_size(self, options: Mapping[str, Any]) -> int:
     return self.eval_batch_size if options["batch_size"] == -1 else options["batch_size"]
